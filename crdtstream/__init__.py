@@ -1,0 +1,39 @@
+"""crdtstream: windowed stream aggregation as mergeable CRDT state, gossiped between edge nodes.
+
+The public library surface is re-exported here; ``tests/test_exported_members.py`` pins it.
+"""
+
+from __future__ import annotations
+
+from crdtstream.errors import (
+    ConfigError,
+    CrdtStreamError,
+    DecodeError,
+    KindConflictError,
+    MergeError,
+    NotLeaderError,
+    PayloadTooLargeError,
+    PeerUnknownError,
+    StorageError,
+    TransportClosedError,
+    TransportError,
+    UnavailableError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "CrdtStreamError",
+    "DecodeError",
+    "KindConflictError",
+    "MergeError",
+    "NotLeaderError",
+    "PayloadTooLargeError",
+    "PeerUnknownError",
+    "StorageError",
+    "TransportClosedError",
+    "TransportError",
+    "UnavailableError",
+    "__version__",
+]

@@ -1,0 +1,70 @@
+"""The ``crdtstream`` command line (also ``python -m crdtstream``).
+
+Subcommands: ``bench SUITE`` runs a benchmark suite from ``bench/`` and prints a table or, with
+``--json``, one JSON object. Each subcommand is a small function that parses, wires the shell
+pieces together and returns an exit code; no protocol logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+__all__ = ["build_parser", "main"]
+
+
+def _bench_suites() -> dict[str, ModuleType]:
+    import bench
+
+    suites: dict[str, ModuleType] = {}
+    for info in pkgutil.iter_modules(bench.__path__):
+        if info.name.startswith("_") or info.name == "report":
+            continue
+        module = importlib.import_module(f"bench.{info.name}")
+        if hasattr(module, "run") and hasattr(module, "add_arguments"):
+            suites[info.name] = module
+    return suites
+
+
+def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench_parser = subparsers.add_parser("bench", help="run a benchmark suite")
+    suite_parsers = bench_parser.add_subparsers(dest="suite", required=True, metavar="SUITE")
+    for name, module in sorted(_bench_suites().items()):
+        doc = (module.__doc__ or name).strip().splitlines()[0]
+        suite_parser = suite_parsers.add_parser(name, help=doc, description=module.__doc__)
+        suite_parser.add_argument("--json", action="store_true", help="print one JSON object")
+        module.add_arguments(suite_parser)
+        suite_parser.set_defaults(handler=_run_bench, bench_module=module)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    report = args.bench_module.run(args)
+    print(report.dumps() if args.json else report.to_table())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="crdtstream",
+        description="CRDT stream aggregation: edge agent, benchmarks and tools.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_bench(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
