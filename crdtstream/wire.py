@@ -88,6 +88,11 @@ class Tag(enum.IntEnum):
     MIN_REGISTER = 7
     HYPER_LOG_LOG = 8
     DISTRIBUTION = 9
+    RAFT_MESSAGE = 96
+    RAFT_ENTRY = 97
+    RAFT_HARD_STATE = 98
+    RAFT_SNAPSHOT = 99
+    RAFT_CONF_CHANGE = 100
 
 
 def _pack_default(obj: object) -> Any:
