@@ -1,0 +1,1 @@
+"""Checkers over recorded histories, kept apart from the simulators that produce them."""
