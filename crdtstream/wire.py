@@ -103,6 +103,11 @@ class Tag(enum.IntEnum):
     RAFT_HARD_STATE = 98
     RAFT_SNAPSHOT = 99
     RAFT_CONF_CHANGE = 100
+    RAFT_WAL_SNAPSHOT_MARK = 112
+    RAFT_WAL_METADATA = 113
+    RAFT_MACHINE_COMMAND = 114
+    RAFT_MACHINE_RESULT = 115
+    RAFT_MACHINE_SNAPSHOT = 116
 
 
 def _pack_default(obj: object) -> Any:
