@@ -88,6 +88,8 @@ class Tag(enum.IntEnum):
     MIN_REGISTER = 7
     HYPER_LOG_LOG = 8
     DISTRIBUTION = 9
+    WINDOW_DELTA = 32
+    WINDOW_SNAPSHOT = 33
     GOSSIP_DELTA = 64
     GOSSIP_ACK = 65
     SWIM_PING = 66
