@@ -74,7 +74,12 @@ class WindowConfig:
 
 @dataclass(frozen=True, slots=True)
 class TransportConfig:
-    """Limits every transport honours (see :mod:`crdtstream.transport`)."""
+    """Limits every transport honours (see :mod:`crdtstream.transport`).
+
+    With ``curve_enabled`` the ZeroMQ transport encrypts and authenticates every connection:
+    ``curve_secret_key_path`` is this node's key pair (as written by ``crdtstream keygen``, mode
+    0600) and ``curve_public_keys_dir`` holds one ``<node id>.key`` file per allowed peer.
+    """
 
     max_payload_bytes: int = 1 << 20
     send_queue_messages: int = 1_000
@@ -82,6 +87,8 @@ class TransportConfig:
     reconnect_ms_min: int = 100
     reconnect_ms_max: int = 5_000
     curve_enabled: bool = False
+    curve_secret_key_path: str | None = None
+    curve_public_keys_dir: str | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -108,6 +115,19 @@ class TransportConfig:
             "must be > 0 and <= reconnect_ms_max",
             self.reconnect_ms_min,
         )
+        if self.curve_enabled:
+            require(
+                bool(self.curve_secret_key_path),
+                "transport.curve_secret_key_path",
+                "is required when curve_enabled",
+                self.curve_secret_key_path,
+            )
+            require(
+                bool(self.curve_public_keys_dir),
+                "transport.curve_public_keys_dir",
+                "is required when curve_enabled",
+                self.curve_public_keys_dir,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +226,9 @@ class RaftConfig:
     snapshot_every_entries: int = 10_000
     pre_vote: bool = True
     check_quorum: bool = True
+    max_append_bytes: int = 512 * 1024
+    max_pending_reads: int = 65_536
+    max_apply_bytes_per_ready: int = 4 << 20
 
     def __post_init__(self) -> None:
         require(self.tick_ms > 0, "raft.tick_ms", "must be > 0", self.tick_ms)
@@ -238,6 +261,24 @@ class RaftConfig:
             "raft.snapshot_every_entries",
             "must be >= 1",
             self.snapshot_every_entries,
+        )
+        require(
+            self.max_append_bytes >= 1024,
+            "raft.max_append_bytes",
+            "must be >= 1024",
+            self.max_append_bytes,
+        )
+        require(
+            self.max_pending_reads >= 1,
+            "raft.max_pending_reads",
+            "must be >= 1",
+            self.max_pending_reads,
+        )
+        require(
+            self.max_apply_bytes_per_ready >= 1024,
+            "raft.max_apply_bytes_per_ready",
+            "must be >= 1024",
+            self.max_apply_bytes_per_ready,
         )
 
 
