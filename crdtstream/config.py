@@ -38,15 +38,20 @@ class WindowConfig:
     """How events are cut into windows and how long windows are kept.
 
     ``size_ms`` is the window length; ``slide_ms`` equals it for tumbling windows and divides it
-    for hopping windows. An event whose window ended more than ``allowed_lateness_ms`` before the
-    watermark is late: counted and reported, not applied. The newest ``retention_windows``
-    windows are kept.
+    for hopping windows. The watermark is the newest time seen (event or clock) minus
+    ``allowed_lateness_ms``; an event whose slice ends at or before it is late: counted and
+    reported, not applied. The newest ``retention_windows``
+    windows are kept. ``distinct_precision`` is the HyperLogLog precision of ``distinct`` keys
+    and ``distribution_relative_accuracy`` the bucket accuracy of ``distribution`` keys; every
+    node of a cluster must use the same two values (their states cannot be merged otherwise).
     """
 
     size_ms: int = 10_000
     slide_ms: int | None = None
     allowed_lateness_ms: int = 5_000
     retention_windows: int = 60
+    distinct_precision: int = 12
+    distribution_relative_accuracy: float = 0.01
 
     def __post_init__(self) -> None:
         require(self.size_ms > 0, "window.size_ms", "must be > 0", self.size_ms)
@@ -64,6 +69,18 @@ class WindowConfig:
             "window.retention_windows",
             "must be >= 1",
             self.retention_windows,
+        )
+        require(
+            4 <= self.distinct_precision <= 18,
+            "window.distinct_precision",
+            "must be in [4, 18]",
+            self.distinct_precision,
+        )
+        require(
+            0.0 < self.distribution_relative_accuracy < 1.0,
+            "window.distribution_relative_accuracy",
+            "must be in (0, 1)",
+            self.distribution_relative_accuracy,
         )
 
     @property
