@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtstream.errors import StorageError
+from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import Entry, HardState, Ready, Snapshot, SnapshotMeta, encode_entry
 from crdtstream.raft.wal import WalStorage, decode_records, encode_record, persist_ready
@@ -305,7 +306,9 @@ def test_wal_matches_the_memory_model_across_reopens(
 def run_model(
     directory: Path, storages: list[WalStorage], operations: list[tuple[str, int]]
 ) -> None:
+    """Drive the log, a crashable twin and a hand-kept model (visible + durable) in lockstep."""
     storage = open_wal(storages, directory, segment_bytes=1024)
+    twin = CrashableStorage(VOTERS)
     durable = MemoryStorage(VOTERS)
     model = MemoryStorage(VOTERS)
     pending: list[tuple[str, object]] = []
@@ -316,42 +319,48 @@ def run_model(
             first = rng.randint(max(model.first_index(), 1), model.last_index() + 1)
             term += rng.random() < 0.3
             batch = entries(first, first + rng.randint(0, 5), term)
-            storage.append(batch)
-            model.append(batch)
+            for target in (storage, twin, model):
+                target.append(batch)
             pending.append(("append", batch))
         elif name == "hard":
             state = HardState(term, rng.choice(VOTERS), rng.randint(0, 5))
-            storage.set_hard_state(state)
-            model.set_hard_state(state)
+            for target in (storage, twin, model):
+                target.set_hard_state(state)
             pending.append(("hard", state))
         elif name == "snapshot" and model.last_index() > model.snapshot().meta.index:
             index = rng.randint(model.snapshot().meta.index + 1, model.last_index())
-            snapshot = storage.create_snapshot(index, VOTERS, b"local")
-            model.create_snapshot(index, VOTERS, b"local")
+            for target in (storage, twin, model):
+                snapshot = target.create_snapshot(index, VOTERS, b"local")
             pending.append(("snapshot", snapshot))
+            if rng.random() < 0.5:
+                for target in (storage, twin, model):
+                    target.compact(index)
         elif name == "received":
             term += 1
-            snapshot = Snapshot(
-                SnapshotMeta(model.last_index() + rng.randint(-2, 3), term, VOTERS), b"x"
-            )
+            index = model.last_index() + rng.randint(-2, 3)
+            snapshot = Snapshot(SnapshotMeta(index, term, VOTERS), b"x")
             if snapshot.meta.index <= model.snapshot().meta.index:
                 continue
-            storage.apply_snapshot(snapshot)
-            model.apply_snapshot(snapshot)
+            for target in (storage, twin, model):
+                target.apply_snapshot(snapshot)
             pending.append(("received", snapshot))
         elif name == "sync":
             storage.sync()
+            twin.sync()
             replay(durable, pending)
         elif name in ("reopen", "crash"):
             if name == "reopen":
                 storage.close()
+                twin.sync()
                 replay(durable, pending)
             else:
                 storage.crash()
                 pending.clear()
+            twin.crash()
             storage = open_wal(storages, directory, segment_bytes=1024)
             model = durable_copy(durable)
             assert_same(storage, durable)
+            assert_same(twin, durable)
     storage.close()
     replay(durable, pending)
     assert_same(open_wal(storages, directory), durable)
@@ -382,7 +391,7 @@ def durable_copy(durable: MemoryStorage) -> MemoryStorage:
     return copy
 
 
-def assert_same(storage: WalStorage, durable: MemoryStorage) -> None:
+def assert_same(storage: WalStorage | CrashableStorage, durable: MemoryStorage) -> None:
     assert storage.initial_state() == durable.initial_state()
     assert storage.snapshot() == durable.snapshot()
     assert storage.last_index() == durable.last_index()
@@ -391,3 +400,20 @@ def assert_same(storage: WalStorage, durable: MemoryStorage) -> None:
         assert storage.entries(first, storage.last_index() + 1) == durable.entries(
             first, durable.last_index() + 1
         )
+
+
+def test_crashable_storage_loses_only_unsynced_writes() -> None:
+    storage = CrashableStorage(VOTERS)
+    storage.append(entries(1, 3))
+    storage.set_hard_state(HardState(1, "a", 1))
+    storage.sync()
+    storage.append(entries(4, 5))
+    storage.set_hard_state(HardState(2, "b", 4))
+    assert storage.last_index() == 5
+    assert storage.unsynced_writes == 2
+    storage.crash()
+    assert storage.last_index() == 3
+    assert storage.initial_state() == (HardState(1, "a", 1), VOTERS)
+    assert storage.sync_count == 1
+    storage.sync()
+    assert storage.sync_count == 1, "an empty sync is not counted"
