@@ -1,0 +1,483 @@
+"""The Raft state machine: terms, roles, elections and the follower side of replication.
+
+File-level rules: pure. No clock (time is ``tick()``), no I/O, randomness only from the injected
+``random.Random``. Output is data: ``messages`` and ``read_states`` accumulate here and leave
+through :class:`~crdtstream.raft.rawnode.RawNode`'s ``Ready``.
+
+Roles are swapped step and tick functions (etcd-io/raft ``raft.go``): ``step_follower``,
+``step_candidate`` (also for pre-candidates) and ``step_leader`` (in :mod:`.leader`), with
+``tick_election`` or ``tick_heartbeat``. Transitions are the ``become_*`` methods.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from crdtstream.config import RaftConfig
+from crdtstream.errors import NotLeaderError
+from crdtstream.ids import validate_node_id
+from crdtstream.raft import leader
+from crdtstream.raft.log import RaftLog
+from crdtstream.raft.progress import ProgressTracker, VoteResult
+from crdtstream.raft.read_only import ReadOnly
+from crdtstream.raft.storage import Storage
+from crdtstream.raft.types import (
+    ConfChange,
+    ConfChangeKind,
+    EntryKind,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+__all__ = ["CAMPAIGN_TRANSFER", "Raft"]
+
+CAMPAIGN_TRANSFER = b"transfer"
+"""Vote context of an election started by leadership transfer: it overrides the leader lease."""
+
+_VOTE_RESPONSE = {
+    MessageType.VOTE: MessageType.VOTE_RESP,
+    MessageType.PRE_VOTE: MessageType.PRE_VOTE_RESP,
+}
+
+StepFunction = Callable[["Raft", Message], None]
+
+
+class Raft:
+    """One Raft peer. Drive it through :class:`~crdtstream.raft.rawnode.RawNode`."""
+
+    def __init__(
+        self, node_id: str, storage: Storage, config: RaftConfig, rng: random.Random, applied: int
+    ) -> None:
+        self.id = validate_node_id(node_id)
+        self.config = config
+        self.rng = rng
+        self.log = RaftLog(storage)
+        self.term = 0
+        self.vote: str | None = None
+        self.leader: str | None = None
+        self.role = Role.FOLLOWER
+        self.tracker = ProgressTracker(config.max_inflight_appends)
+        self.read_only = ReadOnly(config.max_pending_reads)
+        self.parked_reads: list[Message] = []
+        self.messages: list[Message] = []
+        self.read_states: list[ReadState] = []
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_timeout_ticks
+        self.lead_transferee: str | None = None
+        self.pending_conf_index = 0
+        self.dropped_reads = 0
+        self._step: StepFunction = step_follower
+        self._tick: Callable[[], None] = self.tick_election
+        hard_state, voters = storage.initial_state()
+        self.tracker.set_voters(voters, self.log.last_index() + 1)
+        if not hard_state.is_empty():
+            self._load_hard_state(hard_state)
+        if applied > 0:
+            self.log.applied_to(min(applied, self.log.committed))
+        self.become_follower(self.term, None)
+
+    def _load_hard_state(self, state: HardState) -> None:
+        if not self.log.committed <= state.commit <= self.log.last_index():
+            raise RuntimeError(
+                f"hard state commit {state.commit} outside "
+                f"[{self.log.committed}, {self.log.last_index()}]"
+            )
+        self.log.committed = state.commit
+        self.term = state.term
+        self.vote = state.vote
+
+    # -- reported state --
+
+    def hard_state(self) -> HardState:
+        """What must be durable before this node's messages leave."""
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def soft_state(self) -> SoftState:
+        """The known leader and our role."""
+        return SoftState(self.leader, self.role)
+
+    def promotable(self) -> bool:
+        """True when this node is a voter and may campaign."""
+        return self.id in self.tracker.progress
+
+    # -- sending --
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for the next Ready."""
+        self.messages.append(message)
+
+    def reply(self, message_type: MessageType, to: str | None, **fields: object) -> None:
+        """Queue a message of our current term to ``to``."""
+        self.messages.append(
+            Message(message_type, self.id, to, self.term, **fields)  # type: ignore[arg-type]
+        )
+
+    # -- transitions --
+
+    def reset(self, term: int) -> None:
+        """Common state reset on every role change."""
+        if self.term != term:
+            self.term = term
+            self.vote = None
+        self.leader = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = self.config.election_timeout_ticks + self.rng.randrange(
+            self.config.election_timeout_ticks
+        )
+        self.lead_transferee = None
+        self.tracker.reset_votes()
+        self.tracker.reset_all(self.id, self.log.last_index())
+        self.pending_conf_index = 0
+        self.read_only = ReadOnly(self.config.max_pending_reads)
+        self.parked_reads = []
+
+    def become_follower(self, term: int, leader_id: str | None) -> None:
+        """Follow ``leader_id`` (or nobody yet) in ``term``."""
+        self.reset(term)
+        self._step = step_follower
+        self._tick = self.tick_election
+        self.leader = leader_id
+        self.role = Role.FOLLOWER
+
+    def become_pre_candidate(self) -> None:
+        """Ask for pre-votes without touching term or vote (thesis §9.6)."""
+        if self.role is Role.LEADER:
+            raise RuntimeError("a leader cannot become a pre-candidate")
+        self.tracker.reset_votes()
+        self._step = step_candidate
+        self._tick = self.tick_election
+        self.leader = None
+        self.role = Role.PRE_CANDIDATE
+
+    def become_candidate(self) -> None:
+        """Start a new term and vote for ourselves."""
+        if self.role is Role.LEADER:
+            raise RuntimeError("a leader cannot become a candidate")
+        self.reset(self.term + 1)
+        self._step = step_candidate
+        self._tick = self.tick_election
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+
+    def become_leader(self) -> None:
+        """Lead this term: replicate to everyone and append an empty entry (§8)."""
+        if self.role is Role.FOLLOWER:
+            raise RuntimeError("a follower cannot become leader without an election")
+        self.reset(self.term)
+        self._step = leader.step_leader
+        self._tick = self.tick_heartbeat
+        self.leader = self.id
+        self.role = Role.LEADER
+        self.tracker.progress[self.id].become_replicate()
+        # A configuration change in the uncommitted tail may be pending: allow no new one
+        # until everything up to here is applied.
+        self.pending_conf_index = self.log.last_index()
+        leader.append_entries(self, [(EntryKind.EMPTY, b"")])
+
+    # -- ticks --
+
+    def tick(self) -> None:
+        """Advance time by one tick."""
+        self._tick()
+
+    def tick_election(self) -> None:
+        """Followers and candidates: campaign once the randomized election timeout passes."""
+        self.election_elapsed += 1
+        if self.promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.step(Message(MessageType.HUP, self.id))
+
+    def tick_heartbeat(self) -> None:
+        """Leaders: heartbeats, the CheckQuorum test and the transfer deadline."""
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_timeout_ticks:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                self.step(Message(MessageType.CHECK_QUORUM, self.id))
+            if self.role is Role.LEADER and self.lead_transferee is not None:
+                self.lead_transferee = None  # the transfer did not finish in time
+        if self.role is not Role.LEADER:
+            return
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self.step(Message(MessageType.BEAT, self.id))
+
+    # -- elections --
+
+    def hup(self, transfer: bool = False) -> None:
+        """Start an election (a pre-election first when PreVote is on, unless transferring)."""
+        if self.role is Role.LEADER or not self.promotable():
+            return
+        if self._has_unapplied_conf_change():
+            return  # the voter set may be about to change under us
+        if self.config.pre_vote and not transfer:
+            self.campaign(pre_vote=True)
+        else:
+            self.campaign(pre_vote=False, transfer=transfer)
+
+    def _has_unapplied_conf_change(self) -> bool:
+        low, high = self.log.applied + 1, self.log.committed + 1
+        if low >= high:
+            return False
+        entries = self.log.slice(max(low, self.log.first_index()), high)
+        return any(entry.kind is EntryKind.CONF_CHANGE for entry in entries)
+
+    def campaign(self, pre_vote: bool, transfer: bool = False) -> None:
+        """Ask every voter for a (pre-)vote at the next term."""
+        if pre_vote:
+            self.become_pre_candidate()
+            vote_type, term = MessageType.PRE_VOTE, self.term + 1
+        else:
+            self.become_candidate()
+            vote_type, term = MessageType.VOTE, self.term
+        if self.poll(self.id, True) is VoteResult.WON:
+            self._won_election()
+            return
+        context = CAMPAIGN_TRANSFER if transfer else b""
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for voter in self.tracker.voters:
+            if voter != self.id:
+                self.send(
+                    Message(vote_type, self.id, voter, term, last_term, last_index, context=context)
+                )
+
+    def poll(self, node_id: str, granted: bool) -> VoteResult:
+        """Record a (pre-)vote and return the election's outcome so far."""
+        self.tracker.record_vote(node_id, granted)
+        return self.tracker.tally_votes()[2]
+
+    def _won_election(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self.campaign(pre_vote=False)
+        else:
+            self.become_leader()
+            leader.broadcast_append(self)
+
+    # -- stepping --
+
+    def step(self, message: Message) -> None:
+        """Handle one message: term checks common to all roles, then the role's step function."""
+        if message.term > self.term and not self._step_higher_term(message):
+            return
+        if 0 < message.term < self.term:
+            self._step_lower_term(message)
+            return
+        if message.type is MessageType.HUP:
+            self.hup()
+        elif message.type in (MessageType.VOTE, MessageType.PRE_VOTE):
+            self._handle_vote_request(message)
+        else:
+            self._step(self, message)
+
+    def _in_lease(self) -> bool:
+        return (
+            self.config.check_quorum
+            and self.leader is not None
+            and self.election_elapsed < self.config.election_timeout_ticks
+        )
+
+    def _step_higher_term(self, message: Message) -> bool:
+        """A message from a later term; False when it is to be ignored."""
+        # §6: a node that heard from a leader within the minimum election timeout ignores
+        # votes, so a partitioned node rejoining cannot depose a healthy leader.
+        if (
+            message.type in (MessageType.VOTE, MessageType.PRE_VOTE)
+            and message.context != CAMPAIGN_TRANSFER
+            and self._in_lease()
+        ):
+            return False
+        if message.type is MessageType.PRE_VOTE:
+            return True  # a pre-vote never changes our term
+        if message.type is MessageType.PRE_VOTE_RESP and not message.reject:
+            return True  # granted pre-votes carry the term we are about to campaign for
+        if message.type in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
+            self.become_follower(message.term, message.sender)
+        else:
+            self.become_follower(message.term, None)
+        return True
+
+    def _step_lower_term(self, message: Message) -> None:
+        if (self.config.check_quorum or self.config.pre_vote) and message.type in (
+            MessageType.HEARTBEAT,
+            MessageType.APP,
+        ):
+            # A leader cut off long enough to be deposed learns the newer term from this, instead
+            # of pinging us forever while its term blocks everyone else.
+            self.reply(MessageType.APP_RESP, message.sender)
+        elif message.type is MessageType.PRE_VOTE:
+            # Answer, do not drop: a pre-candidate at a lower term must learn it is behind.
+            self.reply(MessageType.PRE_VOTE_RESP, message.sender, reject=True)
+
+    def _handle_vote_request(self, message: Message) -> None:
+        can_vote = (
+            self.vote == message.sender
+            or (self.vote is None and self.leader is None)
+            or (message.type is MessageType.PRE_VOTE and message.term > self.term)
+        )
+        response = _VOTE_RESPONSE[message.type]
+        if can_vote and self.log.is_up_to_date(message.index, message.log_term):
+            # The answer carries the candidate's term so it is not discarded as stale.
+            self.send(Message(response, self.id, message.sender, message.term))
+            if message.type is MessageType.VOTE:
+                self.election_elapsed = 0
+                self.vote = message.sender
+        else:
+            self.reply(response, message.sender, reject=True)
+
+    # -- follower side of replication --
+
+    def handle_append_entries(self, message: Message) -> None:
+        """AppendEntries (Figure 2): accept, or reject with a hint for fast backtracking."""
+        if message.index < self.log.committed:
+            self.reply(MessageType.APP_RESP, message.sender, index=self.log.committed)
+            return
+        last_new = self.log.maybe_append(
+            message.index, message.log_term, message.commit, message.entries
+        )
+        if last_new is not None:
+            self.reply(MessageType.APP_RESP, message.sender, index=last_new)
+            return
+        hint_index = min(message.index, self.log.last_index())
+        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, message.log_term)
+        self.reply(
+            MessageType.APP_RESP,
+            message.sender,
+            index=message.index,
+            reject=True,
+            reject_hint=hint_index,
+            log_term=hint_term,
+        )
+
+    def handle_heartbeat(self, message: Message) -> None:
+        """Learn the commit index (never past our log) and echo the read round."""
+        self.log.commit_to(min(message.commit, self.log.last_index()))
+        self.reply(MessageType.HEARTBEAT_RESP, message.sender, context=message.context)
+
+    def handle_snapshot(self, message: Message) -> None:
+        """InstallSnapshot: adopt a snapshot newer than our commit index."""
+        snapshot = message.snapshot
+        if snapshot is not None and self.restore(snapshot):
+            self.reply(MessageType.APP_RESP, message.sender, index=self.log.last_index())
+        else:
+            self.reply(MessageType.APP_RESP, message.sender, index=self.log.committed)
+
+    def restore(self, snapshot: Snapshot) -> bool:
+        """Replace our log by ``snapshot`` unless it adds nothing we lack."""
+        meta = snapshot.meta
+        if meta.index <= self.log.committed:
+            return False
+        if self.role is not Role.FOLLOWER:
+            raise RuntimeError("only a follower restores a snapshot")
+        if self.log.match_term(meta.index, meta.term):
+            # We hold the entry already: fast-forward the commit index, keep the log.
+            self.log.commit_to(meta.index)
+            return False
+        self.log.restore(snapshot)
+        self.tracker.set_voters(meta.voters, self.log.last_index() + 1)
+        return True
+
+    # -- membership --
+
+    def apply_conf_change(self, change: ConfChange) -> tuple[str, ...]:
+        """Apply a committed single-server change; returns the new voter set."""
+        voters = set(self.tracker.progress)
+        if change.kind is ConfChangeKind.ADD_VOTER:
+            voters.add(change.node_id)
+        else:
+            voters.discard(change.node_id)
+        self.tracker.set_voters(voters, self.log.last_index() + 1)
+        if change.kind is ConfChangeKind.ADD_VOTER and change.node_id in self.tracker.progress:
+            # A new voter counts as active, or CheckQuorum could depose us before it answers.
+            self.tracker.progress[change.node_id].recent_active = True
+        if self.role is Role.LEADER:
+            leader.after_conf_change(self)
+        return self.tracker.voters
+
+    # -- reads --
+
+    def add_read_state(self, index: int, request_ctx: bytes) -> None:
+        """A read confirmed at ``index``: the caller serves it once applied reaches it."""
+        self.read_states.append(ReadState(index, request_ctx))
+
+
+def step_follower(raft: Raft, message: Message) -> None:
+    """Follower: forward proposals and reads, follow the leader's appends and heartbeats."""
+    kind = message.type
+    if kind in (MessageType.PROP, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER):
+        _forward_to_leader(raft, message)
+    elif kind in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
+        raft.election_elapsed = 0
+        raft.leader = message.sender
+        _handle_from_leader(raft, message)
+    elif kind is MessageType.TIMEOUT_NOW:
+        raft.hup(transfer=True)
+    elif kind is MessageType.READ_INDEX_RESP:
+        raft.add_read_state(message.index, message.context)
+
+
+def _forward_to_leader(raft: Raft, message: Message) -> None:
+    if raft.leader is None:
+        if message.type is MessageType.PROP and message.sender == raft.id:
+            raise NotLeaderError("no leader is known; the proposal was dropped")
+        raft.dropped_reads += message.type is MessageType.READ_INDEX
+        return
+    # Forwarded requests travel with term 0: the leader treats them like local ones.
+    raft.send(
+        Message(
+            message.type,
+            message.sender,
+            raft.leader,
+            0,
+            entries=message.entries,
+            context=message.context,
+        )
+    )
+
+
+def _handle_from_leader(raft: Raft, message: Message) -> None:
+    if message.type is MessageType.APP:
+        raft.handle_append_entries(message)
+    elif message.type is MessageType.HEARTBEAT:
+        raft.handle_heartbeat(message)
+    else:
+        raft.handle_snapshot(message)
+
+
+def step_candidate(raft: Raft, message: Message) -> None:
+    """Candidate and pre-candidate: count votes; a leader of our term ends the election."""
+    kind = message.type
+    if kind is MessageType.PROP:
+        if message.sender == raft.id:
+            raise NotLeaderError("an election is in progress; the proposal was dropped")
+    elif kind in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
+        raft.become_follower(message.term, message.sender)
+        _handle_from_leader(raft, message)
+    elif kind is MessageType.READ_INDEX:
+        raft.dropped_reads += 1
+    elif kind is _expected_vote_response(raft):
+        result = raft.poll(_required(message.sender), not message.reject)
+        if result is VoteResult.WON:
+            raft._won_election()
+        elif result is VoteResult.LOST:
+            raft.become_follower(raft.term, None)
+
+
+def _expected_vote_response(raft: Raft) -> MessageType:
+    if raft.role is Role.PRE_CANDIDATE:
+        return MessageType.PRE_VOTE_RESP
+    return MessageType.VOTE_RESP
+
+
+def _required(node_id: str | None) -> str:
+    if node_id is None:
+        raise ValueError("message without a sender")
+    return node_id
