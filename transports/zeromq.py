@@ -62,6 +62,7 @@ __all__ = [
     "CurveKeys",
     "ZmqTransport",
     "curve_keys_from_config",
+    "generate_curve_keypair",
     "generate_key_pair",
     "load_key_pair",
     "load_public_keys",
@@ -504,3 +505,8 @@ class ZmqTransport:
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosedError(f"{self._node_id}: endpoint is closed")
+
+
+def generate_curve_keypair() -> tuple[bytes, bytes]:
+    """A fresh CurveZMQ ``(public_key, secret_key)`` pair in Z85, held in memory only."""
+    return zmq.curve_keypair()

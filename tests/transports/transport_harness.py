@@ -16,7 +16,7 @@ from typing import Protocol
 from crdtstream.config import TransportConfig
 from crdtstream.transport import Packet, Transport
 from transports.memory import MemoryNetwork, MemoryTransport
-from transports.zeromq import CurveKeys, ZmqTransport
+from transports.zeromq import CurveKeys, ZmqTransport, generate_curve_keypair
 
 WAIT_SECONDS_MAX = 10.0
 """Upper bound for any wait on real sockets; generous so a loaded CI machine does not flake."""
@@ -93,14 +93,33 @@ def free_tcp_address() -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
+CONFORMANCE_NODE_IDS = (
+    "a",
+    "b",
+    "ghost",
+    "hub",
+    *(f"node-{index}" for index in range(5)),
+    *(f"spoke-{index:02d}" for index in range(16)),
+)
+"""Every node id the conformance suite uses, so a CURVE harness can key them all up front."""
+
+
+def curve_keys_for(node_ids: tuple[str, ...]) -> dict[str, CurveKeys]:
+    """A fresh key pair per node, each allowing all of them."""
+    pairs = {node_id: generate_curve_keypair() for node_id in node_ids}
+    allowed = {node_id: public for node_id, (public, _) in pairs.items()}
+    return {
+        node_id: CurveKeys(public, secret, allowed) for node_id, (public, secret) in pairs.items()
+    }
+
+
 class ZmqHarness:
     """Real ZeroMQ endpoints on 127.0.0.1 with system-chosen ports, optionally with CURVE."""
-
-    name = "zeromq"
 
     def __init__(self, curve_by_node: dict[str, CurveKeys] | None = None) -> None:
         self.endpoints: list[ZmqTransport] = []
         self.curve_by_node = curve_by_node or {}
+        self.name = "zeromq-curve" if curve_by_node else "zeromq"
 
     def open(self, node_id: str, config: TransportConfig | None = None) -> Transport:
         return self._open(node_id, "tcp://127.0.0.1:0", config)
