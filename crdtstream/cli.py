@@ -47,6 +47,32 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_keygen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keygen_parser = subparsers.add_parser(
+        "keygen",
+        help="write a CurveZMQ key pair for a node",
+        description="Write <node-id>.key (public, to share) and <node-id>.key_secret (mode 0600, "
+        "to keep) into DIR. Existing files are never overwritten.",
+    )
+    keygen_parser.add_argument("--node-id", required=True, help="the node the keys are for")
+    keygen_parser.add_argument("--dir", default=".", help="where to write (default: .)")
+    keygen_parser.set_defaults(handler=_run_keygen)
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    # Imported here: the key files are a ZeroMQ format, and zmq stays inside transports.zeromq.
+    from transports.zeromq import generate_key_pair
+
+    try:
+        public_path, secret_path = generate_key_pair(args.dir, args.node_id)
+    except (OSError, ValueError) as error:
+        print(f"keygen: {error}", file=sys.stderr)
+        return 1
+    print(f"public key: {public_path}")
+    print(f"secret key: {secret_path} (mode 0600; never share it)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -55,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_bench(subparsers)
+    _add_keygen(subparsers)
     return parser
 
 
