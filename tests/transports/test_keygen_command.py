@@ -1,4 +1,4 @@
-"""``crdtstream keygen``: a loadable key pair, the secret private from birth, nothing overwritten."""
+"""``crdtstream keygen``: a loadable key pair, the secret private from birth, no overwrites."""
 
 from __future__ import annotations
 
