@@ -1,0 +1,276 @@
+"""δ-interval anti-entropy: a pure core that ships each peer exactly the delta-groups it lacks.
+
+Rules of this file: no clock (time is the ``now_ms`` argument), no I/O (messages leave as
+:class:`~crdtstream.gossip.messages.Message` values), randomness only from the injected
+``random.Random``.
+
+The algorithm is Almeida, Shoker and Baquero's Algorithm 2 ("Delta State Replicated Data
+Types", JPDC 2018, §6) with Enes et al.'s two fixes ("Efficient Synchronization of State-based
+CRDTs", ICDE 2019, §4):
+
+- Local changes since the last look are taken from the lattice as one delta-group and appended
+  to a sequence-numbered buffer; so is the *inflating* part of every received delta (remove
+  redundancy: a group that taught us nothing is never forwarded).
+- Each buffered group remembers its origin; the interval shipped to peer ``j`` skips groups
+  that came from ``j`` (avoid back-propagation).
+- Per peer we keep the sequence number up to which it acknowledged everything. Every
+  ``interval_ms`` we pick ``fanout`` peers at random and ship the interval they lack, or the
+  full state when the buffer no longer reaches back that far, when the peer is new to us, or
+  when it restarted (its epoch, a random number drawn at start, changed).
+- The buffer is garbage-collected below the smallest acknowledgement of the current peers and
+  is never longer than ``delta_buffer_groups``.
+- A payload larger than a message is split into parts that merge independently; the peer acks
+  each part, and the interval counts as delivered once every part is acknowledged. A large
+  transfer is resent part by part, not rebuilt, so it completes under loss.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any, Generic
+
+from crdtstream import wire
+from crdtstream.config import GossipConfig
+from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
+from crdtstream.gossip.messages import Message
+
+__all__ = ["AntiEntropy"]
+
+_TRANSFERS_KEPT = 4
+"""Transfers remembered per peer, so a late acknowledgement still counts."""
+
+
+@dataclass(slots=True)
+class _Transfer:
+    upto: int
+    chunks: list[bytes]
+    unacked: set[int]
+
+
+@dataclass(slots=True)
+class _PeerProgress:
+    epoch: int | None = None
+    acked: int | None = None
+    transfers: dict[int, _Transfer] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        self.acked = None
+        self.transfers.clear()
+
+
+class AntiEntropy(Generic[DeltaT]):
+    """Delta-state anti-entropy for one replica of ``lattice``.
+
+    ``delta_bytes_max`` bounds the encoded size of one delta part; the caller leaves room in
+    its messages for the envelope around it.
+    """
+
+    def __init__(
+        self,
+        lattice: DeltaLattice[DeltaT],
+        decode: DecodeDelta[DeltaT],
+        config: GossipConfig,
+        rng: random.Random,
+        delta_bytes_max: int,
+    ) -> None:
+        self.lattice = lattice
+        self.config = config
+        self.epoch = rng.getrandbits(63)
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "rounds",
+                "intervals_sent",
+                "full_states_sent",
+                "chunks_sent",
+                "chunks_resent",
+                "deltas_received",
+                "deltas_inflating",
+                "acks_received",
+                "peer_restarts_seen",
+                "groups_truncated",
+            ),
+            0,
+        )
+        self._decode = decode
+        self._rng = rng
+        self._delta_bytes_max = delta_bytes_max
+        self._sequence = 0
+        self._buffer: dict[int, tuple[DeltaT, str | None]] = {}
+        self._buffer_start = 0
+        self._peers: dict[str, _PeerProgress] = {}
+        self._seen_version = lattice.version
+        self._next_round_ms: int | None = None
+        self._next_transfer_id = 0
+
+    @property
+    def sequence(self) -> int:
+        """The number of delta-groups buffered since start (the paper's counter ``c``)."""
+        return self._sequence
+
+    @property
+    def buffered_groups(self) -> int:
+        """Delta-groups currently held for peers that have not acknowledged them."""
+        return len(self._buffer)
+
+    def acknowledged(self, peer_id: str) -> int | None:
+        """The sequence below which ``peer_id`` acknowledged everything (None: unknown)."""
+        progress = self._peers.get(peer_id)
+        return None if progress is None else progress.acked
+
+    def tick(self, now_ms: int, peers: Sequence[str]) -> list[Message]:
+        """Buffer local changes; once per ``interval_ms`` ship deltas to ``fanout`` of ``peers``."""
+        self._capture_local()
+        if self._next_round_ms is not None and now_ms < self._next_round_ms:
+            return []
+        self._next_round_ms = now_ms + self.config.interval_ms
+        self.stats["rounds"] += 1
+        self._forget_all_but(peers)
+        self._collect_garbage()
+        targets = self._rng.sample(list(peers), min(self.config.fanout, len(peers)))
+        messages: list[Message] = []
+        for peer_id in targets:
+            messages.extend(self._ship_to(peer_id))
+        return messages
+
+    def step(self, source: str, tag: int, body: Any) -> list[Message]:
+        """Handle a ``GOSSIP_DELTA`` or ``GOSSIP_ACK`` body; return the replies."""
+        if tag == wire.Tag.GOSSIP_DELTA:
+            return self._receive_delta(source, body)
+        if tag == wire.Tag.GOSSIP_ACK:
+            self._receive_ack(source, body)
+        return []
+
+    def _capture_local(self) -> None:
+        if self.lattice.version == self._seen_version:
+            return
+        delta = self.lattice.delta_since(self._seen_version)
+        self._seen_version = self.lattice.version
+        if not delta.is_empty():
+            self._append(delta, None)
+
+    def _append(self, delta: DeltaT, origin: str | None) -> None:
+        self._buffer[self._sequence] = (delta, origin)
+        self._sequence += 1
+        while len(self._buffer) > self.config.delta_buffer_groups:
+            del self._buffer[self._buffer_start]
+            self._buffer_start += 1
+            self.stats["groups_truncated"] += 1
+
+    def _forget_all_but(self, peers: Sequence[str]) -> None:
+        keep = set(peers)
+        for peer_id in [p for p in self._peers if p not in keep]:
+            del self._peers[peer_id]
+
+    def _collect_garbage(self) -> None:
+        acked = [p.acked for p in self._peers.values() if p.acked is not None]
+        low = min([*acked, self._sequence])
+        while self._buffer_start < low:
+            self._buffer.pop(self._buffer_start, None)
+            self._buffer_start += 1
+
+    def _ship_to(self, peer_id: str) -> list[Message]:
+        progress = self._peers.setdefault(peer_id, _PeerProgress())
+        pending = self._large_pending(progress)
+        if pending is not None:
+            transfer_id, transfer = pending
+            self.stats["chunks_resent"] += len(transfer.unacked)
+            return self._chunk_messages(peer_id, transfer_id, transfer, sorted(transfer.unacked))
+        payload = self._payload_for(peer_id, progress)
+        if payload is None:
+            return []
+        chunks = [part.to_bytes() for part in payload.split(self._delta_bytes_max)]
+        transfer = _Transfer(self._sequence, chunks, set(range(len(chunks))))
+        transfer_id = self._next_transfer_id
+        self._next_transfer_id += 1
+        progress.transfers[transfer_id] = transfer
+        while len(progress.transfers) > _TRANSFERS_KEPT:
+            del progress.transfers[next(iter(progress.transfers))]
+        return self._chunk_messages(peer_id, transfer_id, transfer, range(len(chunks)))
+
+    @staticmethod
+    def _large_pending(progress: _PeerProgress) -> tuple[int, _Transfer] | None:
+        # A multi-part transfer is finished before a new one starts: rebuilding it every round
+        # would resend every part and, under loss, might never complete.
+        for transfer_id, transfer in reversed(progress.transfers.items()):
+            if len(transfer.chunks) > 1 and transfer.unacked:
+                return transfer_id, transfer
+        return None
+
+    def _payload_for(self, peer_id: str, progress: _PeerProgress) -> DeltaT | None:
+        if progress.acked is None or progress.acked < self._buffer_start:
+            full = self.lattice.full_state()
+            if full.is_empty():
+                progress.acked = self._sequence
+                return None
+            self.stats["full_states_sent"] += 1
+            return full
+        groups = [
+            delta
+            for delta, origin in (self._buffer[k] for k in range(progress.acked, self._sequence))
+            if origin != peer_id
+        ]
+        if not groups:
+            # Everything it lacks came from it: nothing to send, and it holds it all.
+            progress.acked = self._sequence
+            return None
+        self.stats["intervals_sent"] += 1
+        return reduce(lambda left, right: left.join(right), groups)
+
+    def _chunk_messages(
+        self, peer_id: str, transfer_id: int, transfer: _Transfer, indexes: Sequence[int] | range
+    ) -> list[Message]:
+        count = len(transfer.chunks)
+        self.stats["chunks_sent"] += len(indexes)
+        return [
+            Message(
+                peer_id,
+                wire.Tag.GOSSIP_DELTA,
+                [self.epoch, transfer_id, index, count, transfer.chunks[index]],
+            )
+            for index in indexes
+        ]
+
+    def _observe_epoch(self, source: str, epoch: int) -> bool:
+        """Record ``source``'s epoch; False (and its progress forgotten) when it restarted."""
+        progress = self._peers.setdefault(source, _PeerProgress())
+        if progress.epoch is None:
+            progress.epoch = epoch
+        elif progress.epoch != epoch:
+            self.stats["peer_restarts_seen"] += 1
+            progress.epoch = epoch
+            progress.forget()
+            return False
+        return True
+
+    def _receive_delta(self, source: str, body: Any) -> list[Message]:
+        sender_epoch, transfer_id, index, _count, data = body
+        if not (isinstance(sender_epoch, int) and isinstance(data, bytes)):
+            raise TypeError("delta body must be [epoch, transfer, index, count, bytes]")
+        delta = self._decode(data)
+        self._observe_epoch(source, sender_epoch)
+        self._capture_local()
+        self.stats["deltas_received"] += 1
+        inflating = self.lattice.merge(delta)
+        self._seen_version = self.lattice.version
+        if not inflating.is_empty():
+            self.stats["deltas_inflating"] += 1
+            self._append(inflating, source)
+        ack = [sender_epoch, self.epoch, transfer_id, index]
+        return [Message(source, wire.Tag.GOSSIP_ACK, ack)]
+
+    def _receive_ack(self, source: str, body: Any) -> None:
+        target_epoch, acker_epoch, transfer_id, index = body
+        self.stats["acks_received"] += 1
+        if target_epoch != self.epoch or not self._observe_epoch(source, acker_epoch):
+            return
+        progress = self._peers[source]
+        transfer = progress.transfers.get(transfer_id)
+        if transfer is None:
+            return
+        transfer.unacked.discard(index)
+        if not transfer.unacked:
+            del progress.transfers[transfer_id]
+            progress.acked = max(progress.acked or 0, transfer.upto)

@@ -1,0 +1,203 @@
+"""The gossip core of one node: anti-entropy, membership, finality and the catalog behind one
+``tick`` / ``step`` pair, with bytes in and bytes out.
+
+Rules of this file: pure (no clock, no I/O, injected randomness). The driver calls
+:meth:`GossipCore.tick` on a timer and :meth:`GossipCore.step` for every packet received, and
+sends every returned :class:`~crdtstream.gossip.messages.Outgoing` through its transport; it
+adds transport peers for the members in :attr:`GossipCore.membership` as they appear.
+
+Every frame carries piggyback: a few membership updates and progress records (this node's own
+watermark and per-window write counts, plus a couple of others' for transitive spread). No frame
+exceeds ``GossipConfig.chunk_bytes_max``: delta parts are sized to leave room for the envelope,
+and the piggyback is dropped from a frame that would otherwise be too large.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any, Generic, Protocol
+
+from crdtstream import wire
+from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
+from crdtstream.errors import CrdtStreamError
+from crdtstream.gossip.antientropy import AntiEntropy
+from crdtstream.gossip.finality import ProgressTable, window_is_final
+from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
+from crdtstream.gossip.membership import Membership
+from crdtstream.gossip.messages import (
+    Message,
+    Outgoing,
+    Progress,
+    decode_frame,
+    encode_frame,
+)
+
+__all__ = ["CatalogSync", "GossipCore"]
+
+ENVELOPE_BYTES_RESERVED = 2048
+"""Room left in each frame for the envelope and piggyback around a delta part."""
+
+PROGRESS_PIGGYBACK_OTHERS = 2
+"""Other replicas' progress records attached to each frame, besides this node's own."""
+
+_MALFORMED = (CrdtStreamError, ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
+class CatalogSync(Protocol):
+    """What the core needs from the key catalog to synchronise it (see ``catalog.py``)."""
+
+    def tick(self, now_ms: int, peers: Sequence[str]) -> list[Message]:
+        """Periodic sync messages."""
+        ...
+
+    def step(self, source: str, body: Any) -> list[Message]:
+        """Handle one catalog message body; return replies."""
+        ...
+
+
+class GossipCore(Generic[DeltaT]):
+    """One node's gossip: a pure state machine from ticks and packets to packets."""
+
+    def __init__(
+        self,
+        node_id: str,
+        address: str,
+        replica: str,
+        lattice: DeltaLattice[DeltaT],
+        decode: DecodeDelta[DeltaT],
+        *,
+        rng: random.Random,
+        gossip: GossipConfig | None = None,
+        membership: MembershipConfig | None = None,
+        window: WindowConfig | None = None,
+        seeds: Sequence[str] = (),
+        catalog: CatalogSync | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.replica = replica
+        self.lattice = lattice
+        self.gossip_config = gossip or GossipConfig()
+        self.window_config = window or WindowConfig()
+        self.frame_bytes_max = self.gossip_config.chunk_bytes_max
+        reserve = min(ENVELOPE_BYTES_RESERVED, self.frame_bytes_max // 2)
+        self.anti_entropy = AntiEntropy(
+            lattice, decode, self.gossip_config, rng, self.frame_bytes_max - reserve
+        )
+        self.membership = Membership(
+            node_id, address, replica, membership or MembershipConfig(), rng, seeds
+        )
+        self.progress = ProgressTable(self.window_config.retention_windows)
+        self.catalog = catalog
+        self.stats: dict[str, int] = dict.fromkeys(
+            (
+                "frames_sent",
+                "bytes_sent",
+                "delta_bytes_sent",
+                "frames_received",
+                "bytes_received",
+                "malformed_received",
+                "piggyback_dropped_for_size",
+            ),
+            0,
+        )
+        self._rng = rng
+        self._progress_order: list[str] = []
+        self._progress_version = -1
+        self._progress_watermark_ms = -1
+
+    def tick(self, now_ms: int) -> list[Outgoing]:
+        """Advance every timer; return the frames to send."""
+        self._refresh_own_progress()
+        messages = self.membership.tick(now_ms)
+        peers = self.membership.live_peers()
+        messages += self.anti_entropy.tick(now_ms, peers)
+        if self.catalog is not None:
+            messages += self.catalog.tick(now_ms, peers)
+        return self._encode(messages)
+
+    def step(self, source: str, payload: bytes, now_ms: int) -> list[Outgoing]:
+        """Handle one received packet; malformed input is counted and ignored."""
+        self.stats["frames_received"] += 1
+        self.stats["bytes_received"] += len(payload)
+        try:
+            frame = decode_frame(payload)
+            for update in frame.updates:
+                self.membership.apply(update, now_ms)
+            for record in frame.progress:
+                self._merge_progress(record)
+            messages = self._dispatch(source, frame.tag, frame.body, now_ms)
+        except _MALFORMED:
+            self.stats["malformed_received"] += 1
+            return []
+        return self._encode(messages)
+
+    def leave(self, now_ms: int) -> list[Outgoing]:
+        """Leave the cluster gracefully; send the returned frames, then stop."""
+        return self._encode(self.membership.leave(now_ms))
+
+    def is_final(self, start_ms: int, end_ms: int) -> bool:
+        """Whether the window ``[start_ms, end_ms)`` is final on this node."""
+        self._refresh_own_progress()
+        live = [member.replica for member in self.membership.live_members()]
+        return window_is_final(
+            start_ms,
+            end_ms,
+            self.window_config.allowed_lateness_ms,
+            live,
+            self.progress.records,
+            self.lattice.window_versions(start_ms),
+        )
+
+    def _dispatch(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
+        if tag in (wire.Tag.GOSSIP_DELTA, wire.Tag.GOSSIP_ACK):
+            return self.anti_entropy.step(source, tag, body)
+        if tag == wire.Tag.CATALOG_SYNC:
+            return [] if self.catalog is None else self.catalog.step(source, body)
+        return self.membership.step(source, tag, body, now_ms)
+
+    def _merge_progress(self, record: Progress) -> None:
+        if record.replica not in self.progress.records:
+            self._progress_order.append(record.replica)
+        self.progress.merge(record)
+
+    def _refresh_own_progress(self) -> None:
+        lattice = self.lattice
+        if (
+            lattice.version == self._progress_version
+            and lattice.watermark_ms == self._progress_watermark_ms
+        ):
+            return
+        self._progress_version = lattice.version
+        self._progress_watermark_ms = lattice.watermark_ms
+        writes = {}
+        for start in lattice.window_starts():
+            count = lattice.window_versions(start).get(self.replica, 0)
+            if count:
+                writes[start] = count
+        self._merge_progress(Progress(self.replica, lattice.watermark_ms, writes))
+
+    def _piggyback_progress(self) -> list[Progress]:
+        records = self.progress.records
+        chosen = [records[self.replica]] if self.replica in records else []
+        order = self._progress_order
+        for _ in range(min(PROGRESS_PIGGYBACK_OTHERS, len(order))):
+            replica = order[self._rng.randrange(len(order))]
+            if replica != self.replica:
+                chosen.append(records[replica])
+        return chosen
+
+    def _encode(self, messages: list[Message]) -> list[Outgoing]:
+        out = []
+        for message in messages:
+            updates = self.membership.piggyback()
+            payload = encode_frame(message.tag, message.body, updates, self._piggyback_progress())
+            if len(payload) > self.frame_bytes_max:
+                self.stats["piggyback_dropped_for_size"] += 1
+                payload = encode_frame(message.tag, message.body, [], [])
+            self.stats["frames_sent"] += 1
+            self.stats["bytes_sent"] += len(payload)
+            if message.tag == wire.Tag.GOSSIP_DELTA:
+                self.stats["delta_bytes_sent"] += len(payload)
+            out.append(Outgoing(message.peer_id, payload))
+        return out

@@ -1,0 +1,157 @@
+"""Gossip frames: one envelope for every anti-entropy, membership and catalog message.
+
+A frame is ``wire.encode(tag, [updates, progress, body])``: ``tag`` says which core the body
+is for (``Tag.GOSSIP_*``, ``Tag.SWIM_*``, ``Tag.CATALOG_SYNC``); ``updates`` are piggybacked
+membership changes and ``progress`` piggybacked finality records, so that dissemination rides on
+traffic that flows anyway (SWIM §4 "infection-style dissemination"). The cores produce
+:class:`Message` values (a peer, a tag and a plain body); :mod:`crdtstream.gossip.core` adds the
+piggyback and turns them into bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdtstream import wire
+from crdtstream.errors import DecodeError
+
+__all__ = [
+    "STATUS_CODES",
+    "Frame",
+    "MemberUpdate",
+    "Message",
+    "Outgoing",
+    "Progress",
+    "decode_frame",
+    "encode_frame",
+]
+
+STATUS_CODES = ("alive", "suspect", "dead", "left")
+"""Member states; their index is the wire code."""
+
+GOSSIP_TAGS = frozenset(
+    {
+        wire.Tag.GOSSIP_DELTA,
+        wire.Tag.GOSSIP_ACK,
+        wire.Tag.SWIM_PING,
+        wire.Tag.SWIM_PING_REQ,
+        wire.Tag.SWIM_ACK,
+        wire.Tag.SWIM_NACK,
+        wire.Tag.SWIM_SYNC,
+        wire.Tag.SWIM_SYNC_REPLY,
+        wire.Tag.CATALOG_SYNC,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message a core wants sent: to whom, of which kind, and its plain body."""
+
+    peer_id: str
+    tag: int
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An encoded frame for the driver to hand to the transport."""
+
+    peer_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdate:
+    """What one node says about a member: alive, suspect, dead or left, at an incarnation.
+
+    ``origin`` is the node that made the claim (it counts as an independent confirmation of a
+    suspicion, Lifeguard §4.2); ``replica`` is the member's current replica id.
+    """
+
+    node_id: str
+    address: str
+    incarnation: int
+    status: str
+    replica: str
+    origin: str
+
+    def to_wire(self) -> list[Any]:
+        """The plain list that travels."""
+        code = STATUS_CODES.index(self.status)
+        return [self.node_id, self.address, self.incarnation, code, self.replica, self.origin]
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> MemberUpdate:
+        """Rebuild from :meth:`to_wire` output; raises on a wrong shape."""
+        node_id, address, incarnation, code, replica, origin = raw
+        if not all(isinstance(text, str) for text in (node_id, address, replica, origin)):
+            raise TypeError("member update ids must be strings")
+        if not (isinstance(incarnation, int) and incarnation >= 0):
+            raise ValueError(f"incarnation must be a non-negative int, got {incarnation!r}")
+        return cls(node_id, address, incarnation, STATUS_CODES[code], replica, origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A replica's watermark and its own writes per window: what finality compares against.
+
+    Records of one replica form a lattice (watermark by max, each window's count by max), so
+    they can be gossiped transitively, duplicated and reordered freely.
+    """
+
+    replica: str
+    watermark_ms: int
+    window_writes: dict[int, int] = field(default_factory=dict)
+
+    def join(self, other: Progress) -> Progress:
+        """Pointwise max with another record of the same replica."""
+        writes = dict(self.window_writes)
+        for start, count in other.window_writes.items():
+            writes[start] = max(writes.get(start, 0), count)
+        return Progress(self.replica, max(self.watermark_ms, other.watermark_ms), writes)
+
+    def to_wire(self) -> list[Any]:
+        """The plain list that travels."""
+        return [self.replica, self.watermark_ms, [[s, c] for s, c in self.window_writes.items()]]
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> Progress:
+        """Rebuild from :meth:`to_wire` output; raises on a wrong shape."""
+        replica, watermark_ms, writes = raw
+        if not isinstance(replica, str):
+            raise TypeError("progress replica must be a string")
+        return cls(replica, int(watermark_ms), {int(s): int(c) for s, c in writes})
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded gossip frame."""
+
+    tag: int
+    body: Any
+    updates: list[MemberUpdate]
+    progress: list[Progress]
+
+
+def encode_frame(
+    tag: int, body: Any, updates: list[MemberUpdate], progress: list[Progress]
+) -> bytes:
+    """One frame carrying ``body`` for the core named by ``tag``, plus piggyback."""
+    return wire.encode(tag, [[u.to_wire() for u in updates], [p.to_wire() for p in progress], body])
+
+
+def _build_frame(tag: int, raw: Any) -> Frame:
+    updates_raw, progress_raw, body = raw
+    updates = [MemberUpdate.from_wire(item) for item in updates_raw]
+    progress = [Progress.from_wire(item) for item in progress_raw]
+    return Frame(tag, body, updates, progress)
+
+
+def decode_frame(payload: bytes, max_bytes: int = wire.MAX_MESSAGE_BYTES) -> Frame:
+    """Decode a gossip frame; raise :class:`DecodeError` for anything else or malformed."""
+    tag, raw = wire.decode(payload, max_bytes=max_bytes)
+    if tag not in GOSSIP_TAGS:
+        raise DecodeError(f"tag {tag} is not a gossip message")
+    return wire.build_checked(raw, lambda value: _build_frame(tag, value))
