@@ -1,0 +1,487 @@
+"""The replicated state machine of strong keys: commands applied in log order, exactly once.
+
+Every replica applies the same committed commands in the same order and so holds the same state;
+nothing here may depend on anything but the log (no clock, no randomness, no iteration over
+unordered sets). A command names a key, its kind, an operation and the event's ``timestamp_ms``,
+which picks the windows it lands in (the same windows as eventual keys, :class:`WindowConfig`).
+The newest timestamp applied so far is the machine's watermark: a command whose windows all
+closed (end + allowed lateness <= watermark) or fell out of retention is late, refused and
+counted, as are malformed commands — each gets an error result and nothing else is lost.
+
+Quotas use ``conditional_add``: it applies only when every window it touches stays ``<= limit``
+and its result says whether it applied. Client sessions give exactly-once semantics (Raft §8):
+every command carries ``(client_id, sequence)``; a retried command is not applied again and the
+first result is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdtstream import wire
+from crdtstream.config import WindowConfig
+from crdtstream.errors import ConfigError, DecodeError
+from crdtstream.raft.types import Entry, EntryKind
+
+__all__ = [
+    "KINDS",
+    "OPERATIONS",
+    "Command",
+    "KeyView",
+    "Result",
+    "StateMachine",
+    "decode_command",
+    "decode_result",
+    "encode_command",
+    "encode_result",
+]
+
+OPERATIONS: dict[str, frozenset[str]] = {
+    "counter": frozenset({"add", "conditional_add", "read"}),
+    "gauge": frozenset({"set", "read"}),
+    "set": frozenset({"add", "remove", "read"}),
+    "distinct": frozenset({"add", "read"}),
+    "distribution": frozenset({"observe", "read"}),
+    "max": frozenset({"observe", "read"}),
+    "min": frozenset({"observe", "read"}),
+}
+"""The operations each kind accepts; every kind also answers ``read`` through the log."""
+
+KINDS = tuple(OPERATIONS)
+_TEXT_KINDS = frozenset({"set", "distinct"})
+
+Number = int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One client command; ``value`` is a number, or a string for ``set`` and ``distinct``."""
+
+    client_id: str
+    sequence: int
+    key: str
+    kind: str
+    operation: str
+    value: Number | str = 0
+    timestamp_ms: int = 0
+    limit: Number | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OPERATIONS:
+            raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
+        if self.operation not in OPERATIONS[self.kind]:
+            raise ValueError(f"kind {self.kind} has no operation {self.operation!r}")
+        if not self.client_id or not self.key:
+            raise ValueError("client_id and key must not be empty")
+        _check_int(self.sequence, "sequence")
+        _check_int(self.timestamp_ms, "timestamp_ms")
+        if self.operation != "read":
+            _check_value(self.kind, self.value)
+        if (self.operation == "conditional_add") != (self.limit is not None):
+            raise ValueError("a limit is required by conditional_add and only by it")
+        if self.limit is not None:
+            _check_value("counter", self.limit)
+
+
+def _check_int(value: object, name: str) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _check_value(kind: str, value: object) -> None:
+    if kind in _TEXT_KINDS:
+        if not isinstance(value, str):
+            raise TypeError(f"{kind} values must be strings, got {value!r}")
+    elif type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(f"{kind} values must be finite numbers, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What applying a command gave: ``applied`` is False for a refused conditional add and for
+    errors; ``value`` is the key's value in the newest window the command touched.
+    """
+
+    ok: bool
+    applied: bool = False
+    value: Any = None
+    error: str = ""
+
+
+def encode_command(command: Command) -> bytes:
+    """The wire frame of ``command``, the data of a log entry."""
+    body = [
+        command.client_id,
+        command.sequence,
+        command.key,
+        command.kind,
+        command.operation,
+        command.value,
+        command.timestamp_ms,
+        command.limit,
+    ]
+    return wire.encode(wire.Tag.RAFT_MACHINE_COMMAND, body)
+
+
+def _command_from(body: Any) -> Command:
+    if not isinstance(body, list) or len(body) != 8:
+        raise ValueError("a command must have 8 fields")
+    return Command(*body)
+
+
+def decode_command(data: bytes | bytearray | memoryview) -> Command:
+    """The command in ``data``; raises :class:`~crdtstream.errors.DecodeError` on bad bytes."""
+    return wire.decode_as(data, wire.Tag.RAFT_MACHINE_COMMAND, _command_from)
+
+
+def encode_result(result: Result) -> bytes:
+    """The wire frame of ``result`` (sent back to a client on another node)."""
+    body = [result.ok, result.applied, result.value, result.error]
+    return wire.encode(wire.Tag.RAFT_MACHINE_RESULT, body)
+
+
+def _result_from(body: Any) -> Result:
+    ok, applied, value, error = body
+    if type(ok) is not bool or type(applied) is not bool or not isinstance(error, str):
+        raise TypeError("a result is [bool, bool, value, str]")
+    return Result(ok, applied, value, error)
+
+
+def decode_result(data: bytes | bytearray | memoryview) -> Result:
+    """The result in ``data``; raises :class:`~crdtstream.errors.DecodeError` on bad bytes."""
+    return wire.decode_as(data, wire.Tag.RAFT_MACHINE_RESULT, _result_from)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """A key's kind and its retained windows as ``(start_ms, end_ms, value)``, oldest first."""
+
+    kind: str
+    windows: tuple[tuple[int, int, Any], ...]
+
+
+@dataclass(slots=True)
+class _Key:
+    kind: str
+    windows: dict[int, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Session:
+    highest: int = -1
+    results: dict[int, Result] = field(default_factory=dict)
+
+
+class StateMachine:
+    """Keys, windows and client sessions, changed only by :meth:`apply_entry` in log order."""
+
+    def __init__(
+        self,
+        window: WindowConfig | None = None,
+        *,
+        session_results_max: int = 64,
+        sessions_max: int = 10_000,
+    ) -> None:
+        if session_results_max < 1 or sessions_max < 1:
+            raise ValueError("session_results_max and sessions_max must be >= 1")
+        self.window = window if window is not None else WindowConfig()
+        self.session_results_max = session_results_max
+        self.sessions_max = sessions_max
+        self.applied_index = 0
+        self.watermark_ms = 0
+        self.rejected_commands = 0
+        """Malformed commands and commands that do not fit their key (kind or operation)."""
+        self.late_commands = 0
+        self._keys: dict[str, _Key] = {}
+        self._sessions: dict[str, _Session] = {}
+
+    # -- applying --
+
+    def apply_entry(self, entry: Entry) -> Result | None:
+        """Apply one committed entry; ``None`` for entries that carry no command."""
+        if entry.index <= self.applied_index:
+            raise ValueError(f"entry {entry.index} is already applied ({self.applied_index})")
+        self.applied_index = entry.index
+        if entry.kind != EntryKind.NORMAL or not entry.data:
+            return None
+        return self.apply(entry.data)
+
+    def apply_entries(self, entries: Sequence[Entry]) -> list[Result | None]:
+        """Apply committed entries in order; one result (or ``None``) per entry."""
+        return [self.apply_entry(entry) for entry in entries]
+
+    def apply(self, data: bytes) -> Result:
+        """Apply one encoded command, at most once per ``(client_id, sequence)``."""
+        try:
+            command = decode_command(data)
+        except DecodeError as error:
+            self.rejected_commands += 1
+            return Result(ok=False, error=f"malformed command: {error}")
+        session = self._session(command.client_id)
+        if command.sequence in session.results:
+            return session.results[command.sequence]
+        if command.sequence <= session.highest - self.session_results_max:
+            return Result(ok=False, error=f"sequence {command.sequence} is too old to dedupe")
+        result = self._execute(command)
+        session.results[command.sequence] = result
+        session.highest = max(session.highest, command.sequence)
+        floor = session.highest - self.session_results_max
+        for sequence in [s for s in session.results if s <= floor]:
+            del session.results[sequence]
+        return result
+
+    def _session(self, client_id: str) -> _Session:
+        """The client's session, moved to the most recently used end; the least recently used
+        session is forgotten when there are too many (a deterministic choice: log order).
+        """
+        session = self._sessions.pop(client_id, None) or _Session()
+        if len(self._sessions) >= self.sessions_max:
+            del self._sessions[next(iter(self._sessions))]
+        self._sessions[client_id] = session
+        return session
+
+    def _execute(self, command: Command) -> Result:
+        key = self._keys.get(command.key)
+        if key is not None and key.kind != command.kind:
+            self.rejected_commands += 1
+            return Result(
+                ok=False, error=f"key {command.key!r} is a {key.kind}, not a {command.kind}"
+            )
+        if command.operation == "read":
+            return Result(ok=True, value=self.value(command.key, command.timestamp_ms))
+        self.watermark_ms = max(self.watermark_ms, command.timestamp_ms)
+        starts = self._open_window_starts(command.timestamp_ms)
+        if not starts:
+            self.late_commands += 1
+            return Result(ok=False, error=f"late: every window of {command.timestamp_ms} is closed")
+        if key is None:
+            key = self._keys[command.key] = _Key(command.kind)
+        if command.operation == "conditional_add" and not _fits(key, starts, command):
+            return Result(ok=True, applied=False, value=key.windows.get(starts[-1], 0))
+        for start in starts:
+            key.windows[start] = _update(
+                key.kind, command.operation, key.windows.get(start), command.value
+            )
+        self._evict(key)
+        return Result(ok=True, applied=True, value=_public(key.kind, key.windows[starts[-1]]))
+
+    def _open_window_starts(self, timestamp_ms: int) -> list[int]:
+        """The starts of the windows holding ``timestamp_ms`` that are still open, oldest first."""
+        size, slide = self.window.size_ms, self.window.effective_slide_ms
+        newest = timestamp_ms - timestamp_ms % slide
+        oldest_kept = self._oldest_retained_start()
+        starts = [newest - step * slide for step in range(size // slide)]
+        open_starts = [
+            start
+            for start in starts
+            if start + size + self.window.allowed_lateness_ms > self.watermark_ms
+            and start >= oldest_kept
+        ]
+        return sorted(open_starts)
+
+    def _oldest_retained_start(self) -> int:
+        slide = self.window.effective_slide_ms
+        newest = self.watermark_ms - self.watermark_ms % slide
+        return newest - (self.window.retention_windows - 1) * slide
+
+    def _evict(self, key: _Key) -> None:
+        oldest_kept = self._oldest_retained_start()
+        for start in [s for s in key.windows if s < oldest_kept]:
+            del key.windows[start]
+
+    # -- reading --
+
+    def read(self, key: str) -> KeyView | None:
+        """The key's retained windows, or ``None`` for a key never written."""
+        found = self._keys.get(key)
+        if found is None:
+            return None
+        size = self.window.size_ms
+        oldest_kept = self._oldest_retained_start()
+        windows = tuple(
+            (start, start + size, _public(found.kind, state))
+            for start, state in sorted(found.windows.items())
+            if start >= oldest_kept
+        )
+        return KeyView(found.kind, windows)
+
+    def value(self, key: str, timestamp_ms: int) -> Any:
+        """The value of the newest window of ``key`` holding ``timestamp_ms`` (``None`` if none)."""
+        found = self._keys.get(key)
+        if found is None:
+            return None
+        newest = timestamp_ms - timestamp_ms % self.window.effective_slide_ms
+        state = found.windows.get(newest)
+        return None if state is None else _public(found.kind, state)
+
+    def key_names(self) -> list[str]:
+        """Every key written so far, sorted."""
+        return sorted(self._keys)
+
+    # -- snapshots --
+
+    def snapshot(self) -> bytes:
+        """The whole machine as bytes; replicas that applied the same log give the same bytes."""
+        keys = [
+            [
+                name,
+                key.kind,
+                [
+                    [start, _state_body(key.kind, key.windows[start])]
+                    for start in sorted(key.windows)
+                ],
+            ]
+            for name, key in sorted(self._keys.items())
+        ]
+        sessions = [
+            [
+                client,
+                session.highest,
+                [
+                    [sequence, _result_body(result)]
+                    for sequence, result in sorted(session.results.items())
+                ],
+            ]
+            for client, session in self._sessions.items()
+        ]
+        body = [
+            [self.window.size_ms, self.window.effective_slide_ms],
+            self.applied_index,
+            self.watermark_ms,
+            self.rejected_commands,
+            self.late_commands,
+            keys,
+            sessions,
+        ]
+        return wire.encode(wire.Tag.RAFT_MACHINE_SNAPSHOT, body)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole machine with a snapshot; :class:`DecodeError` on bad bytes, and
+        :class:`ConfigError` when the snapshot was taken with other window sizes.
+        """
+        found, body = wire.decode(data)
+        if found != wire.Tag.RAFT_MACHINE_SNAPSHOT:
+            raise DecodeError(f"expected a state machine snapshot, got tag {found}")
+        window = self.window
+        if not (
+            isinstance(body, list)
+            and body
+            and body[0] == [window.size_ms, window.effective_slide_ms]
+        ):
+            raise ConfigError(
+                f"window: the snapshot was taken with other windows than size_ms="
+                f"{window.size_ms}, slide_ms={window.effective_slide_ms}"
+            )
+        fresh = wire.build_checked(body, self._restored)
+        for name in (
+            "applied_index",
+            "watermark_ms",
+            "rejected_commands",
+            "late_commands",
+            "_keys",
+            "_sessions",
+        ):
+            setattr(self, name, getattr(fresh, name))
+
+    def _restored(self, body: Any) -> StateMachine:
+        _, applied, watermark, rejected, late, keys, sessions = body
+        machine = StateMachine(
+            self.window,
+            session_results_max=self.session_results_max,
+            sessions_max=self.sessions_max,
+        )
+        for value, name in (
+            (applied, "applied_index"),
+            (watermark, "watermark_ms"),
+            (rejected, "rejected"),
+            (late, "late"),
+        ):
+            _check_int(value, name)
+        machine.applied_index, machine.watermark_ms = applied, watermark
+        machine.rejected_commands, machine.late_commands = rejected, late
+        for name, kind, windows in keys:
+            if kind not in OPERATIONS or not isinstance(name, str):
+                raise ValueError(f"bad key {name!r} of kind {kind!r}")
+            machine._keys[name] = _Key(
+                kind, {_int(start): _state_from(kind, state) for start, state in windows}
+            )
+        for client, highest, results in sessions:
+            if not isinstance(client, str) or type(highest) is not int:
+                raise TypeError("a session is [client id, highest sequence, results]")
+            stored = {_int(sequence): _result_from(result) for sequence, result in results}
+            machine._sessions[client] = _Session(highest, stored)
+        return machine
+
+
+def _fits(key: _Key, starts: list[int], command: Command) -> bool:
+    """Whether a conditional add keeps every window it touches within its limit."""
+    assert command.limit is not None
+    assert not isinstance(command.value, str)
+    return all(key.windows.get(start, 0) + command.value <= command.limit for start in starts)
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _update(kind: str, operation: str, state: Any, value: Any) -> Any:
+    """The window state after one operation (a new object: states are never shared)."""
+    if kind == "counter":
+        return (state or 0) + value
+    if kind == "gauge":
+        return value
+    if kind in _TEXT_KINDS:
+        members = set() if state is None else set(state)
+        if operation == "remove":
+            members.discard(value)
+        else:
+            members.add(value)
+        return members
+    if kind == "distribution":
+        if state is None:
+            return [1, value, value, value]
+        count, total, low, high = state
+        return [count + 1, total + value, min(low, value), max(high, value)]
+    if state is None:
+        return value
+    return max(state, value) if kind == "max" else min(state, value)
+
+
+def _public(kind: str, state: Any) -> Any:
+    """The value a reader sees."""
+    if kind == "set":
+        return sorted(state)
+    if kind == "distinct":
+        return len(state)
+    if kind == "distribution":
+        count, total, low, high = state
+        return {"count": count, "sum": total, "min": low, "max": high}
+    return state
+
+
+def _state_body(kind: str, state: Any) -> Any:
+    return sorted(state) if kind in _TEXT_KINDS else state
+
+
+def _state_from(kind: str, body: Any) -> Any:
+    if kind in _TEXT_KINDS:
+        if not isinstance(body, list) or not all(isinstance(member, str) for member in body):
+            raise TypeError(f"{kind} state must be a list of strings")
+        return set(body)
+    if kind == "distribution":
+        if not isinstance(body, list) or len(body) != 4:
+            raise TypeError("distribution state is [count, sum, min, max]")
+        for number in body:
+            _check_value("distribution", number)
+        return body
+    _check_value(kind, body)
+    return body
+
+
+def _result_body(result: Result) -> list[Any]:
+    return [result.ok, result.applied, result.value, result.error]
