@@ -1,0 +1,229 @@
+"""Batch application of accepted events to slices, one function per kind family.
+
+Each function gets the events of one kind that passed validation, kind and lateness checks, as
+kind-local key ids and slice positions (``timestamp // slide``), and the store version to stamp.
+The work is numpy over the batch; Python loops run over slices, distinct keys or (for the rare
+gauge adjustments and exact set items) over those events only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from crdtstream.window.kinds.dense import sum_by_code
+from crdtstream.window.kinds.orset import Item
+from crdtstream.window.slices import SliceState
+
+__all__ = ["Batch", "apply_batch", "groups_by_slice"]
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+
+_CODE_SPACE_MAX = 1 << 40
+
+
+@dataclass(slots=True)
+class Batch:
+    """Accepted events of one kind: kind-local keys, slice positions and payloads."""
+
+    keys: Int64Array
+    positions: Int64Array
+    values: npt.NDArray[np.float64] | npt.NDArray[np.uint64] | Sequence[Item]
+    timestamps_ms: Int64Array
+    weights: Float64Array | None
+    relative: npt.NDArray[np.bool_] | None
+    key_count: int
+
+
+@dataclass(slots=True)
+class Target:
+    """Where a batch lands: slice lookup, replica shape and identity, version to stamp."""
+
+    slice_for: Callable[[int], SliceState]
+    replica_count: int
+    replica: str
+    replica_order: Callable[[], Int64Array]
+    version: int
+
+
+def groups_by_slice(positions: Int64Array) -> Iterator[tuple[int, Int64Array | None]]:
+    """``(position, indices)`` per distinct slice position; ``None`` means every event."""
+    if len(positions) == 0:
+        return
+    first, last = int(positions.min()), int(positions.max())
+    if first == last:
+        yield first, None
+        return
+    order = np.argsort(positions, kind="stable")
+    ordered = positions[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for chunk in np.split(order, bounds):
+        yield int(positions[chunk[0]]), chunk
+
+
+def apply_batch(kind: str, batch: Batch, target: Target) -> None:
+    """Apply ``batch`` of ``kind`` to the target slices."""
+    if kind == "counter":
+        _apply_counter(batch, target)
+        return
+    for position, index in groups_by_slice(batch.positions):
+        part = batch if index is None else _take(batch, index)
+        state = target.slice_for(position)
+        if kind == "gauge":
+            _apply_gauge(state, part, target)
+        elif kind in ("max", "min"):
+            _apply_extreme(kind, state, part, target)
+        elif kind == "distinct":
+            hashes = np.asarray(part.values, dtype=np.uint64)
+            state.registers.add(part.keys, hashes, target.version)
+        elif kind == "distribution":
+            _apply_distribution(state, part, target)
+        else:
+            _apply_set(state, part, target)
+
+
+def _take(batch: Batch, index: Int64Array) -> Batch:
+    values = batch.values
+    taken = values[index] if isinstance(values, np.ndarray) else [values[int(i)] for i in index]
+    return Batch(
+        batch.keys[index],
+        batch.positions[index],
+        taken,
+        batch.timestamps_ms[index],
+        None if batch.weights is None else batch.weights[index],
+        None if batch.relative is None else batch.relative[index],
+        batch.key_count,
+    )
+
+
+def _apply_counter(batch: Batch, target: Target) -> None:
+    values = np.asarray(batch.values, dtype=np.float64)
+    if len(values) == 0:
+        return
+    first, last = int(batch.positions.min()), int(batch.positions.max())
+    span, key_count = last - first + 1, batch.key_count
+    if span * key_count > _CODE_SPACE_MAX:
+        for _position, index in groups_by_slice(batch.positions):
+            part = batch if index is None else _take(batch, index)
+            _apply_counter(part, target)
+        return
+    codes = batch.keys if span == 1 else (batch.positions - first) * key_count + batch.keys
+    negative = bool(values.min() < 0)
+    positive_values = np.maximum(values, 0.0) if negative else values
+    for column, column_values in (("p", positive_values), ("n", -np.minimum(values, 0.0))):
+        if column == "n" and not negative:
+            break
+        cells, sums = sum_by_code(codes, column_values, span * key_count)
+        slice_offsets = cells // key_count
+        bounds = np.flatnonzero(slice_offsets[1:] != slice_offsets[:-1]) + 1
+        for chunk in np.split(np.arange(len(cells)), bounds):
+            if len(chunk) == 0:
+                continue
+            state = target.slice_for(first + int(slice_offsets[chunk[0]]))
+            table = state.table("counter", target.replica_count, key_count)
+            keys = cells[chunk] - slice_offsets[chunk[0]] * key_count
+            table.columns[column][0, keys] += sums[chunk]
+            table.version[0, keys] = target.version
+
+
+def _apply_gauge(state: SliceState, batch: Batch, target: Target) -> None:
+    values = np.asarray(batch.values, dtype=np.float64)
+    relative = batch.relative
+    if relative is None or not relative.any():
+        _set_gauges(state, batch.keys, values, batch.timestamps_ms, target)
+        return
+    # Adjustments depend on the value before them, so the batch is applied in order: runs of
+    # absolute sets at once, adjustments one by one.
+    bounds = np.flatnonzero(relative[1:] != relative[:-1]) + 1
+    for run in np.split(np.arange(len(values)), bounds):
+        if relative[run[0]]:
+            for index in run:
+                _adjust_gauge(state, batch, int(index), target)
+        else:
+            _set_gauges(state, batch.keys[run], values[run], batch.timestamps_ms[run], target)
+
+
+def _set_gauges(
+    state: SliceState,
+    keys: Int64Array,
+    values: Float64Array,
+    timestamps_ms: Int64Array,
+    target: Target,
+) -> None:
+    order = np.lexsort((np.arange(len(keys)), timestamps_ms, keys))
+    ordered_keys = keys[order]
+    last = np.ones(len(order), dtype=np.bool_)
+    last[:-1] = ordered_keys[1:] != ordered_keys[:-1]
+    winners = order[last]
+    table = state.table("gauge", target.replica_count, int(keys.max()) + 1)
+    cells = {
+        "timestamp_ms": timestamps_ms[winners],
+        "sequence": np.full(len(winners), target.version, dtype=np.int64),
+        "value": values[winners],
+    }
+    table.merge(np.zeros(len(winners), dtype=np.int64), keys[winners], cells, target.version)
+
+
+def _adjust_gauge(state: SliceState, batch: Batch, index: int, target: Target) -> None:
+    """Apply ``+N``/``-N`` to this node's current view and write it as this replica's value.
+
+    The written timestamp is the event's, raised to the winning value's when that is newer; when
+    the winner is another replica's write at or after the event time, one millisecond past it,
+    so that the adjusted value wins the LWW order everywhere.
+    """
+    key = int(batch.keys[index])
+    table = state.table("gauge", target.replica_count, key + 1)
+    present = np.flatnonzero(table.version[:, key] > 0)
+    timestamp_ms = int(batch.timestamps_ms[index])
+    base = 0.0
+    if len(present):
+        order = target.replica_order()
+        stamps = table.columns["timestamp_ms"][present, key]
+        best = present[np.lexsort((order[present], stamps))[-1]]
+        base = float(table.columns["value"][best, key])
+        winner_ms = int(table.columns["timestamp_ms"][best, key])
+        if winner_ms >= timestamp_ms:
+            timestamp_ms = winner_ms if best == 0 else winner_ms + 1
+    delta = float(np.asarray(batch.values, dtype=np.float64)[index])
+    row, keys = np.zeros(1, dtype=np.int64), np.array([key], dtype=np.int64)
+    cells = {
+        "timestamp_ms": np.array([timestamp_ms], dtype=np.int64),
+        "sequence": np.array([target.version], dtype=np.int64),
+        "value": np.array([base + delta]),
+    }
+    table.scatter(row, keys, cells, target.version)
+
+
+def _apply_extreme(kind: str, state: SliceState, batch: Batch, target: Target) -> None:
+    values = np.asarray(batch.values, dtype=np.float64)
+    unique, inverse = np.unique(batch.keys, return_inverse=True)
+    ufunc = np.maximum if kind == "max" else np.minimum
+    reduced = np.full(len(unique), -np.inf if kind == "max" else np.inf)
+    ufunc.at(reduced, inverse, values)
+    table = state.table(kind, target.replica_count, int(unique.max()) + 1)
+    rows = np.zeros(len(unique), dtype=np.int64)
+    table.merge(rows, unique, {"value": reduced}, target.version)
+
+
+def _apply_distribution(state: SliceState, batch: Batch, target: Target) -> None:
+    values = np.asarray(batch.values, dtype=np.float64)
+    weights = np.ones(len(values)) if batch.weights is None else batch.weights
+    order = np.argsort(batch.keys, kind="stable")
+    ordered = batch.keys[order]
+    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for chunk in np.split(order, bounds):
+        cell = state.distribution(int(batch.keys[chunk[0]]), 0)
+        cell.add(state.mapping, values[chunk], weights[chunk], target.version)
+        cell.changed_version = target.version
+
+
+def _apply_set(state: SliceState, batch: Batch, target: Target) -> None:
+    items = batch.values
+    for index, key in enumerate(batch.keys.tolist()):
+        cell = state.set_cell(key)
+        cell.add(target.replica, items[index])
+        cell.changed_version = target.version

@@ -1,0 +1,162 @@
+"""Reads of :class:`~crdtstream.window.store.WindowStore`: windows merged from their slices.
+
+A hopping window's value is the join of its slices' values: counters add up, gauges take the
+LWW winner by ``(timestamp, replica)``, max/min the extreme, distinct the register-wise maximum,
+distributions the summed buckets, sets the union of the slices' sets.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from crdtstream.crdt.hyperloglog import hll_estimate
+from crdtstream.window.kinds.dense import DENSE_KINDS
+from crdtstream.window.kinds.distribution import DistributionValue
+from crdtstream.window.results import WindowRead, WindowValue
+from crdtstream.window.slices import SliceState
+
+if TYPE_CHECKING:
+    from crdtstream.window.store import WindowStore
+
+__all__ = ["has_data", "read_key", "read_window", "value_of", "window_starts"]
+
+
+def has_data(state: SliceState, kind: str, key: int) -> bool:
+    """True when ``key`` of ``kind`` has state in the slice."""
+    if kind in DENSE_KINDS:
+        table = state.dense.get(kind)
+        return table is not None and key < table.shape[1] and bool(table.version[:, key].any())
+    if kind == "distinct":
+        return state.registers.row(key) is not None
+    if kind == "distribution":
+        return any(k == key and c.count > 0 for (k, _), c in state.distributions.items())
+    cell = state.sets.get(key)
+    return cell is not None and bool(cell.context or cell.cloud)
+
+
+def value_of(store: WindowStore, kind: str, key: int, states: list[SliceState]) -> object:
+    """The merged value of one key over the given slices (which all hold data of it)."""
+    if kind == "counter":
+        total = 0.0
+        for table in _tables(states, kind, key):
+            present = table.version[:, key] > 0
+            total += float(
+                (table.columns["p"][present, key] - table.columns["n"][present, key]).sum()
+            )
+        return total
+    if kind in ("max", "min"):
+        reduce = max if kind == "max" else min
+        extremes = [
+            reduce(t.columns["value"][t.version[:, key] > 0, key].tolist())
+            for t in _tables(states, kind, key)
+        ]
+        return float(reduce(extremes))
+    if kind == "gauge":
+        return _gauge_value(store, states, key)
+    if kind == "distinct":
+        rows = [row for s in states if (row := s.registers.row(key)) is not None]
+        return hll_estimate(np.maximum.reduce(rows), store.config.distinct_precision)
+    if kind == "distribution":
+        cells = [c for s in states for (k, _), c in s.distributions.items() if k == key]
+        return DistributionValue.of(store.mapping, [c for c in cells if c.count > 0])
+    items: frozenset[object] = frozenset()
+    for state in states:
+        cell = state.sets.get(key)
+        if cell is not None:
+            items |= cell.value
+    return items
+
+
+def _tables(states: list[SliceState], kind: str, key: int) -> list:  # type: ignore[type-arg]
+    return [
+        t
+        for s in states
+        if (t := s.dense.get(kind)) is not None and key < t.shape[1] and t.version[:, key].any()
+    ]
+
+
+def _gauge_value(store: WindowStore, states: list[SliceState], key: int) -> float:
+    order = store.replica_order()
+    best: tuple[int, int, int, float] | None = None
+    for table in _tables(states, "gauge", key):
+        for row in np.flatnonzero(table.version[:, key] > 0).tolist():
+            candidate = (
+                int(table.columns["timestamp_ms"][row, key]),
+                int(order[row]),
+                int(table.columns["sequence"][row, key]),
+                float(table.columns["value"][row, key]),
+            )
+            if best is None or candidate[:3] > best[:3]:
+                best = candidate
+    assert best is not None  # callers only ask for keys with data
+    return best[3]
+
+
+def _window_states(store: WindowStore, start_ms: int) -> list[SliceState]:
+    return [
+        state
+        for s in store.windows.slices_of_window(start_ms)
+        if (state := store.slices.get(s)) is not None
+    ]
+
+
+def _final(store: WindowStore, start_ms: int, final_through_ms: int | None) -> bool:
+    end_ms = store.windows.window_end(start_ms)
+    return final_through_ms is not None and end_ms <= final_through_ms
+
+
+def window_starts(store: WindowStore) -> list[int]:
+    """Starts of retained windows containing a slice with state, oldest first."""
+    floor = store.retention_floor_ms()
+    starts = {w for s in store.slices for w in store.windows.windows_of_slice(s)}
+    return sorted(w for w in starts if floor is None or w >= floor)
+
+
+def read_key(store: WindowStore, key: str, final_through_ms: int | None) -> list[WindowValue]:
+    """See :meth:`WindowStore.read_key`."""
+    entry = store.key_kinds.get(key)
+    if entry is None:
+        return []
+    kind, local = entry
+    result = []
+    for start in window_starts(store):
+        states = [s for s in _window_states(store, start) if has_data(s, kind, local)]
+        if states:
+            value = value_of(store, kind, local, states)
+            end = store.windows.window_end(start)
+            result.append(WindowValue(start, end, value, _final(store, start, final_through_ms)))
+    return result
+
+
+def read_window(store: WindowStore, start_ms: int, final_through_ms: int | None) -> WindowRead:
+    """See :meth:`WindowStore.read_window`."""
+    if not store.windows.is_window_start(start_ms):
+        raise ValueError(f"{start_ms} is not a window start (slide {store.windows.slide_ms} ms)")
+    states = _window_states(store, start_ms)
+    values: dict[str, object] = {}
+    for kind, names in store.kind_keys.items():
+        for local in _keys_with_data(states, kind):
+            holding = [s for s in states if has_data(s, kind, local)]
+            values[names[local]] = value_of(store, kind, local, holding)
+    end = store.windows.window_end(start_ms)
+    return WindowRead(start_ms, end, _final(store, start_ms, final_through_ms), values)
+
+
+def _keys_with_data(states: list[SliceState], kind: str) -> list[int]:
+    found: set[int] = set()
+    for state in states:
+        keys: npt.NDArray[np.int64] | list[int]
+        if kind in DENSE_KINDS:
+            table = state.dense.get(kind)
+            keys = [] if table is None else np.flatnonzero(table.version.any(axis=0))
+        elif kind == "distinct":
+            keys = state.registers.keys_present()
+        elif kind == "distribution":
+            keys = [k for (k, _), c in state.distributions.items() if c.count > 0]
+        else:
+            keys = [k for k, c in state.sets.items() if c.context or c.cloud]
+        found.update(int(k) for k in keys)
+    return sorted(found)

@@ -1,0 +1,425 @@
+"""The windowed keyed store: events in, windowed CRDT state out, deltas ready for gossip.
+
+Rules of this file: pure. Time arrives as event timestamps and :meth:`WindowStore.advance`
+arguments; nothing here reads a clock or touches a file (see :mod:`.snapshot` for the one helper
+that writes snapshot files, called by the driver).
+
+Keys are interned to dense ids per kind; state is columnar per (slice, kind), so a batch of N
+events is O(N) numpy work. Every change bumps :attr:`WindowStore.version` and stamps the changed
+``(key, slice, replica)`` cells, which is what :meth:`WindowStore.delta_since` reads. This
+replica writes only its own slots; :meth:`WindowStore.merge` joins other replicas' cells and
+returns the part that was new. Per-slice version vectors count each replica's writes, so a
+caller can tell when every member's contributions to a window have arrived (finality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from crdtstream.config import WindowConfig
+from crdtstream.crdt.hashing import hash64
+from crdtstream.crdt.mapping import LogMapping
+from crdtstream.window import reads, sync
+from crdtstream.window.apply import Batch, Target, apply_batch
+from crdtstream.window.cells import KINDS
+from crdtstream.window.delta import StoreDelta
+from crdtstream.window.kinds.orset import Item
+from crdtstream.window.results import IngestResult, WindowRead, WindowValue
+from crdtstream.window.slices import SliceState
+from crdtstream.window.watermark import Watermark
+from crdtstream.window.windows import TIMESTAMP_MS_LIMIT, Windows
+
+__all__ = ["WindowStore"]
+
+Int64Array = npt.NDArray[np.int64]
+_FLOAT_KINDS = frozenset({"counter", "gauge", "distribution", "max", "min"})
+
+
+class WindowStore:
+    """Windowed, keyed CRDT state of one replica (see the module docstring)."""
+
+    def __init__(self, replica: str, window: WindowConfig | None = None) -> None:
+        self.replica = replica
+        self.config = window if window is not None else WindowConfig()
+        self.windows = Windows.from_config(self.config)
+        self.watermark = Watermark(self.config.allowed_lateness_ms)
+        self.mapping = LogMapping(self.config.distribution_relative_accuracy)
+        self.version = 0
+        self.slices: dict[int, SliceState] = {}
+        self.key_kinds: dict[str, tuple[str, int]] = {}
+        self.kind_keys: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        self.replicas: list[str] = [replica]
+        self.replica_rows: dict[str, int] = {replica: 0}
+        # (slice start, replica row) -> [writes counted, store version of the last change]
+        self.window_counts: dict[tuple[int, int], list[int]] = {}
+        self.late_total = 0
+        self.late_by_key: dict[str, int] = {}
+        self.rejected_total = 0
+        self.invalid_total = 0
+        self.merge_rejected_cells = 0
+
+    # ------------------------------------------------------------------ identities
+
+    def intern_keys(self, kind: str, names: Sequence[str]) -> tuple[Int64Array, list[str]]:
+        """Kind-local ids of ``names`` (-1 for a key that has another kind) and those keys."""
+        ids = np.empty(len(names), dtype=np.int64)
+        conflicts: list[str] = []
+        local_names = self.kind_keys[kind]
+        for index, name in enumerate(names):
+            entry = self.key_kinds.get(name)
+            if entry is None:
+                entry = self.key_kinds[name] = (kind, len(local_names))
+                local_names.append(name)
+            if entry[0] != kind:
+                conflicts.append(name)
+                ids[index] = -1
+            else:
+                ids[index] = entry[1]
+        return ids, conflicts
+
+    def replica_row(self, replica: str) -> int:
+        """The dense row of ``replica`` (added on first sight)."""
+        row = self.replica_rows.get(replica)
+        if row is None:
+            row = self.replica_rows[replica] = len(self.replicas)
+            self.replicas.append(replica)
+        return row
+
+    def replica_order(self) -> Int64Array:
+        """Each replica row's rank in the order of replica names (the LWW tie-break)."""
+        ranks = np.empty(len(self.replicas), dtype=np.int64)
+        ranks[np.argsort(np.asarray(self.replicas, dtype=object))] = np.arange(len(self.replicas))
+        return ranks
+
+    def slice_for(self, position: int) -> SliceState:
+        """The state of the slice at ``position`` (``start // slide``), created when new."""
+        start = position * self.windows.slide_ms
+        state = self.slices.get(start)
+        if state is None:
+            state = self.slices[start] = SliceState(self.config.distinct_precision, self.mapping)
+        return state
+
+    # ------------------------------------------------------------------ time
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """Newest time seen minus the allowed lateness; None before any event or advance."""
+        return self.watermark.watermark_ms
+
+    def retention_floor_ms(self) -> int | None:
+        """Slices starting before this are evicted (None before any time was seen)."""
+        time_ms = self.watermark.time_ms
+        if time_ms is None:
+            return None
+        newest = self.windows.slice_start(time_ms)
+        return newest - (self.config.retention_windows - 1) * self.windows.slide_ms
+
+    def first_open_position(self) -> int | None:
+        """Slices at smaller positions are closed or evicted: events for them are late."""
+        watermark, floor = self.watermark.watermark_ms, self.retention_floor_ms()
+        if watermark is None or floor is None:
+            return None
+        slide = self.windows.slide_ms
+        return max(watermark // slide, floor // slide)
+
+    def advance(self, now_ms: int) -> tuple[int, ...]:
+        """Advance time by the clock (idle streams close); return evicted slice starts."""
+        self.watermark.advance(now_ms)
+        return self._evict()
+
+    def _evict(self) -> tuple[int, ...]:
+        floor = self.retention_floor_ms()
+        if floor is None:
+            return ()
+        evicted = tuple(sorted(start for start in self.slices if start < floor))
+        for start in evicted:
+            del self.slices[start]
+        for entry in [entry for entry in self.window_counts if entry[0] < floor]:
+            del self.window_counts[entry]
+        return evicted
+
+    # ------------------------------------------------------------------ writes
+
+    def ingest(
+        self,
+        kind: str,
+        key_names: Sequence[str],
+        key_index: npt.ArrayLike,
+        values: npt.ArrayLike | Sequence[Item],
+        timestamps_ms: npt.ArrayLike,
+        *,
+        weights: npt.ArrayLike | None = None,
+        relative: npt.ArrayLike | None = None,
+    ) -> IngestResult:
+        """Apply a batch of events of one ``kind``; never raises for bad events, only counts.
+
+        ``key_names`` are the batch's distinct keys and ``key_index`` (int64, N) points into it.
+        ``values`` are float64 (counter, gauge, distribution, max, min), uint64 hashes from
+        :func:`~crdtstream.crdt.hashing.hash64_many` (distinct) or str/bytes items (set).
+        ``weights`` are distribution counts (statsd ``1/rate``); ``relative`` marks gauge
+        ``+N``/``-N`` adjustments. Mismatched array lengths raise :class:`ValueError`.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        index = np.asarray(key_index, dtype=np.int64)
+        stamps = np.asarray(timestamps_ms, dtype=np.int64)
+        payload = _payload(kind, values)
+        weight_array = None if weights is None else np.asarray(weights, dtype=np.float64)
+        relative_array = None if relative is None else np.asarray(relative, dtype=np.bool_)
+        _check_lengths(len(index), stamps, payload, weight_array, relative_array)
+        if len(index) and (index.min() < 0 or index.max() >= len(key_names)):
+            raise ValueError("key_index points outside key_names")
+        name_ids, conflicts = self.intern_keys(kind, key_names)
+        keys = index if _is_identity(name_ids) else name_ids[index]
+        valid = _valid(kind, payload, stamps, weight_array)
+        usable = _and(valid, keys >= 0 if conflicts else None)
+        positions = np.floor_divide(stamps, self.windows.slide_ms)
+        late = self._late_mask(positions, usable)
+        accepted = _and(usable, None if late is None else ~late)
+        late_by_key = self._count_late(key_names, index, late)
+        accepted_count = len(index) if accepted is None else int(np.count_nonzero(accepted))
+        if accepted_count:
+            self.version += 1
+            batch = Batch(keys, positions, payload, stamps, weight_array, relative_array, 0)
+            if accepted is not None:
+                batch = _select_mask(batch, accepted)
+            batch.key_count = len(self.kind_keys[kind])
+            apply_batch(kind, batch, self._target())
+            self._count_writes(batch.positions)
+        if len(index) and (usable is None or usable.any()):
+            self.watermark.advance(int(stamps.max() if usable is None else stamps[usable].max()))
+        valid_count = len(index) if valid is None else int(np.count_nonzero(valid))
+        rejected = valid_count - (len(index) if usable is None else int(np.count_nonzero(usable)))
+        invalid = len(index) - valid_count
+        self.rejected_total += rejected
+        self.invalid_total += invalid
+        return IngestResult(
+            accepted=accepted_count,
+            late=sum(late_by_key.values()),
+            late_by_key=late_by_key,
+            rejected=rejected,
+            rejected_keys=tuple(conflicts),
+            invalid=invalid,
+            evicted_windows_ms=self._evict(),
+        )
+
+    def add(
+        self,
+        key: str,
+        kind: str,
+        value: float | str | bytes | int,
+        timestamp_ms: int,
+        *,
+        weight: float = 1.0,
+        relative: bool = False,
+    ) -> IngestResult:
+        """One event; ``distinct`` items (str, bytes or int) are hashed here."""
+        item: object = value
+        if kind == "distinct":
+            item = np.array([hash64(value)], dtype=np.uint64)  # type: ignore[arg-type]
+        elif kind == "set":
+            item = [value]
+        else:
+            item = np.array([value], dtype=np.float64)
+        return self.ingest(
+            kind,
+            [key],
+            np.zeros(1, dtype=np.int64),
+            item,
+            np.array([timestamp_ms], dtype=np.int64),
+            weights=np.array([weight]) if kind == "distribution" else None,
+            relative=np.array([relative]) if kind == "gauge" else None,
+        )
+
+    def remove(self, key: str, item: Item, timestamp_ms: int) -> bool:
+        """Remove ``item`` from set ``key`` in the slice of ``timestamp_ms``; True when present.
+
+        A remove on a key of another kind raises :class:`KindConflictError`; one for a closed or
+        evicted slice is late and does nothing (False).
+        """
+        ids, conflicts = self.intern_keys("set", [key])
+        if conflicts:
+            from crdtstream.errors import KindConflictError
+
+            raise KindConflictError(f"key {key!r} has kind {self.key_kinds[key][0]!r}, not 'set'")
+        position = self.windows.slice_start(timestamp_ms) // self.windows.slide_ms
+        first_open = self.first_open_position()
+        if first_open is not None and position < first_open:
+            self.late_total += 1
+            self.late_by_key[key] = self.late_by_key.get(key, 0) + 1
+            return False
+        state = self.slice_for(position)
+        cell = state.sets.get(int(ids[0]))
+        if cell is None or not cell.remove(item):
+            return False
+        self.version += 1
+        cell.changed_version = self.version
+        self._count_writes(np.array([position], dtype=np.int64))
+        return True
+
+    def _target(self) -> Target:
+        return Target(
+            self.slice_for, len(self.replicas), self.replica, self.replica_order, self.version
+        )
+
+    def _late_mask(
+        self, positions: Int64Array, usable: npt.NDArray[np.bool_] | None
+    ) -> npt.NDArray[np.bool_] | None:
+        first_open = self.first_open_position()
+        if first_open is None or len(positions) == 0 or positions.min() >= first_open:
+            return None
+        late = positions < first_open
+        return late if usable is None else late & usable
+
+    def _count_late(
+        self,
+        key_names: Sequence[str],
+        index: Int64Array,
+        late: npt.NDArray[np.bool_] | None,
+    ) -> dict[str, int]:
+        if late is None or not late.any():
+            return {}
+        counts = np.bincount(index[late], minlength=len(key_names))
+        result = {key_names[i]: int(counts[i]) for i in np.flatnonzero(counts).tolist()}
+        for name, count in result.items():
+            self.late_by_key[name] = self.late_by_key.get(name, 0) + count
+        self.late_total += sum(result.values())
+        return result
+
+    def _count_writes(self, positions: Int64Array) -> None:
+        first = int(positions.min())
+        counts = np.bincount(positions - first) if len(positions) else np.zeros(0, np.int64)
+        for offset in np.flatnonzero(counts):
+            entry = self.window_counts.setdefault(
+                ((first + int(offset)) * self.windows.slide_ms, 0), [0, 0]
+            )
+            entry[0] += int(counts[offset])
+            entry[1] = self.version
+
+    # ------------------------------------------------------------------ gossip
+
+    def delta_since(self, version: int) -> StoreDelta:
+        """Cells and window versions changed after ``version`` (a delta-group)."""
+        return sync.delta_since(self, version)
+
+    def full_state(self) -> StoreDelta:
+        """Everything retained, as one delta."""
+        return sync.delta_since(self, 0)
+
+    def merge(self, delta: StoreDelta) -> StoreDelta:
+        """Join ``delta`` in place; return the part of it that inflated this state.
+
+        Cells of evicted slices are ignored; cells of a key that has another kind here are
+        counted in :attr:`merge_rejected_cells` and skipped. Mismatched store parameters raise
+        :class:`~crdtstream.errors.MergeError` before anything is applied.
+        """
+        return sync.merge(self, delta)
+
+    def window_versions(self, start_ms: int) -> dict[str, int]:
+        """Per replica, how many writes it made to the slice starting at ``start_ms``."""
+        return {
+            self.replicas[row]: entry[0]
+            for (start, row), entry in self.window_counts.items()
+            if start == start_ms
+        }
+
+    # ------------------------------------------------------------------ reads
+
+    def read_key(self, key: str, *, final_through_ms: int | None = None) -> list[WindowValue]:
+        """Every retained window holding data of ``key``, oldest first.
+
+        ``final`` is true for windows ending at or before ``final_through_ms``: finality across
+        nodes is decided by the caller (gossip), which knows the members' watermarks.
+        """
+        return reads.read_key(self, key, final_through_ms)
+
+    def read_window(self, start_ms: int, *, final_through_ms: int | None = None) -> WindowRead:
+        """Every key's value in the window starting at ``start_ms``."""
+        return reads.read_window(self, start_ms, final_through_ms)
+
+    def window_starts(self) -> list[int]:
+        """Starts of the retained windows that hold any data, oldest first."""
+        return reads.window_starts(self)
+
+    def state_bytes(self) -> int:
+        """Approximate bytes of state held in slices."""
+        return sum(state.nbytes() for state in self.slices.values())
+
+
+def _payload(
+    kind: str, values: npt.ArrayLike | Sequence[Item]
+) -> npt.NDArray[np.float64] | npt.NDArray[np.uint64] | Sequence[Item]:
+    if kind == "set":
+        return values  # type: ignore[return-value]
+    if kind == "distinct":
+        return np.asarray(values, dtype=np.uint64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _check_lengths(count: int, *arrays: object) -> None:
+    for array in arrays:
+        if array is not None and len(array) != count:  # type: ignore[arg-type]
+            raise ValueError(f"every per-event array must have length {count}")
+
+
+def _valid(
+    kind: str,
+    payload: object,
+    stamps: Int64Array,
+    weights: npt.NDArray[np.float64] | None,
+) -> npt.NDArray[np.bool_] | None:
+    """Which events are well formed; None when all are (the common case, checked cheaply)."""
+    valid: npt.NDArray[np.bool_] | None = None
+    if len(stamps) and (stamps.min() <= -TIMESTAMP_MS_LIMIT or stamps.max() >= TIMESTAMP_MS_LIMIT):
+        valid = (stamps > -TIMESTAMP_MS_LIMIT) & (stamps < TIMESTAMP_MS_LIMIT)
+    if kind in _FLOAT_KINDS:
+        finite = np.isfinite(payload)  # type: ignore[call-overload]
+        valid = _and(valid, None if finite.all() else finite)
+    if kind == "set":
+        typed = np.fromiter(
+            (isinstance(item, str | bytes) for item in payload),  # type: ignore[attr-defined]
+            dtype=np.bool_,
+            count=len(stamps),
+        )
+        valid = _and(valid, None if typed.all() else typed)
+    if weights is not None and kind == "distribution":
+        good = np.isfinite(weights) & (weights > 0)
+        valid = _and(valid, None if good.all() else good)
+    return valid
+
+
+def _and(
+    left: npt.NDArray[np.bool_] | None, right: npt.NDArray[np.bool_] | None
+) -> npt.NDArray[np.bool_] | None:
+    """Conjunction of optional masks, where None means all true."""
+    if left is None:
+        return right
+    if right is None:
+        return left
+    return left & right
+
+
+def _is_identity(name_ids: Int64Array) -> bool:
+    """True when the batch's names map to kind-local ids 0..N-1, so no gather is needed."""
+    return bool((name_ids == np.arange(len(name_ids))).all())
+
+
+def _select_mask(batch: Batch, mask: npt.NDArray[np.bool_]) -> Batch:
+    values = batch.values
+    chosen = (
+        values[mask]
+        if isinstance(values, np.ndarray)
+        else [item for item, keep in zip(values, mask, strict=True) if keep]
+    )
+    return Batch(
+        batch.keys[mask],
+        batch.positions[mask],
+        chosen,
+        batch.timestamps_ms[mask],
+        None if batch.weights is None else batch.weights[mask],
+        None if batch.relative is None else batch.relative[mask],
+        batch.key_count,
+    )
