@@ -5,6 +5,17 @@ The public library surface is re-exported here; ``tests/test_exported_members.py
 
 from __future__ import annotations
 
+from crdtstream.crdt import (
+    Distribution,
+    GCounter,
+    GSet,
+    HyperLogLog,
+    LWWRegister,
+    MaxRegister,
+    MinRegister,
+    ORSet,
+    PNCounter,
+)
 from crdtstream.errors import (
     ConfigError,
     CrdtStreamError,
@@ -26,9 +37,18 @@ __all__ = [
     "ConfigError",
     "CrdtStreamError",
     "DecodeError",
+    "Distribution",
+    "GCounter",
+    "GSet",
+    "HyperLogLog",
     "KindConflictError",
+    "LWWRegister",
+    "MaxRegister",
     "MergeError",
+    "MinRegister",
     "NotLeaderError",
+    "ORSet",
+    "PNCounter",
     "PayloadTooLargeError",
     "PeerUnknownError",
     "StorageError",

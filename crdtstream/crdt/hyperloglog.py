@@ -12,15 +12,21 @@ zeros of the remaining ``64 - p`` bits (so ranks are 1..``65 - p``; 0 means an e
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 
-from crdtstream.crdt.hashing import bit_length_many
+from crdtstream import wire
+from crdtstream.crdt.base import Crdt, expect_int, expect_list, validate_replica
+from crdtstream.crdt.hashing import HashableItem, bit_length_many, hash64, hash64_many
+from crdtstream.errors import MergeError
 
 __all__ = [
     "PRECISION_MAX",
     "PRECISION_MIN",
+    "HyperLogLog",
     "hll_estimate",
     "hll_index_rank",
     "hll_index_rank_one",
@@ -112,3 +118,99 @@ def hll_estimate(registers: npt.NDArray[np.uint8], precision: int) -> int:
         return 0
     alpha_infinity = 1.0 / (2.0 * math.log(2.0))
     return round(alpha_infinity * register_count * register_count / z)
+
+
+class HyperLogLog(Crdt):
+    """A distinct counter: ``add(item)``, ``add_many(items)``; ``value`` is the estimate.
+
+    ``precision`` ``p`` in [4, 18] gives ``2**p`` one-byte registers and a relative standard
+    error of about ``1.04 / sqrt(2**p)`` (0.81 % at the default 14). Merge is the register-wise
+    maximum, so it is idempotent and needs no per-replica state. A delta holds only the registers
+    that the mutation raised.
+    """
+
+    TAG = wire.Tag.HYPER_LOG_LOG
+    __slots__ = ("_registers", "precision", "replica")
+
+    def __init__(self, replica: str, precision: int = 14) -> None:
+        self.replica = validate_replica(replica)
+        self.precision = validate_precision(precision)
+        self._registers = np.zeros(1 << precision, dtype=np.uint8)
+
+    @property
+    def registers(self) -> npt.NDArray[np.uint8]:
+        """A read-only view of the registers."""
+        view = self._registers.view()
+        view.flags.writeable = False
+        return view
+
+    def add(self, item: HashableItem) -> HyperLogLog:
+        """Add one ``str``/``bytes``/``int`` item; returns the delta."""
+        index, rank = hll_index_rank_one(hash64(item), self.precision)
+        delta = HyperLogLog(self.replica, self.precision)
+        if rank > self._registers[index]:
+            self._registers[index] = rank
+            delta._registers[index] = rank
+        return delta
+
+    def add_many(self, items: npt.NDArray[Any] | Sequence[HashableItem]) -> HyperLogLog:
+        """Add a batch (numpy int array or sequence of str/bytes/int), vectorised."""
+        indexes, ranks = hll_index_rank(hash64_many(items), self.precision)
+        batch = np.zeros_like(self._registers)
+        np.maximum.at(batch, indexes, ranks)
+        raised = batch > self._registers
+        delta = HyperLogLog(self.replica, self.precision)
+        delta._registers[raised] = batch[raised]
+        np.maximum(self._registers, batch, out=self._registers)
+        return delta
+
+    def merge(self, other: Self) -> None:
+        """Register-wise maximum; precisions must match (``MergeError`` otherwise)."""
+        self._check_mergeable(other)
+        if other.precision != self.precision:
+            raise MergeError(
+                f"cannot merge HyperLogLog precision {other.precision} into {self.precision}"
+            )
+        np.maximum(self._registers, other._registers, out=self._registers)
+
+    @property
+    def value(self) -> int:
+        """The estimated number of distinct items."""
+        return hll_estimate(self._registers, self.precision)
+
+    def _state(self) -> Any:
+        return (self.precision, self._registers.tobytes())
+
+    def _body(self) -> Any:
+        # Deltas are mostly empty registers: send (index, rank) pairs when that is smaller.
+        indexes = np.flatnonzero(self._registers).astype(np.uint32)
+        if 5 * len(indexes) < len(self._registers):
+            return [self.precision, indexes, self._registers[indexes]]
+        return [self.precision, self._registers.copy()]
+
+    @classmethod
+    def _from_body(cls, replica: str, body: Any) -> Self:
+        fields = expect_list(body)
+        sketch = cls(replica, expect_int(fields[0]))
+        max_rank = 65 - sketch.precision
+        if len(fields) == 2:
+            registers = _expect_array(fields[1], np.uint8, len(sketch._registers))
+            sketch._registers[:] = registers
+        else:
+            _, indexes, ranks = expect_list(fields, 3)
+            index_array = _expect_array(indexes, np.uint32, None)
+            rank_array = _expect_array(ranks, np.uint8, len(index_array))
+            if len(index_array) and int(index_array.max()) >= len(sketch._registers):
+                raise ValueError("register index out of range")
+            sketch._registers[index_array] = rank_array
+        if int(sketch._registers.max(initial=0)) > max_rank:
+            raise ValueError(f"register rank above {max_rank}")
+        return sketch
+
+
+def _expect_array(value: Any, dtype: type[np.generic], length: int | None) -> npt.NDArray[Any]:
+    if not isinstance(value, np.ndarray) or value.dtype != dtype or value.ndim != 1:
+        raise TypeError(f"expected a one-dimensional {np.dtype(dtype).name} array")
+    if length is not None and len(value) != length:
+        raise ValueError(f"expected {length} elements, got {len(value)}")
+    return value
