@@ -4,11 +4,14 @@ Frame layout::
 
     byte 0      VERSION (1)
     byte 1      flags: bit 0 = body is an lz4 frame
-    bytes 2..   msgpack array [tag, body], lz4-compressed when larger than a threshold
+    byte 2      tag (1-255), from :class:`Tag`, an append-only table
+    bytes 3..   msgpack body, lz4-compressed when larger than a threshold
 
-``tag`` comes from :class:`Tag`, an append-only table. numpy arrays travel as a msgpack
-extension (code 1) holding ``[dtype, shape, raw little-endian bytes]``; only plain numeric dtypes
-are accepted back.
+The tag sits outside the (possibly compressed) body so a receiver can route a frame with
+:func:`peek_tag`, and refuse an unexpected one, before inflating or parsing anything.
+
+numpy arrays travel as a msgpack extension (code 1) holding ``[dtype, shape, raw little-endian
+bytes]``; only plain numeric dtypes are accepted back.
 
 Anything malformed — truncated, wrong version or tag, wrong types, oversized, a decompression
 bomb — raises :class:`~crdtstream.errors.DecodeError` and nothing else. Sizes are checked before
@@ -37,6 +40,7 @@ __all__ = [
     "decode",
     "decode_as",
     "encode",
+    "peek_tag",
 ]
 
 VERSION = 1
@@ -50,7 +54,7 @@ COMPRESS_THRESHOLD_BYTES = 1024
 
 _FLAG_LZ4 = 0x01
 _EXT_NDARRAY = 1
-_HEADER_BYTES = 2
+_HEADER_BYTES = 3
 _ALLOWED_DTYPES = frozenset(
     np.dtype(name).str
     for name in (
@@ -159,13 +163,15 @@ def encode(
     tag: int, body: Any, *, compress_threshold_bytes: int = COMPRESS_THRESHOLD_BYTES
 ) -> bytes:
     """Encode ``body`` (msgpack-able values, numpy arrays, sets) under ``tag`` as one frame."""
-    packed: bytes = msgpack.packb([int(tag), body], default=_pack_default, use_bin_type=True)
+    if not 0 < int(tag) < 256:
+        raise ValueError(f"a tag must be in 1..255, got {tag}")
+    packed: bytes = msgpack.packb(body, default=_pack_default, use_bin_type=True)
     flags = 0
     if len(packed) >= compress_threshold_bytes:
         compressed: bytes = lz4.frame.compress(packed, store_size=True)
         if len(compressed) < len(packed):
             packed, flags = compressed, _FLAG_LZ4
-    return bytes((VERSION, flags)) + packed
+    return bytes((VERSION, flags, int(tag))) + packed
 
 
 def _inflate(data: memoryview, max_bytes: int) -> bytes:
@@ -183,6 +189,23 @@ def _inflate(data: memoryview, max_bytes: int) -> bytes:
     return out
 
 
+def peek_tag(data: bytes | bytearray | memoryview) -> int:
+    """The tag of a frame, read from its header without touching the body.
+
+    Raises :class:`DecodeError` when the header itself is malformed (too short, unknown version
+    or flags); the body is checked only by :func:`decode`.
+    """
+    view = memoryview(data)
+    if len(view) < _HEADER_BYTES + 1:
+        raise DecodeError(f"frame of {len(view)} bytes is too short")
+    if view[0] != VERSION:
+        raise DecodeError(f"unknown wire version {view[0]}")
+    if view[1] & ~_FLAG_LZ4:
+        raise DecodeError(f"unknown flags {view[1]:#x}")
+    tag: int = view[2]
+    return tag
+
+
 def decode(
     data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> tuple[int, Any]:
@@ -190,20 +213,11 @@ def decode(
     view = memoryview(data)
     if len(view) > max_bytes:
         raise DecodeError(f"frame of {len(view)} bytes exceeds {max_bytes}")
-    if len(view) < _HEADER_BYTES + 1:
-        raise DecodeError(f"frame of {len(view)} bytes is too short")
-    if view[0] != VERSION:
-        raise DecodeError(f"unknown wire version {view[0]}")
-    flags = view[1]
-    if flags & ~_FLAG_LZ4:
-        raise DecodeError(f"unknown flags {flags:#x}")
-    body_bytes = (
-        _inflate(view[_HEADER_BYTES:], max_bytes)
-        if flags & _FLAG_LZ4
-        else bytes(view[_HEADER_BYTES:])
-    )
+    tag = peek_tag(view)
+    payload = view[_HEADER_BYTES:]
+    body_bytes = _inflate(payload, max_bytes) if view[1] & _FLAG_LZ4 else bytes(payload)
     try:
-        message = msgpack.unpackb(
+        body = msgpack.unpackb(
             body_bytes,
             raw=False,
             use_list=True,
@@ -214,9 +228,7 @@ def decode(
         raise
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as error:
         raise DecodeError(f"malformed msgpack body: {error}") from error
-    if not (isinstance(message, list) and len(message) == 2 and isinstance(message[0], int)):
-        raise DecodeError("frame body must be [tag, body]")
-    return message[0], message[1]
+    return tag, body
 
 
 def decode_as(
@@ -232,10 +244,10 @@ def decode_as(
     :class:`IndexError` or :class:`~crdtstream.errors.MergeError` on a body of the wrong shape;
     all of them come out as :class:`DecodeError`, so callers handle one exception.
     """
-    found, body = decode(data, max_bytes=max_bytes)
+    found = peek_tag(data)
     if found != tag:
         raise DecodeError(f"expected tag {int(tag)}, got {found}")
-    return build_checked(body, build)
+    return build_checked(decode(data, max_bytes=max_bytes)[1], build)
 
 
 def build_checked(body: Any, build: Callable[[Any], T]) -> T:
