@@ -19,6 +19,7 @@ from crdtstream.raft.types import (
     ConfChange,
     Entry,
     EntryKind,
+    HardState,
     Message,
     ReadState,
     Ready,
@@ -177,6 +178,18 @@ class Cluster:
         self.stabilize()
         assert self.node(node_id).status().role is Role.LEADER, self.describe()
 
+    def tick_until_leader(self, node_ids: Iterable[str], max_ticks: int = 1_000) -> str:
+        """Tick ``node_ids`` (stabilizing each time) until one of them leads; returns it."""
+        ids = sorted(node_ids)
+        for _ in range(max_ticks):
+            for node_id in ids:
+                self.node(node_id).tick()
+            self.stabilize()
+            for node_id in ids:
+                if self.node(node_id).status().role is Role.LEADER:
+                    return node_id
+        raise AssertionError(f"no leader among {ids}\n{self.describe()}")
+
     def leaders(self) -> list[str]:
         """Ids of nodes that believe they lead."""
         return [n for n, p in self.peers.items() if p.node.status().role is Role.LEADER]
@@ -200,3 +213,36 @@ class Cluster:
 def conf_change_voters(entries: Iterable[Entry]) -> list[ConfChange]:
     """The membership changes among ``entries``."""
     return [decode_conf_change(e.data) for e in entries if e.kind is EntryKind.CONF_CHANGE]
+
+
+def make_node(
+    node_id: str,
+    voters: Iterable[str],
+    log_terms: Iterable[int] = (),
+    term: int = 0,
+    config: RaftConfig = DEFAULT_CONFIG,
+    seed: int = 0,
+) -> tuple[RawNode, MemoryStorage]:
+    """A node whose stored log holds one entry per term in ``log_terms`` (indices from 1)."""
+    storage = MemoryStorage(tuple(voters))
+    storage.append([Entry(t, i, EntryKind.NORMAL, b"") for i, t in enumerate(log_terms, 1)])
+    if term:
+        storage.set_hard_state(HardState(term, None, 0))
+    return RawNode(node_id, storage, config, random.Random(seed)), storage
+
+
+def flush(node: RawNode, storage: MemoryStorage) -> Ready:
+    """Persist and advance one Ready of ``node`` (an empty one if it has nothing)."""
+    ready = node.ready()
+    if ready.snapshot is not None:
+        storage.apply_snapshot(ready.snapshot)
+    storage.append(ready.entries)
+    if ready.hard_state is not None:
+        storage.set_hard_state(ready.hard_state)
+    node.advance(ready)
+    return ready
+
+
+def outbox(node: RawNode, storage: MemoryStorage) -> list[Message]:
+    """The messages ``node`` wants to send now (after persisting what they depend on)."""
+    return list(flush(node, storage).messages)
