@@ -129,6 +129,8 @@ class _Slot:
         slot.negative = _buckets_from_body(fields[7], fields[8], key_limit)
         if min(slot.positive_sum, slot.negative_sum) < 0:
             raise ValueError("sums of magnitudes must be >= 0")
+        if slot.count() and not (math.isfinite(slot.minimum) and slot.minimum <= slot.maximum):
+            raise ValueError("a slot with observations needs a finite min <= max")
         return slot
 
 
