@@ -115,6 +115,9 @@ class Tag(enum.IntEnum):
     RAFT_MACHINE_COMMAND = 114
     RAFT_MACHINE_RESULT = 115
     RAFT_MACHINE_SNAPSHOT = 116
+    NODE_IDENTITY = 128
+    STRONG_REQUEST = 129
+    STRONG_RESPONSE = 130
 
 
 def _pack_default(obj: object) -> Any:
