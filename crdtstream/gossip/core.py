@@ -111,7 +111,13 @@ class GossipCore(Generic[DeltaT]):
         self._refresh_own_progress()
         messages = self.membership.tick(now_ms)
         peers = self.membership.live_peers()
-        messages += self.anti_entropy.tick(now_ms, peers)
+        rounds = self.anti_entropy.stats["rounds"]
+        shipped = self.anti_entropy.tick(now_ms, peers)
+        messages += shipped
+        if not shipped and peers and self.anti_entropy.stats["rounds"] > rounds:
+            # An idle round still carries this node's watermark, so windows go final.
+            peer = peers[self._rng.randrange(len(peers))]
+            messages.append(Message(peer, wire.Tag.GOSSIP_PROGRESS, []))
         if self.catalog is not None:
             messages += self.catalog.tick(now_ms, peers)
         return self._encode(messages)
@@ -152,6 +158,8 @@ class GossipCore(Generic[DeltaT]):
     def _dispatch(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
         if tag in (wire.Tag.GOSSIP_DELTA, wire.Tag.GOSSIP_ACK):
             return self.anti_entropy.step(source, tag, body)
+        if tag == wire.Tag.GOSSIP_PROGRESS:
+            return []  # its piggyback was all it carried
         if tag == wire.Tag.CATALOG_SYNC:
             return [] if self.catalog is None else self.catalog.step(source, body)
         return self.membership.step(source, tag, body, now_ms)

@@ -1,7 +1,8 @@
 """Gossip frames: one envelope for every anti-entropy, membership and catalog message.
 
 A frame is ``wire.encode(tag, [updates, progress, body])``: ``tag`` says which core the body
-is for (``Tag.GOSSIP_*``, ``Tag.SWIM_*``, ``Tag.CATALOG_SYNC``); ``updates`` are piggybacked
+is for (``Tag.GOSSIP_*``, ``Tag.SWIM_*``, ``Tag.CATALOG_SYNC``; ``Tag.GOSSIP_PROGRESS``
+has an empty body and exists for its piggyback); ``updates`` are piggybacked
 membership changes and ``progress`` piggybacked finality records, so that dissemination rides on
 traffic that flows anyway (SWIM §4 "infection-style dissemination"). The cores produce
 :class:`Message` values (a peer, a tag and a plain body); :mod:`crdtstream.gossip.core` adds the
@@ -41,6 +42,7 @@ GOSSIP_TAGS = frozenset(
         wire.Tag.SWIM_SYNC,
         wire.Tag.SWIM_SYNC_REPLY,
         wire.Tag.CATALOG_SYNC,
+        wire.Tag.GOSSIP_PROGRESS,
     }
 )
 

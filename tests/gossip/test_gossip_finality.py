@@ -1,0 +1,104 @@
+"""Window finality: every live member's watermark passed the window and its writes are merged."""
+
+from __future__ import annotations
+
+import random
+
+from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
+from crdtstream.gossip.core import GossipCore
+from crdtstream.gossip.finality import ProgressTable, window_is_final
+from crdtstream.gossip.messages import Progress
+from crdtstream.gossip.reference import SlotCounters, SlotDelta, decode_slot_delta
+
+LATENESS_MS = 500
+
+
+def final(progress: dict[str, Progress], merged: dict[str, int], live: list[str]) -> bool:
+    return window_is_final(0, 1_000, LATENESS_MS, live, progress, merged)
+
+
+def test_not_final_while_a_live_members_watermark_has_not_passed_end_plus_lateness() -> None:
+    progress = {"a": Progress("a", 2_000, {0: 3}), "b": Progress("b", 1_500, {0: 1})}
+    assert not final(progress, {"a": 3, "b": 1}, ["a", "b"])
+    progress["b"] = Progress("b", 1_501, {0: 1})
+    assert final(progress, {"a": 3, "b": 1}, ["a", "b"])
+
+
+def test_not_final_until_every_advertised_write_is_merged() -> None:
+    progress = {"a": Progress("a", 9_000, {0: 3}), "b": Progress("b", 9_000, {0: 2})}
+    assert not final(progress, {"a": 3, "b": 1}, ["a", "b"])
+    assert final(progress, {"a": 3, "b": 2}, ["a", "b"])
+
+
+def test_a_member_never_heard_from_holds_finality_back() -> None:
+    assert not final({"a": Progress("a", 9_000, {})}, {}, ["a", "b"])
+
+
+def test_a_dead_member_no_longer_holds_finality_back() -> None:
+    progress = {"a": Progress("a", 9_000, {0: 1}), "b": Progress("b", 100, {0: 5})}
+    assert not final(progress, {"a": 1, "b": 2}, ["a", "b"])
+    assert final(progress, {"a": 1, "b": 2}, ["a"])
+
+
+def test_progress_records_join_by_pointwise_max_and_keep_the_newest_windows() -> None:
+    table = ProgressTable(keep_windows=2)
+    assert table.merge(Progress("a", 100, {0: 1, 1_000: 4}))
+    assert table.merge(Progress("a", 50, {0: 3, 2_000: 1}))
+    assert table.records["a"] == Progress("a", 100, {1_000: 4, 2_000: 1})
+    assert not table.merge(Progress("a", 10, {1_000: 2}))
+
+
+def _core(name: str, seed: int) -> tuple[GossipCore[SlotDelta], SlotCounters]:
+    lattice = SlotCounters(f"{name}~0", 1_000, LATENESS_MS)
+    core = GossipCore(
+        name,
+        f"memory://{name}",
+        lattice.replica,
+        lattice,
+        decode_slot_delta,
+        rng=random.Random(seed),
+        gossip=GossipConfig(interval_ms=50, fanout=2),
+        membership=MembershipConfig(probe_interval_ms=1_000, probe_timeout_ms=200),
+        window=WindowConfig(size_ms=1_000, allowed_lateness_ms=LATENESS_MS),
+        seeds=["a"],
+    )
+    return core, lattice
+
+
+def _run(
+    cores: dict[str, tuple[GossipCore[SlotDelta], SlotCounters]],
+    start: int,
+    end: int,
+    down: set[str],
+) -> None:
+    for now_ms in range(start, end, 10):
+        queue = []
+        for name, (core, lattice) in cores.items():
+            if name not in down:
+                lattice.advance(now_ms)
+                queue.extend((name, item) for item in core.tick(now_ms))
+        while queue:
+            source, item = queue.pop(0)
+            if item.peer_id in down or source in down:
+                continue
+            replies = cores[item.peer_id][0].step(source, item.payload, now_ms)
+            queue.extend((item.peer_id, reply) for reply in replies)
+
+
+def test_a_window_goes_final_everywhere_and_a_crashed_member_stops_blocking_once_dead() -> None:
+    cores = {name: _core(name, seed) for seed, name in enumerate("abc")}
+    _run(cores, 0, 300, set())
+    for name, (_, lattice) in cores.items():
+        lattice.add(f"hits.{name}", 200, 1)
+    _run(cores, 300, 1_400, set())
+    assert not any(core.is_final(0, 1_000) for core, _ in cores.values())  # lateness not over
+    _run(cores, 1_400, 3_000, set())
+    assert all(core.is_final(0, 1_000) for core, _ in cores.values())
+    cores["c"][1].add("hits.c", 3_100, 1)  # a write to the next window that never leaves c
+    _run(cores, 3_000, 3_200, {"c"})
+    _run(cores, 3_200, 5_000, {"c"})
+    assert cores["a"][0].membership.members["c"].status in ("alive", "suspect")
+    assert not cores["a"][0].is_final(3_000, 4_000)  # c is not known to be dead yet
+    _run(cores, 5_000, 20_000, {"c"})
+    assert cores["a"][0].membership.members["c"].status == "dead"
+    assert cores["a"][0].is_final(3_000, 4_000)
