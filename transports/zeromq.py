@@ -1,11 +1,11 @@
 """The ZeroMQ transport, and CurveZMQ key files. The only module of the project that imports zmq.
 
 Sockets. Each endpoint binds one ROUTER at its listen address (``tcp://host:port`` or
-``ipc://path``) and opens one DEALER per peer, connected to the peer's ROUTER, with this node's
-id as routing identity. Traffic is one-way per socket pair: a node sends through its DEALERs and
-receives on its ROUTER only, so a reply travels over the replier's own DEALER, and the ROUTER
-never has to route anything back (``ROUTER_HANDOVER`` lets a restarted peer take its identity
-over at once).
+``ipc://path``) and opens one DEALER per peer, connected to the peer's ROUTER, with the header
+below (version and node id) as routing identity. Traffic is one-way per socket pair: a node
+sends through its DEALERs and receives on its ROUTER only, so a reply travels over the
+replier's own DEALER, and the ROUTER never has to route anything back (``ROUTER_HANDOVER`` lets
+a restarted peer take its identity over at once).
 
 Never blocking. Every send is ``NOBLOCK`` into a DEALER whose ``SNDHWM`` is
 ``send_queue_messages``; at the mark the send is refused and counted (``dropped_full``), so a
@@ -14,12 +14,14 @@ waits. DEALERs reconnect with exponential backoff from ``reconnect_ms_min`` to
 ``reconnect_ms_max`` and exchange ZMTP heartbeats so a silently dead connection is noticed.
 Messages sent before the connection is up are queued (up to the mark) and go out on connect.
 
-Framing. Every message is three frames at the ROUTER: routing identity, a header (one byte
-:data:`PROTOCOL_VERSION`, then the sender's node id in ASCII), and the payload. The header must
-match the identity, else the message is dropped as malformed. ``MAXMSGSIZE`` is twice the
-payload limit: a peer with a somewhat larger limit loses only its oversize packets (dropped and
-counted by our own check), while anything larger makes libzmq drop the connection before
-allocating it.
+Framing. A message arrives at the ROUTER as two frames: a header (one byte
+:data:`PROTOCOL_VERSION`, then the sender's node id in ASCII) and the payload. The header is the
+DEALER's routing identity, so ZMTP carries it once per connection in the handshake rather than
+once per message: the sender pays one frame per message, exactly as raw pyzmq does, and the
+receiver one more. Anything else (a wrong version, an identity that is no node id, more frames)
+is dropped and counted as malformed. ``MAXMSGSIZE`` is twice the payload limit: a peer with a
+somewhat larger limit loses only its oversize packets (dropped and counted by our own check),
+while anything larger makes libzmq drop the connection before allocating it.
 
 Security. With CurveZMQ every connection is encrypted and both ends are authenticated: a DEALER
 connects only to a peer whose public key is on the allow-list and checks the server's key in the
@@ -70,6 +72,9 @@ __all__ = [
 
 PROTOCOL_VERSION = 1
 """The first byte of every header; a message with another version is dropped as malformed."""
+
+_SENDER_CACHE_ENTRIES_MAX = 4_096
+"""Decoded headers remembered, so a header is validated once, not once per message."""
 
 HEARTBEAT_INTERVAL_MS = 1_000
 HEARTBEAT_TIMEOUT_MS = 3_000
@@ -242,8 +247,8 @@ class ZmqTransport:
         self._node_id = validate_node_id(node_id)
         self.config = config or TransportConfig()
         self._curve = curve if curve is not None else curve_keys_from_config(self.config)
-        self._identity = node_id.encode("ascii")
-        self._header = bytes((PROTOCOL_VERSION,)) + self._identity
+        self._header = bytes((PROTOCOL_VERSION,)) + node_id.encode("ascii")
+        self._sender_by_header: dict[bytes, str] = {}
         self._counters = _Counters()
         self._dealers: dict[str, tuple[str, zmq.Socket[bytes]]] = {}
         self._closed = False
@@ -330,7 +335,7 @@ class ZmqTransport:
             }
             for option, value in options.items():
                 dealer.setsockopt(option, value)
-            dealer.setsockopt(zmq.ROUTING_ID, self._identity)
+            dealer.setsockopt(zmq.ROUTING_ID, self._header)
             if self._curve is not None and server_key is not None:
                 dealer.setsockopt(zmq.CURVE_SERVERKEY, server_key)
                 dealer.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public_key)
@@ -361,12 +366,8 @@ class ZmqTransport:
             raise PayloadTooLargeError(
                 f"payload of {len(payload)} bytes exceeds {self.config.max_payload_bytes}"
             )
-        dealer = known[1]
         try:
-            # The high-water mark is checked on the first frame; libzmq then takes the whole
-            # message, so the payload frame cannot be refused on its own.
-            dealer.send(self._header, zmq.NOBLOCK | zmq.SNDMORE)
-            dealer.send(payload, zmq.NOBLOCK)
+            known[1].send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self._counters.dropped_full += 1
             return False
@@ -380,48 +381,59 @@ class ZmqTransport:
         self._check_open()
         if max_packets < 1:
             raise ValueError(f"max_packets must be >= 1, got {max_packets}")
-        if self._curve is not None:
-            return self._receive_authenticated(max_packets)
+        authenticated = self._curve is not None
         packets: list[Packet] = []
-        receive = self._router.recv_multipart
-        limit = self.config.max_payload_bytes
-        counters = self._counters
+        receive, more = self._router.recv, self._router.getsockopt
         with _translated(f"{self._node_id}: receive"):
             for _ in range(max_packets):
                 try:
-                    frames = receive(zmq.NOBLOCK)
+                    header = receive(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                if len(frames) != 3 or frames[1][1:] != frames[0] or frames[1][0] != 1:
-                    counters.dropped_malformed += 1
-                elif len(frames[2]) > limit:
-                    counters.dropped_oversize += 1
-                else:
-                    packets.append(Packet(frames[0].decode("ascii"), frames[2]))
-        counters.received += len(packets)
+                # A ROUTER message is always the identity plus at least one frame, all at once.
+                frame = receive(copy=False) if authenticated else receive()
+                if more(zmq.RCVMORE):
+                    self._discard_rest()
+                    continue
+                packet = self._accept(header, frame)
+                if packet is not None:
+                    packets.append(packet)
+        self._counters.received += len(packets)
         return packets
 
-    def _receive_authenticated(self, max_packets: int) -> list[Packet]:
-        """Like ``receive``, also checking libzmq's ``User-Id`` against the header's sender."""
-        packets: list[Packet] = []
-        counters = self._counters
-        with _translated(f"{self._node_id}: receive"):
-            for _ in range(max_packets):
-                try:
-                    frames = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                header = frames[1].bytes if len(frames) == 3 else b""
-                if header[:1] != b"\x01" or header[1:] != frames[0].bytes:
-                    counters.dropped_malformed += 1
-                elif frames[2].get("User-Id") != header[1:].decode("ascii"):
-                    counters.rejected_unauthenticated += 1
-                elif len(frames[2]) > self.config.max_payload_bytes:
-                    counters.dropped_oversize += 1
-                else:
-                    packets.append(Packet(header[1:].decode("ascii"), frames[2].bytes))
-        counters.received += len(packets)
-        return packets
+    def _accept(self, header: bytes, frame: bytes | zmq.Frame) -> Packet | None:
+        """The packet, or ``None`` (counted) when the header, the size or the sender is wrong."""
+        sender = self._sender_by_header.get(header) or self._learn_sender(header)
+        if sender is None:
+            self._counters.dropped_malformed += 1
+            return None
+        if isinstance(frame, zmq.Frame):
+            if frame.get("User-Id") != sender:
+                self._counters.rejected_unauthenticated += 1
+                return None
+            frame = frame.bytes
+        if len(frame) > self.config.max_payload_bytes:
+            self._counters.dropped_oversize += 1
+            return None
+        return Packet(sender, frame)
+
+    def _learn_sender(self, header: bytes) -> str | None:
+        if header[:1] != bytes((PROTOCOL_VERSION,)):
+            return None
+        try:
+            sender = validate_node_id(header[1:].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if len(self._sender_by_header) >= _SENDER_CACHE_ENTRIES_MAX:
+            self._sender_by_header.clear()
+        self._sender_by_header[header] = sender
+        return sender
+
+    def _discard_rest(self) -> None:
+        """Drop the remaining frames of a message with too many, counting it as malformed."""
+        self._counters.dropped_malformed += 1
+        while self._router.getsockopt(zmq.RCVMORE):
+            self._router.recv()
 
     def poll_readable(self, timeout_ms: int) -> bool:
         """Block up to ``timeout_ms`` until a message is waiting; for drivers without asyncio."""

@@ -18,6 +18,7 @@ from transport_harness import ZmqHarness, collect, curve_keys_for
 
 from crdtstream.config import TransportConfig
 from crdtstream.errors import ConfigError, PeerUnknownError, TransportError
+from crdtstream.transport import Packet
 from transports.zeromq import (
     PROTOCOL_VERSION,
     CurveKeys,
@@ -214,27 +215,36 @@ def foreign_dealer(
 
 
 @pytest.mark.parametrize(
-    "frames",
+    ("identity", "frames"),
     [
-        [b"only one frame"],
-        [bytes((PROTOCOL_VERSION,)) + b"x", b"payload", b"extra"],
-        [bytes((PROTOCOL_VERSION + 1,)) + b"x", b"wrong version"],
-        [bytes((PROTOCOL_VERSION,)) + b"someone-else", b"header names another sender"],
+        (b"x", [b"no version byte in the header"]),
+        (bytes((PROTOCOL_VERSION + 1,)) + b"x", [b"a version we do not speak"]),
+        (bytes((PROTOCOL_VERSION,)) + b"not a node id!", [b"a header that names no node"]),
+        (bytes((PROTOCOL_VERSION,)) + b"x", [b"payload", b"and a frame too many"]),
     ],
 )
 def test_frames_that_break_the_framing_are_dropped_and_counted(
-    frames: list[bytes], opened: list[ZmqTransport]
+    identity: bytes, frames: list[bytes], opened: list[ZmqTransport]
 ) -> None:
     b = ZmqTransport("b", LOOPBACK)
     opened.append(b)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    dealer = foreign_dealer(context, b.listen_address, b"x")
+    hostile = foreign_dealer(context, b.listen_address, identity)
+    honest = foreign_dealer(context, b.listen_address, bytes((PROTOCOL_VERSION,)) + b"y")
     try:
-        dealer.send_multipart(frames)
-        dealer.send_multipart([bytes((PROTOCOL_VERSION,)) + b"x", b"well formed"])
-        packets = collect(ZmqHarness(), b, 1)
+        hostile.send_multipart(frames)
+        packets: list[Packet] = []
+
+        def hostile_message_seen() -> bool:
+            packets.extend(b.receive(10))
+            return b.stats().dropped_malformed > 0
+
+        assert ZmqHarness().wait_until(hostile_message_seen)
+        honest.send(b"well formed")
+        packets += collect(ZmqHarness(), b, 1)
     finally:
-        dealer.close(0)
+        hostile.close(0)
+        honest.close(0)
         context.term()
-    assert [(p.source_id, p.payload) for p in packets] == [("x", b"well formed")]
+    assert [(p.source_id, p.payload) for p in packets] == [("y", b"well formed")]
     assert b.stats().dropped_malformed == 1
