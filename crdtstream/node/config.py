@@ -1,0 +1,82 @@
+"""The configuration of one node: its id, listen address, known peers and data directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crdtstream.config import (
+    GossipConfig,
+    MembershipConfig,
+    RaftConfig,
+    TransportConfig,
+    WindowConfig,
+    require,
+)
+from crdtstream.ids import is_valid_node_id
+
+__all__ = ["NodeConfig", "PeerAddress", "parse_peer"]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """A peer known before it is met: its node id (or a seed alias) and its address."""
+
+    node_id: str
+    address: str
+
+
+def parse_peer(text: str) -> PeerAddress:
+    """Parse ``ID=ADDRESS`` or a bare ``ADDRESS`` (a seed whose id is learned when it answers).
+
+    A bare address gets the alias ``seed-<n>``-style id derived from the address, used only to
+    send the join request; the seed's real id arrives with its reply.
+    """
+    node_id, separator, address = text.partition("=")
+    if not separator:
+        address = text
+        node_id = "seed-" + "".join(ch if ch.isalnum() else "-" for ch in text)[-56:]
+    require(bool(address), "node.peer", "must be ID=ADDRESS or ADDRESS", text)
+    require(is_valid_node_id(node_id), "node.peer", "has an invalid node id", text)
+    return PeerAddress(node_id, address)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a :class:`~crdtstream.node.Node` needs besides its transport and clock.
+
+    ``data_dir`` None keeps everything in memory (tests, demos). ``snapshot_interval_ms`` is how
+    often the store is written to disk; ``tick_interval_ms`` how often the protocol timers run.
+    """
+
+    node_id: str
+    listen_address: str
+    peers: tuple[PeerAddress, ...] = ()
+    data_dir: Path | None = None
+    window: WindowConfig = field(default_factory=WindowConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    raft: RaftConfig = field(default_factory=RaftConfig)
+    snapshot_interval_ms: int = 5_000
+    tick_interval_ms: int = 20
+    receive_batch_packets: int = 1_000
+
+    def __post_init__(self) -> None:
+        require(is_valid_node_id(self.node_id), "node.node_id", "is not a valid id", self.node_id)
+        require(bool(self.listen_address), "node.listen", "must not be empty", self.listen_address)
+        require(
+            self.snapshot_interval_ms > 0,
+            "node.snapshot_interval_ms",
+            "must be > 0",
+            self.snapshot_interval_ms,
+        )
+        require(
+            self.tick_interval_ms > 0, "node.tick_interval_ms", "must be > 0", self.tick_interval_ms
+        )
+        require(
+            self.receive_batch_packets >= 1,
+            "node.receive_batch_packets",
+            "must be >= 1",
+            self.receive_batch_packets,
+        )

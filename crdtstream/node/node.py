@@ -1,0 +1,193 @@
+"""The driver: the one place that owns the clock, the transport and the disk.
+
+Rules of this file: no protocol logic. The node feeds time and received packets to the pure
+cores (the windowed store, the gossip core) and carries out what they return: frames to send,
+peers to connect, snapshots to write. The same code runs over ZeroMQ with the system clock and
+over the seeded simulated network with a manual clock: :meth:`Node.pump` does one round of work
+without waiting, and :meth:`Node.run` is an asyncio loop around it that sleeps on the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from crdtstream import wire
+from crdtstream.clock import Clock
+from crdtstream.errors import DecodeError, StorageError
+from crdtstream.gossip.core import GossipCore
+from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
+from crdtstream.node.config import NodeConfig
+from crdtstream.node.identity import Identity, load_identity, mark_clean
+from crdtstream.transport import Transport
+from crdtstream.window.delta import StoreDelta
+from crdtstream.window.results import IngestResult, WindowValue
+from crdtstream.window.snapshot import read_snapshot, write_snapshot
+from crdtstream.window.store import WindowStore
+
+__all__ = ["Node"]
+
+SNAPSHOT_FILE = "store.snapshot"
+
+
+class Node:
+    """One crdtstream node: local writes, gossip until every node agrees, reads with finality."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        transport: Transport,
+        clock: Clock,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.clock = clock
+        self.identity: Identity = load_identity(config.data_dir, config.node_id, rng)
+        self.store = self._open_store()
+        self.gossip: GossipCore[StoreDelta] = GossipCore(
+            config.node_id,
+            config.listen_address,
+            self.identity.replica,
+            self.store,  # type: ignore[arg-type]  # watermark_ms: int | None vs int
+            StoreDelta.from_bytes,
+            rng=rng,
+            gossip=config.gossip,
+            membership=config.membership,
+            window=config.window,
+            seeds=[peer.node_id for peer in config.peers],
+        )
+        for peer in config.peers:
+            transport.add_peer(peer.node_id, peer.address)
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("packets_received", "packets_malformed", "packets_unroutable", "frames_sent"), 0
+        )
+        self._known_addresses: dict[str, str] = {p.node_id: p.address for p in config.peers}
+        self._next_tick_ms = 0
+        self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
+        self._closed = False
+
+    # ------------------------------------------------------------------ writes and reads
+
+    def add(
+        self,
+        key: str,
+        kind: str,
+        value: float | str | bytes | int,
+        *,
+        timestamp_ms: int | None = None,
+        weight: float = 1.0,
+        relative: bool = False,
+    ) -> IngestResult:
+        """One local write; without ``timestamp_ms`` the event time is the clock's now."""
+        stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
+        return self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
+
+    def read_key(self, key: str) -> list[WindowValue]:
+        """Every retained window of ``key`` with its value and whether it is final here."""
+        return [
+            dataclasses.replace(value, final=self.gossip.is_final(value.start_ms, value.end_ms))
+            for value in self.store.read_key(key)
+        ]
+
+    # ------------------------------------------------------------------ the loop
+
+    def pump(self) -> int:
+        """One round without waiting: read what arrived, run due timers, send, snapshot.
+
+        Returns the number of packets handled, so a caller can tell busy from idle.
+        """
+        now_ms = self.clock.now_ms()
+        self.store.advance(now_ms)
+        packets = self.transport.receive(self.config.receive_batch_packets)
+        for packet in packets:
+            self._handle(packet.source_id, packet.payload, now_ms)
+        monotonic_ms = self.clock.monotonic_ms()
+        if monotonic_ms >= self._next_tick_ms:
+            self._next_tick_ms = monotonic_ms + self.config.tick_interval_ms
+            self._send(self.gossip.tick(now_ms))
+        self._connect_new_members()
+        if monotonic_ms >= self._next_snapshot_ms:
+            self._next_snapshot_ms = monotonic_ms + self.config.snapshot_interval_ms
+            self.snapshot()
+        return len(packets)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Pump until ``stop`` is set, sleeping on the transport between rounds; then close."""
+        try:
+            while not stop.is_set():
+                if self.pump():
+                    await asyncio.sleep(0)
+                    continue
+                wait_ms = max(1, self._next_tick_ms - self.clock.monotonic_ms())
+                await self.transport.wait_readable(min(wait_ms, self.config.tick_interval_ms))
+        finally:
+            self.close()
+
+    def _handle(self, source: str, payload: bytes, now_ms: int) -> None:
+        self.counters["packets_received"] += 1
+        try:
+            tag = wire.peek_tag(payload)
+        except DecodeError:
+            self.counters["packets_malformed"] += 1
+            return
+        if tag in GOSSIP_TAGS:
+            self._send(self.gossip.step(source, payload, now_ms))
+        else:
+            self.counters["packets_unroutable"] += 1
+
+    def _send(self, outgoing: Sequence[Outgoing]) -> None:
+        for item in outgoing:
+            if item.peer_id not in self._known_addresses:
+                continue  # a member whose address has not arrived yet: the next round reaches it
+            self.transport.send(item.peer_id, item.payload)
+            self.counters["frames_sent"] += 1
+
+    def _connect_new_members(self) -> None:
+        for node_id, member in self.gossip.membership.members.items():
+            if node_id == self.config.node_id or not member.address:
+                continue
+            if self._known_addresses.get(node_id) != member.address:
+                self._known_addresses[node_id] = member.address
+                self.transport.add_peer(node_id, member.address)
+
+    # ------------------------------------------------------------------ disk
+
+    def _open_store(self) -> WindowStore:
+        path = self._snapshot_path()
+        if path is None or not path.exists():
+            return WindowStore(self.identity.replica, self.config.window)
+        try:
+            restored = read_snapshot(path)
+        except DecodeError as error:
+            raise StorageError(f"{path}: unreadable snapshot: {error}") from error
+        if restored.replica == self.identity.replica:
+            return restored
+        store = WindowStore(self.identity.replica, self.config.window)
+        store.merge(restored.full_state())
+        return store
+
+    def _snapshot_path(self) -> Path | None:
+        data_dir = self.config.data_dir
+        return None if data_dir is None else data_dir / SNAPSHOT_FILE
+
+    def snapshot(self) -> None:
+        """Write the store to the data directory atomically (nothing without one)."""
+        path = self._snapshot_path()
+        if path is not None:
+            write_snapshot(self.store, path)
+
+    def close(self, *, leave: bool = True) -> None:
+        """Leave the cluster (best effort), write a final snapshot, mark a clean shutdown."""
+        if self._closed:
+            return
+        self._closed = True
+        if leave and not self.transport.closed:
+            self._send(self.gossip.leave(self.clock.now_ms()))
+        self.snapshot()
+        if self.config.data_dir is not None:
+            mark_clean(self.config.data_dir, self.identity)
+        self.transport.close()
