@@ -142,6 +142,8 @@ class SlotCounters:
             self.late += 1
             return False
         self._watermark_ms = max(self._watermark_ms, timestamp_ms)
+        if amount == 0:
+            return True  # nothing to replicate: a zero slot would never inflate a peer
         self._version += 1
         cell = (key, start, self.replica)
         self._state.cells[cell] = self._state.cells.get(cell, 0) + amount
