@@ -133,12 +133,23 @@ class ORSet(Crdt):
     """
 
     TAG = wire.Tag.OR_SET
-    __slots__ = ("_context", "_entries", "replica")
+    __slots__ = ("_context", "_dot_items", "_entries", "replica")
 
     def __init__(self, replica: str) -> None:
         self.replica = validate_replica(replica)
         self._entries: dict[Item, set[Dot]] = {}
+        # Index of every live dot to its item, so that merging a small delta touches only the
+        # items it names instead of scanning the whole set.
+        self._dot_items: dict[Dot, Item] = {}
         self._context = _CausalContext()
+
+    def _replace_dots(self, item: Item, dots: set[Dot]) -> None:
+        for old in self._entries.pop(item, ()):
+            del self._dot_items[old]
+        if dots:
+            self._entries[item] = dots
+            for dot in dots:
+                self._dot_items[dot] = item
 
     def add(self, item: Item) -> ORSet:
         """Add ``item`` under a fresh dot that supersedes the item's observed dots."""
@@ -149,7 +160,7 @@ class ORSet(Crdt):
         delta._context.cloud.add(dot)
         delta._context.compact()
         delta._entries[item] = {dot}
-        self._entries[item] = {dot}
+        self._replace_dots(item, {dot})
         self._context.add(dot)
         self._context.compact()
         return delta
@@ -158,14 +169,15 @@ class ORSet(Crdt):
         """Remove ``item`` as observed here; a concurrent add elsewhere wins."""
         validate_item(item)
         delta = ORSet(self.replica)
-        delta._context.cloud = self._entries.pop(item, set())
+        delta._context.cloud = set(self._entries.get(item, ()))
         delta._context.compact()
+        self._replace_dots(item, set())
         return delta
 
     def merge(self, other: Self) -> None:
         """Keep a dot if both sides have it, or one side has it and the other never saw it."""
         self._check_mergeable(other)
-        for item in self._entries.keys() | other._entries.keys():
+        for item in self._items_touched_by(other):
             mine = self._entries.get(item, set())
             theirs = other._entries.get(item, set())
             kept = (
@@ -173,11 +185,27 @@ class ORSet(Crdt):
                 | {dot for dot in mine - theirs if dot not in other._context}
                 | {dot for dot in theirs - mine if dot not in self._context}
             )
-            if kept:
-                self._entries[item] = kept
-            else:
-                self._entries.pop(item, None)
+            if kept != mine:
+                self._replace_dots(item, kept)
         self._context.join(other._context)
+
+    def _items_touched_by(self, other: ORSet) -> set[Item]:
+        """Items whose dots ``other`` can change: those it holds, and ours whose dots it saw."""
+        touched = set(other._entries)
+        versions = other._context.versions
+        if sum(versions.values()) > len(self._dot_items):
+            touched |= self._entries.keys()
+        else:
+            for replica, counter in versions.items():
+                for number in range(1, counter + 1):
+                    item = self._dot_items.get((replica, number))
+                    if item is not None:
+                        touched.add(item)
+        for dot in other._context.cloud:
+            item = self._dot_items.get(dot)
+            if item is not None:
+                touched.add(item)
+        return touched
 
     @property
     def value(self) -> frozenset[Item]:
@@ -219,7 +247,9 @@ class ORSet(Crdt):
             live = {_dot(dot) for dot in expect_list(dots)}
             if not live or any(dot not in orset._context for dot in live):
                 raise ValueError("every live dot must be non-empty and in the causal context")
-            orset._entries[validate_item(item)] = live
+            if item in orset._entries or any(dot in orset._dot_items for dot in live):
+                raise ValueError("an item or a dot appears twice")
+            orset._replace_dots(validate_item(item), live)
         return orset
 
 
