@@ -12,6 +12,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 __all__ = ["build_parser", "main"]
@@ -73,6 +74,48 @@ def _run_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent_parser = subparsers.add_parser(
+        "agent",
+        help="run an edge node: statsd in, HTTP JSON out, gossip with peers",
+        description="Flags override the TOML file given with --config.",
+    )
+    agent_parser.add_argument("--config", type=Path, help="TOML configuration file")
+    agent_parser.add_argument("--node-id", dest="node_id", help="this node's id")
+    agent_parser.add_argument("--listen", help="gossip address, e.g. tcp://127.0.0.1:7946")
+    agent_parser.add_argument(
+        "--peer",
+        dest="peers",
+        action="append",
+        default=[],
+        help="a peer as ID=ADDRESS (or a bare seed ADDRESS); repeat for more",
+    )
+    agent_parser.add_argument("--statsd", help="statsd UDP HOST:PORT (off when absent)")
+    agent_parser.add_argument("--http", help="HTTP API HOST:PORT (off when absent)")
+    agent_parser.add_argument("--data-dir", dest="data_dir", help="snapshots and identity")
+    agent_parser.set_defaults(handler=_run_agent)
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from crdtstream.agent.runner import run_agent
+    from crdtstream.agent.settings import load_settings
+    from crdtstream.errors import ConfigError
+
+    overrides = {
+        name: getattr(args, name)
+        for name in ("node_id", "listen", "peers", "statsd", "http", "data_dir")
+    }
+    try:
+        settings = load_settings(args.config, overrides)
+    except ConfigError as error:
+        print(f"crdtstream agent: {error}", file=sys.stderr)
+        return 2
+    asyncio.run(run_agent(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -82,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_bench(subparsers)
     _add_keygen(subparsers)
+    _add_agent(subparsers)
     return parser
 
 

@@ -20,6 +20,7 @@ from crdtstream.clock import Clock
 from crdtstream.errors import DecodeError, StorageError
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
+from crdtstream.ingest import statsd
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
 from crdtstream.transport import Transport
@@ -65,6 +66,17 @@ class Node:
         self.counters: dict[str, int] = dict.fromkeys(
             ("packets_received", "packets_malformed", "packets_unroutable", "frames_sent"), 0
         )
+        self.ingest_counts: dict[str, int] = dict.fromkeys(
+            (
+                "lines_ok",
+                "lines_rejected",
+                "events_accepted",
+                "events_late",
+                "events_kind_conflict",
+            ),
+            0,
+        )
+        self.ingest_errors: dict[str, int] = {}
         self._known_addresses: dict[str, str] = {p.node_id: p.address for p in config.peers}
         self._next_tick_ms = 0
         self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
@@ -85,6 +97,66 @@ class Node:
         """One local write; without ``timestamp_ms`` the event time is the clock's now."""
         stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
         return self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
+
+    def remove(self, key: str, item: str | bytes) -> bool:
+        """Remove ``item`` from the add-wins set ``key`` (observed adds only); see the store."""
+        return self.store.remove(key, item, self.clock.now_ms())
+
+    def kind_of(self, key: str) -> str | None:
+        """The kind of ``key``, or None when this node has never seen it."""
+        entry = self.store.key_kinds.get(key)
+        return None if entry is None else entry[0]
+
+    def ingest_statsd(self, data: bytes | Sequence[bytes]) -> dict[str, object]:
+        """Parse statsd/DogStatsD datagrams and apply them; returns what was accepted/rejected."""
+        parsed = statsd.parse(data, self.clock.now_ms())
+        counts = self.ingest_counts
+        counts["lines_ok"] += parsed.lines_ok
+        counts["lines_rejected"] += parsed.lines_rejected
+        for reason, count in parsed.errors.items():
+            self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
+        accepted = late = conflicts = 0
+        for kind, batch in parsed.batches.items():
+            result = self.store.ingest(
+                kind,
+                batch.key_names,
+                batch.key_index,
+                batch.values,
+                batch.timestamps_ms,
+                weights=batch.weights,
+                relative=batch.relative,
+            )
+            accepted += result.accepted
+            late += result.late
+            conflicts += result.rejected
+        counts["events_accepted"] += accepted
+        counts["events_late"] += late
+        counts["events_kind_conflict"] += conflicts
+        return {
+            "accepted": accepted,
+            "rejected": parsed.lines_rejected,
+            "late": late,
+            "kind_conflicts": conflicts,
+            "errors": dict(parsed.errors),
+        }
+
+    def status(self) -> dict[str, object]:
+        """Members, gossip, transport and ingest counters, as plain data for status pages."""
+        members = {
+            node_id: {"status": m.status, "incarnation": m.incarnation, "address": m.address}
+            for node_id, m in self.gossip.membership.members.items()
+        }
+        return {
+            "node_id": self.config.node_id,
+            "replica": self.identity.replica,
+            "watermark_ms": self.store.watermark_ms,
+            "members": members,
+            "gossip": dict(self.gossip.stats),
+            "transport": self.transport.stats().as_dict(),
+            "node": dict(self.counters),
+            "ingest": dict(self.ingest_counts),
+            "ingest_errors": dict(self.ingest_errors),
+        }
 
     def read_key(self, key: str) -> list[WindowValue]:
         """Every retained window of ``key`` with its value and whether it is final here."""

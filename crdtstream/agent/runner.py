@@ -1,0 +1,81 @@
+"""Run one agent: a node over ZeroMQ, a statsd UDP listener and the HTTP API, until a signal.
+
+The statsd listener batches what arrives between two loop iterations and hands the whole batch
+to the vectorised parser, so a burst of datagrams costs one parse, not one per datagram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+
+from aiohttp import web
+
+from crdtstream.agent.http import build_app
+from crdtstream.agent.settings import AgentSettings
+from crdtstream.clock import SystemClock
+from crdtstream.node import Node
+from transports.zeromq import ZmqTransport
+
+__all__ = ["StatsdProtocol", "run_agent"]
+
+STATSD_BATCH_DATAGRAMS = 4_096
+
+
+class StatsdProtocol(asyncio.DatagramProtocol):
+    """Collects datagrams and feeds them to the node in batches."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.pending: list[bytes] = []
+        self._scheduled = False
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        """Queue one datagram; the batch is parsed on the next loop iteration."""
+        self.pending.append(data)
+        if len(self.pending) >= STATSD_BATCH_DATAGRAMS:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Parse and apply everything queued."""
+        self._scheduled = False
+        batch, self.pending = self.pending, []
+        if batch:
+            self.node.ingest_statsd(batch)
+
+
+async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or cancellation), then leave, snapshot and close."""
+    config = settings.node
+    transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
+    node = Node(config, transport, SystemClock(), random.Random())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    runner: web.AppRunner | None = None
+    udp: asyncio.DatagramTransport | None = None
+    try:
+        if settings.statsd is not None:
+            udp, _ = await loop.create_datagram_endpoint(
+                lambda: StatsdProtocol(node), local_addr=settings.statsd
+            )
+        if settings.http is not None:
+            runner = web.AppRunner(build_app(node), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
+        if ready is not None:
+            ready.set()
+        await node.run(stop)
+    finally:
+        if udp is not None:
+            udp.close()
+        if runner is not None:
+            await runner.cleanup()
+        node.close()

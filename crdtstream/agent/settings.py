@@ -1,0 +1,113 @@
+"""Agent settings: a TOML file, overridden by command-line flags, into frozen configs.
+
+Every error is a :class:`~crdtstream.errors.ConfigError` naming the field, so the agent can
+print one line and exit non-zero. The TOML file has top-level agent fields (``node_id``,
+``listen``, ``peers``, ``statsd``, ``http``, ``data_dir``) and one table per subsystem whose
+keys are the fields of its config class (``[window] size_ms = 10000``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crdtstream.config import (
+    GossipConfig,
+    MembershipConfig,
+    RaftConfig,
+    TransportConfig,
+    WindowConfig,
+)
+from crdtstream.errors import ConfigError
+from crdtstream.node import NodeConfig, parse_peer
+
+__all__ = ["AgentSettings", "load_settings", "parse_host_port"]
+
+_SECTIONS: dict[str, type[Any]] = {
+    "window": WindowConfig,
+    "gossip": GossipConfig,
+    "membership": MembershipConfig,
+    "transport": TransportConfig,
+    "raft": RaftConfig,
+}
+_TOP_LEVEL = {"node_id", "listen", "peers", "statsd", "http", "data_dir", *_SECTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    """The node's configuration plus the agent's own listening addresses (``None`` = off)."""
+
+    node: NodeConfig
+    statsd: tuple[str, int] | None
+    http: tuple[str, int] | None
+
+
+def parse_host_port(text: str, field_path: str) -> tuple[str, int]:
+    """``"127.0.0.1:8125"`` -> ``("127.0.0.1", 8125)``; a ConfigError names ``field_path``."""
+    host, separator, port_text = text.rpartition(":")
+    if not separator or not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ConfigError(f"{field_path}: must be HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port_text)
+
+
+def _section(name: str, values: object) -> Any:
+    config_class = _SECTIONS[name]
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{name}: must be a table, got {values!r}")
+    known = {f.name for f in dataclasses.fields(config_class)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown field (known: {', '.join(sorted(known))})")
+    try:
+        return config_class(**values)
+    except TypeError as error:
+        raise ConfigError(f"{name}: {error}") from error
+
+
+def _read_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"config: cannot read {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config: {path} is not valid TOML: {error}") from error
+    for key in data:
+        if key not in _TOP_LEVEL:
+            raise ConfigError(f"{key}: unknown field")
+    return data
+
+
+def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSettings:
+    """Merge the TOML file at ``path`` with flag ``overrides`` (None values are ignored)."""
+    data = _read_file(path)
+    data.update({key: value for key, value in overrides.items() if value not in (None, [])})
+    node_id = data.get("node_id")
+    if not isinstance(node_id, str):
+        raise ConfigError(f"node_id: required, got {node_id!r}")
+    listen = data.get("listen", "tcp://127.0.0.1:7946")
+    peers = data.get("peers", [])
+    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+        raise ConfigError(f"peers: must be a list of ID=ADDRESS strings, got {peers!r}")
+    sections = {name: _section(name, data[name]) for name in _SECTIONS if name in data}
+    data_dir = data.get("data_dir")
+    node = NodeConfig(
+        node_id=node_id,
+        listen_address=str(listen),
+        peers=tuple(parse_peer(p) for p in peers),
+        data_dir=None if data_dir is None else Path(str(data_dir)),
+        **sections,
+    )
+    statsd = data.get("statsd")
+    http = data.get("http")
+    return AgentSettings(
+        node=node,
+        statsd=None if statsd is None else parse_host_port(str(statsd), "statsd"),
+        http=None if http is None else parse_host_port(str(http), "http"),
+    )

@@ -1,0 +1,119 @@
+"""Start agent processes on loopback for multi-process tests, and always stop them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REQUEST_TIMEOUT_S = 2.0
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Agent:
+    """One ``crdtstream agent`` process and how to reach it."""
+
+    node_id: str
+    gossip_port: int
+    http_port: int
+    data_dir: Path
+    peers: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def gossip_address(self) -> str:
+        return f"tcp://127.0.0.1:{self.gossip_port}"
+
+    def start(self) -> None:
+        args = [
+            sys.executable,
+            "-m",
+            "crdtstream",
+            "agent",
+            "--node-id",
+            self.node_id,
+            "--listen",
+            self.gossip_address,
+            "--http",
+            f"127.0.0.1:{self.http_port}",
+            "--data-dir",
+            str(self.data_dir),
+            *[item for peer in self.peers for item in ("--peer", peer)],
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+        log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> Any:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=body, method=method
+        )
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+            return json.loads(response.read())
+
+    def wait_ready(self, deadline_s: float) -> None:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.node_id} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                self.request("GET", "/v1/status")
+                return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise TimeoutError(f"{self.node_id} did not answer within {deadline_s} s")
+
+
+def make_agents(root: Path, names: list[str]) -> list[Agent]:
+    """Agents on free ports that all list each other as peers."""
+    ports = {name: (free_port(), free_port()) for name in names}
+    agents = []
+    for name in names:
+        peers = [f"{o}=tcp://127.0.0.1:{ports[o][0]}" for o in names if o != name]
+        agents.append(
+            Agent(
+                node_id=name,
+                gossip_port=ports[name][0],
+                http_port=ports[name][1],
+                data_dir=root / name,
+                peers=peers,
+                log_path=root / f"{name}.log",
+            )
+        )
+    return agents

@@ -1,0 +1,79 @@
+"""Three agent processes over ZeroMQ on loopback: exact sums survive a kill -9 and restart."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.node.agents import Agent, make_agents
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
+
+CONVERGENCE_DEADLINE_S = 30.0
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[list[Agent]]:
+    started = make_agents(tmp_path, ["n1", "n2", "n3"])
+    try:
+        for agent in started:
+            agent.start()
+        for agent in started:
+            agent.wait_ready(20.0)
+        yield started
+    finally:
+        for agent in started:
+            agent.kill()
+
+
+def _total(agent: Agent, key: str) -> float:
+    try:
+        answer = agent.request("GET", f"/v1/keys/{quote(key, safe='')}")
+    except OSError:
+        return float("nan")
+    return float(sum(window["value"] for window in answer["windows"]))
+
+
+def _wait_for_total(agents: list[Agent], key: str, expected: float) -> None:
+    end = time.monotonic() + CONVERGENCE_DEADLINE_S
+    totals: list[float] = []
+    while time.monotonic() < end:
+        totals = [_total(agent, key) for agent in agents]
+        if all(total == expected for total in totals):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no convergence on {key}: expected {expected}, got {totals}")
+
+
+def _ingest(agent: Agent, lines: list[str]) -> int:
+    answer = agent.request("POST", "/v1/ingest", "\n".join(lines).encode())
+    assert answer["rejected"] == 0, answer
+    accepted: int = answer["accepted"]
+    return accepted
+
+
+def test_exact_sums_converge_across_kill_and_restart(agents: list[Agent]) -> None:
+    expected = 0.0
+    for round_number in range(3):
+        for index, agent in enumerate(agents):
+            amount = 10 * round_number + index + 1
+            assert _ingest(agent, [f"jobs.done:{amount}|c|#env:test"] * 5) == 5
+            expected += 5 * amount
+    key = "jobs.done#env:test"
+    _wait_for_total(agents, key, expected)
+
+    victim = agents[1]
+    victim.kill()
+    assert _ingest(agents[0], ["jobs.done:7|c|#env:test"]) == 1
+    expected += 7
+    victim.start()
+    victim.wait_ready(20.0)
+    assert _ingest(victim, ["jobs.done:100|c|#env:test"]) == 1
+    expected += 100
+    _wait_for_total(agents, key, expected)
+    status = victim.request("GET", "/v1/status")
+    assert set(status["members"]) >= {"n1", "n2", "n3"}
