@@ -172,6 +172,7 @@ class RawNode:
         )
         raft.messages = []
         raft.read_states = []
+        raft.read_only.messages_handed_out()
         if committed:
             raft.log.applying_to(committed[-1].index)
         self._previous_soft, self._previous_hard = soft, hard

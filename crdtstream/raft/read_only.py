@@ -4,9 +4,10 @@ A read arriving at the leader records the commit index of that moment as its rea
 served once a majority has answered a heartbeat *sent after it arrived*: that proves no other
 leader had been elected when the read arrived, so the read index covers every write acknowledged
 before the read began. Heartbeats carry a round number (8 bytes, little endian) that followers
-echo. Each read waits for the round after the newest round sent when it arrived; at most one
-round is in flight for reads, so any number of reads arriving meanwhile share the next round.
-Periodic heartbeats also carry the newest round, which makes lost heartbeats harmless.
+echo. A read joins the newest round if that round's heartbeats have not yet been handed to the
+driver (they will leave after the read arrived), otherwise the next round. At most one round is
+in flight for reads, so any number of reads arriving meanwhile share the next round. Periodic
+heartbeats also carry the newest round, which makes lost heartbeats harmless.
 """
 
 from __future__ import annotations
@@ -49,13 +50,15 @@ class ReadOnly:
         self.max_pending = max_pending
         self.pending: deque[PendingRead] = deque()
         self.sent_round = 0
+        self.round_unsent = False
         self.acks: dict[str, int] = {}
 
     def add(self, index: int, request_ctx: bytes, requester: str | None) -> bool:
         """Queue a read; returns False (read dropped) when the queue is full."""
         if len(self.pending) >= self.max_pending:
             return False
-        self.pending.append(PendingRead(index, request_ctx, requester, self.sent_round + 1))
+        round_number = self.sent_round if self.round_unsent else self.sent_round + 1
+        self.pending.append(PendingRead(index, request_ctx, requester, round_number))
         return True
 
     def round_in_flight(self) -> bool:
@@ -69,6 +72,11 @@ class ReadOnly:
     def start_round(self) -> None:
         """A new round is about to be broadcast."""
         self.sent_round += 1
+        self.round_unsent = True
+
+    def messages_handed_out(self) -> None:
+        """The queued messages (with any round's heartbeats) left for the driver to send."""
+        self.round_unsent = False
 
     def context(self) -> bytes:
         """The heartbeat context of the newest round."""
