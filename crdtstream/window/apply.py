@@ -9,7 +9,7 @@ gauge adjustments and exact set items) over those events only.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,8 @@ class Batch:
     weights: Float64Array | None
     relative: npt.NDArray[np.bool_] | None
     key_count: int
+    position_range: tuple[int, int] | None = None
+    value_min: float | None = None
 
 
 @dataclass(slots=True)
@@ -48,13 +50,21 @@ class Target:
     replica: str
     replica_order: Callable[[], Int64Array]
     version: int
+    touched: set[int] = field(default_factory=set)
+
+    def state(self, position: int) -> SliceState:
+        """The slice at ``position``, remembered as touched."""
+        self.touched.add(position)
+        return self.slice_for(position)
 
 
-def groups_by_slice(positions: Int64Array) -> Iterator[tuple[int, Int64Array | None]]:
+def groups_by_slice(
+    positions: Int64Array, position_range: tuple[int, int] | None = None
+) -> Iterator[tuple[int, Int64Array | None]]:
     """``(position, indices)`` per distinct slice position; ``None`` means every event."""
     if len(positions) == 0:
         return
-    first, last = int(positions.min()), int(positions.max())
+    first, last = position_range or (int(positions.min()), int(positions.max()))
     if first == last:
         yield first, None
         return
@@ -70,9 +80,9 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
     if kind == "counter":
         _apply_counter(batch, target)
         return
-    for position, index in groups_by_slice(batch.positions):
+    for position, index in groups_by_slice(batch.positions, batch.position_range):
         part = batch if index is None else _take(batch, index)
-        state = target.slice_for(position)
+        state = target.state(position)
         if kind == "gauge":
             _apply_gauge(state, part, target)
         elif kind in ("max", "min"):
@@ -104,26 +114,32 @@ def _apply_counter(batch: Batch, target: Target) -> None:
     values = np.asarray(batch.values, dtype=np.float64)
     if len(values) == 0:
         return
-    first, last = int(batch.positions.min()), int(batch.positions.max())
+    first, last = batch.position_range or (int(batch.positions.min()), int(batch.positions.max()))
     span, key_count = last - first + 1, batch.key_count
     if span * key_count > _CODE_SPACE_MAX:
         for _position, index in groups_by_slice(batch.positions):
             part = batch if index is None else _take(batch, index)
             _apply_counter(part, target)
         return
-    codes = batch.keys if span == 1 else (batch.positions - first) * key_count + batch.keys
-    negative = bool(values.min() < 0)
-    positive_values = np.maximum(values, 0.0) if negative else values
-    for column, column_values in (("p", positive_values), ("n", -np.minimum(values, 0.0))):
-        if column == "n" and not negative:
-            break
-        cells, sums = sum_by_code(codes, column_values, span * key_count)
+    if span == 1:
+        codes = batch.keys
+    else:
+        # The positions array is the store's own scratch (never the caller's), so the codes are
+        # built in place: one fewer pass and allocation over the batch.
+        codes = batch.positions
+        np.subtract(codes, first, out=codes)
+        np.multiply(codes, key_count, out=codes)
+        np.add(codes, batch.keys, out=codes)
+    negative = bool((values.min() if batch.value_min is None else batch.value_min) < 0)
+    for column in ("p", "n") if negative else ("p",):
+        column_values = np.maximum(values, 0.0) if column == "p" else -np.minimum(values, 0.0)
+        cells, sums = sum_by_code(codes, column_values if negative else values, span * key_count)
         slice_offsets = cells // key_count
         bounds = np.flatnonzero(slice_offsets[1:] != slice_offsets[:-1]) + 1
         for chunk in np.split(np.arange(len(cells)), bounds):
             if len(chunk) == 0:
                 continue
-            state = target.slice_for(first + int(slice_offsets[chunk[0]]))
+            state = target.state(first + int(slice_offsets[chunk[0]]))
             table = state.table("counter", target.replica_count, key_count)
             keys = cells[chunk] - slice_offsets[chunk[0]] * key_count
             table.columns[column][0, keys] += sums[chunk]

@@ -14,6 +14,7 @@ caller can tell when every member's contributions to a window have arrived (fina
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -60,11 +61,17 @@ class WindowStore:
         self.rejected_total = 0
         self.invalid_total = 0
         self.merge_rejected_cells = 0
+        self._intern_cache: tuple[str, list[str], Int64Array, list[str]] | None = None
 
     # ------------------------------------------------------------------ identities
 
     def intern_keys(self, kind: str, names: Sequence[str]) -> tuple[Int64Array, list[str]]:
         """Kind-local ids of ``names`` (-1 for a key that has another kind) and those keys."""
+        cached = self._intern_cache
+        # Parsers hand the same key list batch after batch; a list comparison (C speed) is far
+        # cheaper than a dict lookup per name.
+        if cached is not None and cached[0] == kind and cached[1] == names:
+            return cached[2], cached[3]
         ids = np.empty(len(names), dtype=np.int64)
         conflicts: list[str] = []
         local_names = self.kind_keys[kind]
@@ -78,6 +85,7 @@ class WindowStore:
                 ids[index] = -1
             else:
                 ids[index] = entry[1]
+        self._intern_cache = (kind, list(names), ids, conflicts)
         return ids, conflicts
 
     def replica_row(self, replica: str) -> int:
@@ -170,27 +178,41 @@ class WindowStore:
         weight_array = None if weights is None else np.asarray(weights, dtype=np.float64)
         relative_array = None if relative is None else np.asarray(relative, dtype=np.bool_)
         _check_lengths(len(index), stamps, payload, weight_array, relative_array)
-        if len(index) and (index.min() < 0 or index.max() >= len(key_names)):
+        # Viewed as unsigned, a negative index is huge: one reduction checks both bounds.
+        if len(index) and int(index.view(np.uint64).max()) >= len(key_names):
             raise ValueError("key_index points outside key_names")
         name_ids, conflicts = self.intern_keys(kind, key_names)
         keys = index if _is_identity(name_ids) else name_ids[index]
-        valid = _valid(kind, payload, stamps, weight_array)
+        stamp_range = (int(stamps.min()), int(stamps.max())) if len(stamps) else (0, 0)
+        value_range = _value_range(kind, payload)
+        valid = _valid(kind, payload, stamps, stamp_range, value_range, weight_array)
         usable = _and(valid, keys >= 0 if conflicts else None)
-        positions = np.floor_divide(stamps, self.windows.slide_ms)
-        late = self._late_mask(positions, usable)
+        slide = self.windows.slide_ms
+        position_range = (stamp_range[0] // slide, stamp_range[1] // slide)
+        positions = (
+            np.broadcast_to(np.int64(position_range[0]), stamps.shape)
+            if position_range[0] == position_range[1]
+            else np.floor_divide(stamps, slide)
+        )
+        late = self._late_mask(positions, position_range[0], usable)
         accepted = _and(usable, None if late is None else ~late)
         late_by_key = self._count_late(key_names, index, late)
         accepted_count = len(index) if accepted is None else int(np.count_nonzero(accepted))
         if accepted_count:
             self.version += 1
             batch = Batch(keys, positions, payload, stamps, weight_array, relative_array, 0)
-            if accepted is not None:
+            if accepted is None:
+                batch.position_range = position_range
+                batch.value_min = value_range[0]
+            else:
                 batch = _select_mask(batch, accepted)
             batch.key_count = len(self.kind_keys[kind])
-            apply_batch(kind, batch, self._target())
-            self._count_writes(batch.positions)
+            target = self._target()
+            apply_batch(kind, batch, target)
+            self._count_writes(target.touched)
         if len(index) and (usable is None or usable.any()):
-            self.watermark.advance(int(stamps.max() if usable is None else stamps[usable].max()))
+            newest = stamp_range[1] if usable is None else int(stamps[usable].max())
+            self.watermark.advance(newest)
         valid_count = len(index) if valid is None else int(np.count_nonzero(valid))
         rejected = valid_count - (len(index) if usable is None else int(np.count_nonzero(usable)))
         invalid = len(index) - valid_count
@@ -257,7 +279,7 @@ class WindowStore:
             return False
         self.version += 1
         cell.changed_version = self.version
-        self._count_writes(np.array([position], dtype=np.int64))
+        self._count_writes({position})
         return True
 
     def _target(self) -> Target:
@@ -266,10 +288,10 @@ class WindowStore:
         )
 
     def _late_mask(
-        self, positions: Int64Array, usable: npt.NDArray[np.bool_] | None
+        self, positions: Int64Array, first_position: int, usable: npt.NDArray[np.bool_] | None
     ) -> npt.NDArray[np.bool_] | None:
         first_open = self.first_open_position()
-        if first_open is None or len(positions) == 0 or positions.min() >= first_open:
+        if first_open is None or len(positions) == 0 or first_position >= first_open:
             return None
         late = positions < first_open
         return late if usable is None else late & usable
@@ -289,14 +311,15 @@ class WindowStore:
         self.late_total += sum(result.values())
         return result
 
-    def _count_writes(self, positions: Int64Array) -> None:
-        first = int(positions.min())
-        counts = np.bincount(positions - first) if len(positions) else np.zeros(0, np.int64)
-        for offset in np.flatnonzero(counts):
-            entry = self.window_counts.setdefault(
-                ((first + int(offset)) * self.windows.slide_ms, 0), [0, 0]
-            )
-            entry[0] += int(counts[offset])
+    def _count_writes(self, positions: set[int]) -> None:
+        """Count one write of this replica to each slice a change touched.
+
+        A write is one ingest call (or remove) per slice rather than one event: the count only
+        has to grow with every change, and this way costs nothing per event.
+        """
+        for position in positions:
+            entry = self.window_counts.setdefault((position * self.windows.slide_ms, 0), [0, 0])
+            entry[0] += 1
             entry[1] = self.version
 
     # ------------------------------------------------------------------ gossip
@@ -365,19 +388,31 @@ def _check_lengths(count: int, *arrays: object) -> None:
             raise ValueError(f"every per-event array must have length {count}")
 
 
+def _value_range(kind: str, payload: object) -> tuple[float, float]:
+    """Min and max of float payloads: they propagate NaN and show infinities, so two reductions
+    tell whether every value is finite without building a mask."""
+    if kind not in _FLOAT_KINDS or not len(payload):  # type: ignore[arg-type]
+        return 0.0, 0.0
+    values: npt.NDArray[np.float64] = payload  # type: ignore[assignment]
+    return float(values.min()), float(values.max())
+
+
 def _valid(
     kind: str,
     payload: object,
     stamps: Int64Array,
+    stamp_range: tuple[int, int],
+    value_range: tuple[float, float],
     weights: npt.NDArray[np.float64] | None,
 ) -> npt.NDArray[np.bool_] | None:
     """Which events are well formed; None when all are (the common case, checked cheaply)."""
     valid: npt.NDArray[np.bool_] | None = None
-    if len(stamps) and (stamps.min() <= -TIMESTAMP_MS_LIMIT or stamps.max() >= TIMESTAMP_MS_LIMIT):
+    if stamp_range[0] <= -TIMESTAMP_MS_LIMIT or stamp_range[1] >= TIMESTAMP_MS_LIMIT:
         valid = (stamps > -TIMESTAMP_MS_LIMIT) & (stamps < TIMESTAMP_MS_LIMIT)
-    if kind in _FLOAT_KINDS:
-        finite = np.isfinite(payload)  # type: ignore[call-overload]
-        valid = _and(valid, None if finite.all() else finite)
+    if kind in _FLOAT_KINDS and not (
+        math.isfinite(value_range[0]) and math.isfinite(value_range[1])
+    ):
+        valid = _and(valid, np.isfinite(payload))  # type: ignore[call-overload]
     if kind == "set":
         typed = np.fromiter(
             (isinstance(item, str | bytes) for item in payload),  # type: ignore[attr-defined]
