@@ -1,0 +1,127 @@
+"""statsd / DogStatsD ingest figures, run by the ``ingest`` suite (``crdtstream bench ingest``).
+
+``run_statsd(report, make_store)`` records, side by side in one run:
+
+- ``statsd_lines_per_s``: lines per second through the vectorised parser plus the store's batch
+  ingest (``make_store()`` gives a fresh store per repetition; with ``make_store=None`` the figure
+  is parse only and its unit says so), and the ratio ``statsd_lines_per_s_vs_goal`` against the
+  goal of 1,000,000 lines/s on one core (goal ``>= 1``);
+- ``statsd_vs_per_line``: how many times faster the vectorised parser is than the per-line
+  parser on the same batches (parse only on both sides; goal ``>= 4``).
+
+The workload is the standard mix of :func:`statsd_workload`: counters, gauges, sets and timers
+with tags and sample rates, 20 lines per datagram, parsed ``DATAGRAMS_PER_BATCH`` datagrams at a
+time as an agent draining its socket would.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bench.report import Report, best_of, timed
+
+__all__ = ["DATAGRAMS_PER_BATCH", "LINES_PER_DATAGRAM", "run_statsd", "statsd_workload"]
+
+LINES_PER_DATAGRAM = 20
+DATAGRAMS_PER_BATCH = 500
+GOAL_LINES_PER_S = 1_000_000
+_NOW_MS = 1_700_000_000_000
+_NAMES = ("api.requests", "api.errors", "db.queries", "cache.hits", "queue.depth", "jobs.run")
+_ENVIRONMENTS = ("prod", "staging")
+_REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
+_HOSTS = 50
+
+
+def _line(chooser: random.Random, tags: str) -> str:
+    name = f"{chooser.choice(_NAMES)}.{chooser.randrange(20)}"
+    draw = chooser.random()
+    if draw < 0.40:
+        rate = "|@0.1" if chooser.random() < 0.25 else ""
+        return f"{name}.count:{chooser.randrange(1, 100)}|c{rate}|{tags}"
+    if draw < 0.60:
+        return f"{name}.level:{chooser.uniform(0, 1000):.2f}|g|{tags}"
+    if draw < 0.75:
+        return f"{name}.users:user{chooser.randrange(10_000)}|s|{tags}"
+    rate = "|@0.5" if chooser.random() < 0.5 else ""
+    return f"{name}.latency:{chooser.uniform(0, 500):.3f}|ms{rate}|{tags}"
+
+
+def _datagram(chooser: random.Random, lines: int) -> bytes:
+    # A datagram comes from one client, so its lines share the host's tags.
+    host = chooser.randrange(_HOSTS)
+    tags = (
+        f"#env:{_ENVIRONMENTS[host % 2]},region:{_REGIONS[host % 3]},host:h{host},"
+        f"service:{chooser.choice(_NAMES).split('.')[0]}"
+    )
+    return "\n".join(_line(chooser, tags) for _ in range(lines)).encode("ascii")
+
+
+def statsd_workload(lines: int, seed: int) -> list[bytes]:
+    """``lines`` statsd lines of the standard mix as datagrams of 20 lines (the last may hold
+    fewer): 40 % counters (a quarter sampled at 0.1), 20 % gauges, 15 % sets, 25 % timers (half
+    sampled at 0.5), each with four tags (one datagram = one host), over 120 metric names, 50
+    hosts and about 20,000 distinct keys."""
+    chooser = random.Random(seed)
+    return [
+        _datagram(chooser, min(LINES_PER_DATAGRAM, lines - start))
+        for start in range(0, lines, LINES_PER_DATAGRAM)
+    ]
+
+
+def _batches(datagrams: list[bytes]) -> list[list[bytes]]:
+    return [
+        datagrams[start : start + DATAGRAMS_PER_BATCH]
+        for start in range(0, len(datagrams), DATAGRAMS_PER_BATCH)
+    ]
+
+
+def _parse_all(parse: Callable[..., Any], batches: Sequence[list[bytes]]) -> None:
+    for batch in batches:
+        parse(batch, _NOW_MS)
+
+
+def _parse_and_ingest(batches: Sequence[list[bytes]], store: Any) -> None:
+    from crdtstream.ingest import parse
+
+    for batch in batches:
+        for kind, rows in parse(batch, _NOW_MS).batches.items():
+            store.ingest(
+                kind,
+                rows.key_names,
+                rows.key_index,
+                rows.values,
+                rows.timestamps_ms,
+                weights=rows.weights,
+                relative=rows.relative,
+            )
+
+
+def run_statsd(
+    report: Report,
+    make_store: Callable[[], Any] | None,
+    *,
+    lines: int = 200_000,
+    seed: int = 1,
+    repeats: int = 3,
+) -> None:
+    """Add the statsd figures to ``report`` (see the module docstring)."""
+    from crdtstream.ingest import parse, parse_reference
+
+    batches = _batches(statsd_workload(lines, seed))
+    vectorised_s = best_of(repeats, lambda: _parse_all(parse, batches))
+    per_line_s = best_of(1, lambda: _parse_all(parse_reference, batches))
+    if make_store is None:
+        end_to_end_s, unit = vectorised_s, "lines/s (parse only, no store given)"
+    else:
+        # Once, into a fresh store: the store's growth is part of what is measured.
+        store = make_store()
+        end_to_end_s = timed(lambda: _parse_and_ingest(batches, store))
+        unit = "lines/s (parse + store ingest)"
+    lines_per_s = lines / end_to_end_s
+    report.add("statsd_lines_per_s", lines_per_s, unit)
+    report.add("statsd_parse_lines_per_s", lines / vectorised_s, "lines/s (vectorised parse)")
+    report.add("statsd_per_line_lines_per_s", lines / per_line_s, "lines/s (per-line parse)")
+    report.ratio("statsd_lines_per_s_vs_goal", lines_per_s / GOAL_LINES_PER_S, ">= 1")
+    report.ratio("statsd_vs_per_line", per_line_s / vectorised_s, ">= 4")

@@ -1,0 +1,116 @@
+"""Collision-safe interning of byte segments (metric names and tag lists) without a Python loop.
+
+Every segment is cut into 8-byte words (read through an overlapping view of the buffer, so a
+word can start at any byte); the words are mixed with their position and summed per segment into
+a 64-bit hash, a few numpy passes over about one word per 8 bytes of key. Equal hashes are only a
+hint: each row's words are then compared with those of the representative of its hash, and rows
+that differ (a collision) are reported so the caller can parse them the slow, exact way.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Interned", "SegmentInterner", "byte_words", "group_rows"]
+
+Int64Array = npt.NDArray[np.int64]
+UInt64Array = npt.NDArray[np.uint64]
+
+_MIX_1: Final = np.uint64(0xBF58476D1CE4E5B9)
+_MIX_2: Final = np.uint64(0x94D049BB133111EB)
+_GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
+_ALL_ONES: Final = (1 << 64) - 1
+
+
+def _mix(z: UInt64Array) -> UInt64Array:
+    z = (z ^ (z >> np.uint64(30))) * _MIX_1
+    z = (z ^ (z >> np.uint64(27))) * _MIX_2
+    return z ^ (z >> np.uint64(31))
+
+
+class SegmentInterner:
+    """Interns ``[start, end)`` segments of one buffer by their exact bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.words = byte_words(data)
+
+    def intern(self, starts: Int64Array, ends: Int64Array) -> Interned:
+        """Group the segments by their bytes; see :class:`Interned`."""
+        if starts.shape[0] == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return Interned(empty, empty, np.zeros(0, dtype=np.bool_))
+        lengths = ends - starts
+        chunks = _Chunks(self.words, starts, lengths)
+        inverse, representatives = group_rows(chunks.hash(lengths))
+        peer = representatives[inverse]
+        same = (lengths == lengths[peer]) & chunks.equal_to(peer)
+        return Interned(representatives, inverse, ~same)
+
+
+def group_rows(values: UInt64Array | Int64Array) -> tuple[Int64Array, Int64Array]:
+    """``(inverse, representatives)``: rows with equal values share ``inverse[row]``, and
+    ``representatives[group]`` is one row of that group (which one is unspecified)."""
+    # Without return_index numpy may use its fast unstable sort; a scatter then picks a row.
+    distinct, inverse = np.unique(values, return_inverse=True)
+    inverse = inverse.astype(np.int64).reshape(-1)
+    representatives = np.empty(distinct.shape[0], dtype=np.int64)
+    representatives[inverse] = np.arange(inverse.shape[0], dtype=np.int64)
+    return inverse, representatives
+
+
+class _Chunks:
+    """The segments cut into 8-byte words (the last one zero-padded), all rows end to end."""
+
+    def __init__(self, words: UInt64Array, starts: Int64Array, lengths: Int64Array) -> None:
+        counts = (lengths + 7) // 8
+        self.ends = np.cumsum(counts)
+        self.firsts = self.ends - counts
+        self.row = np.repeat(np.arange(starts.shape[0]), counts)
+        self.position = np.arange(int(self.ends[-1]), dtype=np.int64) - self.firsts[self.row]
+        offset = 8 * self.position
+        remaining = (lengths[self.row] - offset).astype(np.uint64)
+        # Only the first `remaining` bytes of a segment's last word belong to the segment.
+        shift = np.uint64(8) * np.minimum(remaining, np.uint64(8))
+        mask = np.where(
+            remaining >= 8, np.uint64(_ALL_ONES), (np.uint64(1) << (shift & np.uint64(63))) - 1
+        )
+        self.values = words[starts[self.row] + offset] & mask
+
+    def hash(self, lengths: Int64Array) -> UInt64Array:
+        """A 64-bit hash of each row's bytes."""
+        mixed = _mix(self.values ^ (self.position.astype(np.uint64) * _GOLDEN))
+        prefix = np.zeros(mixed.shape[0] + 1, dtype=np.uint64)
+        np.cumsum(mixed, out=prefix[1:])
+        summed = prefix[self.ends] - prefix[self.firsts]
+        return _mix(summed ^ (lengths.astype(np.uint64) * _MIX_1))
+
+    def equal_to(self, peer: Int64Array) -> npt.NDArray[np.bool_]:
+        """Whether each row's words equal those of row ``peer[row]`` (same lengths assumed;
+        rows of other lengths may compare wrongly and must be excluded by the caller)."""
+        equal = np.ones(peer.shape[0], dtype=np.bool_)
+        if self.values.shape[0] == 0:
+            return equal
+        peer_index = self.firsts[peer][self.row] + self.position
+        np.minimum(peer_index, self.values.shape[0] - 1, out=peer_index)
+        differing = self.values != self.values[peer_index]
+        equal[self.row[differing]] = False
+        return equal
+
+
+class Interned(NamedTuple):
+    """``representatives``: one row per distinct segment; ``inverse[i]``: which one row i is;
+    ``collided[i]``: row i hashed like a different segment and must be handled apart."""
+
+    representatives: Int64Array
+    inverse: Int64Array
+    collided: npt.NDArray[np.bool_]
+
+
+def byte_words(data: bytes) -> npt.NDArray[np.uint64]:
+    """``words[i]`` = the 8 bytes of ``data`` from offset ``i`` as a little-endian integer
+    (zero-padded past the end): an overlapping, zero-copy view of a padded copy."""
+    padded = np.frombuffer(data + bytes(8), dtype=np.uint8)
+    return np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))
