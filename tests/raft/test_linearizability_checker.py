@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from checkers.linearizability import (
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.checkers.linearizability import (
     CounterModel,
     HistoryRecorder,
     Operation,
@@ -13,8 +16,6 @@ from checkers.linearizability import (
     check_history,
     check_operations,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 MODEL = CounterModel()
 

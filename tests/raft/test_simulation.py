@@ -1,0 +1,70 @@
+"""Seeded simulations of 3 and 5 Raft nodes under a nemesis; every history must be linearizable.
+
+Reproduce a failure with ``python -m pytest tests/raft/test_simulation.py -k <seed>``, or
+run ``Simulation(Options(seed=N, nodes=K)).run()`` from tests/raft/sim.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sim import Options, Report, Simulation
+
+from tests.checkers.linearizability import Operation, Verdict, check_history
+
+SEEDS_PER_SIZE = 150
+
+
+def explain(report: Report, problem: str) -> str:
+    nemesis = "; ".join(report.nemesis_log[-12:])
+    return f"seed={report.seed}: {problem}\nlast nemesis actions: {nemesis}"
+
+
+def check_report(report: Report) -> None:
+    assert not report.violations, explain(report, "; ".join(report.violations))
+    for verdict in check_history(report.history):
+        assert verdict.verdict is Verdict.LINEARIZABLE, explain(report, verdict.explain())
+    assert_nothing_acknowledged_is_missing(report)
+
+
+def assert_nothing_acknowledged_is_missing(report: Report) -> None:
+    """Every node ends with every acknowledged write, and nothing that was never attempted."""
+    for key in {operation.key for operation in report.history}:
+        writes = [op for op in report.history if op.key == key and op.kind != "read"]
+        acknowledged = sum(op.amount for op in writes if applied_for_sure(op))
+        possible = sum(op.amount for op in writes if op.result is not False)
+        for node_id, values in report.final_values.items():
+            value = values[key] or 0
+            assert isinstance(value, int)
+            assert acknowledged <= value <= possible, explain(
+                report, f"{node_id} holds {key}={value}, acknowledged {acknowledged}"
+            )
+
+
+def applied_for_sure(operation: Operation) -> bool:
+    if operation.complete_time is None:
+        return False
+    return operation.kind == "add" or operation.result is True
+
+
+def run(seed: int, nodes: int) -> Report:
+    try:
+        return Simulation(Options(seed=seed, nodes=nodes)).run()
+    except Exception as error:
+        raise AssertionError(f"seed={seed} nodes={nodes}: {error!r}") from error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_histories_are_linearizable_under_the_nemesis(nodes: int) -> None:
+    acknowledged = 0
+    for seed in range(SEEDS_PER_SIZE):
+        report = run(seed, nodes)
+        check_report(report)
+        acknowledged += report.acknowledged_writes
+    assert acknowledged > SEEDS_PER_SIZE * 5, "the workload must get writes through"
+
+
+def test_a_run_is_reproducible_from_its_seed() -> None:
+    first, second = run(7, 3), run(7, 3)
+    assert first.history == second.history
+    assert first.nemesis_log == second.nemesis_log
