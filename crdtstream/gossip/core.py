@@ -26,6 +26,7 @@ from crdtstream.gossip.finality import ProgressTable, window_is_final
 from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
 from crdtstream.gossip.membership import Membership
 from crdtstream.gossip.messages import (
+    NO_WATERMARK_MS,
     Message,
     Outgoing,
     Progress,
@@ -104,7 +105,7 @@ class GossipCore(Generic[DeltaT]):
         self._rng = rng
         self._progress_order: list[str] = []
         self._progress_version = -1
-        self._progress_watermark_ms = -1
+        self._progress_watermark_ms: int | None = -1
 
     def tick(self, now_ms: int) -> list[Outgoing]:
         """Advance every timer; return the frames to send."""
@@ -145,11 +146,12 @@ class GossipCore(Generic[DeltaT]):
     def is_final(self, start_ms: int, end_ms: int) -> bool:
         """Whether the window ``[start_ms, end_ms)`` is final on this node."""
         self._refresh_own_progress()
+        if not self.membership.joined:
+            return False  # members not heard of yet could still hold writes to the window
         live = [member.replica for member in self.membership.live_members()]
         return window_is_final(
             start_ms,
             end_ms,
-            self.window_config.allowed_lateness_ms,
             live,
             self.progress.records,
             self.lattice.window_versions(start_ms),
@@ -183,7 +185,10 @@ class GossipCore(Generic[DeltaT]):
             count = lattice.window_versions(start).get(self.replica, 0)
             if count:
                 writes[start] = count
-        self._merge_progress(Progress(self.replica, lattice.watermark_ms, writes))
+        watermark_ms = lattice.watermark_ms
+        if watermark_ms is None:
+            watermark_ms = NO_WATERMARK_MS
+        self._merge_progress(Progress(self.replica, watermark_ms, writes))
 
     def _piggyback_progress(self) -> list[Progress]:
         records = self.progress.records

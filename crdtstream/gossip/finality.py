@@ -2,8 +2,9 @@
 
 A window ``[start, end)`` is final here once, for every live member ``m``:
 
-1. ``m``'s watermark has passed ``end + allowed_lateness_ms`` — from then on ``m`` accepts no
-   write to the window, so the number of writes it made there is frozen; and
+1. ``m``'s watermark (its newest time minus the allowed lateness, the store's rule) has reached
+   ``end`` — from then on ``m`` accepts no write to the window, so the number of writes it made
+   there is frozen; and
 2. this node has merged all of them: ``m`` advertises its own write count for the window
    (a :class:`~crdtstream.gossip.messages.Progress` record) and the local per-window version
    vector (``lattice.window_versions(start)``) holds at least that many for ``m``'s replica.
@@ -27,17 +28,15 @@ __all__ = ["ProgressTable", "window_is_final"]
 def window_is_final(
     start_ms: int,
     end_ms: int,
-    allowed_lateness_ms: int,
     live_replicas: Iterable[str],
     progress: Mapping[str, Progress],
     merged_versions: Mapping[str, int],
 ) -> bool:
     """Whether the window ``[start_ms, end_ms)`` is final given what each live replica
     advertised (``progress``) and what this node merged (``merged_versions``)."""
-    closed_after_ms = end_ms + allowed_lateness_ms
     for replica in live_replicas:
         record = progress.get(replica)
-        if record is None or record.watermark_ms <= closed_after_ms:
+        if record is None or record.watermark_ms < end_ms:
             return False
         if merged_versions.get(replica, 0) < record.window_writes.get(start_ms, 0):
             return False

@@ -74,8 +74,9 @@ class DeltaLattice(Protocol[DeltaT]):
         ...
 
     @property
-    def watermark_ms(self) -> int:
-        """The local event-time watermark (windows behind it accept no more writes here)."""
+    def watermark_ms(self) -> int | None:
+        """Newest time seen minus the allowed lateness (None before any): a window ending at
+        or before it is closed here and accepts no more writes."""
         ...
 
     def window_versions(self, start_ms: int) -> dict[str, int]:

@@ -154,6 +154,11 @@ class Membership:
         """This node's own row."""
         return self.members[self.node_id]
 
+    @property
+    def joined(self) -> bool:
+        """True once another member is known (always, for a node started without seeds)."""
+        return len(self.members) > 1 or not self.seeds
+
     def live_peers(self) -> list[str]:
         """Other members currently alive or suspect, in a stable order."""
         return sorted(

@@ -18,6 +18,7 @@ from crdtstream import wire
 from crdtstream.errors import DecodeError
 
 __all__ = [
+    "NO_WATERMARK_MS",
     "STATUS_CODES",
     "Frame",
     "MemberUpdate",
@@ -27,6 +28,9 @@ __all__ = [
     "decode_frame",
     "encode_frame",
 ]
+
+NO_WATERMARK_MS = -(1 << 62)
+"""The watermark of a replica that has seen no time yet (closes no window)."""
 
 STATUS_CODES = ("alive", "suspect", "dead", "left")
 """Member states; their index is the wire code."""

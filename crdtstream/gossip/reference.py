@@ -101,8 +101,9 @@ def decode_slot_delta(data: bytes) -> SlotDelta:
 class SlotCounters:
     """Windowed counters of one replica, mergeable with every other replica's.
 
-    ``add`` writes only this replica's slots. An event whose window closed (window end plus
-    ``allowed_lateness_ms`` is behind the watermark) is refused and counted in ``late``.
+    ``add`` writes only this replica's slots. The watermark follows the store's rule: newest
+    time seen minus ``allowed_lateness_ms``; an event for a window ending at or before it is
+    late: refused and counted in ``late``.
     """
 
     def __init__(self, replica: str, window_size_ms: int, allowed_lateness_ms: int) -> None:
@@ -113,7 +114,7 @@ class SlotCounters:
         self._state = SlotDelta()
         self._changed_at: dict[tuple[bool, Any], int] = {}
         self._version = 0
-        self._watermark_ms = 0
+        self._time_ms: int | None = None
 
     @property
     def version(self) -> int:
@@ -121,13 +122,15 @@ class SlotCounters:
         return self._version
 
     @property
-    def watermark_ms(self) -> int:
-        """The largest time this replica has seen (events and clock)."""
-        return self._watermark_ms
+    def watermark_ms(self) -> int | None:
+        """Newest time seen (events and clock) minus the allowed lateness; None before any."""
+        if self._time_ms is None:
+            return None
+        return self._time_ms - self.allowed_lateness_ms
 
     def advance(self, now_ms: int) -> None:
-        """Move the watermark with the clock, so idle windows close too."""
-        self._watermark_ms = max(self._watermark_ms, now_ms)
+        """Move time with the clock, so idle windows close too."""
+        self._time_ms = now_ms if self._time_ms is None else max(self._time_ms, now_ms)
 
     def window_start(self, timestamp_ms: int) -> int:
         """The start of the tumbling window holding ``timestamp_ms``."""
@@ -138,10 +141,11 @@ class SlotCounters:
         if amount < 0:
             raise ValueError(f"a slot counter only grows: amount={amount}")
         start = self.window_start(timestamp_ms)
-        if start + self.window_size_ms + self.allowed_lateness_ms < self._watermark_ms:
+        watermark_ms = self.watermark_ms
+        if watermark_ms is not None and start + self.window_size_ms <= watermark_ms:
             self.late += 1
             return False
-        self._watermark_ms = max(self._watermark_ms, timestamp_ms)
+        self.advance(timestamp_ms)
         if amount == 0:
             return True  # nothing to replicate: a zero slot would never inflate a peer
         self._version += 1

@@ -100,7 +100,10 @@ def test_junk_bytes_are_counted_and_change_nothing(junk: bytes) -> None:
     st.sampled_from(
         [wire.Tag.GOSSIP_DELTA, wire.Tag.GOSSIP_ACK, wire.Tag.SWIM_PING, wire.Tag.SWIM_SYNC]
     ),
-    st.lists(st.one_of(st.integers(), st.text(max_size=5), st.binary(max_size=8)), max_size=6),
+    st.lists(
+        st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=5), st.binary(max_size=8)),
+        max_size=6,
+    ),
 )
 def test_well_framed_bodies_of_the_wrong_shape_are_counted(tag: int, body: list[object]) -> None:
     core = make_core("a", 1)

@@ -14,13 +14,14 @@ LATENESS_MS = 500
 
 
 def final(progress: dict[str, Progress], merged: dict[str, int], live: list[str]) -> bool:
-    return window_is_final(0, 1_000, LATENESS_MS, live, progress, merged)
+    return window_is_final(0, 1_000, live, progress, merged)
 
 
-def test_not_final_while_a_live_members_watermark_has_not_passed_end_plus_lateness() -> None:
-    progress = {"a": Progress("a", 2_000, {0: 3}), "b": Progress("b", 1_500, {0: 1})}
+def test_not_final_while_a_live_members_watermark_has_not_reached_the_window_end() -> None:
+    """Watermarks are already lateness-adjusted (newest time minus allowed lateness)."""
+    progress = {"a": Progress("a", 2_000, {0: 3}), "b": Progress("b", 999, {0: 1})}
     assert not final(progress, {"a": 3, "b": 1}, ["a", "b"])
-    progress["b"] = Progress("b", 1_501, {0: 1})
+    progress["b"] = Progress("b", 1_000, {0: 1})
     assert final(progress, {"a": 3, "b": 1}, ["a", "b"])
 
 
