@@ -9,7 +9,8 @@ Every type ``T``:
   idempotent); different parameters raise :class:`~crdtstream.errors.MergeError`;
 - exposes ``value``, ``copy()``, state equality ``==`` (the replica name is not part of the
   state), and ``to_bytes()`` / ``T.from_bytes(data)`` through :mod:`crdtstream.wire`, where any
-  malformed input raises :class:`~crdtstream.errors.DecodeError` only.
+  malformed input raises :class:`~crdtstream.errors.DecodeError` only. Encodings are canonical:
+  equal states with the same replica name give identical bytes, so bytes can be digested.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "expect_int",
     "expect_list",
     "expect_str",
+    "item_order",
     "validate_item",
     "validate_replica",
 ]
@@ -55,6 +57,13 @@ def validate_item(item: object) -> Item:
     if isinstance(item, int) and not _INT_MIN <= item <= _INT_MAX:
         raise ValueError(f"integer item {item} does not fit in 64 bits")
     return item
+
+
+def item_order(item: Item) -> tuple[int, Any]:
+    """A total order over mixed items (ints, then bytes, then str) for canonical encodings."""
+    if isinstance(item, int):
+        return (0, item)
+    return (1, item) if isinstance(item, bytes) else (2, item)
 
 
 def expect_list(body: Any, length: int | None = None) -> list[Any]:

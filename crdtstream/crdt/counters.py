@@ -70,7 +70,7 @@ class GCounter(Crdt):
         return self._totals
 
     def _body(self) -> Any:
-        return dict(self._totals)
+        return dict(sorted(self._totals.items()))
 
     @classmethod
     def _from_body(cls, replica: str, body: Any) -> Self:
@@ -124,7 +124,7 @@ class PNCounter(Crdt):
         return (self._increments, self._decrements)
 
     def _body(self) -> Any:
-        return [dict(self._increments), dict(self._decrements)]
+        return [dict(sorted(self._increments.items())), dict(sorted(self._decrements.items()))]
 
     @classmethod
     def _from_body(cls, replica: str, body: Any) -> Self:

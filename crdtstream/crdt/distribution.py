@@ -331,7 +331,9 @@ class Distribution(Crdt):
 
     def _body(self) -> Any:
         slots = [
-            [replica, *slot.body()] for replica, slot in self._slots.items() if not slot.is_bottom()
+            [replica, *slot.body()]
+            for replica, slot in sorted(self._slots.items())
+            if not slot.is_bottom()
         ]
         return [self.relative_accuracy, slots]
 

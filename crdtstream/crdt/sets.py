@@ -21,6 +21,7 @@ from crdtstream.crdt.base import (
     expect_int,
     expect_list,
     expect_str,
+    item_order,
     validate_item,
     validate_replica,
 )
@@ -71,7 +72,7 @@ class GSet(Crdt):
         return self._items
 
     def _body(self) -> Any:
-        return list(self._items)
+        return sorted(self._items, key=item_order)
 
     @classmethod
     def _from_body(cls, replica: str, body: Any) -> Self:
@@ -226,9 +227,12 @@ class ORSet(Crdt):
 
     def _body(self) -> Any:
         return [
-            dict(self._context.versions),
+            dict(sorted(self._context.versions.items())),
             [list(dot) for dot in sorted(self._context.cloud)],
-            [[item, [list(dot) for dot in sorted(dots)]] for item, dots in self._entries.items()],
+            [
+                [item, [list(dot) for dot in sorted(self._entries[item])]]
+                for item in sorted(self._entries, key=item_order)
+            ],
         ]
 
     @classmethod

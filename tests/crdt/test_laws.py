@@ -122,6 +122,16 @@ def test_wire_round_trip_keeps_state_and_replica(spec: TypeSpec, data: st.DataOb
 @parametrize_specs
 @settings_for_laws
 @given(data=st.data())
+def test_equal_states_encode_to_identical_bytes(spec: TypeSpec, data: st.DataObject) -> None:
+    a, b = draw_replica(data, spec, "a"), draw_replica(data, spec, "b")
+    one, other = merged(a, b), merged(b, a)
+    other.replica = one.replica
+    assert one.to_bytes() == other.to_bytes()
+
+
+@parametrize_specs
+@settings_for_laws
+@given(data=st.data())
 def test_copy_is_independent(spec: TypeSpec, data: st.DataObject) -> None:
     state = draw_replica(data, spec, "a")
     before = state.to_bytes()
