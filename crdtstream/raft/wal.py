@@ -264,6 +264,8 @@ class WalStorage:
         self._segments = replay.segments
         self._segment_bytes = segment_bytes
         self._buffer = bytearray()
+        self._unsynced_records = 0
+        self._failure: str | None = None
         self._descriptor = -1
         self._written_bytes = 0
         self._durable_mark: _Mark | None = None
@@ -336,6 +338,7 @@ class WalStorage:
         self._memory.append(entries)
         for entry in entries:
             self._buffer += encode_record(types.encode_entry(entry))
+        self._unsynced_records += len(entries)
         segment = self._segments[-1]
         segment.last_entry_index = max(segment.last_entry_index, entries[-1].index)
 
@@ -345,6 +348,7 @@ class WalStorage:
             return
         self._memory.set_hard_state(state)
         self._buffer += encode_record(types.encode_hard_state(state))
+        self._unsynced_records += 1
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the log with a snapshot from the leader: the file is durable at once, the
@@ -378,12 +382,21 @@ class WalStorage:
             self._files.remove(self._segments.pop(0).name)
 
     def sync(self) -> None:
-        """Write buffered records and fsync once: every write since the last sync is durable."""
+        """Write buffered records and fsync once: every write since the last sync is durable.
+
+        After a failed write or fsync the log may end in a torn record, so it refuses every
+        later sync: reopening repairs the tail (what was never acknowledged is lost).
+        """
+        if self._failure is not None:
+            raise StorageError(
+                f"write-ahead log unusable after an earlier failure: {self._failure}"
+            )
         try:
             if self._buffer:
                 self._write_all(bytes(self._buffer))
                 self._buffer.clear()
                 self._files.sync_file(self._descriptor)
+                self._unsynced_records = 0
             if self._pending_mark is not None:
                 self._durable_mark, self._pending_mark = self._pending_mark, None
                 self._remove_old_snapshots()
@@ -391,19 +404,28 @@ class WalStorage:
             if self._written_bytes >= self._segment_bytes:
                 self._start_segment()
         except OSError as error:
+            self._failure = str(error)
             raise StorageError(f"write-ahead log sync failed: {error}") from error
+
+    @property
+    def unsynced_writes(self) -> int:
+        """How many records a crash now would lose."""
+        return self._unsynced_records
 
     def close(self) -> None:
         """Sync what is buffered and release the segment file."""
         if self._descriptor < 0:
             return
-        self.sync()
-        os.close(self._descriptor)
-        self._descriptor = -1
+        try:
+            self.sync()
+        finally:
+            os.close(self._descriptor)
+            self._descriptor = -1
 
     def crash(self) -> None:
         """Stop as a killed process would: records not yet synced are lost, files stay."""
         self._buffer.clear()
+        self._unsynced_records = 0
         if self._descriptor >= 0:
             os.close(self._descriptor)
             self._descriptor = -1
@@ -423,6 +445,7 @@ class WalStorage:
             raise StorageError(f"could not write snapshot at {meta.index}: {error}") from error
         self._pending_mark = _Mark(meta.index, meta.term, received)
         self._buffer += encode_record(_encode_mark(self._pending_mark))
+        self._unsynced_records += 1
 
     def _remove_old_snapshots(self) -> None:
         assert self._durable_mark is not None

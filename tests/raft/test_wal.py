@@ -417,3 +417,28 @@ def test_crashable_storage_loses_only_unsynced_writes() -> None:
     assert storage.sync_count == 1
     storage.sync()
     assert storage.sync_count == 1, "an empty sync is not counted"
+
+
+def test_a_failed_fsync_makes_the_log_refuse_further_syncs(
+    wal_dir: Path, opened: list[WalStorage]
+) -> None:
+    failing = {"now": False}
+
+    def sync_file(descriptor: int) -> None:
+        if failing["now"]:
+            raise OSError(5, "Input/output error")
+        os.fsync(descriptor)
+
+    storage = open_wal(opened, wal_dir, sync_file=sync_file)
+    storage.append(entries(1, 2))
+    storage.sync()
+    storage.append(entries(3, 3))
+    assert storage.unsynced_writes == 1
+    failing["now"] = True
+    with pytest.raises(StorageError, match="Input/output error"):
+        storage.sync()
+    failing["now"] = False
+    with pytest.raises(StorageError, match="unusable"):
+        storage.sync()
+    storage.crash()
+    assert all_entries(open_wal(opened, wal_dir))[:2] == entries(1, 2)
