@@ -8,6 +8,7 @@ from pathlib import Path
 from crdtstream.config import (
     GossipConfig,
     MembershipConfig,
+    PolicyRule,
     RaftConfig,
     TransportConfig,
     WindowConfig,
@@ -47,6 +48,8 @@ class NodeConfig:
 
     ``data_dir`` None keeps everything in memory (tests, demos). ``snapshot_interval_ms`` is how
     often the store is written to disk; ``tick_interval_ms`` how often the protocol timers run.
+    ``raft_voters`` (may include this node) enable strong mode for keys that ``policy`` sends
+    there; a strong request not answered within ``strong_timeout_ms`` fails as unavailable.
     """
 
     node_id: str
@@ -61,6 +64,9 @@ class NodeConfig:
     snapshot_interval_ms: int = 5_000
     tick_interval_ms: int = 20
     receive_batch_packets: int = 1_000
+    raft_voters: tuple[PeerAddress, ...] = ()
+    policy: tuple[PolicyRule, ...] = ()
+    strong_timeout_ms: int = 5_000
 
     def __post_init__(self) -> None:
         require(is_valid_node_id(self.node_id), "node.node_id", "is not a valid id", self.node_id)
@@ -73,6 +79,12 @@ class NodeConfig:
         )
         require(
             self.tick_interval_ms > 0, "node.tick_interval_ms", "must be > 0", self.tick_interval_ms
+        )
+        require(
+            self.strong_timeout_ms > 0,
+            "node.strong_timeout_ms",
+            "must be > 0",
+            self.strong_timeout_ms,
         )
         require(
             self.receive_batch_packets >= 1,

@@ -12,17 +12,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from crdtstream import wire
 from crdtstream.clock import Clock
-from crdtstream.errors import DecodeError, StorageError
+from crdtstream.engine import Policy
+from crdtstream.errors import ConfigError, DecodeError, StorageError
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
 from crdtstream.ingest import statsd
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
+from crdtstream.node.strong import Completion, ReadAnswer, StrongClient, StrongReplica
+from crdtstream.raft.crashable import CrashableStorage
+from crdtstream.raft.state_machine import Command, Result
+from crdtstream.raft.wal import DurableStorage, WalStorage
 from crdtstream.transport import Transport
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.results import IngestResult, WindowValue
@@ -32,6 +37,8 @@ from crdtstream.window.store import WindowStore
 __all__ = ["Node"]
 
 SNAPSHOT_FILE = "store.snapshot"
+RAFT_DIRECTORY = "raft"
+STRONG_TAGS = frozenset((wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE))
 
 
 class Node:
@@ -43,7 +50,11 @@ class Node:
         transport: Transport,
         clock: Clock,
         rng: random.Random,
+        *,
+        raft_storage: DurableStorage | None = None,
     ) -> None:
+        """Open the data directory and start; ``raft_storage`` overrides the on-disk log
+        (simulations pass a :class:`CrashableStorage`)."""
         self.config = config
         self.transport = transport
         self.clock = clock
@@ -53,7 +64,7 @@ class Node:
             config.node_id,
             config.listen_address,
             self.identity.replica,
-            self.store,  # type: ignore[arg-type]  # watermark_ms: int | None vs int
+            self.store,
             StoreDelta.from_bytes,
             rng=rng,
             gossip=config.gossip,
@@ -78,6 +89,11 @@ class Node:
         )
         self.ingest_errors: dict[str, int] = {}
         self._known_addresses: dict[str, str] = {p.node_id: p.address for p in config.peers}
+        self.policy = Policy(config.policy)
+        self.strong: StrongReplica | StrongClient | None = self._open_strong(rng, raft_storage)
+        self._sequence = 0
+        self._raft_ticks_done = 0
+        self._started_ms = clock.monotonic_ms()
         self._next_tick_ms = 0
         self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
         self._closed = False
@@ -165,6 +181,102 @@ class Node:
             for value in self.store.read_key(key)
         ]
 
+    # ------------------------------------------------------------------ strong mode
+
+    def mode_of(self, key: str) -> str:
+        """The consistency mode of ``key`` under this node's policy."""
+        return self.policy.mode_of(key)
+
+    def new_command(
+        self,
+        key: str,
+        kind: str,
+        operation: str,
+        value: float | int | str = 0,
+        *,
+        limit: float | int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Command:
+        """A command in this node's client session (a fresh sequence number)."""
+        self._sequence += 1
+        stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
+        return Command(
+            self.identity.replica, self._sequence, key, kind, operation, value, stamp, limit
+        )
+
+    def _timeout_ticks(self, timeout_ms: int | None) -> int:
+        timeout = self.config.strong_timeout_ms if timeout_ms is None else timeout_ms
+        return max(1, timeout // self.config.raft.tick_ms)
+
+    def submit_strong(
+        self, command: Command, done: Completion, timeout_ms: int | None = None
+    ) -> None:
+        """Replicate ``command`` through Raft; ``done`` runs after apply or at the deadline."""
+        self._require_strong().submit(command, self._timeout_ticks(timeout_ms), done)
+
+    def read_strong(self, key: str, done: Completion, timeout_ms: int | None = None) -> None:
+        """A linearizable read of ``key``; ``done`` gets its windows (or None) or an error."""
+        self._require_strong().read(key, self._timeout_ticks(timeout_ms), done)
+
+    async def write_strong(self, command: Command, timeout_ms: int | None = None) -> Result:
+        """:meth:`submit_strong` as a coroutine; raises :class:`UnavailableError` on timeout."""
+        answer = await self._await(lambda done: self.submit_strong(command, done, timeout_ms))
+        assert isinstance(answer, Result)
+        return answer
+
+    async def query_strong(self, key: str, timeout_ms: int | None = None) -> ReadAnswer:
+        """:meth:`read_strong` as a coroutine."""
+        answer = await self._await(lambda done: self.read_strong(key, done, timeout_ms))
+        assert not isinstance(answer, Result)
+        return answer
+
+    async def _await(self, start: Callable[[Completion], None]) -> Result | ReadAnswer:
+        future: asyncio.Future[Result | ReadAnswer] = asyncio.get_running_loop().create_future()
+
+        def done(answer: Result | ReadAnswer | None, error: Exception | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(answer)
+
+        start(done)
+        return await future
+
+    def _require_strong(self) -> StrongReplica | StrongClient:
+        if self.strong is None:
+            raise ConfigError("node.raft_voters: strong mode needs at least one Raft voter")
+        return self.strong
+
+    def _open_strong(
+        self, rng: random.Random, storage: DurableStorage | None
+    ) -> StrongReplica | StrongClient | None:
+        voters = {peer.node_id: peer.address for peer in self.config.raft_voters}
+        if not voters:
+            return None
+        for node_id, address in voters.items():
+            if node_id != self.config.node_id and node_id not in self._known_addresses:
+                self._known_addresses[node_id] = address
+                self.transport.add_peer(node_id, address)
+        if self.config.node_id not in voters:
+            return StrongClient(sorted(voters), rng, self._send_raw)
+        durable: DurableStorage
+        if storage is not None:
+            durable = storage
+        elif self.config.data_dir is None:
+            durable = CrashableStorage(sorted(voters))
+        else:
+            durable = WalStorage.open(self.config.data_dir / RAFT_DIRECTORY, sorted(voters))
+        return StrongReplica(
+            self.config.node_id, durable, self.config.raft, self.config.window, rng, self._send_raw
+        )
+
+    def _send_raw(self, peer_id: str, payload: bytes) -> None:
+        if peer_id in self._known_addresses:
+            self.transport.send(peer_id, payload)
+            self.counters["frames_sent"] += 1
+
     # ------------------------------------------------------------------ the loop
 
     def pump(self) -> int:
@@ -182,6 +294,12 @@ class Node:
             self._next_tick_ms = monotonic_ms + self.config.tick_interval_ms
             self._send(self.gossip.tick(now_ms))
         self._connect_new_members()
+        if self.strong is not None:
+            due = (monotonic_ms - self._started_ms) // self.config.raft.tick_ms
+            while self._raft_ticks_done < due:
+                self._raft_ticks_done += 1
+                self.strong.tick()
+            self.strong.process_ready()
         if monotonic_ms >= self._next_snapshot_ms:
             self._next_snapshot_ms = monotonic_ms + self.config.snapshot_interval_ms
             self.snapshot()
@@ -208,6 +326,8 @@ class Node:
             return
         if tag in GOSSIP_TAGS:
             self._send(self.gossip.step(source, payload, now_ms))
+        elif tag in STRONG_TAGS and self.strong is not None:
+            self.strong.step(source, payload)
         else:
             self.counters["packets_unroutable"] += 1
 
