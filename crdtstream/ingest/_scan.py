@@ -52,15 +52,6 @@ class Layout(NamedTuple):
     first_colon: Int64Array  # index into ``colons`` of each line's first ':'
 
 
-def _count_between(
-    positions: Int64Array, starts: Int64Array, ends: Int64Array
-) -> tuple[Int64Array, Int64Array]:
-    """For sorted ``positions``: index of the first one at or after each start, and how many
-    fall in ``[start, end)``."""
-    first = np.searchsorted(positions, starts)
-    return first, np.searchsorted(positions, ends) - first
-
-
 def _take(positions: Int64Array, index: Int64Array, missing: int) -> Int64Array:
     if positions.shape[0] == 0:
         return np.full(index.shape[0], missing, dtype=np.int64)
@@ -69,40 +60,51 @@ def _take(positions: Int64Array, index: Int64Array, missing: int) -> Int64Array:
     )
 
 
-def line_bounds(buffer: npt.NDArray[np.uint8]) -> tuple[Int64Array, Int64Array]:
-    """Start and end offsets of the non-empty lines; ``buffer`` must end with a newline."""
-    ends = np.flatnonzero(buffer == _NEWLINE)
-    starts = np.empty_like(ends)
+def _specials(
+    buffer: npt.NDArray[np.uint8],
+) -> tuple[Int64Array, Int64Array, Int64Array, Int64Array]:
+    """Positions of newlines, pipes, colons and odd bytes (space, control, DEL, non-ASCII), found
+    in one pass: a single ``flatnonzero`` over the buffer, then a split of the few hits."""
+    odd_or_newline = (buffer - np.uint8(0x21)) > np.uint8(0x7E - 0x21)
+    special = odd_or_newline | (buffer == _PIPE) | (buffer == _COLON)
+    positions = np.flatnonzero(special)
+    found = buffer[positions]
+    newline = found == _NEWLINE
+    pipe = found == _PIPE
+    colon = found == _COLON
+    odd = ~(newline | pipe | colon)
+    return positions[newline], positions[pipe], positions[colon], positions[odd]
+
+
+def line_bounds(newlines: Int64Array) -> tuple[Int64Array, Int64Array]:
+    """Start and end offsets of the non-empty lines, from the newline positions (the buffer
+    ends with a newline)."""
+    starts = np.empty_like(newlines)
     starts[:1] = 0
-    starts[1:] = ends[:-1] + 1
-    keep = ends > starts
-    return starts[keep], ends[keep]
+    starts[1:] = newlines[:-1] + 1
+    keep = newlines > starts
+    return starts[keep], newlines[keep]
 
 
 def scan(buffer: npt.NDArray[np.uint8], max_line_bytes: int) -> Layout:
     """Find the structure of every line of ``buffer`` (which ends with a newline)."""
-    starts, ends = line_bounds(buffer)
-    odd = np.flatnonzero((buffer - np.uint8(0x21)) > np.uint8(0x7E - 0x21))
-    odd = odd[buffer[odd] != _NEWLINE]
-    pipes = np.flatnonzero(buffer == _PIPE)
-    colons = np.flatnonzero(buffer == _COLON)
-    first_pipe, pipe_count = _count_between(pipes, starts, ends)
-    first_colon, _ = _count_between(colons, starts, ends)
+    newlines, pipes, colons, odd = _specials(buffer)
+    starts, ends = line_bounds(newlines)
+    first_pipe = np.searchsorted(pipes, starts)
+    first_colon = np.searchsorted(colons, starts)
     value_end = _take(pipes, first_pipe, -1)
     name_end = _take(colons, first_colon, -1)
-    type_end = np.where(pipe_count >= 2, _take(pipes, first_pipe + 1, -1), ends)
+    second_pipe = _take(pipes, first_pipe + 1, -1)
+    has_pipe = (value_end >= 0) & (value_end < ends)
+    type_end = np.where((second_pipe >= 0) & (second_pipe < ends), second_pipe, ends)
     simple = (
-        (ends - starts <= max_line_bytes)
-        & (_count_between(odd, starts, ends)[1] == 0)
-        & (pipe_count >= 1)
-        & (name_end >= starts)
-        & (name_end < value_end)
+        (ends - starts <= max_line_bytes) & has_pipe & (name_end >= starts) & (name_end < value_end)
     )
+    if odd.shape[0]:
+        simple &= np.searchsorted(odd, starts) == np.searchsorted(odd, ends)
     kind = _kind(buffer, value_end + 1, type_end)
     simple &= kind != _NO_KIND
-    field_starts, field_ends, fields_ok = _optional_fields(
-        buffer, pipes, colons, starts, ends, first_pipe
-    )
+    field_starts, field_ends, fields_ok = _optional_fields(buffer, pipes, colons, ends, first_pipe)
     simple &= fields_ok
     return Layout(
         starts,
@@ -135,49 +137,57 @@ def _optional_fields(
     buffer: npt.NDArray[np.uint8],
     pipes: Int64Array,
     colons: Int64Array,
-    starts: Int64Array,
     ends: Int64Array,
     first_pipe: Int64Array,
 ) -> tuple[Int64Array, Int64Array, BoolArray]:
     """Bounds of each line's rate, tags and time text, and whether its optional fields are
     all well-formed (known marker or extension, none empty, none repeated)."""
-    line_count = starts.shape[0]
+    line_count = ends.shape[0]
     field_starts = np.full((line_count, 3), -1, dtype=np.int64)
     field_ends = np.full((line_count, 3), -1, dtype=np.int64)
     ok = np.ones(line_count, dtype=np.bool_)
     if pipes.shape[0] == 0 or line_count == 0:
         return field_starts, field_ends, ok
     line = np.searchsorted(ends, pipes)
-    rank = np.arange(pipes.shape[0]) - first_pipe[line]
-    same_line_next = np.zeros(pipes.shape[0], dtype=np.bool_)
-    same_line_next[:-1] = line[1:] == line[:-1]
-    next_pipe = np.empty_like(pipes)
-    next_pipe[:-1] = pipes[1:]
-    field_end = np.where(same_line_next, next_pipe, ends[line])
     # Each pipe opens the field after it; the first pipe of a line opens the type field.
-    opened_by = np.flatnonzero(rank >= 1)
+    opened_by = np.flatnonzero(np.arange(pipes.shape[0]) > first_pipe[line])
+    line = line[opened_by]
     start = pipes[opened_by] + 1
-    end = field_end[opened_by]
-    field_line = line[opened_by]
+    following = np.minimum(opened_by + 1, pipes.shape[0] - 1)
+    end = np.where(pipes[following] < ends[line], pipes[following], ends[line])
+    end[opened_by == pipes.shape[0] - 1] = ends[line[opened_by == pipes.shape[0] - 1]]
     kind = _field_kind(buffer, colons, start, end)
-    ok[field_line[kind == _FIELD_BAD]] = False
+    ok[line[kind == _FIELD_BAD]] = False
     known = kind <= FIELD_TIME
-    counts = np.bincount(field_line[known] * 3 + kind[known], minlength=3 * line_count)
+    counts = np.bincount(line[known] * 3 + kind[known], minlength=3 * line_count)
     ok &= (counts.reshape(line_count, 3) <= 1).all(axis=1)
-    field_starts[field_line[known], kind[known]] = start[known] + 1
-    field_ends[field_line[known], kind[known]] = end[known]
+    field_starts[line[known], kind[known]] = start[known] + 1
+    field_ends[line[known], kind[known]] = end[known]
     return field_starts, field_ends, ok
+
+
+def _marker_table() -> npt.NDArray[np.int64]:
+    """Field kind by first byte: the three markers, lowercase (an extension if it holds a
+    colon), anything else bad."""
+    table = np.full(256, _FIELD_BAD, dtype=np.int64)
+    table[ord("a") : ord("z") + 1] = _FIELD_EXTENSION
+    for byte, field in _MARKERS.items():
+        table[byte] = field
+    return table
+
+
+_MARKER_KINDS: Final = _marker_table()
 
 
 def _field_kind(
     buffer: npt.NDArray[np.uint8], colons: Int64Array, start: Int64Array, end: Int64Array
 ) -> Int64Array:
-    marker = buffer[start]
-    kind = np.full(start.shape[0], _FIELD_BAD, dtype=np.int64)
-    for byte, field in _MARKERS.items():
-        kind[marker == byte] = field
-    has_colon = _count_between(colons, start, end)[1] > 0
-    lowercase = (marker >= ord("a")) & (marker <= ord("z"))
-    kind[lowercase & has_colon] = _FIELD_EXTENSION
+    kind = _MARKER_KINDS[buffer[start]]
     kind[end <= start] = _FIELD_BAD
+    extension = np.flatnonzero(kind == _FIELD_EXTENSION)
+    if extension.shape[0]:
+        without_colon = np.searchsorted(colons, start[extension]) == np.searchsorted(
+            colons, end[extension]
+        )
+        kind[extension[without_colon]] = _FIELD_BAD
     return kind

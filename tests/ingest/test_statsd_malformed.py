@@ -86,9 +86,16 @@ def test_malformed_line_is_counted_and_the_rest_kept(
     assert result.batches["distribution"].rows() == [("after", 2.5, 1_000, 2.0, False)]
 
 
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize(("line", "reason"), MALFORMED, ids=[r for _, r in MALFORMED])
+def test_malformed_line_alone(parser: Parser, line: bytes, reason: str) -> None:
+    result = parser(line, 1_000)
+    assert (result.batches, result.errors, result.lines_ok) == ({}, {reason: 1}, 0)
+
+
 @pytest.mark.parametrize(("line", "reason"), MALFORMED, ids=[r for _, r in MALFORMED])
 def test_both_parsers_agree_on_each_malformed_line(line: bytes, reason: str) -> None:
-    datagrams = [GOOD_BEFORE, line, line + b"\n" + GOOD_AFTER]
+    datagrams = [GOOD_BEFORE, line, line + b"\n" + GOOD_AFTER, line]
     assert parse(datagrams, 7) == parse_reference(datagrams, 7)
 
 

@@ -46,7 +46,8 @@ def lines(draw: st.DrawFn) -> bytes:
     if draw(st.integers(0, 19)) == 0:
         return draw(st.binary(max_size=30)).replace(b"\n", b"")
     values = b":".join(draw(st.lists(numbers, min_size=1, max_size=3)))
-    line = draw(names) + b":" + values + b"|" + draw(types)
+    separator = draw(st.sampled_from([b":", b":", b":", b""]))
+    line = draw(names) + separator + values + b"|" + draw(types)
     for extra in draw(st.lists(extras, max_size=4)):
         line += b"|" + extra
     return line
