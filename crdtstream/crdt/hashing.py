@@ -159,7 +159,11 @@ def hash64_many(items: npt.NDArray[Any] | Sequence[HashableItem]) -> npt.NDArray
     # numpy would silently turn a mix of str and int into strings, so only uniform sequences
     # take the vectorised path.
     kinds = set(map(type, items))
-    if kinds <= {str} or kinds <= {bytes} or kinds <= {int}:
+    if kinds <= {int}:
+        return _hash_array(np.asarray(items), items)
+    # Check the width first: one very long item would make every row of the array that wide.
+    textual = kinds <= {str} or kinds <= {bytes}
+    if textual and max(map(len, items)) <= _MAX_VECTOR_WIDTH_BYTES:  # type: ignore[arg-type]
         return _hash_array(np.asarray(items), items)
     return _hash_each(items)
 

@@ -89,3 +89,9 @@ def test_mapping_key_agrees_and_representative_is_accurate(value: float, accurac
 def test_mapping_key_rejects_non_positive_or_non_finite(bad: float) -> None:
     with pytest.raises(ValueError, match="positive finite"):
         LogMapping(0.01).key(bad)
+
+
+def test_wide_items_take_the_item_by_item_path_with_the_same_answer() -> None:
+    items = ["x" * 300, "short", "é" * 200]
+    assert hash64_many(items).tolist() == [hash64(item) for item in items]
+    assert hash64_many(np.array(items)).tolist() == [hash64(item) for item in items]
