@@ -41,6 +41,8 @@ from crdtstream.raft.types import (
 
 __all__ = ["RawNode", "Status"]
 
+_FORWARDED = frozenset({MessageType.PROP, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER})
+
 
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -113,7 +115,7 @@ class RawNode:
         """Handle a message received from a peer. Local-only types are refused."""
         if message.type in LOCAL_MESSAGE_TYPES:
             raise ValueError(f"{message.type.name} is a local message and cannot be received")
-        if message.term == 0 and message.type not in (MessageType.PROP, MessageType.READ_INDEX):
+        if message.term == 0 and message.type not in _FORWARDED:
             return  # only forwarded requests travel without a term
         if is_response(message.type) and message.sender not in self.raft.tracker.progress:
             return  # an answer from a node that is not (or no longer) a voter

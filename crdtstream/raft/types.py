@@ -74,8 +74,9 @@ class Role(enum.IntEnum):
 class MessageType(enum.IntEnum):
     """Message types, as in etcd-io/raft. ONLY APPEND: the numbers are on the wire.
 
-    ``HUP``, ``BEAT``, ``CHECK_QUORUM``, ``TRANSFER_LEADER``, ``UNREACHABLE`` and
-    ``SNAPSHOT_STATUS`` are local: the node steps them into itself and never sends them.
+    ``HUP``, ``BEAT``, ``CHECK_QUORUM``, ``UNREACHABLE`` and ``SNAPSHOT_STATUS`` are local: the
+    node steps them into itself and never sends them. ``PROP``, ``READ_INDEX`` and
+    ``TRANSFER_LEADER`` are requests a follower forwards to the leader with term 0.
     """
 
     HUP = 0
@@ -115,7 +116,6 @@ LOCAL_MESSAGE_TYPES = frozenset(
         MessageType.HUP,
         MessageType.BEAT,
         MessageType.CHECK_QUORUM,
-        MessageType.TRANSFER_LEADER,
         MessageType.UNREACHABLE,
         MessageType.SNAPSHOT_STATUS,
     }
