@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gossip_simulation import Cluster
@@ -74,10 +75,17 @@ def _apply_events(cluster: Cluster, plan: Plan) -> None:
         cluster.start(plan.victim)
 
 
-def run_scenario(seed: int) -> tuple[Cluster, Plan, bool]:
+def run_scenario(
+    seed: int,
+    *,
+    cluster_type: type[Cluster] = Cluster,
+    adjust: Callable[[Plan], Plan] | None = None,
+) -> tuple[Cluster, Plan, bool]:
     """Run ingest under faults, then a quiet period; True when it converged and went final."""
     plan = Plan.draw(seed)
-    cluster = Cluster(seed, plan.node_count, LOSSY)
+    if adjust is not None:
+        plan = adjust(plan)
+    cluster = cluster_type(seed, plan.node_count, LOSSY)
     ingest = random.Random(seed * 104_729 + 3)
     while cluster.now_ms < INGEST_UNTIL_MS:
         cluster.step(STEP_MS)

@@ -68,10 +68,15 @@ class Cluster:
         for index in range(self.node_count):
             node_id = f"n{index}"
             replica = new_replica_id(node_id, self.rng)
-            lattice = SlotCounters(replica, WINDOW.size_ms, WINDOW.allowed_lateness_ms)
-            self.nodes[node_id] = SimNode(node_id, lattice)
+            self.nodes[node_id] = SimNode(node_id, self.new_lattice(replica))
         for node_id in self.nodes:
             self.start(node_id)
+
+    decode_delta = staticmethod(decode_slot_delta)
+
+    def new_lattice(self, replica: str) -> SlotCounters:
+        """The lattice of a new replica."""
+        return SlotCounters(replica, WINDOW.size_ms, WINDOW.allowed_lateness_ms)
 
     @property
     def now_ms(self) -> int:
@@ -95,7 +100,7 @@ class Cluster:
             memory_address(node_id),
             node.lattice.replica,
             node.lattice,
-            decode_slot_delta,
+            self.decode_delta,
             rng=random.Random(self.rng.getrandbits(64)),
             gossip=GOSSIP,
             membership=MEMBERSHIP,
@@ -112,8 +117,7 @@ class Cluster:
         node.core, node.transport = None, None
         if not keep_disk:
             self.retire(node.lattice.replica)
-            replica = new_replica_id(node_id, self.rng)
-            node.lattice = SlotCounters(replica, WINDOW.size_ms, WINDOW.allowed_lateness_ms)
+            node.lattice = self.new_lattice(new_replica_id(node_id, self.rng))
 
     def retire(self, replica: str) -> None:
         """From now on ``replica`` writes nothing: expect what other stores hold of it."""
@@ -177,7 +181,7 @@ class Cluster:
 
     def all_final(self) -> bool:
         """Every window with a write is final on every running node."""
-        starts = {cell[1] for cell in self.expected_cells()}
+        starts = {cell[1] for cell in self.acknowledged}
         for node in self.running_nodes():
             assert node.core is not None
             for start in starts:
