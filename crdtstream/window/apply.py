@@ -228,13 +228,7 @@ def _apply_extreme(kind: str, state: SliceState, batch: Batch, target: Target) -
 def _apply_distribution(state: SliceState, batch: Batch, target: Target) -> None:
     values = np.asarray(batch.values, dtype=np.float64)
     weights = np.ones(len(values)) if batch.weights is None else batch.weights
-    order = np.argsort(batch.keys, kind="stable")
-    ordered = batch.keys[order]
-    bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    for chunk in np.split(order, bounds):
-        cell = state.distribution(int(batch.keys[chunk[0]]), 0)
-        cell.add(state.mapping, values[chunk], weights[chunk], target.version)
-        cell.changed_version = target.version
+    state.distributions.add(batch.keys, values, weights, target.replica_count, target.version)
 
 
 def _apply_set(state: SliceState, batch: Batch, target: Target) -> None:

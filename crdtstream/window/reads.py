@@ -32,7 +32,7 @@ def has_data(state: SliceState, kind: str, key: int) -> bool:
     if kind == "distinct":
         return state.registers.row(key) is not None
     if kind == "distribution":
-        return any(k == key and c.count > 0 for (k, _), c in state.distributions.items())
+        return state.distributions.has(key)
     cell = state.sets.get(key)
     return cell is not None and bool(cell.context or cell.cloud)
 
@@ -60,8 +60,8 @@ def value_of(store: WindowStore, kind: str, key: int, states: list[SliceState]) 
         rows = [row for s in states if (row := s.registers.row(key)) is not None]
         return hll_estimate(np.maximum.reduce(rows), store.config.distinct_precision)
     if kind == "distribution":
-        cells = [c for s in states for (k, _), c in s.distributions.items() if k == key]
-        return DistributionValue.of(store.mapping, [c for c in cells if c.count > 0])
+        cells = [c for s in states for c in s.distributions.cells_of(key)]
+        return DistributionValue.of(store.mapping, cells)
     items: frozenset[object] = frozenset()
     for state in states:
         cell = state.sets.get(key)
@@ -155,7 +155,7 @@ def _keys_with_data(states: list[SliceState], kind: str) -> list[int]:
         elif kind == "distinct":
             keys = state.registers.keys_present()
         elif kind == "distribution":
-            keys = [k for (k, _), c in state.distributions.items() if c.count > 0]
+            keys = state.distributions.keys_present()
         else:
             keys = [k for k, c in state.sets.items() if c.context or c.cloud]
         found.update(int(k) for k in keys)

@@ -15,7 +15,7 @@ from crdtstream.crdt.mapping import LogMapping
 from crdtstream.window.cells import object_array
 from crdtstream.window.kinds.dense import DENSE_KINDS, Columns, DenseTable
 from crdtstream.window.kinds.distinct import RegisterTable
-from crdtstream.window.kinds.distribution import DistributionCell
+from crdtstream.window.kinds.distribution_table import DistributionTable
 from crdtstream.window.kinds.orset import OrSetCell
 
 __all__ = ["SliceState"]
@@ -30,7 +30,7 @@ class SliceState:
     def __init__(self, precision: int, mapping: LogMapping) -> None:
         self.dense: dict[str, DenseTable] = {}
         self.registers = RegisterTable(precision)
-        self.distributions: dict[tuple[int, int], DistributionCell] = {}
+        self.distributions = DistributionTable(mapping)
         self.sets: dict[int, OrSetCell] = {}
         self.mapping = mapping
 
@@ -41,13 +41,6 @@ class SliceState:
             table = self.dense[kind] = DenseTable(DENSE_KINDS[kind])
         table.ensure(replicas, keys)
         return table
-
-    def distribution(self, key: int, row: int) -> DistributionCell:
-        """The distribution cell of ``key`` written by replica ``row`` (created empty)."""
-        cell = self.distributions.get((key, row))
-        if cell is None:
-            cell = self.distributions[(key, row)] = DistributionCell()
-        return cell
 
     def set_cell(self, key: int) -> OrSetCell:
         """The set cell of ``key`` (created empty)."""
@@ -68,11 +61,7 @@ class SliceState:
             keys, registers = self.registers.changed_since(version)
             return keys, np.full(len(keys), -1, np.int64), {"registers": registers}
         if kind == "distribution":
-            pairs = [k for k, c in self.distributions.items() if c.changed_version > version]
-            copies = [self.distributions[pair].copy() for pair in pairs]
-            keys = np.asarray([key for key, _ in pairs], dtype=np.int64)
-            rows = np.asarray([row for _, row in pairs], dtype=np.int64)
-            return keys, rows, {"cell": object_array(copies)}
+            return self.distributions.changed_since(version)
         set_keys = [k for k, c in self.sets.items() if c.changed_version > version]
         keys = np.asarray(set_keys, dtype=np.int64)
         cells = [self.sets[k].copy() for k in set_keys]
@@ -92,17 +81,10 @@ class SliceState:
             return self.table(kind, *shape).merge(rows, keys, columns, version)
         if kind == "distinct":
             return self.registers.merge(keys, columns["registers"], version)
+        if kind == "distribution":
+            return self.distributions.merge(keys, rows, columns["cell"], shape[0], version)
         inflated = np.zeros(len(keys), dtype=np.bool_)
-        triples = zip(keys.tolist(), rows.tolist(), columns["cell"], strict=True)
-        for index, (key, row, incoming) in enumerate(triples):
-            if kind == "distribution":
-                local_cell = self.distribution(key, row)
-                joined_cell = local_cell.joined(incoming)
-                if joined_cell is not local_cell:
-                    self.distributions[(key, row)] = joined_cell = joined_cell.copy()
-                    joined_cell.changed_version = version
-                    inflated[index] = True
-                continue
+        for index, (key, incoming) in enumerate(zip(keys.tolist(), columns["cell"], strict=True)):
             local_set = self.set_cell(key)
             joined_set = local_set.joined(incoming)
             if joined_set != local_set:
@@ -114,8 +96,7 @@ class SliceState:
     def nbytes(self) -> int:
         """Approximate bytes held (numpy buffers; cell objects by their arrays and entries)."""
         total = sum(t.nbytes() for t in self.dense.values()) + self.registers.nbytes()
-        for cell in self.distributions.values():
-            total += 64 + cell.positive_keys.nbytes * 2 + cell.negative_keys.nbytes * 2
+        total += self.distributions.nbytes()
         for set_cell in self.sets.values():
             total += 64 + 48 * len(set_cell.entries)
         return total

@@ -52,6 +52,7 @@ class WindowStore:
         self.slices: dict[int, SliceState] = {}
         self.key_kinds: dict[str, tuple[str, int]] = {}
         self.kind_keys: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        self.kind_ids: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
         self.replicas: list[str] = [replica]
         self.replica_rows: dict[str, int] = {replica: 0}
         # (slice start, replica row) -> [writes counted, store version of the last change]
@@ -70,21 +71,30 @@ class WindowStore:
         cached = self._intern_cache
         # Parsers hand the same key list batch after batch; a list comparison (C speed) is far
         # cheaper than a dict lookup per name.
-        if cached is not None and cached[0] == kind and cached[1] == names:
+        if (
+            cached is not None
+            and cached[0] == kind
+            and isinstance(names, list)
+            and cached[1] == names
+        ):
             return cached[2], cached[3]
-        ids = np.empty(len(names), dtype=np.int64)
+        local_ids = self.kind_ids[kind]
+        found = [local_ids.get(name, -1) for name in names]
         conflicts: list[str] = []
-        local_names = self.kind_keys[kind]
-        for index, name in enumerate(names):
-            entry = self.key_kinds.get(name)
-            if entry is None:
-                entry = self.key_kinds[name] = (kind, len(local_names))
+        if -1 in found:
+            local_names = self.kind_keys[kind]
+            for index, name in enumerate(names):
+                existing = local_ids.get(name)
+                if existing is not None:  # known, or added earlier in this same list
+                    found[index] = existing
+                    continue
+                if name in self.key_kinds:
+                    conflicts.append(name)
+                    continue
+                found[index] = local_ids[name] = len(local_names)
+                self.key_kinds[name] = (kind, len(local_names))
                 local_names.append(name)
-            if entry[0] != kind:
-                conflicts.append(name)
-                ids[index] = -1
-            else:
-                ids[index] = entry[1]
+        ids = np.asarray(found, dtype=np.int64)
         self._intern_cache = (kind, list(names), ids, conflicts)
         return ids, conflicts
 

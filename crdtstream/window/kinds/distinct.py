@@ -57,13 +57,15 @@ class RegisterTable:
     def add(self, keys: npt.NDArray[np.int64], hashes: npt.NDArray[np.uint64], version: int) -> int:
         """Add hashed items per key; stamp changed rows with ``version``; return how many."""
         unique_keys, inverse = np.unique(keys, return_inverse=True)
-        rows = self._rows_for(unique_keys)
-        before = self.registers[rows].copy()
+        event_rows = self._rows_for(unique_keys)[inverse]
         indexes, ranks = hll_index_rank(hashes, self.precision)
-        np.maximum.at(self.registers, (rows[inverse], indexes), ranks)
-        changed = (self.registers[rows] != before).any(axis=1)
-        self.version[rows[changed]] = version
-        return int(changed.sum())
+        # Only events that raise their register change anything; gathering the old registers
+        # per event is far cheaper than copying whole rows to compare afterwards.
+        raising = ranks > self.registers[event_rows, indexes]
+        np.maximum.at(self.registers, (event_rows[raising], indexes[raising]), ranks[raising])
+        changed_rows = np.unique(event_rows[raising])
+        self.version[changed_rows] = version
+        return len(changed_rows)
 
     def merge(
         self, keys: npt.NDArray[np.int64], incoming: npt.NDArray[np.uint8], version: int

@@ -58,30 +58,6 @@ class DistributionCell:
     negative_counts: npt.NDArray[np.float64] = field(default_factory=lambda: _EMPTY_COUNTS)
     changed_version: int = field(default=0, compare=False)
 
-    def add(
-        self,
-        mapping: LogMapping,
-        values: npt.NDArray[np.float64],
-        weights: npt.NDArray[np.float64],
-        sequence: int,
-    ) -> None:
-        """Add finite ``values`` with positive ``weights`` (counts); stamp ``sequence``."""
-        positive, negative = values > 0, values < 0
-        self.positive_keys, self.positive_counts = merge_buckets(
-            [self.positive_keys, mapping.keys(values[positive])],
-            [self.positive_counts, weights[positive]],
-        )
-        self.negative_keys, self.negative_counts = merge_buckets(
-            [self.negative_keys, mapping.keys(-values[negative])],
-            [self.negative_counts, weights[negative]],
-        )
-        self.zero_count += float(weights[~(positive | negative)].sum())
-        self.count += float(weights.sum())
-        self.total += float(np.dot(values, weights))
-        self.minimum = min(self.minimum, float(values.min()))
-        self.maximum = max(self.maximum, float(values.max()))
-        self.sequence = sequence
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DistributionCell):
             return NotImplemented

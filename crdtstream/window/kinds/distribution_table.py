@@ -1,0 +1,212 @@
+"""Columnar storage of the ``distribution`` kind in one slice.
+
+Per (replica row, key) the summary statistics live in a :class:`DenseTable` (sequence, count,
+total, minimum, maximum, zero count); the buckets of every cell live in four parallel arrays kept
+sorted by (cell, sign, bucket), where ``cell = key * ROW_LIMIT + row``. A batch is folded in with
+one sort of the slice's buckets plus the batch's, never a Python step per event or per key.
+Cells leave and enter as :class:`DistributionCell` objects only at the delta boundary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from crdtstream.crdt.mapping import LogMapping
+from crdtstream.window.cells import object_array
+from crdtstream.window.kinds.dense import Columns, DenseKind, DenseTable
+from crdtstream.window.kinds.distribution import DistributionCell
+
+__all__ = ["ROW_LIMIT", "DistributionTable"]
+
+ROW_LIMIT = 1 << 12
+"""Replica rows a slice can address (cell codes pack the row into the low bits)."""
+
+STATS = DenseKind(
+    "distribution",
+    (
+        ("sequence", "i8", 0),
+        ("count", "f8", 0.0),
+        ("total", "f8", 0.0),
+        ("minimum", "f8", math.inf),
+        ("maximum", "f8", -math.inf),
+        ("zero_count", "f8", 0.0),
+    ),
+)
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class DistributionTable:
+    """Distribution cells of one slice (see the module docstring)."""
+
+    def __init__(self, mapping: LogMapping) -> None:
+        self.mapping = mapping
+        self.stats = DenseTable(STATS)
+        self.cell = np.zeros(0, dtype=np.int64)
+        self.negative = np.zeros(0, dtype=np.bool_)
+        self.bucket = np.zeros(0, dtype=np.int64)
+        self.count = np.zeros(0, dtype=np.float64)
+
+    def add(
+        self,
+        keys: Int64Array,
+        values: Float64Array,
+        weights: Float64Array,
+        replica_count: int,
+        version: int,
+    ) -> None:
+        """Fold weighted values into this replica's (row 0) cells of ``keys``."""
+        unique, inverse = np.unique(keys, return_inverse=True)
+        count = len(unique)
+        self.stats.ensure(replica_count, int(unique[-1]) + 1)
+        zero = values == 0
+        columns = self.stats.columns
+        columns["count"][0, unique] += np.bincount(inverse, weights, count)
+        columns["total"][0, unique] += np.bincount(inverse, weights * values, count)
+        columns["zero_count"][0, unique] += np.bincount(inverse[zero], weights[zero], count)
+        minimum = np.full(count, math.inf)
+        np.minimum.at(minimum, inverse, values)
+        maximum = np.full(count, -math.inf)
+        np.maximum.at(maximum, inverse, values)
+        columns["minimum"][0, unique] = np.fmin(columns["minimum"][0, unique], minimum)
+        columns["maximum"][0, unique] = np.fmax(columns["maximum"][0, unique], maximum)
+        columns["sequence"][0, unique] = version
+        self.stats.version[0, unique] = version
+        nonzero = ~zero
+        magnitudes = np.abs(values[nonzero])
+        self._add_buckets(
+            keys[nonzero] * ROW_LIMIT,
+            values[nonzero] < 0,
+            self.mapping.keys(magnitudes),
+            weights[nonzero],
+        )
+
+    def _add_buckets(
+        self, cell: Int64Array, negative: BoolArray, bucket: Int64Array, count: Float64Array
+    ) -> None:
+        cell = np.concatenate([self.cell, cell])
+        negative = np.concatenate([self.negative, negative])
+        bucket = np.concatenate([self.bucket, bucket])
+        count = np.concatenate([self.count, count])
+        order = np.lexsort((bucket, negative, cell))
+        cell, negative, bucket = cell[order], negative[order], bucket[order]
+        starts = np.ones(len(cell), dtype=np.bool_)
+        starts[1:] = (
+            (cell[1:] != cell[:-1]) | (negative[1:] != negative[:-1]) | (bucket[1:] != bucket[:-1])
+        )
+        first = np.flatnonzero(starts)
+        self.cell, self.negative, self.bucket = cell[first], negative[first], bucket[first]
+        self.count = np.add.reduceat(count[order], first) if len(first) else count[:0]
+
+    def has(self, key: int) -> bool:
+        """True when ``key`` has a cell in this slice."""
+        versions = self.stats.version
+        return key < versions.shape[1] and bool(versions[:, key].any())
+
+    def keys_present(self) -> Int64Array:
+        """Kind-local ids of the keys with a cell."""
+        return np.flatnonzero(self.stats.version.any(axis=0)).astype(np.int64)
+
+    def cell_at(self, key: int, row: int) -> DistributionCell:
+        """The cell of ``key`` written by replica ``row``, as an object."""
+        code = key * ROW_LIMIT + row
+        low, high = np.searchsorted(self.cell, [code, code + 1])
+        negative = self.negative[low:high]
+        bucket, count = self.bucket[low:high], self.count[low:high]
+        stats = {name: column[row, key] for name, column in self.stats.columns.items()}
+        return DistributionCell(
+            int(stats["sequence"]),
+            float(stats["count"]),
+            float(stats["total"]),
+            float(stats["minimum"]),
+            float(stats["maximum"]),
+            float(stats["zero_count"]),
+            bucket[~negative].copy(),
+            count[~negative].copy(),
+            bucket[negative].copy(),
+            count[negative].copy(),
+        )
+
+    def cells_of(self, key: int) -> list[DistributionCell]:
+        """Every replica's cell of ``key``."""
+        if not self.has(key):
+            return []
+        rows = np.flatnonzero(self.stats.version[:, key] > 0)
+        return [self.cell_at(key, int(row)) for row in rows]
+
+    def changed_since(self, version: int) -> tuple[Int64Array, Int64Array, Columns]:
+        """Keys, rows and cell objects changed after ``version``."""
+        rows, keys = np.nonzero(self.stats.version > version)
+        cells = [self.cell_at(int(k), int(r)) for k, r in zip(keys, rows, strict=True)]
+        return keys.astype(np.int64), rows.astype(np.int64), {"cell": object_array(cells)}
+
+    def merge(
+        self,
+        keys: Int64Array,
+        rows: Int64Array,
+        cells: npt.NDArray[np.object_],
+        replica_count: int,
+        version: int,
+    ) -> BoolArray:
+        """Join incoming cells (the later state of a replica wins); return which inflated."""
+        if replica_count > ROW_LIMIT:
+            raise ValueError(f"a slice addresses at most {ROW_LIMIT} replicas")
+        self.stats.ensure(replica_count, int(keys.max()) + 1 if len(keys) else 0)
+        columns = self.stats.columns
+        inflated = np.zeros(len(keys), dtype=np.bool_)
+        for index, (key, row, cell) in enumerate(
+            zip(keys.tolist(), rows.tolist(), cells, strict=True)
+        ):
+            mine = (
+                columns["sequence"][row, key],
+                columns["count"][row, key],
+                columns["total"][row, key],
+            )
+            inflated[index] = (cell.sequence, cell.count, cell.total) > tuple(mine)
+        if not inflated.any():
+            return inflated
+        chosen_keys, chosen_rows = keys[inflated], rows[inflated]
+        chosen = list(cells[inflated])
+        for name, attribute in (
+            ("sequence", "sequence"),
+            ("count", "count"),
+            ("total", "total"),
+            ("minimum", "minimum"),
+            ("maximum", "maximum"),
+            ("zero_count", "zero_count"),
+        ):
+            columns[name][chosen_rows, chosen_keys] = [getattr(c, attribute) for c in chosen]
+        self.stats.version[chosen_rows, chosen_keys] = version
+        self._replace_buckets(chosen_keys * ROW_LIMIT + chosen_rows, chosen)
+        return inflated
+
+    def _replace_buckets(self, codes: Int64Array, cells: list[DistributionCell]) -> None:
+        keep = ~np.isin(self.cell, codes)
+        self.cell, self.negative = self.cell[keep], self.negative[keep]
+        self.bucket, self.count = self.bucket[keep], self.count[keep]
+        parts_cell, parts_negative, parts_bucket, parts_count = [], [], [], []
+        for code, cell in zip(codes.tolist(), cells, strict=True):
+            for negative, keys, counts in (
+                (False, cell.positive_keys, cell.positive_counts),
+                (True, cell.negative_keys, cell.negative_counts),
+            ):
+                parts_cell.append(np.full(len(keys), code, dtype=np.int64))
+                parts_negative.append(np.full(len(keys), negative, dtype=np.bool_))
+                parts_bucket.append(keys)
+                parts_count.append(counts)
+        self._add_buckets(
+            np.concatenate(parts_cell),
+            np.concatenate(parts_negative),
+            np.concatenate(parts_bucket),
+            np.concatenate(parts_count),
+        )
+
+    def nbytes(self) -> int:
+        """Bytes of numpy state held."""
+        buckets = self.cell.nbytes + self.negative.nbytes + self.bucket.nbytes + self.count.nbytes
+        return self.stats.nbytes() + buckets
