@@ -1,12 +1,13 @@
-"""The Raft state machine: terms, roles, elections and the follower side of replication.
+"""The Raft state machine: terms, roles, transitions, ticks, elections and membership.
 
 File-level rules: pure. No clock (time is ``tick()``), no I/O, randomness only from the injected
 ``random.Random``. Output is data: ``messages`` and ``read_states`` accumulate here and leave
 through :class:`~crdtstream.raft.rawnode.RawNode`'s ``Ready``.
 
-Roles are swapped step and tick functions (etcd-io/raft ``raft.go``): ``step_follower``,
-``step_candidate`` (also for pre-candidates) and ``step_leader`` (in :mod:`.leader`), with
-``tick_election`` or ``tick_heartbeat``. Transitions are the ``become_*`` methods.
+Roles are swapped step and tick functions (etcd-io/raft ``raft.go``): ``step_follower`` and
+``step_candidate`` (also for pre-candidates) in :mod:`.follower`, ``step_leader`` in
+:mod:`.leader`, with ``tick_election`` or ``tick_heartbeat``. Transitions are the ``become_*``
+methods.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import random
 from collections.abc import Callable
 
 from crdtstream.config import RaftConfig
-from crdtstream.errors import NotLeaderError
 from crdtstream.ids import validate_node_id
 from crdtstream.raft import leader
+from crdtstream.raft.follower import step_candidate, step_follower
 from crdtstream.raft.log import RaftLog
 from crdtstream.raft.progress import ProgressTracker, VoteResult
 from crdtstream.raft.read_only import ReadOnly
@@ -25,6 +26,7 @@ from crdtstream.raft.storage import Storage
 from crdtstream.raft.types import (
     ConfChange,
     ConfChangeKind,
+    Entry,
     EntryKind,
     HardState,
     Message,
@@ -113,10 +115,36 @@ class Raft:
         """Queue ``message`` for the next Ready."""
         self.messages.append(message)
 
-    def reply(self, message_type: MessageType, to: str | None, **fields: object) -> None:
+    def reply(
+        self,
+        message_type: MessageType,
+        to: str | None,
+        *,
+        log_term: int = 0,
+        index: int = 0,
+        entries: tuple[Entry, ...] = (),
+        commit: int = 0,
+        reject: bool = False,
+        reject_hint: int = 0,
+        context: bytes = b"",
+        snapshot: Snapshot | None = None,
+    ) -> None:
         """Queue a message of our current term to ``to``."""
         self.messages.append(
-            Message(message_type, self.id, to, self.term, **fields)  # type: ignore[arg-type]
+            Message(
+                message_type,
+                self.id,
+                to,
+                self.term,
+                log_term,
+                index,
+                entries,
+                commit,
+                reject,
+                reject_hint,
+                context,
+                snapshot,
+            )
         )
 
     # -- transitions --
@@ -333,58 +361,6 @@ class Raft:
         else:
             self.reply(response, message.sender, reject=True)
 
-    # -- follower side of replication --
-
-    def handle_append_entries(self, message: Message) -> None:
-        """AppendEntries (Figure 2): accept, or reject with a hint for fast backtracking."""
-        if message.index < self.log.committed:
-            self.reply(MessageType.APP_RESP, message.sender, index=self.log.committed)
-            return
-        last_new = self.log.maybe_append(
-            message.index, message.log_term, message.commit, message.entries
-        )
-        if last_new is not None:
-            self.reply(MessageType.APP_RESP, message.sender, index=last_new)
-            return
-        hint_index = min(message.index, self.log.last_index())
-        hint_index, hint_term = self.log.find_conflict_by_term(hint_index, message.log_term)
-        self.reply(
-            MessageType.APP_RESP,
-            message.sender,
-            index=message.index,
-            reject=True,
-            reject_hint=hint_index,
-            log_term=hint_term,
-        )
-
-    def handle_heartbeat(self, message: Message) -> None:
-        """Learn the commit index (never past our log) and echo the read round."""
-        self.log.commit_to(min(message.commit, self.log.last_index()))
-        self.reply(MessageType.HEARTBEAT_RESP, message.sender, context=message.context)
-
-    def handle_snapshot(self, message: Message) -> None:
-        """InstallSnapshot: adopt a snapshot newer than our commit index."""
-        snapshot = message.snapshot
-        if snapshot is not None and self.restore(snapshot):
-            self.reply(MessageType.APP_RESP, message.sender, index=self.log.last_index())
-        else:
-            self.reply(MessageType.APP_RESP, message.sender, index=self.log.committed)
-
-    def restore(self, snapshot: Snapshot) -> bool:
-        """Replace our log by ``snapshot`` unless it adds nothing we lack."""
-        meta = snapshot.meta
-        if meta.index <= self.log.committed:
-            return False
-        if self.role is not Role.FOLLOWER:
-            raise RuntimeError("only a follower restores a snapshot")
-        if self.log.match_term(meta.index, meta.term):
-            # We hold the entry already: fast-forward the commit index, keep the log.
-            self.log.commit_to(meta.index)
-            return False
-        self.log.restore(snapshot)
-        self.tracker.set_voters(meta.voters, self.log.last_index() + 1)
-        return True
-
     # -- membership --
 
     def apply_conf_change(self, change: ConfChange) -> tuple[str, ...]:
@@ -407,77 +383,3 @@ class Raft:
     def add_read_state(self, index: int, request_ctx: bytes) -> None:
         """A read confirmed at ``index``: the caller serves it once applied reaches it."""
         self.read_states.append(ReadState(index, request_ctx))
-
-
-def step_follower(raft: Raft, message: Message) -> None:
-    """Follower: forward proposals and reads, follow the leader's appends and heartbeats."""
-    kind = message.type
-    if kind in (MessageType.PROP, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER):
-        _forward_to_leader(raft, message)
-    elif kind in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
-        raft.election_elapsed = 0
-        raft.leader = message.sender
-        _handle_from_leader(raft, message)
-    elif kind is MessageType.TIMEOUT_NOW:
-        raft.hup(transfer=True)
-    elif kind is MessageType.READ_INDEX_RESP:
-        raft.add_read_state(message.index, message.context)
-
-
-def _forward_to_leader(raft: Raft, message: Message) -> None:
-    if raft.leader is None:
-        if message.type is MessageType.PROP and message.sender == raft.id:
-            raise NotLeaderError("no leader is known; the proposal was dropped")
-        raft.dropped_reads += message.type is MessageType.READ_INDEX
-        return
-    # Forwarded requests travel with term 0: the leader treats them like local ones.
-    raft.send(
-        Message(
-            message.type,
-            message.sender,
-            raft.leader,
-            0,
-            entries=message.entries,
-            context=message.context,
-        )
-    )
-
-
-def _handle_from_leader(raft: Raft, message: Message) -> None:
-    if message.type is MessageType.APP:
-        raft.handle_append_entries(message)
-    elif message.type is MessageType.HEARTBEAT:
-        raft.handle_heartbeat(message)
-    else:
-        raft.handle_snapshot(message)
-
-
-def step_candidate(raft: Raft, message: Message) -> None:
-    """Candidate and pre-candidate: count votes; a leader of our term ends the election."""
-    kind = message.type
-    if kind is MessageType.PROP:
-        if message.sender == raft.id:
-            raise NotLeaderError("an election is in progress; the proposal was dropped")
-    elif kind in (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP):
-        raft.become_follower(message.term, message.sender)
-        _handle_from_leader(raft, message)
-    elif kind is MessageType.READ_INDEX:
-        raft.dropped_reads += 1
-    elif kind is _expected_vote_response(raft):
-        result = raft.poll(_required(message.sender), not message.reject)
-        if result is VoteResult.WON:
-            raft._won_election()
-        elif result is VoteResult.LOST:
-            raft.become_follower(raft.term, None)
-
-
-def _expected_vote_response(raft: Raft) -> MessageType:
-    if raft.role is Role.PRE_CANDIDATE:
-        return MessageType.PRE_VOTE_RESP
-    return MessageType.VOTE_RESP
-
-
-def _required(node_id: str | None) -> str:
-    if node_id is None:
-        raise ValueError("message without a sender")
-    return node_id
