@@ -57,6 +57,8 @@ def step_leader(raft: Raft, message: Message) -> None:
         _propose(raft, message)
     elif kind is MessageType.READ_INDEX:
         _read_index(raft, message)
+    elif kind is MessageType.TRANSFER_LEADER:
+        _transfer_leadership(raft, message.context.decode(errors="replace"))
     else:
         progress = raft.tracker.progress.get(message.sender or "")
         if progress is not None:
@@ -72,11 +74,8 @@ def _step_from_follower(raft: Raft, message: Message, progress: Progress) -> Non
         _handle_heartbeat_response(raft, message, progress)
     elif kind is MessageType.SNAPSHOT_STATUS:
         _handle_snapshot_status(message, progress)
-    elif kind is MessageType.UNREACHABLE:
-        if progress.state is ProgressState.REPLICATE:
-            progress.become_probe()
-    elif kind is MessageType.TRANSFER_LEADER:
-        _transfer_leadership(raft, message, progress)
+    elif kind is MessageType.UNREACHABLE and progress.state is ProgressState.REPLICATE:
+        progress.become_probe()  # stop streaming optimistically into the void
 
 
 def _check_quorum(raft: Raft) -> None:
@@ -310,10 +309,10 @@ def _answer_read(raft: Raft, requester: str | None, index: int, request_ctx: byt
 # -- leadership transfer and membership --
 
 
-def _transfer_leadership(raft: Raft, message: Message, progress: Progress) -> None:
-    transferee = _sender(message)
-    if raft.lead_transferee == transferee or transferee == raft.id:
-        return
+def _transfer_leadership(raft: Raft, transferee: str) -> None:
+    progress = raft.tracker.progress.get(transferee)
+    if progress is None or raft.lead_transferee == transferee or transferee == raft.id:
+        return  # not a voter, already under way, or ourselves
     raft.election_elapsed = 0  # the transfer must finish within one election timeout
     raft.lead_transferee = transferee
     if progress.match == raft.log.last_index():

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from crdtstream.config import RaftConfig
+from crdtstream.ids import validate_node_id
 from crdtstream.raft.raft import Raft
 from crdtstream.raft.storage import Storage
 from crdtstream.raft.types import (
@@ -130,7 +131,9 @@ class RawNode:
 
     def transfer_leader(self, transferee: str) -> None:
         """Ask the leader to hand leadership to ``transferee`` (forwarded by followers)."""
-        self.raft.step(Message(MessageType.TRANSFER_LEADER, transferee))
+        validate_node_id(transferee)
+        message = Message(MessageType.TRANSFER_LEADER, self.raft.id, context=transferee.encode())
+        self.raft.step(message)
 
     def report_unreachable(self, node_id: str) -> None:
         """The driver could not reach ``node_id``: stop streaming to it and probe instead."""

@@ -210,8 +210,11 @@ class Message:
     ``log_term``/``index`` name the entry preceding ``entries`` (APP), the candidate's last entry
     (VOTE, PRE_VOTE) or the acknowledged index (APP_RESP). ``reject_hint`` is the follower's
     suggestion of where to probe next after a rejected append, and ``log_term`` in a rejection is
-    the term of that entry (etcd's fast backtracking). ``context`` carries a read request context
-    or the heartbeat round number that confirms reads.
+    the term of that entry (etcd's fast backtracking). ``context`` carries a read request context,
+    the heartbeat round number that confirms reads, the transferee of TRANSFER_LEADER, or the
+    marker of an election started by leadership transfer. ``sender`` is always the node that
+    created the message (forwarded requests keep their origin), so a driver may check it
+    against the transport's authenticated peer.
     """
 
     type: MessageType
