@@ -120,8 +120,8 @@ class RawNode:
             return  # only forwarded requests travel without a term
         if is_response(message.type) and message.sender not in self.raft.tracker.progress:
             return  # an answer from a node that is not (or no longer) a voter
-        if message.type is MessageType.PROP and self.raft.role is not Role.LEADER:
-            return  # we are no longer leader: do not forward twice; the proposer retries
+        if message.type in _FORWARDED and self.raft.role is not Role.LEADER:
+            return  # we no longer lead: never forward twice (the requester retries)
         self.raft.step(message)
 
     def read_index(self, request_ctx: bytes) -> None:
