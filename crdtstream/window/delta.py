@@ -201,6 +201,8 @@ class StoreDelta:
         receiver processing the parts in order never sees a count before its data. A single cell
         larger than ``max_bytes`` raises :class:`ValueError`.
         """
+        if len(self.to_bytes()) <= max_bytes:
+            return [self]
         parts: list[StoreDelta] = []
         cells_only = StoreDelta(
             self.distinct_precision, self.relative_accuracy, self.keys, self.replicas, self.cells
