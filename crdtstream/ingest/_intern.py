@@ -22,7 +22,6 @@ UInt64Array = npt.NDArray[np.uint64]
 _MIX_1: Final = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2: Final = np.uint64(0x94D049BB133111EB)
 _GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
-_ALL_ONES: Final = (1 << 64) - 1
 
 
 def _mix(z: UInt64Array) -> UInt64Array:
@@ -62,28 +61,28 @@ def group_rows(values: UInt64Array | Int64Array) -> tuple[Int64Array, Int64Array
 
 
 class _Chunks:
-    """The segments cut into 8-byte words (the last one zero-padded), all rows end to end."""
+    """The segments cut into 8-byte words, all rows end to end; the bytes of a segment's last
+    word that lie past its end are zeroed."""
 
     def __init__(self, words: UInt64Array, starts: Int64Array, lengths: Int64Array) -> None:
-        counts = (lengths + 7) // 8
+        counts = (lengths + 7) >> 3
         self.ends = np.cumsum(counts)
         self.firsts = self.ends - counts
-        self.row = np.repeat(np.arange(starts.shape[0]), counts)
-        self.position = np.arange(int(self.ends[-1]), dtype=np.int64) - self.firsts[self.row]
-        offset = 8 * self.position
-        remaining = (lengths[self.row] - offset).astype(np.uint64)
-        # Only the first `remaining` bytes of a segment's last word belong to the segment.
-        shift = np.uint64(8) * np.minimum(remaining, np.uint64(8))
-        mask = np.where(
-            remaining >= 8, np.uint64(_ALL_ONES), (np.uint64(1) << (shift & np.uint64(63))) - 1
-        )
-        self.values = words[starts[self.row] + offset] & mask
+        self.position = np.arange(int(self.ends[-1]), dtype=np.int64)
+        self.position -= np.repeat(self.firsts, counts)
+        self.values = words[np.repeat(starts, counts) + (self.position << 3)]
+        # Only the last word of a row can run past its end; mask it, row by row.
+        partial = np.flatnonzero(lengths & 7)
+        kept_bits = ((lengths[partial] & 7) << 3).astype(np.uint64)
+        self.values[self.ends[partial] - 1] &= (np.uint64(1) << kept_bits) - np.uint64(1)
 
     def hash(self, lengths: Int64Array) -> UInt64Array:
-        """A 64-bit hash of each row's bytes."""
-        mixed = _mix(self.values ^ (self.position.astype(np.uint64) * _GOLDEN))
-        prefix = np.zeros(mixed.shape[0] + 1, dtype=np.uint64)
-        np.cumsum(mixed, out=prefix[1:])
+        """A 64-bit hash of each row's bytes: words scrambled, weighted by an odd constant of
+        their position, summed per row, and the sum mixed with the length."""
+        scrambled = self.values ^ (self.values >> np.uint64(29))
+        scrambled *= _POSITION_WEIGHTS[np.minimum(self.position, _POSITION_WEIGHTS.shape[0] - 1)]
+        prefix = np.zeros(scrambled.shape[0] + 1, dtype=np.uint64)
+        np.cumsum(scrambled, out=prefix[1:])
         summed = prefix[self.ends] - prefix[self.firsts]
         return _mix(summed ^ (lengths.astype(np.uint64) * _MIX_1))
 
@@ -91,13 +90,26 @@ class _Chunks:
         """Whether each row's words equal those of row ``peer[row]`` (same lengths assumed;
         rows of other lengths may compare wrongly and must be excluded by the caller)."""
         equal = np.ones(peer.shape[0], dtype=np.bool_)
-        if self.values.shape[0] == 0:
+        total = self.values.shape[0]
+        if total == 0:
             return equal
-        peer_index = self.firsts[peer][self.row] + self.position
-        np.minimum(peer_index, self.values.shape[0] - 1, out=peer_index)
-        differing = self.values != self.values[peer_index]
-        equal[self.row[differing]] = False
+        counts = self.ends - self.firsts
+        peer_index = np.arange(total, dtype=np.int64)
+        peer_index += np.repeat(self.firsts[peer] - self.firsts, counts)
+        np.minimum(peer_index, total - 1, out=peer_index)
+        differing = np.flatnonzero(self.values != self.values[peer_index])
+        equal[np.searchsorted(self.ends, differing, side="right")] = False
         return equal
+
+
+def _position_weights(count: int) -> UInt64Array:
+    """Distinct odd multipliers, one per word position (the last reused beyond ``count``)."""
+    weights = _mix(np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN)
+    weights |= np.uint64(1)
+    return weights
+
+
+_POSITION_WEIGHTS: Final = _position_weights(1024)
 
 
 class Interned(NamedTuple):

@@ -58,24 +58,26 @@ def parse_decimals(
     # digit's power of ten depends only on its column and on whether the dot is to its right.
     chars = gather(buffer, ends - width, width)
     columns = np.arange(width)
-    inside = columns >= (width - lengths)[:, None]
     first = buffer[np.minimum(starts, buffer.shape[0] - 1)]
     signed = ((first == _PLUS) | (first == _MINUS)) & (lengths > 0) & allow_sign
-    sign_column = np.where(signed, width - lengths, -1)
-    body = inside & (columns != sign_column[:, None])
-    is_digit = body & (chars >= _DIGIT_0) & (chars <= _DIGIT_9)
+    # The text of row i fills its last lengths[i] columns; a sign, if any, is the first of them.
+    body = columns >= (width - lengths + signed)[:, None]
+    is_digit = body & ((chars - np.uint8(_DIGIT_0)) <= np.uint8(9))
     is_dot = body & (chars == _DOT)
-    digit_count = np.count_nonzero(is_digit, axis=1)
-    dot_count = np.count_nonzero(is_dot, axis=1)
+    # Row counts as small matrix products: much faster than count_nonzero along an axis.
+    ones = np.ones(width, dtype=np.uint8)
+    digit_count = is_digit.view(np.uint8) @ ones
+    dot_count = is_dot.view(np.uint8) @ ones
+    other_count = (body & ~(is_digit | is_dot)).view(np.uint8) @ ones
     simple = (
         (lengths <= width)
         & (digit_count >= 1)
         & (digit_count <= MAX_DIGITS)
         & (dot_count <= (1 if allow_dot else 0))
-        & (np.count_nonzero(is_digit | is_dot, axis=1) == np.count_nonzero(body, axis=1))
+        & (other_count == 0)
     )
     dot_column = np.where(dot_count > 0, np.argmax(is_dot, axis=1), -1)
-    digits = np.where(is_digit, chars.astype(np.float64) - _DIGIT_0, 0.0)
+    digits = np.where(is_digit, chars - np.float64(_DIGIT_0), 0.0)
     left_of_dot = columns < dot_column[:, None]
     # Sums of exact integers below 2**53 are exact in any order, so a matrix product is exact.
     powers = 10.0 ** (width - 1 - columns)
