@@ -93,6 +93,19 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     agent_parser.add_argument("--statsd", help="statsd UDP HOST:PORT (off when absent)")
     agent_parser.add_argument("--http", help="HTTP API HOST:PORT (off when absent)")
     agent_parser.add_argument("--data-dir", dest="data_dir", help="snapshots and identity")
+    agent_parser.add_argument(
+        "--raft-voter",
+        dest="raft_voters",
+        action="append",
+        default=[],
+        help="a Raft voter as ID=ADDRESS (this node included if it votes); repeat for more",
+    )
+    agent_parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help="a key rule PATTERN=MODE (eventual, quorum, strong), first match wins; repeatable",
+    )
     agent_parser.set_defaults(handler=_run_agent)
 
 
@@ -105,7 +118,16 @@ def _run_agent(args: argparse.Namespace) -> int:
 
     overrides = {
         name: getattr(args, name)
-        for name in ("node_id", "listen", "peers", "statsd", "http", "data_dir")
+        for name in (
+            "node_id",
+            "listen",
+            "peers",
+            "statsd",
+            "http",
+            "data_dir",
+            "raft_voters",
+            "policy",
+        )
     }
     try:
         settings = load_settings(args.config, overrides)

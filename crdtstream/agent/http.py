@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from crdtstream.errors import KindConflictError, UnavailableError
 from crdtstream.node import Node
 
 __all__ = ["OP_KINDS", "build_app", "json_value"]
@@ -49,6 +50,66 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _window(start_ms: int, end_ms: int, value: object, final: bool) -> dict[str, Any]:
+    return {"start_ms": start_ms, "end_ms": end_ms, "value": json_value(value), "final": final}
+
+
+STRONG_OPERATIONS = {
+    "add": ("counter", "add"),
+    "conditional_add": ("counter", "conditional_add"),
+    "set": ("gauge", "set"),
+    "observe": ("distribution", "observe"),
+    "insert": ("set", "add"),
+    "remove": ("set", "remove"),
+}
+"""HTTP op -> (kind, state-machine operation) for strong keys; ``kind`` in the body overrides."""
+
+
+async def _read_strong(node: Node, key: str) -> web.Response:
+    try:
+        view = await node.query_strong(key)
+    except UnavailableError as error:
+        return _error(503, str(error))
+    if view is None:
+        return _error(404, f"unknown key {key!r}")
+    # A linearizable read: the value is exact as of now; windows may still receive writes
+    # until the replicated watermark passes them, which this read does not report.
+    windows = [_window(start, end, value, False) for start, end, value in view.windows]
+    return web.json_response({"key": key, "kind": view.kind, "mode": "strong", "windows": windows})
+
+
+async def _write_strong(node: Node, key: str, body: dict[str, Any]) -> web.Response:
+    op = body["op"]
+    if op not in STRONG_OPERATIONS:
+        return _error(400, f"unknown op {op!r}; expected one of {sorted(STRONG_OPERATIONS)}")
+    kind, operation = STRONG_OPERATIONS[op]
+    kind = str(body.get("kind", kind))
+    try:
+        timestamp_ms = body.get("timestamp_ms")
+        if timestamp_ms is not None and type(timestamp_ms) is not int:
+            raise TypeError(f"timestamp_ms must be an integer, got {timestamp_ms!r}")
+        command = node.new_command(
+            key, kind, operation, body["value"], limit=body.get("limit"), timestamp_ms=timestamp_ms
+        )
+    except (TypeError, ValueError) as error:
+        return _error(400, str(error))
+    try:
+        result = await node.write_strong(command)
+    except UnavailableError as error:
+        return _error(503, str(error))
+    if not result.ok:
+        return _error(400, result.error)
+    return web.json_response(
+        {
+            "key": key,
+            "kind": kind,
+            "mode": "strong",
+            "applied": result.applied,
+            "value": json_value(result.value),
+        }
+    )
+
+
 def build_app(node: Node) -> web.Application:
     """The aiohttp application serving ``node``."""
     routes = web.RouteTableDef()
@@ -56,19 +117,16 @@ def build_app(node: Node) -> web.Application:
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:
         key = request.match_info["key"]
+        mode = request.query.get("consistency", node.mode_of(key))
+        if mode == "strong":
+            return await _read_strong(node, key)
+        if mode != "eventual":
+            return _error(501 if mode == "quorum" else 400, f"consistency {mode!r} is not served")
         kind = node.kind_of(key)
         if kind is None:
             return _error(404, f"unknown key {key!r}")
-        windows = [
-            {
-                "start_ms": w.start_ms,
-                "end_ms": w.end_ms,
-                "value": json_value(w.value),
-                "final": w.final,
-            }
-            for w in node.read_key(key)
-        ]
-        return web.json_response({"key": key, "kind": kind, "mode": "eventual", "windows": windows})
+        windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in node.read_key(key)]
+        return web.json_response({"key": key, "kind": kind, "mode": mode, "windows": windows})
 
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:
@@ -78,6 +136,11 @@ def build_app(node: Node) -> web.Application:
             op, value = body["op"], body["value"]
         except (ValueError, KeyError, TypeError):
             return _error(400, 'body must be JSON {"op": ..., "value": ...}')
+        mode = node.mode_of(key)
+        if mode == "strong":
+            return await _write_strong(node, key, body)
+        if mode != "eventual":
+            return _error(501, f"mode {mode!r} is not served")
         kind = node.kind_of(key) or OP_KINDS.get(op)
         if kind is None:
             return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_KINDS)}")
@@ -86,7 +149,7 @@ def build_app(node: Node) -> web.Application:
                 removed = node.remove(key, value)
                 return web.json_response({"key": key, "removed": removed})
             result = node.add(key, kind, value)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, KindConflictError) as error:
             return _error(400, str(error))
         if result.rejected:
             return _error(409, f"key {key!r} already has another kind")

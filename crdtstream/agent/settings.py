@@ -2,7 +2,8 @@
 
 Every error is a :class:`~crdtstream.errors.ConfigError` naming the field, so the agent can
 print one line and exit non-zero. The TOML file has top-level agent fields (``node_id``,
-``listen``, ``peers``, ``statsd``, ``http``, ``data_dir``) and one table per subsystem whose
+``listen``, ``peers``, ``statsd``, ``http``, ``data_dir``, ``raft_voters``), ordered policy
+rules (``[[policy]]`` tables with ``pattern`` and ``mode``) and one table per subsystem whose
 keys are the fields of its config class (``[window] size_ms = 10000``).
 """
 
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from crdtstream.config import (
+    MODES,
     GossipConfig,
     MembershipConfig,
+    PolicyRule,
     RaftConfig,
     TransportConfig,
     WindowConfig,
@@ -25,7 +28,7 @@ from crdtstream.config import (
 from crdtstream.errors import ConfigError
 from crdtstream.node import NodeConfig, parse_peer
 
-__all__ = ["AgentSettings", "load_settings", "parse_host_port"]
+__all__ = ["AgentSettings", "load_settings", "parse_host_port", "parse_policy"]
 
 _SECTIONS: dict[str, type[Any]] = {
     "window": WindowConfig,
@@ -34,7 +37,17 @@ _SECTIONS: dict[str, type[Any]] = {
     "transport": TransportConfig,
     "raft": RaftConfig,
 }
-_TOP_LEVEL = {"node_id", "listen", "peers", "statsd", "http", "data_dir", *_SECTIONS}
+_TOP_LEVEL = {
+    "node_id",
+    "listen",
+    "peers",
+    "statsd",
+    "http",
+    "data_dir",
+    "raft_voters",
+    "policy",
+    *_SECTIONS,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +97,31 @@ def _read_file(path: Path | None) -> dict[str, Any]:
     return data
 
 
+def _string_list(data: Mapping[str, Any], name: str) -> list[str]:
+    values = data.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ConfigError(f"{name}: must be a list of strings, got {values!r}")
+    return values
+
+
+def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
+    """Policy rules from ``PATTERN=MODE`` strings or ``{pattern, mode}`` tables, in order."""
+    if not isinstance(entries, list):
+        raise ConfigError(f"policy: must be a list of rules, got {entries!r}")
+    rules = []
+    for entry in entries:
+        if isinstance(entry, str):
+            pattern, _, mode = entry.rpartition("=")
+        elif isinstance(entry, Mapping):
+            pattern, mode = entry.get("pattern", ""), entry.get("mode", "")
+        else:
+            raise ConfigError(f"policy: a rule must be PATTERN=MODE or a table, got {entry!r}")
+        if mode not in MODES:
+            raise ConfigError(f"policy.mode: must be one of {MODES}, got {mode!r}")
+        rules.append(PolicyRule(str(pattern), mode))
+    return tuple(rules)
+
+
 def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSettings:
     """Merge the TOML file at ``path`` with flag ``overrides`` (None values are ignored)."""
     data = _read_file(path)
@@ -92,9 +130,10 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     if not isinstance(node_id, str):
         raise ConfigError(f"node_id: required, got {node_id!r}")
     listen = data.get("listen", "tcp://127.0.0.1:7946")
-    peers = data.get("peers", [])
-    if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-        raise ConfigError(f"peers: must be a list of ID=ADDRESS strings, got {peers!r}")
+    peers = _string_list(data, "peers")
+    voters = _string_list(data, "raft_voters")
+    if any("=" not in voter for voter in voters):
+        raise ConfigError(f"raft_voters: each must be ID=ADDRESS, got {voters!r}")
     sections = {name: _section(name, data[name]) for name in _SECTIONS if name in data}
     data_dir = data.get("data_dir")
     node = NodeConfig(
@@ -102,6 +141,8 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
         listen_address=str(listen),
         peers=tuple(parse_peer(p) for p in peers),
         data_dir=None if data_dir is None else Path(str(data_dir)),
+        raft_voters=tuple(parse_peer(v) for v in voters),
+        policy=parse_policy(data.get("policy", [])),
         **sections,
     )
     statsd = data.get("statsd")

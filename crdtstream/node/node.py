@@ -172,6 +172,23 @@ class Node:
             "node": dict(self.counters),
             "ingest": dict(self.ingest_counts),
             "ingest_errors": dict(self.ingest_errors),
+            "raft": self._raft_status(),
+        }
+
+    def _raft_status(self) -> dict[str, object] | None:
+        if self.strong is None:
+            return None
+        if isinstance(self.strong, StrongClient):
+            return {"role": "client", "voters": self.strong.voters, **self.strong.counters}
+        status = self.strong.status()
+        return {
+            "role": status.role.name.lower(),
+            "term": status.term,
+            "leader": status.leader,
+            "commit": status.commit,
+            "applied": status.applied,
+            "voters": list(status.voters),
+            **self.strong.counters,
         }
 
     def read_key(self, key: str) -> list[WindowValue]:
