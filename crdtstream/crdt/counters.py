@@ -66,6 +66,12 @@ class GCounter(Crdt):
         """The sum of every replica's total."""
         return sum(self._totals.values())
 
+    def copy(self) -> Self:
+        """An independent copy."""
+        counter = type(self)(self.replica)
+        counter._totals = dict(self._totals)
+        return counter
+
     def _state(self) -> Any:
         return self._totals
 
@@ -119,6 +125,13 @@ class PNCounter(Crdt):
     def value(self) -> int:
         """Increments minus decrements over every replica."""
         return sum(self._increments.values()) - sum(self._decrements.values())
+
+    def copy(self) -> Self:
+        """An independent copy."""
+        counter = type(self)(self.replica)
+        counter._increments = dict(self._increments)
+        counter._decrements = dict(self._decrements)
+        return counter
 
     def _state(self) -> Any:
         return (self._increments, self._decrements)

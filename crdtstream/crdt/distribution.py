@@ -83,6 +83,12 @@ class _Slot:
         self.positive.join_max(other.positive)
         self.negative.join_max(other.negative)
 
+    def copy(self) -> _Slot:
+        slot = self.scalars_copy()
+        slot.positive = Buckets(self.positive.offset, self.positive.counts.copy())
+        slot.negative = Buckets(self.negative.offset, self.negative.counts.copy())
+        return slot
+
     def scalars_copy(self) -> _Slot:
         """A copy of everything but the buckets (a delta then adds the touched buckets)."""
         slot = _Slot()
@@ -321,6 +327,12 @@ class Distribution(Crdt):
             "p90": self.quantile(0.9),
             "p99": self.quantile(0.99),
         }
+
+    def copy(self) -> Self:
+        """An independent copy."""
+        distribution = type(self)(self.replica, self.relative_accuracy)
+        distribution._slots = {replica: slot.copy() for replica, slot in self._slots.items()}
+        return distribution
 
     def _key_limit(self) -> int:
         return math.ceil(_LOG_RANGE / math.log(self.mapping.gamma))

@@ -178,6 +178,12 @@ class HyperLogLog(Crdt):
         """The estimated number of distinct items."""
         return hll_estimate(self._registers, self.precision)
 
+    def copy(self) -> Self:
+        """An independent copy."""
+        sketch = type(self)(self.replica, self.precision)
+        sketch._registers[:] = self._registers
+        return sketch
+
     def _state(self) -> Any:
         return (self.precision, self._registers.tobytes())
 

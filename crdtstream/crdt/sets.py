@@ -68,6 +68,12 @@ class GSet(Crdt):
     def __iter__(self) -> Iterator[Item]:
         return iter(frozenset(self._items))
 
+    def copy(self) -> Self:
+        """An independent copy."""
+        gset = type(self)(self.replica)
+        gset._items = set(self._items)
+        return gset
+
     def _state(self) -> Any:
         return self._items
 
@@ -181,6 +187,8 @@ class ORSet(Crdt):
         for item in self._items_touched_by(other):
             mine = self._entries.get(item, set())
             theirs = other._entries.get(item, set())
+            if mine == theirs:
+                continue
             kept = (
                 (mine & theirs)
                 | {dot for dot in mine - theirs if dot not in other._context}
@@ -221,6 +229,14 @@ class ORSet(Crdt):
 
     def __iter__(self) -> Iterator[Item]:
         return iter(frozenset(self._entries))
+
+    def copy(self) -> Self:
+        """An independent copy."""
+        orset = type(self)(self.replica)
+        orset._entries = {item: set(dots) for item, dots in self._entries.items()}
+        orset._dot_items = dict(self._dot_items)
+        orset._context = self._context.copy()
+        return orset
 
     def _state(self) -> Any:
         return (self._entries, self._context.versions, self._context.cloud)
