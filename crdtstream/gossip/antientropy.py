@@ -19,9 +19,11 @@ CRDTs", ICDE 2019, §4):
   when it restarted (its epoch, a random number drawn at start, changed).
 - The buffer is garbage-collected below the smallest acknowledgement of the current peers and
   is never longer than ``delta_buffer_groups``.
-- A payload larger than a message is split into parts that merge independently; the peer acks
-  each part, and the interval counts as delivered once every part is acknowledged. A large
-  transfer is resent part by part, not rebuilt, so it completes under loss.
+- A payload larger than a message is split into parts that merge independently; the peer
+  merges the parts of one transfer in order (a later part may certify earlier ones, see
+  :class:`_InboundTransfers`) and acks each part once merged; the interval counts as delivered
+  once every part is acknowledged. A large transfer is resent part by part, not rebuilt, so it
+  completes under loss.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ __all__ = ["AntiEntropy"]
 _TRANSFERS_KEPT = 4
 """Transfers remembered per peer, so a late acknowledgement still counts."""
 
+_INBOUND_KEPT = 16
+"""Incomplete multi-part transfers held at once (parts beyond a gap wait, unacknowledged)."""
+
 
 @dataclass(slots=True)
 class _Transfer:
@@ -59,6 +64,56 @@ class _PeerProgress:
     def forget(self) -> None:
         self.acked = None
         self.transfers.clear()
+
+
+_InboundKey = tuple[str, int, int]
+"""(source, its epoch, transfer id)."""
+
+
+@dataclass(slots=True)
+class _Inbound(Generic[DeltaT]):
+    count: int
+    next_index: int = 0
+    held: dict[int, DeltaT] = field(default_factory=dict)
+
+
+class _InboundTransfers(Generic[DeltaT]):
+    """Parts of multi-part transfers, released for merging strictly in index order.
+
+    A delta's trailing parts may carry per-window version counts that certify the data of the
+    earlier parts (the store splits that way); merging them first, after a reordering, would
+    let a window look complete, and final, before its data arrived.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[_InboundKey, _Inbound[DeltaT]] = {}
+        self._completed: dict[_InboundKey, None] = {}
+
+    def accept(
+        self, key: _InboundKey, index: int, count: int, delta: DeltaT
+    ) -> list[tuple[int, DeltaT]]:
+        """Parts (index, delta) that may be merged now, in order; possibly none."""
+        if count == 1 or key in self._completed:
+            return [(index, delta)]  # nothing to wait for (a duplicate merges idempotently)
+        inbound = self._pending.setdefault(key, _Inbound(count))
+        if index < inbound.next_index:
+            return [(index, delta)]
+        inbound.held[index] = delta
+        released = []
+        while inbound.next_index in inbound.held:
+            released.append((inbound.next_index, inbound.held.pop(inbound.next_index)))
+            inbound.next_index += 1
+        if inbound.next_index >= inbound.count:
+            del self._pending[key]
+            self._completed[key] = None
+        _trim_oldest(self._pending, _INBOUND_KEPT)
+        _trim_oldest(self._completed, _INBOUND_KEPT * 8)
+        return released
+
+
+def _trim_oldest(table: dict[Any, Any], limit: int) -> None:
+    while len(table) > limit:
+        del table[next(iter(table))]
 
 
 class AntiEntropy(Generic[DeltaT]):
@@ -104,6 +159,7 @@ class AntiEntropy(Generic[DeltaT]):
         self._seen_version = lattice.version
         self._next_round_ms: int | None = None
         self._next_transfer_id = 0
+        self._inbound: _InboundTransfers[DeltaT] = _InboundTransfers()
 
     @property
     def sequence(self) -> int:
@@ -246,23 +302,37 @@ class AntiEntropy(Generic[DeltaT]):
         return True
 
     def _receive_delta(self, source: str, body: Any) -> list[Message]:
-        sender_epoch, transfer_id, index, _count, data = body
-        if not (isinstance(sender_epoch, int) and isinstance(data, bytes)):
+        sender_epoch, transfer_id, index, count, data = body
+        if not (
+            isinstance(sender_epoch, int)
+            and isinstance(transfer_id, int)
+            and isinstance(index, int)
+            and isinstance(count, int)
+            and 0 <= index < count
+            and isinstance(data, bytes)
+        ):
             raise TypeError("delta body must be [epoch, transfer, index, count, bytes]")
         delta = self._decode(data)
         self._observe_epoch(source, sender_epoch)
-        self._capture_local()
         self.stats["deltas_received"] += 1
+        released = self._inbound.accept((source, sender_epoch, transfer_id), index, count, delta)
+        for _, part in released:
+            self._merge(source, part)
+        if not released:
+            return []  # held until the parts before it arrive; acknowledged once merged
+        ack = [sender_epoch, self.epoch, transfer_id, [i for i, _ in released]]
+        return [Message(source, wire.Tag.GOSSIP_ACK, ack)]
+
+    def _merge(self, source: str, delta: DeltaT) -> None:
+        self._capture_local()
         inflating = self.lattice.merge(delta)
         self._seen_version = self.lattice.version
         if not inflating.is_empty():
             self.stats["deltas_inflating"] += 1
             self._append(inflating, source)
-        ack = [sender_epoch, self.epoch, transfer_id, index]
-        return [Message(source, wire.Tag.GOSSIP_ACK, ack)]
 
     def _receive_ack(self, source: str, body: Any) -> None:
-        target_epoch, acker_epoch, transfer_id, index = body
+        target_epoch, acker_epoch, transfer_id, indexes = body
         self.stats["acks_received"] += 1
         if target_epoch != self.epoch or not self._observe_epoch(source, acker_epoch):
             return
@@ -270,7 +340,7 @@ class AntiEntropy(Generic[DeltaT]):
         transfer = progress.transfers.get(transfer_id)
         if transfer is None:
             return
-        transfer.unacked.discard(index)
+        transfer.unacked.difference_update(indexes)
         if not transfer.unacked:
             del progress.transfers[transfer_id]
             progress.acked = max(progress.acked or 0, transfer.upto)

@@ -11,7 +11,9 @@ Types", §3):
 - ``join`` is commutative, associative and idempotent, and does **not** mutate its operands
   (anti-entropy keeps buffered groups and joins them into intervals many times).
 - ``split(max_bytes)`` returns parts whose join equals the group, each of which encodes to at
-  most ``max_bytes`` and can be merged on its own, in any order.
+  most ``max_bytes`` and can be merged on its own, in any order. Per-window version counts
+  travel after the data they count (a part never certifies data of a later part); anti-entropy
+  merges the parts of one transfer in order, so a window never looks complete too early.
 
 Contract of a :class:`DeltaLattice`:
 

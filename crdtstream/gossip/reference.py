@@ -59,17 +59,25 @@ class SlotDelta:
         return wire.encode(wire.Tag.SLOT_COUNTERS, [cells, writes])
 
     def split(self, max_bytes: int) -> list[SlotDelta]:
-        """Halve the group until every part encodes to at most ``max_bytes``."""
+        """Parts of at most ``max_bytes`` each; write counters come after all slots, so a part
+        never certifies data that travels in a later part."""
         if len(self.to_bytes()) <= max_bytes:
             return [self]
         entries: list[tuple[bool, Any, int]] = [(True, k, v) for k, v in self.cells.items()]
         entries += [(False, k, v) for k, v in self.writes.items()]
-        if len(entries) <= 1:
-            raise ValueError(f"one entry does not fit in {max_bytes} bytes")
-        middle = len(entries) // 2
-        return _from_entries(entries[:middle]).split(max_bytes) + _from_entries(
-            entries[middle:]
-        ).split(max_bytes)
+        return _halve_until_fits(entries, max_bytes)
+
+
+def _halve_until_fits(entries: list[tuple[bool, Any, int]], max_bytes: int) -> list[SlotDelta]:
+    delta = _from_entries(entries)
+    if len(delta.to_bytes()) <= max_bytes:
+        return [delta]
+    if len(entries) <= 1:
+        raise ValueError(f"one entry does not fit in {max_bytes} bytes")
+    middle = len(entries) // 2
+    return _halve_until_fits(entries[:middle], max_bytes) + _halve_until_fits(
+        entries[middle:], max_bytes
+    )
 
 
 def _from_entries(entries: Iterable[tuple[bool, Any, int]]) -> SlotDelta:

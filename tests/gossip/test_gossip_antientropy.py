@@ -171,7 +171,7 @@ def test_a_large_state_is_split_into_parts_that_each_fit_and_merge_alone() -> No
     assert len(messages) > 1
     assert all(len(m.body[4]) <= 2048 for m in messages)
     for message in messages[1::2]:  # every other part, alone, still merges
-        deliver([message], a, {"a": a, "b": b})
+        b.lattice.merge(decode_slot_delta(message.body[4]))
     assert 0 < len(b.lattice.full_state().cells) < len(a.lattice.full_state().cells)
 
 
@@ -181,14 +181,32 @@ def test_a_large_transfer_is_acknowledged_only_when_every_part_arrived() -> None
     for index in range(400):
         a.lattice.add(f"some.rather.long.metric.name.{index}", 10, index + 1)
     messages = a.sync.tick(0, ["b"])
-    lost = messages[0]
-    deliver(messages[1:], a, replicas)
+    lost = messages[-1]
+    deliver(messages[:-1], a, replicas)
     assert a.sync.acknowledged("b") is None
     resent = a.sync.tick(100, ["b"])
     assert [m.body[2] for m in resent] == [lost.body[2]]  # only the missing part again
     deliver(resent, a, replicas)
     assert a.sync.acknowledged("b") == a.sync.sequence
     assert b.lattice.full_state() == a.lattice.full_state()
+
+
+def test_parts_after_a_gap_wait_unacknowledged_until_the_gap_is_filled() -> None:
+    """Trailing parts carry the per-window write counts that certify the earlier parts' data:
+    merged first, a window could look complete (and final) before its data arrived."""
+    a, b = Replica("a", 1), Replica("b", 2)
+    replicas = {"a": a, "b": b}
+    for index in range(400):
+        a.lattice.add(f"some.rather.long.metric.name.{index}", 10, index + 1)
+    messages = a.sync.tick(0, ["b"])
+    last = decode_slot_delta(messages[-1].body[4])
+    assert last.writes  # the write counts travel last
+    assert deliver(list(reversed(messages[1:])), a, replicas) == len(messages) - 1
+    assert b.lattice.full_state().is_empty()
+    assert b.lattice.window_versions(0) == {}
+    deliver(messages[:1], a, replicas)
+    assert b.lattice.full_state() == a.lattice.full_state()
+    assert a.sync.acknowledged("b") == a.sync.sequence
 
 
 def test_peers_are_drawn_from_the_injected_random_generator() -> None:
