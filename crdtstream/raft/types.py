@@ -20,6 +20,7 @@ from crdtstream import wire
 from crdtstream.ids import is_valid_node_id
 
 __all__ = [
+    "ENTRY_OVERHEAD_BYTES",
     "ConfChange",
     "ConfChangeKind",
     "Entry",
@@ -45,6 +46,10 @@ __all__ = [
     "encode_snapshot",
     "is_response",
 ]
+
+
+ENTRY_OVERHEAD_BYTES = 16
+"""What an entry costs beyond its data, in the size estimates that bound messages."""
 
 
 class EntryKind(enum.IntEnum):
@@ -139,7 +144,7 @@ class Entry:
 
     def size_bytes(self) -> int:
         """An estimate of the entry's size, used to bound messages and Ready batches."""
-        return len(self.data) + 16
+        return len(self.data) + ENTRY_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +310,37 @@ def _entry_body(entry: Entry) -> list[Any]:
     return [entry.term, entry.index, int(entry.kind), entry.data]
 
 
+_ENTRY_KINDS = tuple(EntryKind)
+
+
+def _entries_body(entries: tuple[Entry, ...]) -> list[Any]:
+    """Entries as four parallel arrays: far cheaper to pack and check than one array each."""
+    if not entries:
+        return []
+    return [
+        [e.term for e in entries],
+        [e.index for e in entries],
+        [int(e.kind) for e in entries],
+        [e.data for e in entries],
+    ]
+
+
+def _entries_from(body: Any) -> tuple[Entry, ...]:
+    columns = _list(body, "message.entries")
+    if not columns:
+        return ()
+    terms, indexes, kinds, datas = (_list(c, "message.entries") for c in _list(columns, "", 4))
+    if not len(terms) == len(indexes) == len(kinds) == len(datas):
+        raise ValueError("message.entries columns differ in length")
+    if not all(type(n) is int and n >= 0 for n in terms + indexes):
+        raise ValueError("entry terms and indexes must be non-negative integers")
+    if not all(type(k) is int and 0 <= k < len(_ENTRY_KINDS) for k in kinds):
+        raise ValueError("unknown entry kind")
+    if not all(isinstance(d, bytes) for d in datas):
+        raise TypeError("entry data must be bytes")
+    return tuple(map(Entry, terms, indexes, [_ENTRY_KINDS[k] for k in kinds], datas))
+
+
 def _entry_from(body: Any) -> Entry:
     term, index, kind, data = _list(body, "entry", 4)
     return Entry(
@@ -336,7 +372,7 @@ def _message_body(message: Message) -> list[Any]:
         message.term,
         message.log_term,
         message.index,
-        [_entry_body(entry) for entry in message.entries],
+        _entries_body(message.entries),
         message.commit,
         message.reject,
         message.reject_hint,
@@ -358,7 +394,7 @@ def _message_from(body: Any) -> Message:
         term=_int(fields[3], "message.term"),
         log_term=_int(fields[4], "message.log_term"),
         index=_int(fields[5], "message.index"),
-        entries=tuple(_entry_from(e) for e in _list(fields[6], "message.entries")),
+        entries=_entries_from(fields[6]),
         commit=_int(fields[7], "message.commit"),
         reject=_bool(fields[8], "message.reject"),
         reject_hint=_int(fields[9], "message.reject_hint"),

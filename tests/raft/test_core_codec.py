@@ -120,8 +120,12 @@ GOOD = [3, "n1", "n2", 1, 0, 0, [], 0, False, 0, b"", None]
         (3, -1),  # negative term
         (3, 1.5),
         (3, True),  # a bool is not a term
-        (6, [[1, 1, 0]]),  # entry with a missing field
-        (6, [[1, 1, 9, b""]]),  # unknown entry kind
+        (6, [[1], [1], [0]]),  # entries with a missing column
+        (6, [[1], [1], [9], [b""]]),  # unknown entry kind
+        (6, [[1], [1, 2], [0], [b""]]),  # columns of different lengths
+        (6, [[-1], [1], [0], [b""]]),  # negative term
+        (6, [[1], [True], [0], [b""]]),  # a bool is not an index
+        (6, [[1], [1], [0], ["text"]]),  # data must be bytes
         (6, "not a list"),
         (8, 1),  # reject must be a boolean
         (10, "text"),  # context must be bytes
