@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.node.agents import Agent, make_agents
+from bench.processes import Agent, make_agents, running
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -18,16 +18,8 @@ CONVERGENCE_DEADLINE_S = 30.0
 
 @pytest.fixture
 def agents(tmp_path: Path) -> Iterator[list[Agent]]:
-    started = make_agents(tmp_path, ["n1", "n2", "n3"])
-    try:
-        for agent in started:
-            agent.start()
-        for agent in started:
-            agent.wait_ready(20.0)
+    with running(make_agents(tmp_path, ["n1", "n2", "n3"])) as started:
         yield started
-    finally:
-        for agent in started:
-            agent.kill()
 
 
 def _total(agent: Agent, key: str) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import Agent, make_voters, running
 from tests.checkers.linearizability import HistoryRecorder, Operation, Verdict, check_history
-from tests.node.agents import Agent, make_agents
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(180)]
 
@@ -47,23 +47,9 @@ class SharedRecorder(HistoryRecorder):
 
 @pytest.fixture
 def voters(tmp_path: Path) -> Iterator[list[Agent]]:
-    agents = make_agents(tmp_path, ["v1", "v2", "v3"])
-    for agent in agents:
-        voters = [f"{a.node_id}=tcp://127.0.0.1:{a.gossip_port}" for a in agents]
-        agent.extra_args = [
-            *[item for voter in voters for item in ("--raft-voter", voter)],
-            "--policy",
-            "quota.*=strong",
-        ]
-    try:
-        for agent in agents:
-            agent.start()
-        for agent in agents:
-            agent.wait_ready(20.0)
-        yield agents
-    finally:
-        for agent in agents:
-            agent.kill()
+    agents = make_voters(tmp_path, ["v1", "v2", "v3"], "quota.*=strong")
+    with running(agents) as started:
+        yield started
 
 
 def _leader(agents: list[Agent]) -> Agent | None:

@@ -1,4 +1,8 @@
-"""Start agent processes on loopback for multi-process tests, and always stop them."""
+"""Agent processes on loopback, for benchmarks and multi-process tests: start, reach, stop.
+
+Every port is picked free on 127.0.0.1; callers stop what they start in ``finally`` blocks
+(:func:`running` does it for them).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,3 +123,30 @@ def make_agents(root: Path, names: list[str]) -> list[Agent]:
             )
         )
     return agents
+
+
+def make_voters(root: Path, names: list[str], policy: str) -> list[Agent]:
+    """Agents that are all Raft voters, with ``policy`` (``PATTERN=MODE``) on each."""
+    agents = make_agents(root, names)
+    voters = [f"{a.node_id}=tcp://127.0.0.1:{a.gossip_port}" for a in agents]
+    for agent in agents:
+        agent.extra_args = [
+            *[item for voter in voters for item in ("--raft-voter", voter)],
+            "--policy",
+            policy,
+        ]
+    return agents
+
+
+@contextmanager
+def running(agents: list[Agent], ready_deadline_s: float = 20.0) -> Iterator[list[Agent]]:
+    """Start ``agents``, wait until each answers HTTP, and kill them all on the way out."""
+    try:
+        for agent in agents:
+            agent.start()
+        for agent in agents:
+            agent.wait_ready(ready_deadline_s)
+        yield agents
+    finally:
+        for agent in agents:
+            agent.kill()
