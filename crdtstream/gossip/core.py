@@ -104,6 +104,7 @@ class GossipCore(Generic[DeltaT]):
         )
         self._rng = rng
         self._progress_order: list[str] = []
+        self._progress_sent_ms: dict[str, int] = {}
         self._progress_version = -1
         self._progress_watermark_ms: int | None = -1
 
@@ -121,7 +122,7 @@ class GossipCore(Generic[DeltaT]):
             messages.append(Message(peer, wire.Tag.GOSSIP_PROGRESS, []))
         if self.catalog is not None:
             messages += self.catalog.tick(now_ms, peers)
-        return self._encode(messages)
+        return self._encode(messages, now_ms)
 
     def step(self, source: str, payload: bytes, now_ms: int) -> list[Outgoing]:
         """Handle one received packet; malformed input is counted and ignored."""
@@ -137,11 +138,11 @@ class GossipCore(Generic[DeltaT]):
         except _MALFORMED:
             self.stats["malformed_received"] += 1
             return []
-        return self._encode(messages)
+        return self._encode(messages, now_ms)
 
     def leave(self, now_ms: int) -> list[Outgoing]:
         """Leave the cluster gracefully; send the returned frames, then stop."""
-        return self._encode(self.membership.leave(now_ms))
+        return self._encode(self.membership.leave(now_ms), now_ms)
 
     def is_final(self, start_ms: int, end_ms: int) -> bool:
         """Whether the window ``[start_ms, end_ms)`` is final on this node."""
@@ -190,7 +191,13 @@ class GossipCore(Generic[DeltaT]):
             watermark_ms = NO_WATERMARK_MS
         self._merge_progress(Progress(self.replica, watermark_ms, writes))
 
-    def _piggyback_progress(self) -> list[Progress]:
+    def _piggyback_progress(self, peer_id: str, now_ms: int) -> list[Progress]:
+        # Records are a few hundred bytes (a count per retained window): at most one batch per
+        # peer per gossip interval, so small frames such as acks stay small.
+        last_ms = self._progress_sent_ms.get(peer_id)
+        if last_ms is not None and now_ms - last_ms < self.gossip_config.interval_ms:
+            return []
+        self._progress_sent_ms[peer_id] = now_ms
         records = self.progress.records
         chosen = [records[self.replica]] if self.replica in records else []
         order = self._progress_order
@@ -200,11 +207,12 @@ class GossipCore(Generic[DeltaT]):
                 chosen.append(records[replica])
         return chosen
 
-    def _encode(self, messages: list[Message]) -> list[Outgoing]:
+    def _encode(self, messages: list[Message], now_ms: int) -> list[Outgoing]:
         out = []
         for message in messages:
             updates = self.membership.piggyback()
-            payload = encode_frame(message.tag, message.body, updates, self._piggyback_progress())
+            progress = self._piggyback_progress(message.peer_id, now_ms)
+            payload = encode_frame(message.tag, message.body, updates, progress)
             if len(payload) > self.frame_bytes_max:
                 self.stats["piggyback_dropped_for_size"] += 1
                 payload = encode_frame(message.tag, message.body, [], [])
