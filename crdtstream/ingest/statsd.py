@@ -1,7 +1,8 @@
 """The vectorised statsd / DogStatsD parser: a whole batch of datagrams in a few numpy passes.
 
-``parse(datagrams, now_ms)`` returns the same :class:`~crdtstream.ingest.batch.ParseResult` as
-the per-line oracle :func:`~crdtstream.ingest.statsd_reference.parse_reference`, row for row:
+``parse(datagrams, now_ms)`` returns a :class:`~crdtstream.ingest.batch.ParseResult` equal to
+the one of the per-line oracle :func:`~crdtstream.ingest.statsd_reference.parse_reference`: the
+same rows in the same order, the same error counts. How it gets there:
 
 1. :func:`~crdtstream.ingest._scan.scan` finds line bounds, the name/value/type split and the
    optional fields of every line with whole-buffer searches, and marks the *simple* lines.
@@ -118,7 +119,11 @@ def parse(
     return ParseResult(batches, errors, lines_ok, sum(errors.values()))
 
 
-def _rates(buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray) -> Any:
+def _rates(
+    buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray
+) -> npt.NDArray[np.float64]:
+    """Each line's sample rate (1 without ``@``); a rate that is not a plain decimal in
+    (0, 1] makes its line not simple."""
     rate = np.ones(simple.shape[0], dtype=np.float64)
     lines = np.flatnonzero(simple & (layout.field_starts[:, FIELD_RATE] >= 0))
     if lines.shape[0]:
@@ -133,6 +138,7 @@ def _rates(buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray) -> 
 def _timestamps(
     buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray, now_ms: int
 ) -> Int64Array:
+    """Each line's event time: ``|T`` seconds times 1000, else ``now_ms``."""
     timestamp_ms = np.full(simple.shape[0], now_ms, dtype=np.int64)
     lines = np.flatnonzero(simple & (layout.field_starts[:, FIELD_TIME] >= 0))
     if lines.shape[0]:
