@@ -138,6 +138,24 @@ def _run_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo_parser = subparsers.add_parser(
+        "demo", help="run a three-node cluster on loopback and show it converge"
+    )
+    demo_parser.add_argument("--seed", type=int, default=1, help="seed of the demo traffic")
+    demo_parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from crdtstream.agent.demo import QUOTA_LIMIT, run_demo
+
+    outcome = asyncio.run(run_demo(args.seed))
+    exact = outcome.quota_applied == QUOTA_LIMIT and set(outcome.quota_reads) == {QUOTA_LIMIT}
+    return 0 if exact else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -148,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(subparsers)
     _add_keygen(subparsers)
     _add_agent(subparsers)
+    _add_demo(subparsers)
     return parser
 
 
