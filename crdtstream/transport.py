@@ -63,7 +63,7 @@ Errors by method (all derive from :class:`~crdtstream.errors.TransportError`)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from crdtstream.errors import PayloadTooLargeError, PeerUnknownError, TransportClosedError
 
@@ -77,9 +77,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One received packet: who sent it and the bytes, exactly as they were sent."""
+class Packet(NamedTuple):
+    """One received packet: who sent it and the bytes, exactly as they were sent.
+
+    A named tuple rather than a frozen dataclass: one is built per received message, and a
+    tuple is built in half the time.
+    """
 
     source_id: str
     payload: bytes

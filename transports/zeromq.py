@@ -1,31 +1,40 @@
 """The ZeroMQ transport, and CurveZMQ key files. The only module of the project that imports zmq.
 
-Sockets. Each endpoint binds one ROUTER at its listen address (``tcp://host:port`` or
-``ipc://path``) and opens one DEALER per peer, connected to the peer's ROUTER, with the header
-below (version and node id) as routing identity. Traffic is one-way per socket pair: a node
-sends through its DEALERs and receives on its ROUTER only, so a reply travels over the
-replier's own DEALER, and the ROUTER never has to route anything back (``ROUTER_HANDOVER`` lets
-a restarted peer take its identity over at once).
+Sockets. Each endpoint binds one PULL socket at its listen address (``tcp://host:port`` or
+``ipc://path``) and opens one PUSH socket per peer, connected to the peer's PULL. Traffic is
+one-way per socket pair: a node sends through its PUSH sockets and receives on its PULL only;
+a reply travels over the replier's own PUSH. This is the ROUTER/DEALER design with the routing
+taken out, because nothing is ever routed back: a ROUTER prepends an identity frame to every
+message, and keeping the frames of hostile multi-frame messages aligned then costs a
+``RCVMORE`` query per message, which in pyzmq costs more than the rest of the receive path
+together (``crdtstream bench transport`` measured the difference). Here every frame stands on
+its own, so no frame sequence can desynchronise the receiver.
 
-Never blocking. Every send is ``NOBLOCK`` into a DEALER whose ``SNDHWM`` is
+Never blocking. Every send is ``NOBLOCK`` into a PUSH whose ``SNDHWM`` is
 ``send_queue_messages``; at the mark the send is refused and counted (``dropped_full``), so a
 dead or slow peer costs a bounded queue and nothing else. ``LINGER`` is 0 so ``close`` never
-waits. DEALERs reconnect with exponential backoff from ``reconnect_ms_min`` to
+waits. PUSH sockets reconnect with exponential backoff from ``reconnect_ms_min`` to
 ``reconnect_ms_max`` and exchange ZMTP heartbeats so a silently dead connection is noticed.
 Messages sent before the connection is up are queued (up to the mark) and go out on connect.
+The PULL's ``RCVHWM`` is ``receive_queue_messages``; beyond it libzmq stops reading and TCP
+pushes back on the senders, whose queues then fill.
 
-Framing. A message arrives at the ROUTER as two frames: a header (one byte
-:data:`PROTOCOL_VERSION`, then the sender's node id in ASCII) and the payload. The header is the
-DEALER's routing identity, so ZMTP carries it once per connection in the handshake rather than
-once per message: the sender pays one frame per message, exactly as raw pyzmq does, and the
-receiver one more. Anything else (a wrong version, an identity that is no node id, more frames)
-is dropped and counted as malformed. ``MAXMSGSIZE`` is twice the payload limit: a peer with a
-somewhat larger limit loses only its oversize packets (dropped and counted by our own check),
-while anything larger makes libzmq drop the connection before allocating it.
+Framing. A message starts with a header: one byte :data:`PROTOCOL_VERSION`, one byte of
+layout, one byte with the length of the sender's node id, and the node id in ASCII. A payload
+under :data:`SEPARATE_FRAME_BYTES` follows the header in the same frame (layout 0), so a small
+message is one frame and one ``recv``; a larger payload travels in a second frame of the same
+message (layout 1), so it is never copied to be joined to its header. The receiver checks
+``RCVMORE`` only after a layout-1 header, where one query is cheap next to the payload; every
+other frame stands on its own, so no sequence of frames can desynchronise the receiver. A frame
+with another version or layout, a truncated header, or a header that names no valid node id is
+dropped and counted as malformed; headers are validated once per sender and then recognised
+from a cache. ``MAXMSGSIZE`` is twice the payload limit: a peer with a somewhat larger limit
+loses only its oversize packets (dropped and counted by our own check), while anything larger
+makes libzmq drop the connection before allocating it.
 
-Security. With CurveZMQ every connection is encrypted and both ends are authenticated: a DEALER
+Security. With CurveZMQ every connection is encrypted and both ends are authenticated: a PUSH
 connects only to a peer whose public key is on the allow-list and checks the server's key in the
-handshake, so it never hands data to a stranger; the ROUTER lets in only clients whose key is on
+handshake, so it never hands data to a stranger; the PULL lets in only clients whose key is on
 the allow-list (ZAP), and also checks that the ``User-Id`` libzmq attaches to each message (the
 node id the authenticator mapped the key to) equals the sender named in the header, so an
 allowed node cannot speak for another. Refused handshakes and mismatches are counted in
@@ -43,6 +52,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import zmq
 import zmq.auth
@@ -61,6 +71,7 @@ from crdtstream.transport import Packet, TransportStats
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "SEPARATE_FRAME_BYTES",
     "CurveKeys",
     "ZmqTransport",
     "curve_keys_from_config",
@@ -73,6 +84,16 @@ __all__ = [
 PROTOCOL_VERSION = 1
 """The first byte of every header; a message with another version is dropped as malformed."""
 
+SEPARATE_FRAME_BYTES = 16 * 1024
+"""Payloads this large go in a frame of their own instead of being copied behind the header."""
+
+_LAYOUT_INLINE = 0
+_LAYOUT_SEPARATE = 1
+_HEADER_BYTES_MIN = 4
+_PROBED_READS = 8
+"""Reads preceded by a cheap readiness probe. pyzmq raises ``Again`` when a non-blocking read
+finds nothing, and that exception costs several reads; so the first reads of a batch, which are
+the likely ones to find the queue empty, ask first, and a long queue is then read blind."""
 _SENDER_CACHE_ENTRIES_MAX = 4_096
 """Decoded headers remembered, so a header is validated once, not once per message."""
 
@@ -247,47 +268,50 @@ class ZmqTransport:
         self._node_id = validate_node_id(node_id)
         self.config = config or TransportConfig()
         self._curve = curve if curve is not None else curve_keys_from_config(self.config)
-        self._header = bytes((PROTOCOL_VERSION,)) + node_id.encode("ascii")
+        identity = node_id.encode("ascii")
+        self._header_inline = bytes((PROTOCOL_VERSION, _LAYOUT_INLINE, len(identity))) + identity
+        self._header_separate = (
+            bytes((PROTOCOL_VERSION, _LAYOUT_SEPARATE, len(identity))) + identity
+        )
         self._sender_by_header: dict[bytes, str] = {}
         self._counters = _Counters()
-        self._dealers: dict[str, tuple[str, zmq.Socket[bytes]]] = {}
+        self._pushes: dict[str, tuple[str, zmq.Socket[bytes]]] = {}
         self._closed = False
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         _check_address(listen_address)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=1)
         self._authenticator: _Authenticator | None = None
         try:
-            self._router = self._open_router(listen_address)
+            self._pull = self._open_pull(listen_address)
         except BaseException:
             self._release_context()
             raise
 
-    def _open_router(self, listen_address: str) -> zmq.Socket[bytes]:
+    def _open_pull(self, listen_address: str) -> zmq.Socket[bytes]:
         with _translated(f"{self._node_id}: binding {listen_address}"):
-            router = self._context.socket(zmq.ROUTER)
-            router.setsockopt(zmq.LINGER, 0)
-            router.setsockopt(zmq.RCVHWM, self.config.receive_queue_messages)
-            router.setsockopt(zmq.MAXMSGSIZE, 2 * self.config.max_payload_bytes)
-            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            pull = self._context.socket(zmq.PULL)
+            pull.setsockopt(zmq.LINGER, 0)
+            pull.setsockopt(zmq.RCVHWM, self.config.receive_queue_messages)
+            pull.setsockopt(zmq.MAXMSGSIZE, 2 * self.config.max_payload_bytes)
             if self._curve is not None:
                 self._authenticator = _Authenticator(self._context, self._curve.allowed)
                 self._authenticator.start()
-                router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
-                router.setsockopt(zmq.CURVE_SERVER, 1)
-                router.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public_key)
-                router.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret_key)
+                pull.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+                pull.setsockopt(zmq.CURVE_SERVER, 1)
+                pull.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public_key)
+                pull.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret_key)
             try:
-                router.bind(listen_address)
+                pull.bind(listen_address)
             except zmq.ZMQError:
-                router.close(0)
+                pull.close(0)
                 raise
-            self.listen_address: str = router.getsockopt_string(zmq.LAST_ENDPOINT)
-            self._router_fd = _int_option(router, zmq.FD)
-            return router
+            self.listen_address: str = pull.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._pull_fd = _int_option(pull, zmq.FD)
+            return pull
 
     @property
     def node_id(self) -> str:
-        """This endpoint's node id (also its routing identity)."""
+        """This endpoint's node id, named in the header of every message it sends."""
         return self._node_id
 
     @property
@@ -301,7 +325,7 @@ class ZmqTransport:
         return self._closed
 
     def add_peer(self, peer_id: str, address: str) -> None:
-        """Open a DEALER to ``peer_id`` at ``address``; a new address replaces the old socket.
+        """Open a PUSH to ``peer_id`` at ``address``; a new address replaces the old socket.
 
         With CurveZMQ the peer must be on the allow-list (else :class:`PeerUnknownError`,
         counted in ``rejected_unauthenticated``): its key is what proves the far end is it.
@@ -309,7 +333,7 @@ class ZmqTransport:
         self._check_open()
         validate_node_id(peer_id)
         _check_address(address)
-        known = self._dealers.get(peer_id)
+        known = self._pushes.get(peer_id)
         if known is not None and known[0] == address:
             return
         server_key = None
@@ -319,37 +343,35 @@ class ZmqTransport:
                 self._counters.rejected_unauthenticated += 1
                 raise PeerUnknownError(f"{self._node_id}: no public key for peer {peer_id!r}")
         self.remove_peer(peer_id)
-        self._dealers[peer_id] = (address, self._open_dealer(address, server_key))
+        self._pushes[peer_id] = (address, self._open_push(address, server_key))
 
-    def _open_dealer(self, address: str, server_key: bytes | None) -> zmq.Socket[bytes]:
+    def _open_push(self, address: str, server_key: bytes | None) -> zmq.Socket[bytes]:
         with _translated(f"{self._node_id}: connecting to {address}"):
-            dealer = self._context.socket(zmq.DEALER)
+            push = self._context.socket(zmq.PUSH)
             options = {
                 zmq.LINGER: 0,
                 zmq.SNDHWM: self.config.send_queue_messages,
-                zmq.RCVHWM: 1,  # nothing is ever sent back on this socket
                 zmq.RECONNECT_IVL: self.config.reconnect_ms_min,
                 zmq.RECONNECT_IVL_MAX: self.config.reconnect_ms_max,
                 zmq.HEARTBEAT_IVL: HEARTBEAT_INTERVAL_MS,
                 zmq.HEARTBEAT_TIMEOUT: HEARTBEAT_TIMEOUT_MS,
             }
             for option, value in options.items():
-                dealer.setsockopt(option, value)
-            dealer.setsockopt(zmq.ROUTING_ID, self._header)
+                push.setsockopt(option, value)
             if self._curve is not None and server_key is not None:
-                dealer.setsockopt(zmq.CURVE_SERVERKEY, server_key)
-                dealer.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public_key)
-                dealer.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret_key)
+                push.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+                push.setsockopt(zmq.CURVE_PUBLICKEY, self._curve.public_key)
+                push.setsockopt(zmq.CURVE_SECRETKEY, self._curve.secret_key)
             try:
-                dealer.connect(address)
+                push.connect(address)
             except zmq.ZMQError:
-                dealer.close(0)
+                push.close(0)
                 raise
-            return dealer
+            return push
 
     def remove_peer(self, peer_id: str) -> None:
-        """Close the peer's DEALER, discarding what is still queued for it; unknown is a no-op."""
-        known = self._dealers.pop(peer_id, None)
+        """Close the peer's PUSH, discarding what is still queued for it; unknown is a no-op."""
+        known = self._pushes.pop(peer_id, None)
         if known is not None:
             known[1].close(0)
 
@@ -357,7 +379,7 @@ class ZmqTransport:
         """Queue ``payload`` for ``peer_id`` without blocking; ``False`` at the high-water mark."""
         if self._closed:
             raise TransportClosedError(f"{self._node_id}: endpoint is closed")
-        known = self._dealers.get(peer_id)
+        known = self._pushes.get(peer_id)
         if known is None:
             self._counters.rejected_unknown_peer += 1
             raise PeerUnknownError(f"{self._node_id}: unknown peer {peer_id!r}")
@@ -366,8 +388,14 @@ class ZmqTransport:
             raise PayloadTooLargeError(
                 f"payload of {len(payload)} bytes exceeds {self.config.max_payload_bytes}"
             )
+        push = known[1]
         try:
-            known[1].send(payload, zmq.NOBLOCK)
+            if len(payload) < SEPARATE_FRAME_BYTES:
+                push.send(self._header_inline + payload, zmq.NOBLOCK)
+            else:
+                # The mark is checked on the first frame; libzmq then takes the whole message.
+                push.send(self._header_separate, zmq.NOBLOCK | zmq.SNDMORE)
+                push.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self._counters.dropped_full += 1
             return False
@@ -381,47 +409,84 @@ class ZmqTransport:
         self._check_open()
         if max_packets < 1:
             raise ValueError(f"max_packets must be >= 1, got {max_packets}")
-        authenticated = self._curve is not None
+        if self._curve is not None:
+            return self._receive_authenticated(max_packets)
         packets: list[Packet] = []
-        receive, more = self._router.recv, self._router.getsockopt
+        receive, probe, known_sender = self._pull.recv, self._pull.get, self._sender_by_header.get
+        limit = self.config.max_payload_bytes
         with _translated(f"{self._node_id}: receive"):
-            for _ in range(max_packets):
+            for index in range(max_packets):
+                if index < _PROBED_READS and not cast(int, probe(zmq.EVENTS)) & zmq.POLLIN:
+                    break
                 try:
-                    header = receive(zmq.NOBLOCK)
+                    data = receive(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                # A ROUTER message is always the identity plus at least one frame, all at once.
-                frame = receive(copy=False) if authenticated else receive()
-                if more(zmq.RCVMORE):
-                    self._discard_rest()
+                # The common case inline: a known one-frame header, a payload within the limit.
+                end = 3 + data[2] if len(data) >= _HEADER_BYTES_MIN else 0
+                sender = known_sender(data[:end])
+                if sender is not None and data[1] == _LAYOUT_INLINE and len(data) - end <= limit:
+                    packets.append(Packet(sender, data[end:]))
                     continue
-                packet = self._accept(header, frame)
+                packet = self._accept(data, None)
                 if packet is not None:
                     packets.append(packet)
         self._counters.received += len(packets)
         return packets
 
-    def _accept(self, header: bytes, frame: bytes | zmq.Frame) -> Packet | None:
-        """The packet, or ``None`` (counted) when the header, the size or the sender is wrong."""
-        sender = self._sender_by_header.get(header) or self._learn_sender(header)
+    def _receive_authenticated(self, max_packets: int) -> list[Packet]:
+        """``receive`` with CurveZMQ: each frame carries the ``User-Id`` its handshake proved."""
+        packets: list[Packet] = []
+        receive, probe = self._pull.recv, self._pull.get
+        with _translated(f"{self._node_id}: receive"):
+            for index in range(max_packets):
+                if index < _PROBED_READS and not cast(int, probe(zmq.EVENTS)) & zmq.POLLIN:
+                    break
+                try:
+                    frame = receive(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                user_id = frame.get("User-Id")
+                proven_sender = user_id if isinstance(user_id, str) else None
+                packet = self._accept(frame.bytes, proven_sender)
+                if packet is not None:
+                    packets.append(packet)
+        self._counters.received += len(packets)
+        return packets
+
+    def _accept(self, data: bytes, proven_sender: str | None) -> Packet | None:
+        """The packet that starts with ``data``, or ``None`` (counted) when it is refused.
+
+        Reads the payload frame of a layout-1 message. ``proven_sender`` is the node id that
+        CurveZMQ authenticated, when CurveZMQ is on.
+        """
+        end = 3 + data[2] if len(data) >= _HEADER_BYTES_MIN else 0
+        sender = self._sender_by_header.get(data[:end]) or self._learn_sender(data[:end])
         if sender is None:
             self._counters.dropped_malformed += 1
             return None
-        if isinstance(frame, zmq.Frame):
-            if frame.get("User-Id") != sender:
-                self._counters.rejected_unauthenticated += 1
+        payload = data[end:]
+        if data[1] == _LAYOUT_SEPARATE:
+            if payload or not self._pull.getsockopt(zmq.RCVMORE):
+                self._counters.dropped_malformed += 1
                 return None
-            frame = frame.bytes
-        if len(frame) > self.config.max_payload_bytes:
+            payload = self._pull.recv()  # already here: a message arrives whole
+        if self._curve is not None and proven_sender != sender:
+            self._counters.rejected_unauthenticated += 1
+        elif len(payload) > self.config.max_payload_bytes:
             self._counters.dropped_oversize += 1
-            return None
-        return Packet(sender, frame)
+        else:
+            return Packet(sender, payload)
+        return None
 
     def _learn_sender(self, header: bytes) -> str | None:
-        if header[:1] != bytes((PROTOCOL_VERSION,)):
+        """The node id a header names, remembered; ``None`` if the header is not valid."""
+        if len(header) < _HEADER_BYTES_MIN or header[0] != PROTOCOL_VERSION:
             return None
+        if header[1] not in (_LAYOUT_INLINE, _LAYOUT_SEPARATE) or len(header) != 3 + header[2]:
+            return None  # an unknown layout, or the frame ended inside the header
         try:
-            sender = validate_node_id(header[1:].decode("ascii"))
+            sender = validate_node_id(header[3:].decode("ascii"))
         except (UnicodeDecodeError, ValueError):
             return None
         if len(self._sender_by_header) >= _SENDER_CACHE_ENTRIES_MAX:
@@ -429,26 +494,21 @@ class ZmqTransport:
         self._sender_by_header[header] = sender
         return sender
 
-    def _discard_rest(self) -> None:
-        """Drop the remaining frames of a message with too many, counting it as malformed."""
-        self._counters.dropped_malformed += 1
-        while self._router.getsockopt(zmq.RCVMORE):
-            self._router.recv()
-
     def poll_readable(self, timeout_ms: int) -> bool:
         """Block up to ``timeout_ms`` until a message is waiting; for drivers without asyncio."""
         self._check_open()
         with _translated(f"{self._node_id}: poll"):
-            return bool(self._router.poll(timeout_ms, zmq.POLLIN))
+            # zmq_poll itself: Socket.poll builds a Poller object on every call.
+            return bool(zmq.zmq_poll([(self._pull, zmq.POLLIN)], timeout_ms))
 
     def _has_input(self) -> bool:
         with _translated(f"{self._node_id}: poll"):
-            return bool(_int_option(self._router, zmq.EVENTS) & zmq.POLLIN)
+            return bool(_int_option(self._pull, zmq.EVENTS) & zmq.POLLIN)
 
     async def wait_readable(self, timeout_ms: int) -> bool:
         """Wait up to ``timeout_ms`` for a message without blocking the event loop.
 
-        The loop watches the ROUTER's notification descriptor; libzmq signals it edge-style,
+        The loop watches the PULL socket's notification descriptor; libzmq signals it edge-style,
         so each wake-up re-reads ``EVENTS``, which also re-arms it. One waiter at a time.
         """
         self._check_open()
@@ -460,7 +520,7 @@ class ZmqTransport:
         deadline = loop.time() + timeout_ms / 1000
         wake = asyncio.Event()
         self._waiter = (loop, wake)
-        loop.add_reader(self._router_fd, wake.set)
+        loop.add_reader(self._pull_fd, wake.set)
         try:
             while not self._closed and (remaining := deadline - loop.time()) > 0:
                 try:
@@ -480,7 +540,7 @@ class ZmqTransport:
             loop, wake = self._waiter
             self._waiter = None
             if not loop.is_closed():
-                loop.remove_reader(self._router_fd)
+                loop.remove_reader(self._pull_fd)
             wake.set()
 
     def stats(self) -> TransportStats:
@@ -504,9 +564,9 @@ class ZmqTransport:
             return
         self._closed = True
         self._stop_waiting()
-        for peer_id in list(self._dealers):
+        for peer_id in list(self._pushes):
             self.remove_peer(peer_id)
-        self._router.close(0)
+        self._pull.close(0)
         self._release_context()
 
     def _release_context(self) -> None:

@@ -57,6 +57,17 @@ def test_every_payload_arrives_intact_from_its_sender(harness: Harness, node_cou
         assert got == expected[receiver.node_id], f"seed={seed} receiver={receiver.node_id}"
 
 
+def test_large_payloads_arrive_intact(harness: Harness) -> None:
+    config = TransportConfig(max_payload_bytes=256 * 1024)
+    a, b = harness.open("a", config), harness.open("b", config)
+    a.add_peer("b", harness.address_of(b))
+    rng = random.Random(42)
+    payloads = [rng.randbytes(size) for size in (16_383, 16_384, 16_385, 100_000, 256 * 1024)]
+    for payload in payloads:
+        assert a.send("b", payload)
+    assert [p.payload for p in collect(harness, b, len(payloads))] == payloads
+
+
 def test_one_endpoint_talks_with_many_peers(harness: Harness) -> None:
     hub = harness.open("hub")
     spokes = [harness.open(f"spoke-{index:02d}") for index in range(16)]
@@ -168,11 +179,14 @@ def test_payload_over_the_limit_is_refused_and_the_limit_itself_passes(harness: 
     assert [len(p.payload) for p in collect(harness, b, 1)] == [2048]
 
 
-def test_an_oversize_arrival_is_dropped_and_counted_by_the_receiver(harness: Harness) -> None:
-    a = harness.open("a", TransportConfig(max_payload_bytes=4096))
-    b = harness.open("b", TransportConfig(max_payload_bytes=1024))
+@pytest.mark.parametrize(("receiver_limit", "size"), [(1024, 2000), (32 * 1024, 40_000)])
+def test_an_oversize_arrival_is_dropped_and_counted_by_the_receiver(
+    harness: Harness, receiver_limit: int, size: int
+) -> None:
+    a = harness.open("a", TransportConfig(max_payload_bytes=64 * 1024))
+    b = harness.open("b", TransportConfig(max_payload_bytes=receiver_limit))
     a.add_peer("b", harness.address_of(b))
-    assert a.send("b", bytes(2000))
+    assert a.send("b", bytes(size))
     assert a.send("b", b"small")  # same link, sent after: its arrival means the first was seen
     assert [p.payload for p in collect(harness, b, 1)] == [b"small"]
     assert b.stats().dropped_oversize == 1

@@ -21,6 +21,7 @@ from crdtstream.errors import ConfigError, PeerUnknownError, TransportError
 from crdtstream.transport import Packet
 from transports.zeromq import (
     PROTOCOL_VERSION,
+    SEPARATE_FRAME_BYTES,
     CurveKeys,
     ZmqTransport,
     curve_keys_from_config,
@@ -203,44 +204,50 @@ def test_a_peer_can_move_to_a_new_address(opened: list[ZmqTransport]) -> None:
     assert [p.payload for p in collect(ZmqHarness(), c, 1)] == [b"follow the address"]
 
 
-def foreign_dealer(
-    context: zmq.Context[zmq.Socket[bytes]], address: str, identity: bytes
-) -> zmq.Socket[bytes]:
-    """A plain DEALER that does not speak our framing, as a foreign program would."""
-    dealer = context.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.ROUTING_ID, identity)
-    dealer.connect(address)
-    return dealer
+def foreign_push(context: zmq.Context[zmq.Socket[bytes]], address: str) -> zmq.Socket[bytes]:
+    """A plain PUSH socket that need not follow our framing, as a foreign program would."""
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 0)
+    push.connect(address)
+    return push
+
+
+def header(node_id: bytes, version: int = PROTOCOL_VERSION, layout: int = 0) -> bytes:
+    return bytes((version, layout, len(node_id))) + node_id
 
 
 @pytest.mark.parametrize(
-    ("identity", "frames"),
+    "frame",
     [
-        (b"x", [b"no version byte in the header"]),
-        (bytes((PROTOCOL_VERSION + 1,)) + b"x", [b"a version we do not speak"]),
-        (bytes((PROTOCOL_VERSION,)) + b"not a node id!", [b"a header that names no node"]),
-        (bytes((PROTOCOL_VERSION,)) + b"x", [b"payload", b"and a frame too many"]),
+        b"",
+        b"\x01",
+        header(b"x", version=PROTOCOL_VERSION + 1) + b"a version we do not speak",
+        header(b"x", layout=7) + b"a layout we do not know",
+        header(b"not a node id!") + b"a header that names no node",
+        bytes((PROTOCOL_VERSION, 0, 40)) + b"the frame ends inside the header",
+        bytes((PROTOCOL_VERSION, 0, 3)) + b"\xff\xfe\xfd" + b"not ascii",
+        header(b"x", layout=1) + b"a separate-frame header with the payload inline",
+        header(b"x", layout=1),  # announces a payload frame that never comes
     ],
 )
 def test_frames_that_break_the_framing_are_dropped_and_counted(
-    identity: bytes, frames: list[bytes], opened: list[ZmqTransport]
+    frame: bytes, opened: list[ZmqTransport]
 ) -> None:
     b = ZmqTransport("b", LOOPBACK)
     opened.append(b)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    hostile = foreign_dealer(context, b.listen_address, identity)
-    honest = foreign_dealer(context, b.listen_address, bytes((PROTOCOL_VERSION,)) + b"y")
+    hostile = foreign_push(context, b.listen_address)
+    honest = foreign_push(context, b.listen_address)
     try:
-        hostile.send_multipart(frames)
+        hostile.send(frame)
         packets: list[Packet] = []
 
-        def hostile_message_seen() -> bool:
+        def hostile_frame_seen() -> bool:
             packets.extend(b.receive(10))
             return b.stats().dropped_malformed > 0
 
-        assert ZmqHarness().wait_until(hostile_message_seen)
-        honest.send(b"well formed")
+        assert ZmqHarness().wait_until(hostile_frame_seen)
+        honest.send(header(b"y") + b"well formed")
         packets += collect(ZmqHarness(), b, 1)
     finally:
         hostile.close(0)
@@ -248,3 +255,30 @@ def test_frames_that_break_the_framing_are_dropped_and_counted(
         context.term()
     assert [(p.source_id, p.payload) for p in packets] == [("y", b"well formed")]
     assert b.stats().dropped_malformed == 1
+
+
+def test_extra_frames_cannot_desynchronise_the_receiver(opened: list[ZmqTransport]) -> None:
+    b = ZmqTransport("b", LOOPBACK)
+    opened.append(b)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sender = foreign_push(context, b.listen_address)
+    try:
+        sender.send_multipart([header(b"x") + b"one", b"junk", header(b"x") + b"two"])
+        sender.send(header(b"x") + b"three")
+        packets = collect(ZmqHarness(), b, 3)
+    finally:
+        sender.close(0)
+        context.term()
+    assert [p.payload for p in packets] == [b"one", b"two", b"three"]
+    assert b.stats().dropped_malformed == 1
+
+
+def test_a_large_payload_travels_in_its_own_frame_intact(opened: list[ZmqTransport]) -> None:
+    a, b = ZmqTransport("a", LOOPBACK), ZmqTransport("b", LOOPBACK)
+    opened += [a, b]
+    a.add_peer("b", b.listen_address)
+    sizes = [SEPARATE_FRAME_BYTES - 1, SEPARATE_FRAME_BYTES, SEPARATE_FRAME_BYTES + 1]
+    payloads = [bytes([index]) * size for index, size in enumerate(sizes)]
+    for payload in payloads:
+        assert a.send("b", payload)
+    assert [p.payload for p in collect(ZmqHarness(), b, 3)] == payloads
