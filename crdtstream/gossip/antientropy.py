@@ -133,7 +133,10 @@ class AntiEntropy(Generic[DeltaT]):
     ) -> None:
         self.lattice = lattice
         self.config = config
-        self.epoch = rng.getrandbits(63)
+        # The epoch tells peers this process restarted (its buffer and acks are gone). The
+        # driver seeds ``rng`` from the operating system; the lattice version is mixed in so
+        # that even a reused seed gives a new epoch once the state differs.
+        self.epoch = (rng.getrandbits(63) + lattice.version * 0x9E3779B97F4A7C15) % (1 << 63)
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "rounds",

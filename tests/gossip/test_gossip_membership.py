@@ -179,3 +179,25 @@ def test_a_restarted_node_overturns_its_old_row_with_a_new_replica() -> None:
     )
     group.run(3_000)
     assert {group.nodes[name].members["c"].replica for name in "ab"} == {"c~new"}
+
+
+def test_a_healthy_cluster_raises_no_suspicion() -> None:
+    """Reference: Lifeguard §1 — false positives are the failure detector's main cost."""
+    group = Group([f"n{index}" for index in range(10)], seed=3)
+    group.run(20_000)
+    for name, node in group.nodes.items():
+        assert node.stats["suspected"] == 0, name
+        assert node.stats["probes"] > 0, name
+
+
+def test_a_failure_in_a_larger_cluster_reaches_every_member() -> None:
+    """Reference: SWIM §4 — infection-style dissemination of the failure to all members."""
+    names = [f"n{index}" for index in range(24)]
+    group = Group(names, seed=11)
+    group.run(4_000)
+    assert all(len(node.live_peers()) == 23 for node in group.nodes.values())
+    group.down.add("n17")
+    group.run(20_000)
+    survivors = [name for name in names if name != "n17"]
+    assert {group.status(name, "n17") for name in survivors} == {"dead"}
+    assert all(group.status(a, b) == "alive" for a in survivors for b in survivors)
