@@ -9,6 +9,7 @@ every store interns them to its own dense ids.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from crdtstream.window.cells import (
     object_array,
 )
 from crdtstream.window.kinds.dense import DENSE_KINDS
+from crdtstream.window.kinds.distribution import DistributionCell
 
 __all__ = ["StoreDelta", "WindowVersions"]
 
@@ -182,7 +184,7 @@ class StoreDelta:
         for kind, cell_body in dict(body["cells"]).items():
             if kind not in KINDS:
                 raise ValueError(f"unknown kind {kind!r}")
-            parsed = _parse_cells(kind, cell_body, len(keys), len(replicas), precision)
+            parsed = _parse_cells(kind, cell_body, len(keys), len(replicas), (precision, accuracy))
             cells[kind] = parsed.deduplicated(kind)
         slice_start, replica, count = (_int_array(a) for a in body["windows"])
         if not (len(slice_start) == len(replica) == len(count)):
@@ -280,7 +282,7 @@ def _int_array(value: Any) -> npt.NDArray[np.int64]:
 
 
 def _parse_cells(
-    kind: str, body: Any, key_count: int, replica_count: int, precision: int
+    kind: str, body: Any, key_count: int, replica_count: int, parameters: tuple[int, float]
 ) -> KindCells:
     key, slice_start, replica = (_int_array(a) for a in body[:3])
     columns_body = dict(body[3])
@@ -294,16 +296,22 @@ def _parse_cells(
             raise ValueError(f"{kind} cells carry replica -1")
     elif count and (replica.min() < 0 or replica.max() >= replica_count):
         raise ValueError(f"{kind} replica index out of range")
-    columns = _parse_columns(kind, columns_body, count, precision)
+    columns = _parse_columns(kind, columns_body, count, parameters)
     return KindCells(key, slice_start, replica, columns)
 
 
-def _parse_columns(kind: str, body: dict[Any, Any], count: int, precision: int) -> Any:
+def _parse_columns(
+    kind: str, body: dict[Any, Any], count: int, parameters: tuple[int, float]
+) -> Any:
+    precision, accuracy = parameters
     if kind in OBJECT_KINDS:
         cells = body["cell"]
         if not (isinstance(cells, list) and len(cells) == count) or len(body) != 1:
             raise ValueError(f"{kind} needs one object per cell")
-        return {"cell": object_array([OBJECT_KINDS[kind].from_wire(c) for c in cells])}
+        parsed = [OBJECT_KINDS[kind].from_wire(c) for c in cells]
+        if kind == "distribution":
+            _check_buckets(parsed, accuracy)  # type: ignore[arg-type]
+        return {"cell": object_array(parsed)}
     if kind == "distinct":
         registers = body["registers"]
         width = 1 << precision
@@ -328,3 +336,13 @@ def _parse_columns(kind: str, body: dict[Any, Any], count: int, precision: int) 
     if kind == "counter" and count and min(body["p"].min(), body["n"].min()) < 0:
         raise ValueError("counter slots must be >= 0")
     return body
+
+
+def _check_buckets(cells: list[DistributionCell], relative_accuracy: float) -> None:
+    """Refuse bucket keys no finite double maps to: reading them back would overflow."""
+    gamma = (1.0 + relative_accuracy) / (1.0 - relative_accuracy)
+    bound = math.ceil(800.0 / math.log(gamma))
+    for cell in cells:
+        for keys in (cell.positive_keys, cell.negative_keys):
+            if len(keys) and int(np.abs(keys).max()) > bound:
+                raise ValueError("distribution bucket key out of range")

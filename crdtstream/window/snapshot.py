@@ -54,7 +54,10 @@ def restore(data: bytes) -> WindowStore:
 def _build(body: Any) -> WindowStore:
     size_ms, slide_ms, lateness_ms, retention, precision, accuracy = body["config"]
     config = WindowConfig(size_ms, slide_ms, lateness_ms, retention, precision, accuracy)
-    store = WindowStore(body["replica"], config)
+    replica = body["replica"]
+    if not isinstance(replica, str):
+        raise TypeError("the snapshot's replica id must be a string")
+    store = WindowStore(replica, config)
     for kind, names in dict(body["keys"]).items():
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}")

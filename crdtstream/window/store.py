@@ -23,6 +23,7 @@ import numpy.typing as npt
 from crdtstream.config import WindowConfig
 from crdtstream.crdt.hashing import hash64
 from crdtstream.crdt.mapping import LogMapping
+from crdtstream.errors import KindConflictError
 from crdtstream.window import reads, sync
 from crdtstream.window.apply import Batch, Target, apply_batch
 from crdtstream.window.cells import KINDS
@@ -179,6 +180,9 @@ class WindowStore:
         :func:`~crdtstream.crdt.hashing.hash64_many` (distinct) or str/bytes items (set).
         ``weights`` are distribution counts (statsd ``1/rate``); ``relative`` marks gauge
         ``+N``/``-N`` adjustments. Mismatched array lengths raise :class:`ValueError`.
+
+        Lateness is judged against the watermark as it stood when the batch arrived; the batch's
+        newest event time then moves it (so events within one batch never make each other late).
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
@@ -274,8 +278,6 @@ class WindowStore:
         """
         ids, conflicts = self.intern_keys("set", [key])
         if conflicts:
-            from crdtstream.errors import KindConflictError
-
             raise KindConflictError(f"key {key!r} has kind {self.key_kinds[key][0]!r}, not 'set'")
         position = self.windows.slice_start(timestamp_ms) // self.windows.slide_ms
         first_open = self.first_open_position()

@@ -161,3 +161,43 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(StorageError):
         read_snapshot(path)
+
+
+def _mutate(body: object, rng: random.Random) -> object:
+    """Replace one randomly chosen leaf of a nested list/dict body with junk of another shape."""
+    junk = [
+        None,
+        -1,
+        2**63 - 1,
+        "x",
+        b"\x00",
+        1.5,
+        [],
+        {},
+        np.zeros(3, np.int64),
+        np.ones(2, np.uint8),
+    ]
+    if isinstance(body, dict) and body and rng.random() < 0.8:
+        key = rng.choice(list(body))
+        return {**body, key: _mutate(body[key], rng)}
+    if isinstance(body, list) and body and rng.random() < 0.8:
+        index = rng.randrange(len(body))
+        return [*body[:index], _mutate(body[index], rng), *body[index + 1 :]]
+    if isinstance(body, np.ndarray) and len(body) and rng.random() < 0.5:
+        changed = body.copy()
+        changed.flat[rng.randrange(changed.size)] = rng.choice([-1, 2**31, 255])
+        return changed
+    return rng.choice(junk)
+
+
+@given(st.integers(0, 2**32))
+def test_structurally_wrong_bodies_raise_decode_error_only(seed: int) -> None:
+    from crdtstream import wire
+
+    rng = random.Random(seed)
+    store = WindowStore("n1~0001", CONFIG)
+    _ingest(store, _events(seed, 40))
+    body = _mutate(store.full_state().to_wire(), rng)
+    with contextlib.suppress(DecodeError):
+        decoded = StoreDelta.from_bytes(wire.encode(wire.Tag.WINDOW_DELTA, body))
+        WindowStore("n2~0002", CONFIG).merge(decoded)  # what decodes must also merge cleanly
