@@ -24,6 +24,7 @@ import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from crdtstream.config import RaftConfig, WindowConfig
 from crdtstream.errors import NotLeaderError
@@ -36,9 +37,18 @@ from crdtstream.raft.state_machine import (
     decode_command,
     encode_command,
 )
-from crdtstream.raft.types import EntryKind, Ready, Role, decode_conf_change, decode_message
+from crdtstream.raft.types import (
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    Ready,
+    Role,
+    decode_conf_change,
+    decode_message,
+)
 from crdtstream.raft.types import encode_message as encode_raft_message
-from crdtstream.raft.wal import persist_ready
+from crdtstream.raft.wal import WalStorage, persist_ready
 from tests.checkers.linearizability import HistoryRecorder, Operation
 from transports.memory import FaultOptions, MemoryNetwork, MemoryTransport, memory_address
 
@@ -64,6 +74,8 @@ class Options:
     attempt_timeout_ms: int = 250
     attempts_max: int = 3
     converge_ms_max: int = 6_000
+    wal_directory: Path | None = None
+    """When set, nodes keep their log in a :class:`WalStorage` there instead of in memory."""
 
 
 @dataclass
@@ -112,13 +124,14 @@ class _Client:
 @dataclass
 class _Node:
     node_id: str
-    storage: CrashableStorage
+    storage: CrashableStorage | WalStorage
     tick_interval_ms: int
     raw: RawNode | None = None
     machine: StateMachine | None = None
     endpoint: MemoryTransport | None = None
     next_tick_ms: int = 0
     crash_in_next_ready: bool = False
+    crash_after_vote: bool = False
     dirty: bool = False
     restart_at_ms: int | None = None
     writes: dict[tuple[str, int], _Client] = field(default_factory=dict)
@@ -146,9 +159,10 @@ class Simulation:
         self.leader_by_term: dict[int, str] = {}
         self.next_nemesis_ms = 300
         self.nodes = {
-            node_id: _Node(node_id, CrashableStorage(self.ids), self._tick_interval())
+            node_id: _Node(node_id, self._open_storage(node_id), self._tick_interval())
             for node_id in self.ids
         }
+        self.applied_by_index: dict[int, tuple[int, bytes]] = {}
         for node in self.nodes.values():
             self._start(node)
         self.clients = [
@@ -176,6 +190,22 @@ class Simulation:
         """A node's clock runs up to 30 % fast or slow (tick skew)."""
         return self.rng.randint(TICK_MS * 7 // 10, TICK_MS * 13 // 10)
 
+    def _open_storage(self, node_id: str) -> CrashableStorage | WalStorage:
+        directory = self.options.wal_directory
+        if directory is None:
+            return CrashableStorage(self.ids)
+        # The simulated crash kills the process, not the machine: what was written survives
+        # without an fsync, so the simulation skips the cost of real ones.
+        return WalStorage.open(
+            directory / node_id, self.ids, segment_bytes=1024, sync_file=_no_fsync
+        )
+
+    def close(self) -> None:
+        """Release the files of on-disk logs."""
+        for node in self.nodes.values():
+            if isinstance(node.storage, WalStorage):
+                node.storage.crash()
+
     def _start(self, node: _Node) -> None:
         """Start (or restart) a node from what its storage holds durably."""
         machine = StateMachine(WINDOW)
@@ -196,11 +226,13 @@ class Simulation:
         assert node.endpoint is not None
         node.endpoint.close()
         node.storage.crash()
+        if isinstance(node.storage, WalStorage):
+            node.storage = self._open_storage(node.node_id)  # replay the files left behind
         node.raw = node.machine = node.endpoint = None
         node.writes.clear()
         node.reads.clear()
         node.confirmed_reads.clear()
-        node.crash_in_next_ready = False
+        node.crash_in_next_ready = node.crash_after_vote = False
         if restart_after_ms is not None:
             node.restart_at_ms = self.now_ms + restart_after_ms
 
@@ -233,7 +265,7 @@ class Simulation:
         if node.crash_in_next_ready and ready.must_sync:
             self._persist_without_sync(node, ready)
             self.nemesis_log.append(f"{self.now_ms}: {node.node_id} crashed before fsync")
-            self._crash(node, self.rng.randint(50, 400))
+            self._crash(node, self._downtime_ms())
             return
         persist_ready(node.storage, ready)
         if node.storage.unsynced_writes:
@@ -248,6 +280,7 @@ class Simulation:
         for entry in ready.committed_entries:
             if entry.kind is EntryKind.CONF_CHANGE:
                 raw.apply_conf_change(decode_conf_change(entry.data))
+            self._check_same_entry(node, entry)
             result = machine.apply_entry(entry)
             if result is not None:
                 self._answer_write(node, entry.data, result)
@@ -256,6 +289,15 @@ class Simulation:
         raw.advance(ready)
         self._serve_reads(node)
         self._maybe_snapshot(node)
+        if node.crash_after_vote and any(_grants_vote(message) for message in ready.messages):
+            self.nemesis_log.append(f"{self.now_ms}: {node.node_id} crashed after voting")
+            self._crash(node, self.rng.randint(1, 20))
+
+    def _check_same_entry(self, node: _Node, entry: Entry) -> None:
+        """State machine safety: every node applies the same entry at a given index."""
+        seen = self.applied_by_index.setdefault(entry.index, (entry.term, entry.data))
+        if seen != (entry.term, entry.data):
+            self.violations.append(f"{node.node_id} applied a different entry at {entry.index}")
 
     def _persist_without_sync(self, node: _Node, ready: Ready) -> None:
         if ready.snapshot is not None and not ready.snapshot.is_empty():
@@ -397,13 +439,14 @@ class Simulation:
     # -- nemesis --
 
     def _nemesis(self) -> None:
+        for node in self.nodes.values():
+            restart_at_ms = node.restart_at_ms
+            if not node.alive and restart_at_ms is not None and self.now_ms >= restart_at_ms:
+                self._start(node)
+                self.nemesis_log.append(f"{self.now_ms}: restart {node.node_id}")
         if self.now_ms < self.next_nemesis_ms or self.final_phase:
             return
         self.next_nemesis_ms = self.now_ms + self.rng.randint(100, 400)
-        for node in self.nodes.values():
-            if node.restart_at_ms is not None and self.now_ms >= node.restart_at_ms:
-                self._start(node)
-                self.nemesis_log.append(f"{self.now_ms}: restart {node.node_id}")
         actions: dict[str, Callable[[], FaultOptions | None]] = {
             "isolate-leader": self._isolate_leader,
             "minority": self._random_partition,
@@ -461,17 +504,28 @@ class Simulation:
                     faults = faults.blocked(a, b)
         return faults
 
+    def _downtime_ms(self) -> int:
+        """Often long enough to miss elections; sometimes so short the node is back within the
+        same term, where a forgotten vote or entry would show."""
+        if self.rng.random() < 0.4:
+            return self.rng.randint(1, 20)
+        return self.rng.randint(50, 500)
+
     def _crash_one(self) -> None:
         alive = [node for node in self.nodes.values() if node.alive]
         if not alive:
             return
         leader = self._leader()
         node = self.nodes[leader] if leader and self.rng.random() < 0.5 else self.rng.choice(alive)
-        if self.rng.random() < 0.5:
+        chance = self.rng.random()
+        if chance < 0.3:
+            node.crash_after_vote = True
+            self.nemesis_log.append(f"{self.now_ms}: {node.node_id} will crash after voting")
+        elif chance < 0.6:
             node.crash_in_next_ready = True
             self.nemesis_log.append(f"{self.now_ms}: {node.node_id} will crash before fsync")
         else:
-            self._crash(node, self.rng.randint(50, 500))
+            self._crash(node, self._downtime_ms())
             self.nemesis_log.append(f"{self.now_ms}: crash {node.node_id}")
 
     # -- the run --
@@ -507,7 +561,7 @@ class Simulation:
         self.network.set_faults(FaultOptions(delay_ms_min=1, delay_ms_max=3))
         self.nemesis_log.append(f"{self.now_ms}: heal all, restart all")
         for node in self.nodes.values():
-            node.crash_in_next_ready = False
+            node.crash_in_next_ready = node.crash_after_vote = False
             if not node.alive:
                 self._start(node)
 
@@ -524,6 +578,12 @@ class Simulation:
 
     def run(self) -> Report:
         """Faults, then heal and converge, then final reads; returns the report."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> Report:
         while self.now_ms < self.options.faulty_ms:
             self._advance_to_next_event(self.options.faulty_ms)
             self._round()
@@ -572,3 +632,12 @@ class Simulation:
                 key: node.machine.value(key, TIMESTAMP_MS) for key in self.options.keys
             }
         return values
+
+
+def _grants_vote(message: Message) -> bool:
+    return message.type in (MessageType.VOTE_RESP, MessageType.PRE_VOTE_RESP) and not message.reject
+
+
+def _no_fsync(descriptor: int) -> None:
+    """Stands in for :func:`os.fsync` where only process crashes are simulated."""
+    del descriptor

@@ -6,12 +6,15 @@ run ``Simulation(Options(seed=N, nodes=K)).run()`` from tests/raft/sim.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from sim import Options, Report, Simulation
 
 from tests.checkers.linearizability import Operation, Verdict, check_history
 
 SEEDS_PER_SIZE = 150
+WAL_SEEDS_PER_SIZE = 20
 
 
 def explain(report: Report, problem: str) -> str:
@@ -47,10 +50,14 @@ def applied_for_sure(operation: Operation) -> bool:
 
 
 def run(seed: int, nodes: int) -> Report:
+    return run_options(Options(seed=seed, nodes=nodes))
+
+
+def run_options(options: Options) -> Report:
     try:
-        return Simulation(Options(seed=seed, nodes=nodes)).run()
+        return Simulation(options).run()
     except Exception as error:
-        raise AssertionError(f"seed={seed} nodes={nodes}: {error!r}") from error
+        raise AssertionError(f"seed={options.seed} nodes={options.nodes}: {error!r}") from error
 
 
 @pytest.mark.slow
@@ -62,6 +69,31 @@ def test_histories_are_linearizable_under_the_nemesis(nodes: int) -> None:
         check_report(report)
         acknowledged += report.acknowledged_writes
     assert acknowledged > SEEDS_PER_SIZE * 5, "the workload must get writes through"
+
+
+@pytest.mark.parametrize("nodes", [3, 5])
+def test_histories_are_linearizable_with_the_write_ahead_log(tmp_path: Path, nodes: int) -> None:
+    """The same nemesis with every node's log on disk, crashed and replayed from its files;
+    frequent snapshots make the logs compact and delete their oldest segments.
+    """
+    first_segments_deleted = 0
+    for seed in range(WAL_SEEDS_PER_SIZE):
+        directory = tmp_path / f"seed-{seed}-nodes-{nodes}"
+        options = Options(
+            seed=seed,
+            nodes=nodes,
+            operations_per_client=12,
+            snapshot_every_entries=5,
+            wal_directory=directory,
+        )
+        report = run_options(options)
+        check_report(report)
+        assert any(directory.glob("*/*.snap")), f"seed={seed}: no snapshot was ever written"
+        first_segment = f"{0:016x}-{1:016x}.wal"
+        first_segments_deleted += sum(
+            not (node / first_segment).exists() for node in directory.iterdir()
+        )
+    assert first_segments_deleted > 0, "compaction never deleted a segment"
 
 
 def test_a_run_is_reproducible_from_its_seed() -> None:
