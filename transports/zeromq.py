@@ -57,6 +57,7 @@ from typing import cast
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from crdtstream.config import TransportConfig
 from crdtstream.errors import (
@@ -233,7 +234,7 @@ class _Authenticator(ThreadAuthenticator):
 
     def curve_user_id(self, client_public_key: bytes) -> str:
         """The node id of an allowed binary key: libzmq attaches it to each message."""
-        return self.node_by_key[zmq.utils.z85.encode(client_public_key)]
+        return self.node_by_key[z85.encode(client_public_key)]
 
 
 @dataclass(slots=True)
