@@ -42,6 +42,8 @@ ENVELOPE_BYTES_RESERVED = 2048
 PROGRESS_PIGGYBACK_OTHERS = 2
 """Other replicas' progress records attached to each frame, besides this node's own."""
 
+_JOIN_TAGS = frozenset({wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY})
+
 _MALFORMED = (CrdtStreamError, ValueError, TypeError, KeyError, IndexError, AttributeError)
 
 
@@ -58,7 +60,12 @@ class CatalogSync(Protocol):
 
 
 class GossipCore(Generic[DeltaT]):
-    """One node's gossip: a pure state machine from ticks and packets to packets."""
+    """One node's gossip: a pure state machine from ticks and packets to packets.
+
+    ``rules_fingerprint`` (e.g. ``Catalog.rules_fingerprint()`` or a digest of the configured
+    policy) is compared when peers meet; frames from a peer with other rules are refused and
+    counted in ``stats["refused_rules_mismatch"]``.
+    """
 
     def __init__(
         self,
@@ -74,6 +81,7 @@ class GossipCore(Generic[DeltaT]):
         window: WindowConfig | None = None,
         seeds: Sequence[str] = (),
         catalog: CatalogSync | None = None,
+        rules_fingerprint: str = "",
     ) -> None:
         self.node_id = node_id
         self.replica = replica
@@ -86,7 +94,13 @@ class GossipCore(Generic[DeltaT]):
             lattice, decode, self.gossip_config, rng, self.frame_bytes_max - reserve
         )
         self.membership = Membership(
-            node_id, address, replica, membership or MembershipConfig(), rng, seeds
+            node_id,
+            address,
+            replica,
+            membership or MembershipConfig(),
+            rng,
+            seeds,
+            rules_fingerprint,
         )
         self.progress = ProgressTable(self.window_config.retention_windows)
         self.catalog = catalog
@@ -99,6 +113,7 @@ class GossipCore(Generic[DeltaT]):
                 "bytes_received",
                 "malformed_received",
                 "piggyback_dropped_for_size",
+                "refused_rules_mismatch",
             ),
             0,
         )
@@ -130,11 +145,19 @@ class GossipCore(Generic[DeltaT]):
         self.stats["bytes_received"] += len(payload)
         try:
             frame = decode_frame(payload)
+            # A table exchange decides whether the peer's rules match before its piggyback is
+            # believed; any other frame from a refused peer is dropped.
+            joining = frame.tag in _JOIN_TAGS
+            messages = self._dispatch(source, frame.tag, frame.body, now_ms) if joining else []
+            if source in self.membership.rules_mismatches:
+                self.stats["refused_rules_mismatch"] += 1
+                return self._encode(messages, now_ms)
             for update in frame.updates:
                 self.membership.apply(update, now_ms)
             for record in frame.progress:
                 self._merge_progress(record)
-            messages = self._dispatch(source, frame.tag, frame.body, now_ms)
+            if not joining:
+                messages = self._dispatch(source, frame.tag, frame.body, now_ms)
         except _MALFORMED:
             self.stats["malformed_received"] += 1
             return []

@@ -20,6 +20,8 @@ Protocol (Das, Gupta, Motivala, "SWIM", DSN 2002; Dadgar et al., "Lifeguard", 20
   with members believed dead, heals the table after partitions.
 - Join: until another member is known, the table is pushed to the seed peers. Leave: the node
   marks itself *left* and pushes its table to a few members.
+- Every table exchange carries the policy rules' fingerprint; a peer whose rules differ is
+  refused (DESIGN §3) and listed in ``rules_mismatches``.
 """
 
 from __future__ import annotations
@@ -130,8 +132,12 @@ class Membership:
         config: MembershipConfig,
         rng: random.Random,
         seeds: Sequence[str] = (),
+        rules_fingerprint: str = "",
     ) -> None:
         self.node_id = node_id
+        self.rules_fingerprint = rules_fingerprint
+        # Peers refused because their policy rules differ: node id -> their fingerprint.
+        self.rules_mismatches: dict[str, str] = {}
         self.config = config
         self.seeds = [seed for seed in seeds if seed != node_id]
         self.members: dict[str, Member] = {
@@ -139,7 +145,16 @@ class Membership:
         }
         self.awareness = 0
         self.stats: dict[str, int] = dict.fromkeys(
-            ("probes", "probes_failed", "suspected", "declared_dead", "refuted", "nacks"), 0
+            (
+                "probes",
+                "probes_failed",
+                "suspected",
+                "declared_dead",
+                "refuted",
+                "nacks",
+                "refused_rules_mismatch",
+            ),
+            0,
         )
         self._rng = rng
         self._sequence = 0
@@ -217,7 +232,7 @@ class Membership:
             # This node first, then a random sample: repeated exchanges cover the whole table.
             others = self._rng.sample(rows[1:], SYNC_MEMBERS_MAX - 1)
             rows = [rows[0], *others]
-        return Message(peer_id, tag, [rows])
+        return Message(peer_id, tag, [rows, self.rules_fingerprint])
 
     def _tick_probe(self, now_ms: int) -> list[Message]:
         messages: list[Message] = []
@@ -312,10 +327,25 @@ class Membership:
                 self.stats["nacks"] += 1
             return []
         if tag in (wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY):
-            for raw in body[0]:
-                self.apply(MemberUpdate.from_wire(raw), now_ms)
+            return self._receive_sync(source, tag, body, now_ms)
+        return []
+
+    def _receive_sync(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
+        rows, fingerprint = body
+        if fingerprint != self.rules_fingerprint:
+            # DESIGN §3: all nodes must hold the same policy rules; a mismatch is refused
+            # (counted, and the peer is listed in ``rules_mismatches`` for status pages). The
+            # reply carries our fingerprint only, so the other side refuses us as well.
+            self.stats["refused_rules_mismatch"] += 1
+            self.rules_mismatches[source] = str(fingerprint)
             if tag == wire.Tag.SWIM_SYNC:
-                return [self._sync_messages(source, wire.Tag.SWIM_SYNC_REPLY)]
+                return [Message(source, wire.Tag.SWIM_SYNC_REPLY, [[], self.rules_fingerprint])]
+            return []
+        self.rules_mismatches.pop(source, None)
+        for raw in rows:
+            self.apply(MemberUpdate.from_wire(raw), now_ms)
+        if tag == wire.Tag.SWIM_SYNC:
+            return [self._sync_messages(source, wire.Tag.SWIM_SYNC_REPLY)]
         return []
 
     def _receive_ack(self, sequence: int) -> list[Message]:

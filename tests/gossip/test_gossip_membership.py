@@ -41,9 +41,10 @@ class Group:
             if source in self.down or message.peer_id in self.down:
                 continue
             receiver = self.nodes[message.peer_id]
-            for update in self.nodes[source].piggyback():
-                receiver.apply(update, self.now_ms)
             replies = receiver.step(source, message.tag, message.body, self.now_ms)
+            if source not in receiver.rules_mismatches:
+                for update in self.nodes[source].piggyback():
+                    receiver.apply(update, self.now_ms)
             queue.extend((message.peer_id, reply) for reply in replies)
 
     def run(self, duration_ms: int) -> None:
@@ -201,3 +202,20 @@ def test_a_failure_in_a_larger_cluster_reaches_every_member() -> None:
     survivors = [name for name in names if name != "n17"]
     assert {group.status(name, "n17") for name in survivors} == {"dead"}
     assert all(group.status(a, b) == "alive" for a in survivors for b in survivors)
+
+
+def test_a_peer_with_other_policy_rules_is_refused_on_both_sides() -> None:
+    """DESIGN §3: a fingerprint of the rules is exchanged when peers meet; a mismatch is refused."""
+    group = Group(["a", "b"])
+    group.nodes["c"] = Membership(
+        "c", "memory://c", "c~0", CONFIG, random.Random(5), ["a"], rules_fingerprint="other"
+    )
+    group.run(2_000)
+    assert sorted(group.nodes["a"].members) == ["a", "b"]
+    assert sorted(group.nodes["c"].members) == ["c"]
+    assert group.nodes["a"].rules_mismatches == {"c": "other"}
+    assert group.nodes["c"].rules_mismatches == {"a": ""}
+    group.nodes["c"].rules_fingerprint = ""
+    group.run(2_000)
+    assert sorted(group.nodes["a"].members) == ["a", "b", "c"]
+    assert group.nodes["a"].rules_mismatches == {}
