@@ -453,6 +453,7 @@ class Simulation:
             "bridge": self._bridge,
             "majority-ring": self._majority_ring,
             "crash": self._crash_one,
+            "transfer-leader": self._transfer_leader,
             "heal": lambda: self.background,
         }
         name = self.rng.choice(sorted(actions))
@@ -503,6 +504,16 @@ class Simulation:
                 if b not in near:
                     faults = faults.blocked(a, b)
         return faults
+
+    def _transfer_leader(self) -> None:
+        """Ask the leader to hand over to another node (which may be cut off or down)."""
+        leader = self._leader()
+        if leader is None:
+            return
+        node = self.nodes[leader]
+        assert node.raw is not None
+        node.raw.transfer_leader(self.rng.choice([i for i in self.ids if i != leader]))
+        node.dirty = True
 
     def _downtime_ms(self) -> int:
         """Often long enough to miss elections; sometimes so short the node is back within the
