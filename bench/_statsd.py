@@ -1,13 +1,15 @@
 """statsd / DogStatsD ingest figures, run by the ``ingest`` suite (``crdtstream bench ingest``).
 
-``run_statsd(report, make_store)`` records, side by side in one run:
+``run_statsd(report, make_store)`` records, in one run:
 
 - ``statsd_lines_per_s``: lines per second through the vectorised parser plus the store's batch
-  ingest (``make_store()`` gives a fresh store per repetition; with ``make_store=None`` the figure
-  is parse only and its unit says so), and the ratio ``statsd_lines_per_s_vs_goal`` against the
-  goal of 1,000,000 lines/s on one core (goal ``>= 1``);
-- ``statsd_vs_per_line``: how many times faster the vectorised parser is than the per-line
-  parser on the same batches (parse only on both sides; goal ``>= 4``).
+  ingest (one pass into the fresh store ``make_store()`` returns; with ``make_store=None`` the
+  figure is parse only and its unit says so), and the ratio ``statsd_lines_per_s_vs_goal``
+  against the goal of 1,000,000 lines/s on one core (goal ``>= 1``);
+- ``statsd_parse_lines_per_s``: the vectorised parser alone, best of ``repeats``;
+- ``statsd_per_line_lines_per_s`` and the ratio ``statsd_vs_per_line``: the per-line parser
+  against the vectorised one on the same quarter of the batches, the two timed alternately
+  (best of ``repeats`` each) so that a busy machine slows both alike (goal ``>= 4``).
 
 The workload is the standard mix of :func:`statsd_workload`: counters, gauges, sets and timers
 with tags and sample rates, 20 lines per datagram, parsed ``DATAGRAMS_PER_BATCH`` datagrams at a
@@ -110,10 +112,17 @@ def run_statsd(
     from crdtstream.ingest import parse, parse_reference
 
     batches = _batches(statsd_workload(lines, seed))
-    vectorised_s = best_of(repeats, lambda: _parse_all(parse, batches))
-    per_line_s = best_of(1, lambda: _parse_all(parse_reference, batches))
+    # The ratio interleaves the two parsers on the same batches, each timed best of `repeats`,
+    # so a busy machine slows both alike. The per-line side reads a prefix to stay quick.
+    sample = batches[: max(1, len(batches) // 4)]
+    sample_lines = sum(datagram.count(b"\n") + 1 for batch in sample for datagram in batch)
+    vectorised_s = per_line_s = float("inf")
+    for _ in range(repeats):
+        vectorised_s = min(vectorised_s, timed(lambda: _parse_all(parse, sample)))
+        per_line_s = min(per_line_s, timed(lambda: _parse_all(parse_reference, sample)))
+    parse_s = best_of(repeats, lambda: _parse_all(parse, batches))
     if make_store is None:
-        end_to_end_s, unit = vectorised_s, "lines/s (parse only, no store given)"
+        end_to_end_s, unit = parse_s, "lines/s (parse only, no store given)"
     else:
         # Once, into a fresh store: the store's growth is part of what is measured.
         store = make_store()
@@ -121,7 +130,7 @@ def run_statsd(
         unit = "lines/s (parse + store ingest)"
     lines_per_s = lines / end_to_end_s
     report.add("statsd_lines_per_s", lines_per_s, unit)
-    report.add("statsd_parse_lines_per_s", lines / vectorised_s, "lines/s (vectorised parse)")
-    report.add("statsd_per_line_lines_per_s", lines / per_line_s, "lines/s (per-line parse)")
+    report.add("statsd_parse_lines_per_s", lines / parse_s, "lines/s (vectorised parse)")
+    report.add("statsd_per_line_lines_per_s", sample_lines / per_line_s, "lines/s (per-line parse)")
     report.ratio("statsd_lines_per_s_vs_goal", lines_per_s / GOAL_LINES_PER_S, ">= 1")
     report.ratio("statsd_vs_per_line", per_line_s / vectorised_s, ">= 4")

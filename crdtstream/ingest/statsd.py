@@ -18,16 +18,23 @@ Pure: no clock (``now_ms`` is an argument), no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from crdtstream.crdt.hashing import hash64_many
+from crdtstream.ingest._assemble import (
+    Lines,
+    Rows,
+    fallback_columns,
+    fast_columns,
+    kind_batch,
+    ordered,
+)
 from crdtstream.ingest._intern import SegmentInterner, group_rows
-from crdtstream.ingest._numbers import MAX_DIGITS, gather, parse_decimals
+from crdtstream.ingest._numbers import parse_decimals
 from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, scan
 from crdtstream.ingest.batch import (
     KINDS,
@@ -35,7 +42,6 @@ from crdtstream.ingest.batch import (
     Kind,
     KindBatch,
     ParseResult,
-    dense_index,
 )
 from crdtstream.ingest.statsd_reference import (
     MAX_LINE_BYTES,
@@ -54,33 +60,18 @@ BoolArray = npt.NDArray[np.bool_]
 _DISTINCT = KINDS.index("distinct")
 _REASON_CODES = {reason: code for code, reason in enumerate(REASONS)}
 
-
-@dataclass(slots=True)
-class _Lines:
-    """Per-line facts gathered by the vectorised passes."""
-
-    layout: Layout
-    accepted: BoolArray  # simple lines whose key is valid
-    rate: npt.NDArray[np.float64]
-    timestamp_ms: Int64Array
-    key_id: Int64Array  # index into the key table, -1 when the key was rejected
-
-
-@dataclass(slots=True)
-class _Rows:
-    """Value rows of the simple lines, in line order (packed values left to right)."""
-
-    line: Int64Array
-    start: Int64Array
-    end: Int64Array
-    value: npt.NDArray[np.float64]
-    signed: BoolArray
+# Each batch canonicalises every distinct raw name and tag list once; remembering recent answers
+# across batches (the functions are pure) spares most of even that on steady traffic.
+_CACHE_ENTRIES = 1 << 15
+_cached_canonical_name = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_name)
+_cached_canonical_tags = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_tags)
 
 
 def _join(datagrams: bytes | bytearray | memoryview | Sequence[bytes]) -> bytes:
     if isinstance(datagrams, (bytes, bytearray, memoryview)):
         return bytes(datagrams) + b"\n"
-    return b"\n".join(datagrams) + b"\n"
+    # The empty last item makes join end the buffer with a newline, without a second copy.
+    return b"\n".join([*datagrams, b""])
 
 
 def parse(
@@ -101,7 +92,7 @@ def parse(
     key_names: list[str] = []
     errors: dict[str, int] = {}
     key_id = _intern_keys(data, buffer, layout, simple, key_names, errors)
-    lines = _Lines(layout, simple & (key_id >= 0), rate, timestamp_ms, key_id)
+    lines = Lines(layout, simple & (key_id >= 0), rate, timestamp_ms, key_id)
     fallback = _parse_fallback(data, layout, simple, now_ms, max_line_bytes, errors)
     key_table = {name: index for index, name in enumerate(key_names)} if fallback else {}
     for parsed in fallback.values():
@@ -110,9 +101,9 @@ def parse(
     batches: dict[Kind, KindBatch] = {}
     for kind_index, kind in enumerate(KINDS):
         rows = member_rows if kind == "distinct" else numeric_rows
-        fast = _fast_columns(buffer, lines, rows, kind_index)
-        slow = _fallback_columns(fallback, kind, key_table)
-        batch = _kind_batch(fast if slow is None else _ordered(fast, slow), names)
+        fast = fast_columns(buffer, lines, rows, kind_index)
+        slow = fallback_columns(fallback, kind, key_table)
+        batch = kind_batch(fast if slow is None else ordered(fast, slow), names)
         if batch is not None:
             batches[kind] = batch
     lines_ok = int(np.count_nonzero(lines.accepted)) + len(fallback)
@@ -153,7 +144,7 @@ def _timestamps(
 
 def _value_rows(
     buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray
-) -> tuple[_Rows, _Rows]:
+) -> tuple[Rows, Rows]:
     """Split and parse the values of simple lines: numeric rows (packed ``a:b:c`` gives three)
     and set-member rows. Lines with a value that is not a plain decimal stop being simple."""
     colons = layout.colons
@@ -175,8 +166,8 @@ def _value_rows(
     simple[members[member_end <= member_start]] = False
     no_values = np.zeros(members.shape[0])
     return (
-        _Rows(row_line, start, end, parsed.value, parsed.signed),
-        _Rows(members, member_start, member_end, no_values, no_values.astype(np.bool_)),
+        Rows(row_line, start, end, parsed.value, parsed.signed),
+        Rows(members, member_start, member_end, no_values, no_values.astype(np.bool_)),
     )
 
 
@@ -197,7 +188,7 @@ def _intern_keys(
         return key_id
     interner = SegmentInterner(data)
     names = _canonical_segments(
-        data, interner, layout.starts[lines], layout.name_end[lines], canonical_name
+        data, interner, layout.starts[lines], layout.name_end[lines], _cached_canonical_name
     )
     tag_starts = layout.field_starts[lines, FIELD_TAGS]
     tagged = np.flatnonzero(tag_starts >= 0)
@@ -206,7 +197,7 @@ def _intern_keys(
         interner,
         tag_starts[tagged],
         layout.field_ends[lines[tagged], FIELD_TAGS],
-        canonical_tags,
+        _cached_canonical_tags,
     )
     collided = names.collided.copy()
     collided[tagged] |= tags.collided
@@ -286,102 +277,3 @@ def _parse_fallback(
         except LineRejectedError as rejected:
             errors[rejected.reason] = errors.get(rejected.reason, 0) + 1
     return parsed
-
-
-@dataclass(slots=True)
-class _Columns:
-    """The rows of one kind before key renumbering, with the line each came from."""
-
-    line: Int64Array
-    key_id: Int64Array
-    values: npt.NDArray[Any]
-    timestamps_ms: Int64Array
-    weights: npt.NDArray[np.float64]
-    relative: BoolArray
-
-
-def _fast_columns(
-    buffer: npt.NDArray[np.uint8], lines: _Lines, rows: _Rows, kind_index: int
-) -> _Columns:
-    keep = lines.accepted[rows.line] & (lines.layout.kind[rows.line] == kind_index)
-    line = rows.line[keep]
-    values: npt.NDArray[Any] = rows.value[keep]
-    weights = np.ones(line.shape[0], dtype=np.float64)
-    kind = KINDS[kind_index]
-    if kind == "counter":
-        values = values * (1.0 / lines.rate[line])
-    elif kind == "distribution":
-        weights = 1.0 / lines.rate[line]
-    elif kind == "distinct":
-        values = _hash_members(buffer, rows.start[keep], rows.end[keep])
-    relative = rows.signed[keep] if kind == "gauge" else np.zeros(line.shape[0], dtype=np.bool_)
-    return _Columns(line, lines.key_id[line], values, lines.timestamp_ms[line], weights, relative)
-
-
-def _hash_members(
-    buffer: npt.NDArray[np.uint8], starts: Int64Array, ends: Int64Array
-) -> npt.NDArray[np.uint64]:
-    """``hash64_many`` of the member bytes, fed as one fixed-width ``S`` array."""
-    if starts.shape[0] == 0:
-        return np.zeros(0, dtype=np.uint64)
-    lengths = ends - starts
-    width = max(MAX_DIGITS, int(lengths.max()))
-    chars = gather(buffer, starts, width)
-    chars[np.arange(width) >= lengths[:, None]] = 0
-    return hash64_many(chars.view(f"S{width}").reshape(-1))
-
-
-def _fallback_columns(
-    fallback: dict[int, ParsedLine], kind: Kind, key_names: dict[str, int]
-) -> _Columns | None:
-    chosen = [(line, parsed) for line, parsed in fallback.items() if parsed.kind == kind]
-    if not chosen:
-        return None
-    line: list[int] = []
-    key_id: list[int] = []
-    values: list[Any] = []
-    timestamps_ms: list[int] = []
-    weights: list[float] = []
-    relative: list[bool] = []
-    for line_number, parsed in chosen:
-        count = len(parsed.values)
-        line.extend([line_number] * count)
-        key_id.extend([key_names[parsed.key]] * count)
-        values.extend(parsed.values)
-        timestamps_ms.extend([parsed.timestamp_ms] * count)
-        weights.extend([parsed.weight] * count)
-        relative.extend(parsed.relative)
-    value_array = hash64_many(values) if kind == "distinct" else np.array(values, np.float64)
-    return _Columns(
-        np.array(line, dtype=np.int64),
-        np.array(key_id, dtype=np.int64),
-        value_array,
-        np.array(timestamps_ms, dtype=np.int64),
-        np.array(weights, dtype=np.float64),
-        np.array(relative, dtype=np.bool_),
-    )
-
-
-def _ordered(fast: _Columns, slow: _Columns) -> _Columns:
-    """Both sources interleaved back into input order (a line lives in one source only)."""
-    order = np.argsort(np.concatenate([fast.line, slow.line]), kind="stable")
-    return _Columns(
-        *(
-            np.concatenate([getattr(fast, name), getattr(slow, name)])[order]
-            for name in ("line", "key_id", "values", "timestamps_ms", "weights", "relative")
-        )
-    )
-
-
-def _kind_batch(columns: _Columns, names: npt.NDArray[np.object_]) -> KindBatch | None:
-    if columns.line.shape[0] == 0:
-        return None
-    distinct, key_index = dense_index(columns.key_id, names.shape[0])
-    return KindBatch(
-        key_names=names[distinct].tolist(),
-        key_index=key_index,
-        values=columns.values,
-        timestamps_ms=columns.timestamps_ms,
-        weights=columns.weights,
-        relative=columns.relative,
-    )

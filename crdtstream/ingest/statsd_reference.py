@@ -14,7 +14,6 @@ the reason a line is rejected for. This module is pure: no clock, no I/O.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Sequence
@@ -101,9 +100,6 @@ def canonical_key(name: bytes, tags: bytes | None) -> str:
     return name_text + "#" + canonical_tags(tags)
 
 
-# Both are pure and called once per distinct name or tag list of a batch; remembering recent
-# answers spares the vectorised parser most of its per-key Python work on steady traffic.
-@functools.lru_cache(maxsize=1 << 15)
 def canonical_name(name: bytes) -> str:
     """The metric name as text; raises :class:`LineRejectedError` if empty or malformed."""
     if not name:
@@ -116,7 +112,6 @@ def canonical_name(name: bytes) -> str:
         raise LineRejectedError("non_utf8_name") from None
 
 
-@functools.lru_cache(maxsize=1 << 15)
 def canonical_tags(tags: bytes) -> str:
     """The text of a ``|#`` field, tags sorted and de-duplicated; raises
     :class:`LineRejectedError` for an empty tag, a space or control byte, or non-UTF-8 bytes."""

@@ -111,3 +111,9 @@ def test_negative_zero_is_kept_bit_for_bit() -> None:
     result = parse(b"x:-0|c\nx:-0.0|g", NOW_MS)
     assert np.signbit(result.batches["counter"].values).tolist() == [True]
     assert result == parse_reference(b"x:-0|c\nx:-0.0|g", NOW_MS)
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@pytest.mark.parametrize("empty", [[], b"", [b""], [b"", b"\n"], b"\n\n"])
+def test_empty_input_gives_an_empty_result(parser: Parser, empty: bytes | list[bytes]) -> None:
+    assert parser(empty, NOW_MS) == ParseResult()

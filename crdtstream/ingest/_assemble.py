@@ -1,0 +1,159 @@
+"""Assembling the rows of one kind into a :class:`~crdtstream.ingest.batch.KindBatch`: the
+vectorised rows of simple lines and the per-line parser's rows of the others, interleaved back
+into input order, with keys renumbered densely per kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from crdtstream.crdt.hashing import hash64_many
+from crdtstream.ingest._numbers import gather
+from crdtstream.ingest._scan import Layout
+from crdtstream.ingest.batch import KINDS, Kind, KindBatch, dense_index
+from crdtstream.ingest.statsd_reference import ParsedLine
+
+__all__ = [
+    "Columns",
+    "Lines",
+    "Rows",
+    "fallback_columns",
+    "fast_columns",
+    "kind_batch",
+    "ordered",
+]
+
+Int64Array = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+_MIN_MEMBER_WIDTH = 16
+
+
+@dataclass(slots=True)
+class Lines:
+    """Per-line facts gathered by the vectorised passes."""
+
+    layout: Layout
+    accepted: BoolArray  # simple lines whose key is valid
+    rate: npt.NDArray[np.float64]
+    timestamp_ms: Int64Array
+    key_id: Int64Array  # index into the key table, -1 when the key was rejected
+
+
+@dataclass(slots=True)
+class Rows:
+    """Value rows of the simple lines, in line order (packed values left to right)."""
+
+    line: Int64Array
+    start: Int64Array
+    end: Int64Array
+    value: npt.NDArray[np.float64]
+    signed: BoolArray
+
+
+@dataclass(slots=True)
+class Columns:
+    """The rows of one kind before key renumbering, with the line each came from."""
+
+    line: Int64Array
+    key_id: Int64Array
+    values: npt.NDArray[Any]
+    timestamps_ms: Int64Array
+    weights: npt.NDArray[np.float64]
+    relative: BoolArray
+
+
+def fast_columns(
+    buffer: npt.NDArray[np.uint8], lines: Lines, rows: Rows, kind_index: int
+) -> Columns:
+    """The rows of accepted simple lines of one kind: counters scaled by ``1 / rate``,
+    distributions weighted by it, set members hashed, gauge signs kept as ``relative``."""
+    keep = lines.accepted[rows.line] & (lines.layout.kind[rows.line] == kind_index)
+    line = rows.line[keep]
+    values: npt.NDArray[Any] = rows.value[keep]
+    weights = np.ones(line.shape[0], dtype=np.float64)
+    kind = KINDS[kind_index]
+    if kind == "counter":
+        values = values * (1.0 / lines.rate[line])
+    elif kind == "distribution":
+        weights = 1.0 / lines.rate[line]
+    elif kind == "distinct":
+        values = _hash_members(buffer, rows.start[keep], rows.end[keep])
+    relative = rows.signed[keep] if kind == "gauge" else np.zeros(line.shape[0], dtype=np.bool_)
+    return Columns(line, lines.key_id[line], values, lines.timestamp_ms[line], weights, relative)
+
+
+def _hash_members(
+    buffer: npt.NDArray[np.uint8], starts: Int64Array, ends: Int64Array
+) -> npt.NDArray[np.uint64]:
+    """``hash64_many`` of the member bytes, fed as one fixed-width ``S`` array."""
+    if starts.shape[0] == 0:
+        return np.zeros(0, dtype=np.uint64)
+    lengths = ends - starts
+    width = max(_MIN_MEMBER_WIDTH, int(lengths.max()))
+    chars = gather(buffer, starts, width)
+    chars[np.arange(width) >= lengths[:, None]] = 0
+    return hash64_many(chars.view(f"S{width}").reshape(-1))
+
+
+def fallback_columns(
+    fallback: dict[int, ParsedLine], kind: Kind, key_names: dict[str, int]
+) -> Columns | None:
+    """The rows of the per-line parser's accepted lines (by line number) of one kind, keys
+    numbered by ``key_names``; None when there are none."""
+    chosen = [(line, parsed) for line, parsed in fallback.items() if parsed.kind == kind]
+    if not chosen:
+        return None
+    line: list[int] = []
+    key_id: list[int] = []
+    values: list[Any] = []
+    timestamps_ms: list[int] = []
+    weights: list[float] = []
+    relative: list[bool] = []
+    for line_number, parsed in chosen:
+        count = len(parsed.values)
+        line.extend([line_number] * count)
+        key_id.extend([key_names[parsed.key]] * count)
+        values.extend(parsed.values)
+        timestamps_ms.extend([parsed.timestamp_ms] * count)
+        weights.extend([parsed.weight] * count)
+        relative.extend(parsed.relative)
+    value_array = hash64_many(values) if kind == "distinct" else np.array(values, np.float64)
+    return Columns(
+        np.array(line, dtype=np.int64),
+        np.array(key_id, dtype=np.int64),
+        value_array,
+        np.array(timestamps_ms, dtype=np.int64),
+        np.array(weights, dtype=np.float64),
+        np.array(relative, dtype=np.bool_),
+    )
+
+
+def ordered(fast: Columns, slow: Columns) -> Columns:
+    """Both sources interleaved back into input order (a line lives in one source only)."""
+    order = np.argsort(np.concatenate([fast.line, slow.line]), kind="stable")
+    return Columns(
+        *(
+            np.concatenate([getattr(fast, name), getattr(slow, name)])[order]
+            for name in ("line", "key_id", "values", "timestamps_ms", "weights", "relative")
+        )
+    )
+
+
+def kind_batch(columns: Columns, names: npt.NDArray[np.object_]) -> KindBatch | None:
+    """The batch of these rows, with only the keys they use (``names`` indexed by key id);
+    None when there are no rows."""
+    if columns.line.shape[0] == 0:
+        return None
+    distinct, key_index = dense_index(columns.key_id, names.shape[0])
+    return KindBatch(
+        key_names=names[distinct].tolist(),
+        key_index=key_index,
+        values=columns.values,
+        timestamps_ms=columns.timestamps_ms,
+        weights=columns.weights,
+        relative=columns.relative,
+    )
