@@ -1,4 +1,5 @@
-"""Durable Raft storage: a write-ahead log of checksummed records, plus a crash-simulating twin.
+"""Durable Raft storage: a write-ahead log of checksummed records (its in-memory twin that can
+crash is :mod:`crdtstream.raft.crashable`; the format and replay are in :mod:`.wal_format`).
 
 File-level rules: this module performs file I/O (the driver calls it; the core only reads through
 the :class:`~crdtstream.raft.storage.Storage` protocol). Nothing is durable until :meth:`sync`
@@ -25,18 +26,29 @@ record. A bad record anywhere else is damage beyond repair: :class:`StorageError
 from __future__ import annotations
 
 import os
-import struct
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from crdtstream import wire
-from crdtstream.errors import DecodeError, StorageError
+from crdtstream.errors import StorageError
 from crdtstream.raft import types
 from crdtstream.raft.storage import MemoryStorage, Storage
 from crdtstream.raft.types import Entry, HardState, Ready, Snapshot
+from crdtstream.raft.wal_format import (
+    Files,
+    Mark,
+    Replay,
+    Segment,
+    SyncFile,
+    decode_records,
+    encode_mark,
+    encode_record,
+    load_metadata,
+    read_segments,
+    rebuild,
+    segment_name,
+    snapshot_name,
+)
 
 __all__ = [
     "SEGMENT_BYTES_DEFAULT",
@@ -50,15 +62,7 @@ __all__ = [
 SEGMENT_BYTES_DEFAULT = 8 << 20
 """A segment is closed and a new one begun once it grows past this size."""
 
-RECORD_BYTES_MAX = 64 << 20
-"""A length field above this is corruption, not a record."""
-
-_HEADER = struct.Struct(">II")
-_METADATA_FILE = "metadata"
 _KEPT_SNAPSHOTS = 2
-
-SyncFile = Callable[[int], None]
-"""Makes a file descriptor durable; :func:`os.fsync` in production, a counter in tests."""
 
 
 class DurableStorage(Storage, Protocol):
@@ -105,159 +109,13 @@ def persist_ready(storage: DurableStorage, ready: Ready) -> None:
         storage.sync()
 
 
-# -- records ------------------------------------------------------------------------------------
-
-
-def encode_record(frame: bytes) -> bytes:
-    """One record: big-endian length and CRC32 of ``frame``, then ``frame``."""
-    return _HEADER.pack(len(frame), zlib.crc32(frame)) + frame
-
-
-def decode_records(data: bytes) -> tuple[list[bytes], int]:
-    """The valid records at the start of ``data`` and the offset of the first bad byte.
-
-    The offset equals ``len(data)`` when every record is whole and its checksum matches.
-    """
-    frames: list[bytes] = []
-    offset = 0
-    while offset < len(data):
-        if offset + _HEADER.size > len(data):
-            break
-        length, checksum = _HEADER.unpack_from(data, offset)
-        start = offset + _HEADER.size
-        if length == 0 or length > RECORD_BYTES_MAX or start + length > len(data):
-            break
-        frame = data[start : start + length]
-        if zlib.crc32(frame) != checksum:
-            break
-        frames.append(frame)
-        offset = start + length
-    return frames, offset
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    """A snapshot named in the log; ``received`` marks also reset the log to the snapshot."""
-
-    index: int
-    term: int
-    received: bool
-
-
-def _encode_mark(mark: _Mark) -> bytes:
-    return wire.encode(wire.Tag.RAFT_WAL_SNAPSHOT_MARK, [mark.index, mark.term, mark.received])
-
-
-def _mark_from(body: Any) -> _Mark:
-    index, term, received = body
-    if type(index) is not int or type(term) is not int or type(received) is not bool:
-        raise TypeError(f"snapshot mark must be [int, int, bool], got {body!r}")
-    return _Mark(index, term, received)
-
-
-def _voters_from(body: Any) -> tuple[str, ...]:
-    if not (isinstance(body, list) and all(isinstance(voter, str) for voter in body)):
-        raise TypeError(f"metadata must be a list of voter ids, got {body!r}")
-    return tuple(body)
-
-
-def _decode_frame(frame: bytes) -> Entry | HardState | _Mark:
-    """Turn one record body into what it holds; :class:`DecodeError` on anything else."""
-    tag, body = wire.decode(frame)
-    if tag == wire.Tag.RAFT_ENTRY:
-        return types.decode_entry(frame)
-    if tag == wire.Tag.RAFT_HARD_STATE:
-        return types.decode_hard_state(frame)
-    if tag == wire.Tag.RAFT_WAL_SNAPSHOT_MARK:
-        return wire.build_checked(body, _mark_from)
-    raise DecodeError(f"unexpected record tag {tag} in the write-ahead log")
-
-
-# -- files --------------------------------------------------------------------------------------
-
-
-def _segment_name(sequence: int, first_index: int) -> str:
-    return f"{sequence:016x}-{first_index:016x}.wal"
-
-
-def _snapshot_name(index: int, term: int) -> str:
-    return f"{index:016x}-{term:016x}.snap"
-
-
-def _parse_hex_pair(name: str, suffix: str) -> tuple[int, int] | None:
-    if not name.endswith(suffix):
-        return None
-    try:
-        first, second = name[: -len(suffix)].split("-")
-        return int(first, 16), int(second, 16)
-    except ValueError:
-        return None
-
-
-class _Files:
-    """Directory operations with an injectable fsync, so tests can count and replace it."""
-
-    def __init__(self, directory: Path, sync_file: SyncFile) -> None:
-        self.directory = directory
-        self.sync_file = sync_file
-
-    def sync_directory(self) -> None:
-        descriptor = os.open(self.directory, os.O_RDONLY)
-        try:
-            self.sync_file(descriptor)
-        finally:
-            os.close(descriptor)
-
-    def write_atomically(self, name: str, data: bytes) -> None:
-        """Temporary file, fsync, rename, fsync the directory: all of ``data`` or nothing."""
-        temporary = self.directory / f"{name}.tmp"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(descriptor, data)
-            self.sync_file(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, self.directory / name)
-        self.sync_directory()
-
-    def listing(self, suffix: str) -> list[tuple[int, int, str]]:
-        """Files named ``<hex>-<hex><suffix>``, sorted by their numbers."""
-        found = []
-        for path in self.directory.iterdir():
-            numbers = _parse_hex_pair(path.name, suffix)
-            if numbers is not None:
-                found.append((*numbers, path.name))
-        return sorted(found)
-
-    def remove(self, name: str) -> None:
-        (self.directory / name).unlink(missing_ok=True)
-
-
-@dataclass(slots=True)
-class _Segment:
-    """One segment file and the highest entry index ever written to it."""
-
-    name: str
-    sequence: int
-    last_entry_index: int = 0
-
-
-@dataclass(slots=True)
-class _Replay:
-    """What reading the directory found, before it becomes a :class:`MemoryStorage`."""
-
-    segments: list[_Segment]
-    records: list[Entry | HardState | _Mark]
-    record_segments: list[int]
-
-
 class WalStorage:
     """Raft storage on disk: reads served from memory, every write logged and made durable by
     :meth:`sync`. Open it with :meth:`open`; close it with :meth:`close`.
     """
 
     def __init__(
-        self, files: _Files, memory: MemoryStorage, replay: _Replay, segment_bytes: int
+        self, files: Files, memory: MemoryStorage, replay: Replay, segment_bytes: int
     ) -> None:
         self._files = files
         self._memory = memory
@@ -268,12 +126,12 @@ class WalStorage:
         self._failure: str | None = None
         self._descriptor = -1
         self._written_bytes = 0
-        self._durable_mark: _Mark | None = None
-        self._pending_mark: _Mark | None = None
+        self._durable_mark: Mark | None = None
+        self._pending_mark: Mark | None = None
         self._compacted_index = 0
         snapshot = memory.snapshot()
         if not snapshot.is_empty():
-            self._durable_mark = _Mark(snapshot.meta.index, snapshot.meta.term, False)
+            self._durable_mark = Mark(snapshot.meta.index, snapshot.meta.term, False)
 
     @classmethod
     def open(
@@ -291,12 +149,12 @@ class WalStorage:
         """
         if segment_bytes < 1024:
             raise ValueError(f"segment_bytes must be >= 1024, got {segment_bytes}")
-        files = _Files(Path(directory), sync_file)
+        files = Files(Path(directory), sync_file)
         try:
             files.directory.mkdir(parents=True, exist_ok=True)
-            stored_voters = _load_metadata(files, voters)
-            replay = _read_segments(files)
-            memory = _rebuild(files, stored_voters, replay)
+            stored_voters = load_metadata(files, voters)
+            replay = read_segments(files)
+            memory = rebuild(files, stored_voters, replay)
             storage = cls(files, memory, replay, segment_bytes=segment_bytes)
             storage._start_segment()
         except OSError as error:
@@ -440,11 +298,11 @@ class WalStorage:
         meta = snapshot.meta
         frame = encode_record(types.encode_snapshot(snapshot))
         try:
-            self._files.write_atomically(_snapshot_name(meta.index, meta.term), frame)
+            self._files.write_atomically(snapshot_name(meta.index, meta.term), frame)
         except OSError as error:
             raise StorageError(f"could not write snapshot at {meta.index}: {error}") from error
-        self._pending_mark = _Mark(meta.index, meta.term, received)
-        self._buffer += encode_record(_encode_mark(self._pending_mark))
+        self._pending_mark = Mark(meta.index, meta.term, received)
+        self._buffer += encode_record(encode_mark(self._pending_mark))
         self._unsynced_records += 1
 
     def _remove_old_snapshots(self) -> None:
@@ -469,127 +327,17 @@ class WalStorage:
         before anything else lands in it, so older segments may later be deleted.
         """
         sequence = self._segments[-1].sequence + 1 if self._segments else 0
-        name = _segment_name(sequence, self._memory.last_index() + 1)
+        name = segment_name(sequence, self._memory.last_index() + 1)
         descriptor = os.open(self._files.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         if self._descriptor >= 0:
             os.close(self._descriptor)
         self._descriptor, self._written_bytes = descriptor, 0
-        self._segments.append(_Segment(name, sequence))
+        self._segments.append(Segment(name, sequence))
         header = bytearray()
         if self._durable_mark is not None:
-            copy = _Mark(self._durable_mark.index, self._durable_mark.term, False)
-            header += encode_record(_encode_mark(copy))
+            copy = Mark(self._durable_mark.index, self._durable_mark.term, False)
+            header += encode_record(encode_mark(copy))
         header += encode_record(types.encode_hard_state(self._memory.initial_state()[0]))
         self._write_all(bytes(header))
         self._files.sync_file(descriptor)
         self._files.sync_directory()
-
-
-def _load_metadata(files: _Files, voters: Sequence[str]) -> tuple[str, ...]:
-    """The voter set written when the log was created; ``voters`` on first open."""
-    path = files.directory / _METADATA_FILE
-    if not path.exists():
-        frame = wire.encode(wire.Tag.RAFT_WAL_METADATA, list(voters))
-        files.write_atomically(_METADATA_FILE, encode_record(frame))
-        return tuple(voters)
-    frames, _ = decode_records(path.read_bytes())
-    if len(frames) != 1:
-        raise StorageError(f"{path}: metadata record is damaged")
-    try:
-        return wire.decode_as(frames[0], wire.Tag.RAFT_WAL_METADATA, _voters_from)
-    except DecodeError as error:
-        raise StorageError(f"{path}: {error}") from error
-
-
-def _read_segments(files: _Files) -> _Replay:
-    """Every good record of every segment; the last segment's bad tail is cut off on disk."""
-    for leftover in files.directory.glob("*.tmp"):
-        leftover.unlink()
-    listing = files.listing(".wal")
-    replay = _Replay([], [], [])
-    for position, (sequence, _, name) in enumerate(listing):
-        path = files.directory / name
-        data = path.read_bytes()
-        frames, good_bytes = decode_records(data)
-        segment = _Segment(name, sequence)
-        offset = 0
-        for frame in frames:
-            try:
-                record = _decode_frame(frame)
-            except DecodeError:
-                good_bytes = offset
-                break
-            offset += _HEADER.size + len(frame)
-            replay.records.append(record)
-            replay.record_segments.append(position)
-            if isinstance(record, Entry):
-                segment.last_entry_index = max(segment.last_entry_index, record.index)
-        replay.segments.append(segment)
-        if good_bytes < len(data):
-            if position != len(listing) - 1:
-                raise StorageError(
-                    f"{path}: bad record at byte {good_bytes} before the last segment"
-                )
-            _truncate(files, path, good_bytes)
-    return replay
-
-
-def _truncate(files: _Files, path: Path, size: int) -> None:
-    descriptor = os.open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(descriptor, size)
-        files.sync_file(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _newest_marked_snapshot(files: _Files, replay: _Replay) -> Snapshot | None:
-    """The newest snapshot file that a durable mark names; unmarked newer files are removed."""
-    marked = {(r.index, r.term) for r in replay.records if isinstance(r, _Mark)}
-    for index, term, name in reversed(files.listing(".snap")):
-        if (index, term) not in marked:
-            files.remove(name)
-            continue
-        frames, _ = decode_records((files.directory / name).read_bytes())
-        try:
-            if len(frames) != 1:
-                raise DecodeError("snapshot file must hold exactly one record")
-            return types.decode_snapshot(frames[0])
-        except DecodeError as error:
-            raise StorageError(f"snapshot {name} is damaged: {error}") from error
-    if marked:
-        raise StorageError("the log names a snapshot but no snapshot file is left")
-    return None
-
-
-def _rebuild(files: _Files, voters: tuple[str, ...], replay: _Replay) -> MemoryStorage:
-    """Replay the records on top of the newest marked snapshot."""
-    memory = MemoryStorage(voters)
-    base = _newest_marked_snapshot(files, replay)
-    if base is not None:
-        memory.apply_snapshot(base)
-    for record in replay.records:
-        if isinstance(record, Entry):
-            if record.index < memory.first_index():
-                continue
-            if record.index > memory.last_index() + 1:
-                raise StorageError(f"entry {record.index} leaves a gap after {memory.last_index()}")
-            memory.append([record])
-        elif isinstance(record, HardState):
-            memory.set_hard_state(record)
-        elif record.received:
-            memory = _reset_to_snapshot(memory, record)
-    return memory
-
-
-def _reset_to_snapshot(memory: MemoryStorage, mark: _Mark) -> MemoryStorage:
-    """A received snapshot discarded the whole log at the time: drop every entry replayed so far."""
-    snapshot = memory.snapshot()
-    if mark.index > snapshot.meta.index:
-        raise StorageError(f"snapshot received at {mark.index} is missing")
-    hard_state, voters = memory.initial_state()
-    fresh = MemoryStorage(voters)
-    if not snapshot.is_empty():
-        fresh.apply_snapshot(snapshot)
-    fresh.set_hard_state(hard_state)
-    return fresh
