@@ -51,7 +51,8 @@ REASONS: Final[tuple[str, ...]] = (
     "non_utf8_tag",
     "bad_number",
 )
-"""Every reason a line can be rejected for, in the order the checks run (first failing wins)."""
+"""Every reason a line can be rejected for, in the order the checks run (first failing wins);
+``missing_value`` is also the reason for an empty value, found last, when values are read."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

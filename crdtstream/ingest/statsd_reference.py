@@ -1,15 +1,17 @@
 """The per-line statsd / DogStatsD parser: the definition of the grammar and the test oracle.
 
 It reads one line at a time with plain Python, so it is slow but easy to check against the
-README. The vectorised parser (:mod:`crdtstream.ingest.statsd`) must return exactly what this one
-returns for any input, and hands every line it cannot prove simple to :func:`parse_line`.
+README. The vectorised parser (:mod:`crdtstream.ingest.statsd`) must return a result equal to
+this one's for any input, and hands every line it cannot prove simple to :func:`parse_line`.
+Nothing is memoised here, so it is also the honest per-line baseline of the benchmark.
 
 Grammar of a line (fields separated by ``|``)::
 
     <name>:<value>[:<value>...]|<type>[|@<rate>][|#<tag>[,<tag>...]][|T<unix seconds>][|<ext>:...]
 
-Checks run in the order of :data:`~crdtstream.ingest.batch.REASONS`; the first failing one names
-the reason a line is rejected for. This module is pure: no clock, no I/O.
+Checks run in the order of :data:`~crdtstream.ingest.batch.REASONS` (except that an empty value
+is ``missing_value`` when the values are read, last); the first failing one names the reason a
+line is rejected for. This module is pure: no clock, no I/O.
 """
 
 from __future__ import annotations

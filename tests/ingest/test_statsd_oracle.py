@@ -84,6 +84,11 @@ def test_equal_with_a_small_line_limit(datagram_list: list[bytes], max_line_byte
     assert_same(datagram_list, f"datagrams={datagram_list!r}", max_line_bytes=max_line_bytes)
 
 
+@given(st.lists(st.binary(max_size=200), max_size=6))
+def test_arbitrary_bytes_never_raise_and_agree(datagram_list: list[bytes]) -> None:
+    assert_same(datagram_list, f"datagrams={datagram_list!r}")
+
+
 _SPECIAL = b":|#@,.\n+-eT0123456789 \xff"
 
 
