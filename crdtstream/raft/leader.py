@@ -175,6 +175,8 @@ def _handle_append_response(raft: Raft, message: Message, progress: Progress) ->
                 progress.become_probe()
             send_append(raft, to)
         return
+    if message.index > raft.log.last_index():
+        return  # an acknowledgement of entries we never had: not from a correct follower
     was_paused = progress.is_paused()
     if not (
         progress.maybe_update(message.index)

@@ -153,7 +153,8 @@ class RaftLog:
         conflict = self.find_conflict(entries)
         if conflict:
             if conflict <= self.committed:
-                raise RuntimeError(f"entry {conflict} conflicts with committed {self.committed}")
+                # No correct leader sends this (leader completeness): refuse it whole.
+                raise ValueError(f"entry {conflict} conflicts with committed {self.committed}")
             self.append(entries[conflict - index - 1 :])
         self.commit_to(min(committed, last_new))
         return last_new

@@ -36,6 +36,7 @@ from crdtstream.raft.types import (
     Ready,
     Role,
     SoftState,
+    decode_conf_change,
     encode_conf_change,
     is_response,
 )
@@ -113,11 +114,17 @@ class RawNode:
         return self.raft.apply_conf_change(change)
 
     def step(self, message: Message) -> None:
-        """Handle a message received from a peer. Local-only types are refused."""
-        if message.type in LOCAL_MESSAGE_TYPES:
-            raise ValueError(f"{message.type.name} is a local message and cannot be received")
-        if message.term == 0 and message.type not in _FORWARDED:
-            return  # only forwarded requests travel without a term
+        """Handle a message received from a peer.
+
+        Raises :class:`ValueError` or :class:`~crdtstream.errors.DecodeError`, changing
+        nothing, for a message no correct peer sends: a local-only type, our own id as sender,
+        an append whose entries do not follow on or conflict with committed ones, a proposed
+        membership change that does not decode. Stale or misdirected messages are dropped
+        silently, as the protocol expects them.
+        """
+        _check_shape(message, self.raft.id)
+        if (message.term == 0) != (message.type in _FORWARDED):
+            return  # forwarded requests, and only they, travel without a term
         if is_response(message.type) and message.sender not in self.raft.tracker.progress:
             return  # an answer from a node that is not (or no longer) a voter
         if message.type in _FORWARDED and self.raft.role is not Role.LEADER:
@@ -229,3 +236,25 @@ class RawNode:
     def hard_state(self) -> HardState:
         """Term, vote and commit index as they stand (durable once persisted)."""
         return self.raft.hard_state()
+
+
+def _check_shape(message: Message, self_id: str) -> None:
+    """Refuse what no correct peer sends, before it can touch any state."""
+    if message.type in LOCAL_MESSAGE_TYPES:
+        raise ValueError(f"{message.type.name} is a local message and cannot be received")
+    if message.sender is None or message.sender == self_id:
+        raise ValueError(f"{message.type.name} with sender {message.sender!r} refused")
+    if message.type is MessageType.APP:
+        _check_append(message)
+    elif message.type is MessageType.PROP:
+        for entry in message.entries:
+            if entry.kind is EntryKind.CONF_CHANGE:
+                decode_conf_change(entry.data)  # DecodeError here, not at every replica's apply
+
+
+def _check_append(message: Message) -> None:
+    previous_index, previous_term = message.index, message.log_term
+    for entry in message.entries:
+        if entry.index != previous_index + 1 or not previous_term <= entry.term <= message.term:
+            raise ValueError(f"append entries do not follow on at index {entry.index}")
+        previous_index, previous_term = entry.index, entry.term

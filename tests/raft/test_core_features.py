@@ -10,14 +10,18 @@ import pytest
 from harness import Cluster, flush, make_node
 
 from crdtstream.config import RaftConfig
-from crdtstream.errors import NotLeaderError
+from crdtstream.errors import DecodeError, NotLeaderError
 from crdtstream.raft.types import (
+    LOCAL_MESSAGE_TYPES,
     ConfChange,
     ConfChangeKind,
+    Entry,
     EntryKind,
     Message,
     MessageType,
     Role,
+    Snapshot,
+    SnapshotMeta,
 )
 
 IDS = ("n1", "n2", "n3")
@@ -290,3 +294,53 @@ def test_cluster_recovers_after_random_faults(seed: int) -> None:
     sequences = {node_id: cluster.applied_data(node_id) for node_id in ids}
     assert all(seq == sequences[leader] for seq in sequences.values()), f"seed={seed}"
     assert sequences[leader][-1] == b"final", f"seed={seed}"
+
+
+def _arbitrary_message(rng: random.Random, ids: list[str]) -> Message:
+    kinds = [t for t in MessageType if t not in LOCAL_MESSAGE_TYPES]
+    index = rng.randrange(8)
+    entries = tuple(
+        Entry(
+            rng.randrange(6),
+            rng.choice([index + 1 + i, rng.randrange(10)]),
+            rng.choice(list(EntryKind)),
+            rng.choice([b"", b"junk"]),
+        )
+        for i in range(rng.randrange(4))
+    )
+    voters = tuple(rng.sample(ids, rng.randrange(len(ids) + 1)))
+    snapshot = Snapshot(SnapshotMeta(rng.randrange(10), rng.randrange(6), voters), b"")
+    return Message(
+        rng.choice(kinds),
+        rng.choice([*ids, "stranger"]),
+        "n1",
+        rng.randrange(6),
+        rng.randrange(6),
+        index,
+        entries,
+        rng.randrange(10),
+        rng.random() < 0.5,
+        rng.randrange(10),
+        rng.choice([b"", b"\0" * 8, b"n2", b"transfer"]),
+        rng.choice([None, snapshot]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_arbitrary_decodable_messages_are_refused_cleanly(seed: int) -> None:
+    """Whatever a peer sends, stepping it either works or raises ValueError/DecodeError, and
+    the node's positions stay consistent (commit within the log, applied within commit)."""
+    rng = random.Random(seed)
+    ids = ["n1", "n2", "n3"]
+    for trial in range(100):
+        cluster = Cluster(ids, seed=trial)
+        cluster.elect(rng.choice(ids))
+        cluster.node("n2").propose(b"x")
+        cluster.stabilize()
+        node = cluster.node("n1")
+        for _ in range(8):
+            with contextlib.suppress(ValueError, DecodeError):
+                node.step(_arbitrary_message(rng, ids))
+            cluster.process_ready("n1")
+            status = node.status()
+            assert status.applied <= status.commit <= status.last_index, f"seed={seed}"
