@@ -16,7 +16,6 @@ first result is returned.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +23,21 @@ from typing import Any
 from crdtstream import wire
 from crdtstream.config import WindowConfig
 from crdtstream.errors import ConfigError, DecodeError
+from crdtstream.raft.commands import (
+    KINDS,
+    OPERATIONS,
+    TEXT_KINDS,
+    Command,
+    Result,
+    check_count,
+    check_value,
+    decode_command,
+    decode_result,
+    encode_command,
+    encode_result,
+    result_body,
+    result_from,
+)
 from crdtstream.raft.types import Entry, EntryKind
 
 __all__ = [
@@ -38,121 +52,6 @@ __all__ = [
     "encode_command",
     "encode_result",
 ]
-
-OPERATIONS: dict[str, frozenset[str]] = {
-    "counter": frozenset({"add", "conditional_add", "read"}),
-    "gauge": frozenset({"set", "read"}),
-    "set": frozenset({"add", "remove", "read"}),
-    "distinct": frozenset({"add", "read"}),
-    "distribution": frozenset({"observe", "read"}),
-    "max": frozenset({"observe", "read"}),
-    "min": frozenset({"observe", "read"}),
-}
-"""The operations each kind accepts; every kind also answers ``read`` through the log."""
-
-KINDS = tuple(OPERATIONS)
-_TEXT_KINDS = frozenset({"set", "distinct"})
-
-Number = int | float
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """One client command; ``value`` is a number, or a string for ``set`` and ``distinct``."""
-
-    client_id: str
-    sequence: int
-    key: str
-    kind: str
-    operation: str
-    value: Number | str = 0
-    timestamp_ms: int = 0
-    limit: Number | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in OPERATIONS:
-            raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
-        if self.operation not in OPERATIONS[self.kind]:
-            raise ValueError(f"kind {self.kind} has no operation {self.operation!r}")
-        if not self.client_id or not self.key:
-            raise ValueError("client_id and key must not be empty")
-        _check_int(self.sequence, "sequence")
-        _check_int(self.timestamp_ms, "timestamp_ms")
-        if self.operation != "read":
-            _check_value(self.kind, self.value)
-        if (self.operation == "conditional_add") != (self.limit is not None):
-            raise ValueError("a limit is required by conditional_add and only by it")
-        if self.limit is not None:
-            _check_value("counter", self.limit)
-
-
-def _check_int(value: object, name: str) -> None:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-
-
-def _check_value(kind: str, value: object) -> None:
-    if kind in _TEXT_KINDS:
-        if not isinstance(value, str):
-            raise TypeError(f"{kind} values must be strings, got {value!r}")
-    elif type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
-        raise ValueError(f"{kind} values must be finite numbers, got {value!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What applying a command gave: ``applied`` is False for a refused conditional add and for
-    errors; ``value`` is the key's value in the newest window the command touched.
-    """
-
-    ok: bool
-    applied: bool = False
-    value: Any = None
-    error: str = ""
-
-
-def encode_command(command: Command) -> bytes:
-    """The wire frame of ``command``, the data of a log entry."""
-    body = [
-        command.client_id,
-        command.sequence,
-        command.key,
-        command.kind,
-        command.operation,
-        command.value,
-        command.timestamp_ms,
-        command.limit,
-    ]
-    return wire.encode(wire.Tag.RAFT_MACHINE_COMMAND, body)
-
-
-def _command_from(body: Any) -> Command:
-    if not isinstance(body, list) or len(body) != 8:
-        raise ValueError("a command must have 8 fields")
-    return Command(*body)
-
-
-def decode_command(data: bytes | bytearray | memoryview) -> Command:
-    """The command in ``data``; raises :class:`~crdtstream.errors.DecodeError` on bad bytes."""
-    return wire.decode_as(data, wire.Tag.RAFT_MACHINE_COMMAND, _command_from)
-
-
-def encode_result(result: Result) -> bytes:
-    """The wire frame of ``result`` (sent back to a client on another node)."""
-    body = [result.ok, result.applied, result.value, result.error]
-    return wire.encode(wire.Tag.RAFT_MACHINE_RESULT, body)
-
-
-def _result_from(body: Any) -> Result:
-    ok, applied, value, error = body
-    if type(ok) is not bool or type(applied) is not bool or not isinstance(error, str):
-        raise TypeError("a result is [bool, bool, value, str]")
-    return Result(ok, applied, value, error)
-
-
-def decode_result(data: bytes | bytearray | memoryview) -> Result:
-    """The result in ``data``; raises :class:`~crdtstream.errors.DecodeError` on bad bytes."""
-    return wire.decode_as(data, wire.Tag.RAFT_MACHINE_RESULT, _result_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,7 +240,7 @@ class StateMachine:
                 client,
                 session.highest,
                 [
-                    [sequence, _result_body(result)]
+                    [sequence, result_body(result)]
                     for sequence, result in sorted(session.results.items())
                 ],
             ]
@@ -399,7 +298,7 @@ class StateMachine:
             (rejected, "rejected"),
             (late, "late"),
         ):
-            _check_int(value, name)
+            check_count(value, name)
         machine.applied_index, machine.watermark_ms = applied, watermark
         machine.rejected_commands, machine.late_commands = rejected, late
         for name, kind, windows in keys:
@@ -411,7 +310,7 @@ class StateMachine:
         for client, highest, results in sessions:
             if not isinstance(client, str) or type(highest) is not int:
                 raise TypeError("a session is [client id, highest sequence, results]")
-            stored = {_int(sequence): _result_from(result) for sequence, result in results}
+            stored = {_int(sequence): result_from(result) for sequence, result in results}
             machine._sessions[client] = _Session(highest, stored)
         return machine
 
@@ -435,7 +334,7 @@ def _update(kind: str, operation: str, state: Any, value: Any) -> Any:
         return (state or 0) + value
     if kind == "gauge":
         return value
-    if kind in _TEXT_KINDS:
+    if kind in TEXT_KINDS:
         members = set() if state is None else set(state)
         if operation == "remove":
             members.discard(value)
@@ -465,11 +364,11 @@ def _public(kind: str, state: Any) -> Any:
 
 
 def _state_body(kind: str, state: Any) -> Any:
-    return sorted(state) if kind in _TEXT_KINDS else state
+    return sorted(state) if kind in TEXT_KINDS else state
 
 
 def _state_from(kind: str, body: Any) -> Any:
-    if kind in _TEXT_KINDS:
+    if kind in TEXT_KINDS:
         if not isinstance(body, list) or not all(isinstance(member, str) for member in body):
             raise TypeError(f"{kind} state must be a list of strings")
         return set(body)
@@ -477,11 +376,7 @@ def _state_from(kind: str, body: Any) -> Any:
         if not isinstance(body, list) or len(body) != 4:
             raise TypeError("distribution state is [count, sum, min, max]")
         for number in body:
-            _check_value("distribution", number)
+            check_value("distribution", number)
         return body
-    _check_value(kind, body)
+    check_value(kind, body)
     return body
-
-
-def _result_body(result: Result) -> list[Any]:
-    return [result.ok, result.applied, result.value, result.error]
