@@ -8,6 +8,7 @@ the newest snapshot that a durable mark names, and rebuilds a :class:`MemoryStor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import zlib
@@ -110,9 +111,9 @@ def _voters_from(body: Any) -> tuple[str, ...]:
 
 def _decode_frame(frame: bytes) -> Entry | HardState | Mark:
     """Turn one record body into what it holds; :class:`DecodeError` on anything else."""
+    with contextlib.suppress(DecodeError):
+        return types.decode_entry(frame)  # nearly every record is an entry: decode it once
     tag, body = wire.decode(frame)
-    if tag == wire.Tag.RAFT_ENTRY:
-        return types.decode_entry(frame)
     if tag == wire.Tag.RAFT_HARD_STATE:
         return types.decode_hard_state(frame)
     if tag == wire.Tag.RAFT_WAL_SNAPSHOT_MARK:
