@@ -2,7 +2,8 @@
 
 - :mod:`.antientropy` — δ-interval anti-entropy (delta buffer, per-peer acks, full-state
   fallback, back-propagation and redundancy avoided, chunked transfers);
-- :mod:`.membership` — SWIM failure detection with Lifeguard's refinements;
+- :mod:`.membership` — SWIM failure detection with Lifeguard's refinements (its table's rows,
+  suspicion timers and broadcast queue in :mod:`.members`);
 - :mod:`.finality` — when a window can no longer change on this node;
 - :mod:`.catalog` — the key catalog as a pycrdt document (the only ``pycrdt`` import);
 - :mod:`.core` — :class:`~crdtstream.gossip.core.GossipCore`, all of the above behind one

@@ -34,9 +34,22 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import MembershipConfig
+from crdtstream.gossip.members import (
+    BroadcastQueue,
+    Member,
+    Suspicion,
+    member_update,
+    supersedes,
+)
 from crdtstream.gossip.messages import MemberUpdate, Message
 
-__all__ = ["AWARENESS_MAX_MULTIPLIER", "PUSH_PULL_PROBE_PERIODS", "Member", "Membership"]
+__all__ = [
+    "AWARENESS_MAX_MULTIPLIER",
+    "PUSH_PULL_PROBE_PERIODS",
+    "Member",
+    "Membership",
+    "member_update",
+]
 
 AWARENESS_MAX_MULTIPLIER = 8
 """Lifeguard's cap on how far a bad local health score stretches the probe period."""
@@ -51,42 +64,6 @@ PIGGYBACK_UPDATES_MAX = 6
 """Membership updates piggybacked on one frame."""
 
 _LIVE = ("alive", "suspect")
-
-
-@dataclass(slots=True)
-class Member:
-    """One row of the member table."""
-
-    node_id: str
-    address: str
-    incarnation: int
-    status: str
-    replica: str
-    status_since_ms: int
-
-    def as_update(self, origin: str) -> MemberUpdate:
-        """This row as a claim made by ``origin``."""
-        return MemberUpdate(
-            self.node_id, self.address, self.incarnation, self.status, self.replica, origin
-        )
-
-
-@dataclass(slots=True)
-class _Suspicion:
-    started_ms: int
-    confirmations: set[str]
-    expected_confirmations: int
-    timeout_ms_min: int
-    timeout_ms_max: int
-
-    def timeout_ms(self) -> int:
-        """Lifeguard's timeout: max, shrinking logarithmically with confirmations to min."""
-        confirmed = len(self.confirmations) - 1
-        if self.expected_confirmations < 1 or confirmed < 1:
-            return self.timeout_ms_max if self.expected_confirmations >= 1 else self.timeout_ms_min
-        fraction = math.log(confirmed + 1) / math.log(self.expected_confirmations + 1)
-        span = self.timeout_ms_max - self.timeout_ms_min
-        return max(self.timeout_ms_min, int(self.timeout_ms_max - fraction * span))
 
 
 @dataclass(slots=True)
@@ -105,12 +82,6 @@ class _Relay:
     requester: str
     requester_sequence: int
     nack_at_ms: int
-
-
-@dataclass(slots=True)
-class _Broadcast:
-    update: MemberUpdate
-    transmissions: int = 0
 
 
 @dataclass(slots=True)
@@ -160,8 +131,8 @@ class Membership:
         self._sequence = 0
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
-        self._suspicions: dict[str, _Suspicion] = {}
-        self._broadcasts: dict[str, _Broadcast] = {}
+        self._suspicions: dict[str, Suspicion] = {}
+        self._broadcasts = BroadcastQueue()
         self._timers = _Timers()
 
     @property
@@ -307,7 +278,7 @@ class Membership:
 
     def _expire_suspicions(self, now_ms: int) -> None:
         for node_id, suspicion in list(self._suspicions.items()):
-            if now_ms >= suspicion.started_ms + suspicion.timeout_ms():
+            if suspicion.expired(now_ms):
                 member = self.members[node_id]
                 self.apply(member_update(member, "dead", self.node_id), now_ms)
 
@@ -370,21 +341,14 @@ class Membership:
         of times."""
         if not self._broadcasts:
             return []
-        limit = self._retransmit_limit()
-        chosen = sorted(self._broadcasts.values(), key=lambda b: b.transmissions)
-        chosen = chosen[:PIGGYBACK_UPDATES_MAX]
-        for broadcast in chosen:
-            broadcast.transmissions += 1
-            if broadcast.transmissions >= limit:
-                del self._broadcasts[broadcast.update.node_id]
-        return [broadcast.update for broadcast in chosen]
+        return self._broadcasts.take(PIGGYBACK_UPDATES_MAX, self._retransmit_limit())
 
     def _retransmit_limit(self) -> int:
         count = len(self.live_members())
         return self.config.retransmit_multiplier * max(1, math.ceil(math.log10(count + 1)))
 
     def _broadcast(self, update: MemberUpdate) -> None:
-        self._broadcasts[update.node_id] = _Broadcast(update)
+        self._broadcasts.push(update)
 
     def apply(self, update: MemberUpdate, now_ms: int) -> bool:
         """Apply a claim about a member by SWIM's incarnation rules; True when it changed
@@ -395,7 +359,7 @@ class Membership:
         current = self.members.get(update.node_id)
         if current is None:
             return self._add(update, now_ms)
-        if not _supersedes(update, current):
+        if not supersedes(update, current):
             if update.status == "suspect" and current.status == "suspect":
                 self._confirm(update)
             return False
@@ -435,27 +399,14 @@ class Membership:
         if (
             suspicion is not None
             and update.incarnation == current.incarnation
-            and update.origin not in suspicion.confirmations
+            and suspicion.confirm(update.origin)
         ):
-            suspicion.confirmations.add(update.origin)
             self._broadcast(update)
 
     def _start_suspicion(self, update: MemberUpdate, now_ms: int) -> None:
         count = len(self.live_members())
-        timeout_ms_min = int(
-            self.config.suspicion_multiplier
-            * max(1.0, math.log10(max(count, 1)))
-            * self.config.probe_interval_ms
-        )
-        expected = self.config.suspicion_multiplier - 2
-        if count - 2 < expected:
-            expected = 0
-        self._suspicions[update.node_id] = _Suspicion(
-            now_ms,
-            {update.origin},
-            expected,
-            timeout_ms_min,
-            timeout_ms_min * self.config.suspicion_max_timeout_multiplier,
+        self._suspicions[update.node_id] = Suspicion.start(
+            update.origin, now_ms, count, self.config
         )
 
     def _refute_if_needed(self, update: MemberUpdate) -> None:
@@ -473,21 +424,3 @@ class Membership:
             if accused:
                 self.stats["refuted"] += 1
                 self.awareness = min(AWARENESS_MAX_MULTIPLIER - 1, self.awareness + 1)
-
-
-_PRECEDENCE = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
-
-
-def _supersedes(update: MemberUpdate, current: Member) -> bool:
-    """SWIM's order: a higher incarnation wins; at the same one, suspect beats alive and dead
-    or left beats both (alive needs a strictly higher incarnation to overturn anything)."""
-    if update.incarnation != current.incarnation:
-        return update.incarnation > current.incarnation
-    return _PRECEDENCE[update.status] > _PRECEDENCE[current.status] and update.status != "alive"
-
-
-def member_update(member: Member, status: str, origin: str) -> MemberUpdate:
-    """A claim by ``origin`` that ``member`` now has ``status`` at its current incarnation."""
-    return MemberUpdate(
-        member.node_id, member.address, member.incarnation, status, member.replica, origin
-    )
