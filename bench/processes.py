@@ -150,3 +150,91 @@ def running(agents: list[Agent], ready_deadline_s: float = 20.0) -> Iterator[lis
     finally:
         for agent in agents:
             agent.kill()
+
+
+@dataclass
+class EtcdMember:
+    """One ``etcd`` process of a loopback cluster (the anchor of the Raft benchmark)."""
+
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    initial_cluster: str
+    executable: str = "etcd"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self) -> None:
+        peer_url = f"http://127.0.0.1:{self.peer_port}"
+        args = [
+            self.executable,
+            *("--name", self.name, "--data-dir", str(self.data_dir)),
+            *("--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url),
+            *("--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url),
+            *("--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new"),
+            *("--initial-cluster-token", "crdtstream-bench", "--logger", "zap"),
+            *("--log-level", "warn"),
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def wait_ready(self, deadline_s: float) -> None:
+        """Until ``/health`` says healthy, which etcd does only once the cluster has a leader."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"etcd {self.name} exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(
+                    f"{self.client_url}/health", timeout=REQUEST_TIMEOUT_S
+                ) as response:
+                    if json.loads(response.read()).get("health") == "true":
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"etcd {self.name} not healthy within {deadline_s} s")
+
+
+def make_etcd_members(root: Path, names: list[str], executable: str) -> list[EtcdMember]:
+    """etcd members on free loopback ports that form one new cluster, data under ``root``."""
+    ports = {name: (free_port(), free_port()) for name in names}
+    cluster = ",".join(f"{n}=http://127.0.0.1:{ports[n][1]}" for n in names)
+    return [
+        EtcdMember(
+            name,
+            ports[name][0],
+            ports[name][1],
+            root / name,
+            root / f"{name}.log",
+            cluster,
+            executable,
+        )
+        for name in names
+    ]
+
+
+@contextmanager
+def etcd_running(members: list[EtcdMember], ready_deadline_s: float = 30.0) -> Iterator[None]:
+    """Start ``members``, wait until each is healthy, and kill them all on the way out."""
+    try:
+        for member in members:
+            member.start()
+        for member in members:
+            member.wait_ready(ready_deadline_s)
+        yield
+    finally:
+        for member in members:
+            member.kill()

@@ -1,0 +1,441 @@
+"""Raft: durable writes, commit latency and linearizable reads of three voter processes, with etcd
+as the anchor.
+
+Three ``crdtstream agent`` processes are Raft voters on loopback over ZeroMQ, each with its own
+write-ahead log on disk (fsync on, one fsync per ``Ready``: group commit). The load comes from a
+client :class:`~crdtstream.node.Node` in this process that is not a voter: it joins the cluster
+over gossip and sends every strong request to a voter picked at random, which forwards it to the
+leader; the answer comes back once the write is committed and applied (or the read is served
+through ReadIndex). That is the path every non-voter node of a deployment takes.
+
+- ``durable_writes_per_s``: closed loop, ``--concurrency`` coroutines each awaiting
+  ``write_strong`` (a counter ``add`` on one key) back to back.
+- ``commit_latency_ms_p50`` / ``_p99``: open loop at ``--rate`` writes/s, each write started at
+  its scheduled time whatever happened to the previous ones; latency counts from the scheduled
+  start, so a stall shows in the figures instead of lowering the offered load.
+- ``linearizable_reads_per_s``: closed loop of ``query_strong`` on the same key; reads waiting
+  together at a voter share one ReadIndex round. Ratio ``linearizable_reads_vs_goal`` against
+  the goal of 10,000 reads/s.
+- etcd anchor, when ``etcd`` is on PATH: three members on loopback (free ports, temporary data
+  directories, fsync on as always in etcd), the same closed-loop write load through etcd's
+  HTTP/JSON gateway (``POST /v3/kv/put``) from an aiohttp client with the same concurrency,
+  requests spread over the three members as ours are. Ratio ``writes_vs_etcd``, goal >= 2.
+  Without etcd the anchor is reported as skipped (``etcd_anchor_skipped`` = 1).
+
+Every process started here is killed on every path. The load client and the etcd client share
+this one process (and the machine's cores) with nothing else, so both sides pay the same kind of
+client cost: one Python event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench import processes
+from bench.report import Report
+
+if TYPE_CHECKING:
+    from crdtstream.node import Node
+
+__all__ = ["add_arguments", "run"]
+
+VOTERS = ["v1", "v2", "v3"]
+ETCD_MEMBERS = ["m1", "m2", "m3"]
+POLICY = "bench.*=strong"
+KEY = "bench.k"
+READS_GOAL_PER_S = 10_000
+WRITES_VS_ETCD_GOAL = ">= 2"
+LEADER_DEADLINE_S = 30.0
+ETCD_REQUEST_TIMEOUT_S = 10.0
+WARMUP_FRACTION = 0.2
+"""The first part of each closed-loop phase is not counted: queues fill, batches settle."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``crdtstream bench raft``."""
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="length of each measured phase (default 10)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=256, help="writes and reads in flight (default 256)"
+    )
+    parser.add_argument(
+        "--rate", type=int, default=1_000, help="offered writes/s of the latency phase"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="write rounds, ours and etcd's alternating; the best of each is kept (default 3)",
+    )
+    parser.add_argument(
+        "--no-etcd", action="store_true", help="skip the etcd anchor even if etcd is installed"
+    )
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Start the voters (and etcd), measure side by side, kill every process; one report."""
+    etcd = None if args.no_etcd else shutil.which("etcd")
+    if etcd is None:
+        reason = "--no-etcd" if args.no_etcd else "etcd is not on PATH"
+        print(f"bench raft: {reason}, the etcd anchor is skipped", file=sys.stderr)
+    # The stack exits before the directory goes: every process is dead before its files are.
+    with (
+        tempfile.TemporaryDirectory(prefix="crdtstream-bench-raft-") as directory,
+        contextlib.ExitStack() as stack,
+    ):
+        root = Path(directory)
+        agents = processes.make_voters(root, VOTERS, POLICY)
+        stack.enter_context(processes.running(agents))
+        members: list[processes.EtcdMember] = []
+        if etcd is not None:
+            (root / "etcd").mkdir()
+            members = processes.make_etcd_members(root / "etcd", ETCD_MEMBERS, etcd)
+            stack.enter_context(processes.etcd_running(members))
+        _wait_for_leader(agents)
+        figures = asyncio.run(_measure(agents, members, args))
+    return _report(figures, etcd is not None)
+
+
+def _report(figures: Figures, with_etcd: bool) -> Report:
+    report = Report("raft")
+    for name, (value, unit) in figures.items():
+        report.add(name, value, unit)
+    reads_per_s = figures["linearizable_reads_per_s"][0]
+    report.ratio("linearizable_reads_vs_goal", reads_per_s / READS_GOAL_PER_S, ">= 1")
+    report.add("etcd_anchor_skipped", 0.0 if with_etcd else 1.0, "bool (1: no etcd run)")
+    if with_etcd:
+        ours, theirs = figures["durable_writes_per_s"][0], figures["etcd_writes_per_s"][0]
+        report.ratio("writes_vs_etcd", ours / max(theirs, 1e-9), WRITES_VS_ETCD_GOAL)
+    return report
+
+
+Figures = dict[str, tuple[float, str]]
+
+
+def _wait_for_leader(agents: list[processes.Agent]) -> processes.Agent:
+    deadline = time.monotonic() + LEADER_DEADLINE_S
+    while time.monotonic() < deadline:
+        leader = _leader(agents)
+        if leader is not None:
+            return leader
+        time.sleep(0.1)
+    raise TimeoutError(f"bench raft: no leader among the voters within {LEADER_DEADLINE_S} s")
+
+
+def _leader(agents: list[processes.Agent]) -> processes.Agent | None:
+    for agent in agents:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if agent.request("GET", "/v1/status")["raft"]["role"] == "leader":
+                return agent
+    return None
+
+
+def _highest_term(agents: list[processes.Agent]) -> int:
+    terms = [0]
+    for agent in agents:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            terms.append(int(agent.request("GET", "/v1/status")["raft"]["term"]))
+    return max(terms)
+
+
+# ---------------------------------------------------------------------- the phases
+
+
+async def _measure(
+    agents: list[processes.Agent], members: list[processes.EtcdMember], args: argparse.Namespace
+) -> Figures:
+    """Writes of both systems in alternating rounds (best round of each), then our latency and
+    reads."""
+    async with _client_node(agents, args.seed) as node, _etcd_client(members, args) as put:
+        write, refused = _writer(node)
+        await _first_success(write)
+        if put is not None:
+            await _first_success(put)
+        term_before = _highest_term(agents)
+        leader = _wait_for_leader(agents)
+        ours = _Meter({"leader": _pid(leader)}, [_pid(a) for a in agents if a is not leader])
+        theirs = _Meter({}, [member.process.pid for member in members if member.process])
+        round_s = args.seconds / max(1, args.rounds)
+        for _ in range(max(1, args.rounds)):
+            await ours.round(write, args.concurrency, round_s)
+            if put is not None:
+                await theirs.round(put, args.concurrency, round_s)
+        latency = await _open_loop(write, args.rate, args.seconds)
+        reads = await _closed_loop(_reader(node), args.concurrency, args.seconds)
+        elections = _highest_term(agents) - term_before
+    figures = ours.figures("", "writes/s (non-voter node over ZeroMQ, closed loop)")
+    rate = f"ms (open loop, {args.rate} writes/s offered)"
+    figures["commit_latency_ms_p50"] = (latency.percentile(50), rate)
+    figures["commit_latency_ms_p99"] = (latency.percentile(99), rate)
+    figures["linearizable_reads_per_s"] = (reads.per_s, "reads/s (non-voter node, ReadIndex)")
+    failed = ours.failed + latency.failed + reads.failed
+    figures["requests_failed"] = (float(failed), "requests (unavailable or refused)")
+    figures["writes_refused"] = (float(refused[0]), "writes (applied with ok=False)")
+    figures["raft_term_changes"] = (float(elections), "terms (elections during the run)")
+    if put is not None:
+        figures.update(theirs.figures("etcd_", "writes/s (aiohttp to /v3/kv/put, closed loop)"))
+    return figures
+
+
+def _pid(agent: processes.Agent) -> int:
+    return 0 if agent.process is None else agent.process.pid
+
+
+def _writer(node: Node) -> tuple[Operation, list[int]]:
+    """A counter add on :data:`KEY`; a result with ``ok`` False (applied as a refusal, say a
+    session too far behind) is a failure, counted in the list as well."""
+    from crdtstream.errors import UnavailableError
+
+    refused = [0]
+
+    async def write() -> bool:
+        try:
+            result = await node.write_strong(node.new_command(KEY, "counter", "add", 1))
+        except UnavailableError:
+            return False
+        if not result.ok:
+            refused[0] += 1
+        return bool(result.ok)
+
+    return write, refused
+
+
+def _reader(node: Node) -> Operation:
+    from crdtstream.errors import UnavailableError
+
+    async def read() -> bool:
+        try:
+            await node.query_strong(KEY)
+        except UnavailableError:
+            return False
+        return True
+
+    return read
+
+
+@contextlib.asynccontextmanager
+async def _client_node(agents: list[processes.Agent], seed: int) -> AsyncIterator[Node]:
+    """A non-voter node that knows the voters (as gossip seeds and as Raft voters), running."""
+    from crdtstream.clock import SystemClock
+    from crdtstream.config import PolicyRule
+    from crdtstream.node import Node
+    from crdtstream.node.config import NodeConfig, PeerAddress
+    from transports.zeromq import ZmqTransport
+
+    voters = tuple(PeerAddress(agent.node_id, agent.gossip_address) for agent in agents)
+    pattern, _, mode = POLICY.partition("=")
+    config = NodeConfig(
+        node_id="bench-client",
+        listen_address=f"tcp://127.0.0.1:{processes.free_port()}",
+        peers=voters,
+        raft_voters=voters,
+        policy=(PolicyRule(pattern, mode),),  # type: ignore[arg-type]
+    )
+    transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
+    try:
+        node = Node(config, transport, SystemClock(), random.Random(seed))
+    except BaseException:
+        transport.close()
+        raise
+    stop = asyncio.Event()
+    driver = asyncio.create_task(node.run(stop))
+    try:
+        yield node
+    finally:
+        stop.set()
+        await driver
+
+
+@contextlib.asynccontextmanager
+async def _etcd_client(
+    members: list[processes.EtcdMember], args: argparse.Namespace
+) -> AsyncIterator[Operation | None]:
+    """A put of :data:`KEY` through etcd's JSON gateway, members taken in turn (None without
+    members)."""
+    if not members:
+        yield None
+        return
+    import aiohttp
+
+    urls = [f"{member.client_url}/v3/kv/put" for member in members]
+    body = {"key": base64.b64encode(KEY.encode()).decode(), "value": "MQ=="}  # "1"
+    turn = itertools.count()
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    timeout = aiohttp.ClientTimeout(total=ETCD_REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def put() -> bool:
+            try:
+                async with session.post(urls[next(turn) % len(urls)], json=body) as response:
+                    await response.read()
+                    return response.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                return False
+
+        yield put
+
+
+class _Meter:
+    """Closed-loop write rounds of one system: the best rate, the failures, and the CPU time
+    each of its processes spent per write in that best round."""
+
+    def __init__(self, named: dict[str, int], others: list[int]) -> None:
+        self.named = named
+        self.others = others
+        self.best: Throughput | None = None
+        self.best_cpu_s: dict[str, float] = {}
+        self.failed = 0
+
+    async def round(self, operation: Operation, concurrency: int, seconds: float) -> None:
+        pids = {**self.named, **{f"other{n}": pid for n, pid in enumerate(self.others)}}
+        pids["client"] = os.getpid()
+        before = _cpu_seconds(pids)
+        result = await _closed_loop(operation, concurrency, seconds)
+        after = _cpu_seconds(pids)
+        self.failed += result.failed
+        if self.best is None or result.per_s > self.best.per_s:
+            self.best = result
+            self.best_cpu_s = {name: after[name] - before[name] for name in after}
+
+    def figures(self, prefix: str, unit: str) -> Figures:
+        best = self.best or Throughput(0.0, 0, 0)
+        name = "durable_writes_per_s" if not prefix else f"{prefix}writes_per_s"
+        figures: Figures = {name: (best.per_s, unit)}
+        if not self.best_cpu_s or best.completed == 0:
+            return figures  # no /proc here: CPU time is not measured
+        per_write_us = {k: v * 1e6 / best.completed for k, v in self.best_cpu_s.items()}
+        servers = sum(v for k, v in per_write_us.items() if k != "client")
+        label = "etcd_members" if prefix else "voters"
+        figures[f"{label}_cpu_us_per_write"] = (servers, "us CPU, all three server processes")
+        if "leader" in per_write_us:
+            figures["leader_cpu_us_per_write"] = (per_write_us["leader"], "us CPU")
+        figures[f"{prefix}client_cpu_us_per_write"] = (per_write_us["client"], "us CPU")
+        return figures
+
+
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process so far, from ``/proc`` ({} where there is
+    none)."""
+    seconds: dict[str, float] = {}
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return {}
+        seconds[name] = (int(fields[11]) + int(fields[12])) / ticks_per_s
+    return seconds
+
+
+# ---------------------------------------------------------------------- load shapes
+
+
+Operation = Callable[[], Awaitable[bool]]
+"""One request; True once it succeeded, False when it failed (never raises)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Successes per second in the measured part of a closed-loop phase, and the failures."""
+
+    per_s: float
+    failed: int
+    completed: int
+    """Successes over the whole phase, warm-up included (the span CPU time is measured over)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """Latencies in ms of the successful requests of an open-loop phase, and the failures."""
+
+    latencies_ms: list[float]
+    failed: int
+
+    def percentile(self, percent: float) -> float:
+        """The ``percent`` percentile in ms (NaN without any success)."""
+        import numpy as np
+
+        if not self.latencies_ms:
+            return float("nan")
+        return float(np.percentile(np.asarray(self.latencies_ms), percent))
+
+
+async def _first_success(operation: Operation) -> None:
+    """Retry until one request succeeds: the client has joined and a leader has been found."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LEADER_DEADLINE_S
+    while loop.time() < deadline:
+        if await operation():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"bench raft: no request succeeded within {LEADER_DEADLINE_S} s")
+
+
+async def _closed_loop(operation: Operation, concurrency: int, seconds: float) -> Throughput:
+    """``concurrency`` workers each issue ``operation`` back to back for ``seconds``; the first
+    :data:`WARMUP_FRACTION` of the time is not counted."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    counts = [0, 0]  # successes, failures
+
+    async def worker() -> None:
+        while loop.time() < end:
+            counts[0 if await operation() else 1] += 1
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        await asyncio.sleep(seconds * WARMUP_FRACTION)
+        start_successes, start_s = counts[0], loop.time()
+        await asyncio.sleep(max(0.0, end - loop.time()))
+        successes, elapsed_s = counts[0] - start_successes, loop.time() - start_s
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+    return Throughput(successes / max(elapsed_s, 1e-9), counts[1], counts[0])
+
+
+async def _open_loop(operation: Operation, rate_per_s: int, seconds: float) -> Latencies:
+    """Start ``operation`` on a fixed schedule of ``rate_per_s`` whatever the earlier ones do;
+    each latency counts from the scheduled start (no coordinated omission)."""
+    loop = asyncio.get_running_loop()
+    latencies_ms: list[float] = []
+    failures = [0]
+
+    async def timed(scheduled_s: float) -> None:
+        if await operation():
+            latencies_ms.append((loop.time() - scheduled_s) * 1000.0)
+        else:
+            failures[0] += 1
+
+    total = max(1, int(rate_per_s * seconds))
+    start_s = loop.time()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for number in range(total):
+            scheduled_s = start_s + number / rate_per_s
+            delay_s = scheduled_s - loop.time()
+            if delay_s > 0:
+                await asyncio.sleep(delay_s)
+            tasks.append(asyncio.create_task(timed(scheduled_s)))
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+    return Latencies(latencies_ms, failures[0])
