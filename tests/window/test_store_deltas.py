@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtstream.crdt.hashing import hash64_many
@@ -62,6 +62,7 @@ def test_any_batching_in_any_order_gives_the_same_state(seed: int, parts: int) -
     assert canonical(split) == canonical(whole), f"seed={seed}"
 
 
+@settings(max_examples=40)  # each example builds several stores
 @given(st.integers(0, 2**32))
 def test_merged_deltas_equal_the_union_store(seed: int) -> None:
     events = _events(seed, 150)
@@ -77,6 +78,7 @@ def test_merged_deltas_equal_the_union_store(seed: int) -> None:
     assert receiver.merge(right.full_state()).is_empty(), f"seed={seed}: merge is idempotent"
 
 
+@settings(max_examples=40)  # each example builds several stores
 @given(st.integers(0, 2**32))
 def test_delta_join_is_commutative_associative_idempotent(seed: int) -> None:
     deltas = []
@@ -113,6 +115,7 @@ def test_merge_returns_only_novelty_and_deltas_hold_only_changes() -> None:
     assert target.window_versions(0) == source.window_versions(0)
 
 
+@settings(max_examples=40)  # each example builds several stores
 @given(st.integers(0, 2**32), st.integers(1_000, 4_000))
 def test_split_parts_fit_and_rebuild_the_whole(seed: int, max_bytes: int) -> None:
     store = WindowStore("n1~0001", CONFIG)
