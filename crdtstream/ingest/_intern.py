@@ -80,7 +80,10 @@ class _Chunks:
         """A 64-bit hash of each row's bytes: words scrambled, weighted by an odd constant of
         their position, summed per row, and the sum mixed with the length."""
         scrambled = self.values ^ (self.values >> np.uint64(29))
-        scrambled *= _POSITION_WEIGHTS[np.minimum(self.position, _POSITION_WEIGHTS.shape[0] - 1)]
+        position = self.position
+        if position.shape[0] and int(position.max()) >= _POSITION_WEIGHTS.shape[0]:
+            position = np.minimum(position, _POSITION_WEIGHTS.shape[0] - 1)
+        scrambled *= _POSITION_WEIGHTS[position]
         prefix = np.zeros(scrambled.shape[0] + 1, dtype=np.uint64)
         np.cumsum(scrambled, out=prefix[1:])
         summed = prefix[self.ends] - prefix[self.firsts]
@@ -94,8 +97,7 @@ class _Chunks:
         if total == 0:
             return equal
         counts = self.ends - self.firsts
-        peer_index = np.arange(total, dtype=np.int64)
-        peer_index += np.repeat(self.firsts[peer] - self.firsts, counts)
+        peer_index = self.position + np.repeat(self.firsts[peer], counts)
         np.minimum(peer_index, total - 1, out=peer_index)
         differing = np.flatnonzero(self.values != self.values[peer_index])
         equal[np.searchsorted(self.ends, differing, side="right")] = False

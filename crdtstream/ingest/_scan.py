@@ -160,7 +160,7 @@ def _optional_fields(
     ok[line[kind == _FIELD_BAD]] = False
     known = kind <= FIELD_TIME
     counts = np.bincount(line[known] * 3 + kind[known], minlength=3 * line_count)
-    ok &= (counts.reshape(line_count, 3) <= 1).all(axis=1)
+    ok[np.flatnonzero(counts > 1) // 3] = False
     field_starts[line[known], kind[known]] = start[known] + 1
     field_ends[line[known], kind[known]] = end[known]
     return field_starts, field_ends, ok

@@ -81,7 +81,8 @@ class KindBatch:
         if not isinstance(other, KindBatch):
             return NotImplemented
         return (
-            len(self.key_names) == len(other.key_names)
+            self.key_index.dtype == other.key_index.dtype == np.int64
+            and len(self.key_names) == len(other.key_names)
             and set(self.key_names) == set(other.key_names)
             and self.row_keys() == other.row_keys()
             and all(
