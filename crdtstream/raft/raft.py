@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 
 from crdtstream.config import RaftConfig
+from crdtstream.errors import StorageError
 from crdtstream.ids import validate_node_id
 from crdtstream.raft import leader
 from crdtstream.raft.follower import step_candidate, step_follower
@@ -86,12 +87,14 @@ class Raft:
         self.become_follower(self.term, None)
 
     def _load_hard_state(self, state: HardState) -> None:
-        if not self.log.committed <= state.commit <= self.log.last_index():
-            raise RuntimeError(
-                f"hard state commit {state.commit} outside "
-                f"[{self.log.committed}, {self.log.last_index()}]"
+        if state.commit > self.log.last_index():
+            raise StorageError(
+                f"hard state commit {state.commit} is beyond the last stored entry "
+                f"{self.log.last_index()}: the log lost entries that were acknowledged"
             )
-        self.log.committed = state.commit
+        # A stored snapshot is committed by definition, even if the hard state written after
+        # it was lost in a crash.
+        self.log.committed = max(self.log.committed, state.commit)
         self.term = state.term
         self.vote = state.vote
 

@@ -10,13 +10,16 @@ import pytest
 from harness import Cluster, flush, make_node
 
 from crdtstream.config import RaftConfig
-from crdtstream.errors import DecodeError, NotLeaderError
+from crdtstream.errors import DecodeError, NotLeaderError, StorageError
+from crdtstream.raft.rawnode import RawNode
+from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import (
     LOCAL_MESSAGE_TYPES,
     ConfChange,
     ConfChangeKind,
     Entry,
     EntryKind,
+    HardState,
     Message,
     MessageType,
     Role,
@@ -344,3 +347,19 @@ def test_arbitrary_decodable_messages_are_refused_cleanly(seed: int) -> None:
             cluster.process_ready("n1")
             status = node.status()
             assert status.applied <= status.commit <= status.last_index, f"seed={seed}"
+
+
+def test_restart_with_a_commit_beyond_the_log_is_a_storage_error() -> None:
+    storage = MemoryStorage(IDS)
+    storage.append([Entry(1, 1)])
+    storage.set_hard_state(HardState(1, "n1", 5))
+    with pytest.raises(StorageError, match="beyond the last stored entry"):
+        RawNode("n2", storage, RaftConfig(), random.Random(0))
+
+
+def test_restart_after_a_snapshot_whose_hard_state_was_lost() -> None:
+    storage = MemoryStorage(IDS)
+    storage.apply_snapshot(Snapshot(SnapshotMeta(7, 2, IDS), b"image"))
+    storage.set_hard_state(HardState(2, "n1", 3))  # older than the snapshot
+    node = RawNode("n2", storage, RaftConfig(), random.Random(0), applied=7)
+    assert (node.status().commit, node.status().applied) == (7, 7)
