@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -82,19 +83,19 @@ class WindowStore:
         local_ids = self.kind_ids[kind]
         found = [local_ids.get(name, -1) for name in names]
         conflicts: list[str] = []
-        if -1 in found:
+        missing = [i for i, local in enumerate(found) if local < 0]
+        if missing:
+            # First sight of keys: registered with dict updates over zips (C loops), not a
+            # Python statement per key.
+            fresh = [n for n in dict.fromkeys(names[i] for i in missing) if n not in self.key_kinds]
             local_names = self.kind_keys[kind]
-            for index, name in enumerate(names):
-                existing = local_ids.get(name)
-                if existing is not None:  # known, or added earlier in this same list
-                    found[index] = existing
-                    continue
-                if name in self.key_kinds:
-                    conflicts.append(name)
-                    continue
-                found[index] = local_ids[name] = len(local_names)
-                self.key_kinds[name] = (kind, len(local_names))
-                local_names.append(name)
+            numbers = range(len(local_names), len(local_names) + len(fresh))
+            local_ids.update(zip(fresh, numbers, strict=True))
+            self.key_kinds.update(zip(fresh, zip(repeat(kind), numbers), strict=True))
+            local_names.extend(fresh)
+            for index in missing:
+                found[index] = local_ids.get(names[index], -1)
+            conflicts = list(dict.fromkeys(names[i] for i in missing if found[i] < 0))
         ids = np.asarray(found, dtype=np.int64)
         self._intern_cache = (kind, list(names), ids, conflicts)
         return ids, conflicts
