@@ -65,9 +65,9 @@ class Options:
 
     seed: int
     nodes: int = 3
-    clients: int = 3
+    clients: int = 5
     keys: tuple[str, ...] = ("x", "y")
-    operations_per_client: int = 8
+    operations_per_client: int = 6
     limit: int = 12
     snapshot_every_entries: int = 12
     faulty_ms: int = 2_500
