@@ -89,7 +89,7 @@ def _check_quorum(raft: Raft) -> None:
 
 def _propose(raft: Raft, message: Message) -> None:
     local = message.sender == raft.id
-    if raft.id not in raft.tracker.progress or raft.lead_transferee is not None:
+    if raft.lead_transferee is not None:
         if local:
             raise NotLeaderError("leadership is being transferred", raft.lead_transferee)
         return
@@ -331,6 +331,7 @@ def after_conf_change(raft: Raft) -> None:
     if raft.lead_transferee is not None and raft.lead_transferee not in raft.tracker.progress:
         raft.lead_transferee = None
     if maybe_commit(raft):
+        _release_parked_reads(raft)
         broadcast_append(raft)
     else:
         for node_id in raft.tracker.voters:
