@@ -442,3 +442,33 @@ def test_a_failed_fsync_makes_the_log_refuse_further_syncs(
         storage.sync()
     storage.crash()
     assert all_entries(open_wal(opened, wal_dir))[:2] == entries(1, 2)
+
+
+def test_a_half_written_snapshot_is_discarded_on_open(
+    wal_dir: Path, opened: list[WalStorage]
+) -> None:
+    storage = open_wal(opened, wal_dir)
+    storage.append(entries(1, 5))
+    storage.create_snapshot(5, VOTERS, b"image")
+    storage.sync()
+    storage.close()
+    (wal_dir / "0000000000000009-0000000000000001.snap.tmp").write_bytes(b"half a snap")
+    reopened = open_wal(opened, wal_dir)
+    assert reopened.snapshot().data == b"image"
+    assert not list(wal_dir.glob("*.tmp"))
+
+
+def test_a_damaged_snapshot_named_by_the_log_is_refused(
+    wal_dir: Path, opened: list[WalStorage]
+) -> None:
+    storage = open_wal(opened, wal_dir)
+    storage.append(entries(1, 5))
+    storage.create_snapshot(5, VOTERS, b"image")
+    storage.sync()
+    storage.close()
+    (snapshot,) = wal_dir.glob("*.snap")
+    data = bytearray(snapshot.read_bytes())
+    data[-1] ^= 0xFF
+    snapshot.write_bytes(bytes(data))
+    with pytest.raises(StorageError, match="damaged"):
+        WalStorage.open(wal_dir, VOTERS)
