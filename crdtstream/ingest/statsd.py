@@ -203,24 +203,38 @@ def _intern_keys(
     collided[tagged] |= tags.collided
     simple[lines[collided]] = False
     reason = names.reason.copy()
-    tags_id = np.zeros(lines.shape[0], dtype=np.int64)
     reason[tagged] = np.where(reason[tagged] >= 0, reason[tagged], tags.reason)
     counted = np.bincount(reason[~collided & (reason >= 0)], minlength=len(REASONS))
     for code in np.flatnonzero(counted).tolist():
         errors[REASONS[code]] = errors.get(REASONS[code], 0) + int(counted[code])
     good = np.flatnonzero(~collided & (reason < 0))
+    key_id[lines[good]] = _join_pairs(names, tags, tagged, good, key_names)
+    return key_id
+
+
+def _join_pairs(
+    names: _Canonical,
+    tags: _Canonical,
+    tagged: Int64Array,
+    good: Int64Array,
+    key_names: list[str],
+) -> Int64Array:
+    """Key index of each ``good`` row: one canonical key per distinct (name, tag text) pair,
+    appended to ``key_names``. Rows index ``names``; ``tagged`` rows also index ``tags``."""
     # Raw tag lists that sort to the same text (``b,a`` and ``a,b``) share one canonical id.
     tag_text_ids: dict[str, int] = {}
     canonical_tag = [tag_text_ids.setdefault(text, len(tag_text_ids)) for text in tags.texts]
     suffixes = np.array(["", *("#" + text for text in tag_text_ids)], dtype=object)
+    tags_id = np.zeros(names.inverse.shape[0], dtype=np.int64)
     tags_id[tagged] = np.array(canonical_tag, dtype=np.int64)[tags.inverse] + 1
     pair = names.inverse[good] * suffixes.shape[0] + tags_id[good]
     pair_inverse, pair_rows = group_rows(pair)
     name_of, suffix_of = np.divmod(pair[pair_rows], suffixes.shape[0])
     # One C-level string addition per distinct key, no Python loop over keys.
-    key_names.extend((np.array(names.texts, dtype=object)[name_of] + suffixes[suffix_of]).tolist())
-    key_id[lines[good]] = pair_inverse
-    return key_id
+    names_text = np.array(names.texts, dtype=object)
+    first_index = len(key_names)
+    key_names.extend((names_text[name_of] + suffixes[suffix_of]).tolist())
+    return pair_inverse + first_index
 
 
 @dataclass(slots=True)
