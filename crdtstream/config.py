@@ -246,6 +246,7 @@ class RaftConfig:
     max_append_bytes: int = 512 * 1024
     max_pending_reads: int = 65_536
     max_apply_bytes_per_ready: int = 4 << 20
+    max_uncommitted_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         require(self.tick_ms > 0, "raft.tick_ms", "must be > 0", self.tick_ms)
@@ -296,6 +297,12 @@ class RaftConfig:
             "raft.max_apply_bytes_per_ready",
             "must be >= 1024",
             self.max_apply_bytes_per_ready,
+        )
+        require(
+            self.max_uncommitted_bytes >= 1024,
+            "raft.max_uncommitted_bytes",
+            "must be >= 1024",
+            self.max_uncommitted_bytes,
         )
 
 

@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from crdtstream.errors import NotLeaderError
+from crdtstream.errors import NotLeaderError, UnavailableError
 from crdtstream.raft.progress import Progress, ProgressState
-from crdtstream.raft.types import Entry, EntryKind, Message, MessageType, Role
+from crdtstream.raft.types import (
+    ENTRY_OVERHEAD_BYTES,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    Role,
+)
 
 if TYPE_CHECKING:
     from crdtstream.raft.raft import Raft
@@ -103,9 +110,22 @@ def _propose(raft: Raft, message: Message) -> None:
                 continue
             raft.pending_conf_index = raft.log.last_index() + offset + 1
         payloads.append((entry.kind, entry.data))
-    if payloads:
-        append_entries(raft, payloads)
-        broadcast_append(raft)
+    if not payloads:
+        return
+    size = sum(len(data) for _, data in payloads) + ENTRY_OVERHEAD_BYTES * len(payloads)
+    if (
+        raft.uncommitted_bytes > 0
+        and raft.uncommitted_bytes + size > raft.config.max_uncommitted_bytes
+    ):
+        # Followers are not keeping up: refuse rather than let the log grow without bound.
+        if local:
+            raise UnavailableError(
+                f"{raft.uncommitted_bytes} bytes of proposals await commit; try again later"
+            )
+        return
+    raft.uncommitted_bytes += size
+    append_entries(raft, payloads)
+    broadcast_append(raft)
 
 
 # -- replication --

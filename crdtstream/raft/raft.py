@@ -25,6 +25,7 @@ from crdtstream.raft.progress import ProgressTracker, VoteResult
 from crdtstream.raft.read_only import ReadOnly
 from crdtstream.raft.storage import Storage
 from crdtstream.raft.types import (
+    ENTRY_OVERHEAD_BYTES,
     ConfChange,
     ConfChangeKind,
     Entry,
@@ -75,6 +76,7 @@ class Raft:
         self.randomized_election_timeout = config.election_timeout_ticks
         self.lead_transferee: str | None = None
         self.pending_conf_index = 0
+        self.uncommitted_bytes = 0
         self.dropped_reads = 0
         self._step: StepFunction = step_follower
         self._tick: Callable[[], None] = self.tick_election
@@ -167,6 +169,7 @@ class Raft:
         self.tracker.reset_votes()
         self.tracker.reset_all(self.id, self.log.last_index())
         self.pending_conf_index = 0
+        self.uncommitted_bytes = 0
         self.read_only = ReadOnly(self.config.max_pending_reads)
         self.parked_reads = []
 
@@ -380,6 +383,12 @@ class Raft:
         if self.role is Role.LEADER:
             leader.after_conf_change(self)
         return self.tracker.voters
+
+    def committed_handed_out(self, entries: list[Entry]) -> None:
+        """Committed entries left for applying: they no longer count as uncommitted."""
+        if self.role is Role.LEADER and entries:
+            size = sum([len(e.data) for e in entries]) + ENTRY_OVERHEAD_BYTES * len(entries)
+            self.uncommitted_bytes = max(0, self.uncommitted_bytes - size)
 
     # -- reads --
 

@@ -90,7 +90,8 @@ class RawNode:
         self.raft.step(Message(MessageType.HUP, self.raft.id))
 
     def propose(self, command: bytes) -> None:
-        """Propose a command. Raises :class:`NotLeaderError` when it cannot be taken here.
+        """Propose a command. Raises :class:`NotLeaderError` when it cannot be taken here, or
+        :class:`UnavailableError` when ``max_uncommitted_bytes`` of proposals await commit.
 
         At a follower the proposal is forwarded to the leader and may be lost on the way: the
         caller learns of success only by seeing the command applied.
@@ -187,6 +188,7 @@ class RawNode:
         raft.read_only.messages_handed_out()
         if committed:
             raft.log.applying_to(committed[-1].index)
+            raft.committed_handed_out(committed)
         self._previous_soft, self._previous_hard = soft, hard
         self._outstanding = ready
         return ready

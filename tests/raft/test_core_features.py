@@ -10,7 +10,7 @@ import pytest
 from harness import Cluster, flush, make_node
 
 from crdtstream.config import RaftConfig
-from crdtstream.errors import DecodeError, NotLeaderError, StorageError
+from crdtstream.errors import DecodeError, NotLeaderError, StorageError, UnavailableError
 from crdtstream.raft.rawnode import RawNode
 from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import (
@@ -363,3 +363,21 @@ def test_restart_after_a_snapshot_whose_hard_state_was_lost() -> None:
     storage.set_hard_state(HardState(2, "n1", 3))  # older than the snapshot
     node = RawNode("n2", storage, RaftConfig(), random.Random(0), applied=7)
     assert (node.status().commit, node.status().applied) == (7, 7)
+
+
+def test_uncommitted_proposals_are_bounded() -> None:
+    config = RaftConfig(election_timeout_ticks=10, heartbeat_ticks=1, max_uncommitted_bytes=4096)
+    cluster = committed_cluster(config=config)
+    cluster.partition(["n1"], ["n2", "n3"])
+    accepted = 4  # 4 x 1016 bytes fit in 4096
+    for _ in range(accepted):
+        cluster.node("n1").propose(b"x" * 1000)
+    with pytest.raises(UnavailableError, match="await commit"):
+        cluster.node("n1").propose(b"x" * 1000)
+    cluster.heal()
+    cluster.tick("n1")
+    cluster.stabilize()
+    assert len(cluster.applied_data("n2")) == accepted
+    cluster.node("n1").propose(b"room again")
+    cluster.stabilize()
+    assert cluster.applied_data("n3")[-1] == b"room again"
