@@ -238,3 +238,17 @@ def etcd_running(members: list[EtcdMember], ready_deadline_s: float = 30.0) -> I
     finally:
         for member in members:
             member.kill()
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process so far, from ``/proc`` ({} where there is
+    none)."""
+    seconds: dict[str, float] = {}
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return {}
+        seconds[name] = (int(fields[11]) + int(fields[12])) / ticks_per_s
+    return seconds

@@ -9,22 +9,29 @@ leader; the answer comes back once the write is committed and applied (or the re
 through ReadIndex). That is the path every non-voter node of a deployment takes.
 
 - ``durable_writes_per_s``: closed loop, ``--concurrency`` coroutines each awaiting
-  ``write_strong`` (a counter ``add`` on one key) back to back.
+  ``write_strong`` (a counter ``add`` on one key) back to back. All of them share the client
+  node's one session, whose state machine keeps the results of its newest 64 sequences: with
+  more in flight, writes overtaken by 64 newer ones are refused after commit (``ok`` False,
+  counted in ``writes_refused``, never as throughput); hence the default of 64.
 - ``commit_latency_ms_p50`` / ``_p99``: open loop at ``--rate`` writes/s, each write started at
   its scheduled time whatever happened to the previous ones; latency counts from the scheduled
   start, so a stall shows in the figures instead of lowering the offered load.
-- ``linearizable_reads_per_s``: closed loop of ``query_strong`` on the same key; reads waiting
-  together at a voter share one ReadIndex round. Ratio ``linearizable_reads_vs_goal`` against
-  the goal of 10,000 reads/s.
+- ``linearizable_reads_per_s``: closed loop of ``query_strong`` on the same key with
+  ``--read-concurrency`` in flight; reads waiting together at a voter share one ReadIndex round.
+  Ratio ``linearizable_reads_vs_goal`` against the goal of 10,000 reads/s.
 - etcd anchor, when ``etcd`` is on PATH: three members on loopback (free ports, temporary data
   directories, fsync on as always in etcd), the same closed-loop write load through etcd's
   HTTP/JSON gateway (``POST /v3/kv/put``) from an aiohttp client with the same concurrency,
   requests spread over the three members as ours are. Ratio ``writes_vs_etcd``, goal >= 2.
   Without etcd the anchor is reported as skipped (``etcd_anchor_skipped`` = 1).
 
-Every process started here is killed on every path. The load client and the etcd client share
-this one process (and the machine's cores) with nothing else, so both sides pay the same kind of
-client cost: one Python event loop.
+Both clusters run for the whole measurement and their write rounds alternate (``--rounds``, the
+best of each kept), so a burst of load from elsewhere on the machine hits both alike. Where
+``/proc`` exists, the CPU time each side's processes spent per write in its best round is
+reported too (``*_cpu_us_per_write``): it says where the time goes, and it depends far less than
+a rate on what else the machine is running. The load client and the etcd client share this one
+process, so both sides pay the same kind of client cost: one Python event loop. Every process
+started here is killed on every path.
 """
 
 from __future__ import annotations
@@ -71,7 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=float, default=10.0, help="length of each measured phase (default 10)"
     )
     parser.add_argument(
-        "--concurrency", type=int, default=256, help="writes and reads in flight (default 256)"
+        "--concurrency",
+        type=int,
+        default=64,
+        help="writes in flight, ours and etcd's alike (default 64: one client session's window)",
+    )
+    parser.add_argument(
+        "--read-concurrency", type=int, default=512, help="reads in flight (default 512)"
     )
     parser.add_argument(
         "--rate", type=int, default=1_000, help="offered writes/s of the latency phase"
@@ -177,7 +190,7 @@ async def _measure(
             if put is not None:
                 await theirs.round(put, args.concurrency, round_s)
         latency = await _open_loop(write, args.rate, args.seconds)
-        reads = await _closed_loop(_reader(node), args.concurrency, args.seconds)
+        reads = await _closed_loop(_reader(node), args.read_concurrency, args.seconds)
         elections = _highest_term(agents) - term_before
     figures = ours.figures("", "writes/s (non-voter node over ZeroMQ, closed loop)")
     rate = f"ms (open loop, {args.rate} writes/s offered)"
@@ -185,7 +198,7 @@ async def _measure(
     figures["commit_latency_ms_p99"] = (latency.percentile(99), rate)
     figures["linearizable_reads_per_s"] = (reads.per_s, "reads/s (non-voter node, ReadIndex)")
     failed = ours.failed + latency.failed + reads.failed
-    figures["requests_failed"] = (float(failed), "requests (unavailable or refused)")
+    figures["requests_failed"] = (float(failed), "requests (unavailable, or refused)")
     figures["writes_refused"] = (float(refused[0]), "writes (applied with ok=False)")
     figures["raft_term_changes"] = (float(elections), "terms (elections during the run)")
     if put is not None:
@@ -198,17 +211,18 @@ def _pid(agent: processes.Agent) -> int:
 
 
 def _writer(node: Node) -> tuple[Operation, list[int]]:
-    """A counter add on :data:`KEY`; a result with ``ok`` False (applied as a refusal, say a
-    session too far behind) is a failure, counted in the list as well."""
+    """A counter add on :data:`KEY`. A result with ``ok`` False went through the log but was
+    refused (a sequence too far behind its session's newest): not a success, counted in the
+    list."""
     from crdtstream.errors import UnavailableError
 
     refused = [0]
 
-    async def write() -> bool:
+    async def write() -> bool | None:
         try:
             result = await node.write_strong(node.new_command(KEY, "counter", "add", 1))
         except UnavailableError:
-            return False
+            return None
         if not result.ok:
             refused[0] += 1
         return bool(result.ok)
@@ -219,11 +233,11 @@ def _writer(node: Node) -> tuple[Operation, list[int]]:
 def _reader(node: Node) -> Operation:
     from crdtstream.errors import UnavailableError
 
-    async def read() -> bool:
+    async def read() -> bool | None:
         try:
             await node.query_strong(KEY)
         except UnavailableError:
-            return False
+            return None
         return True
 
     return read
@@ -280,13 +294,13 @@ async def _etcd_client(
     timeout = aiohttp.ClientTimeout(total=ETCD_REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def put() -> bool:
+        async def put() -> bool | None:
             try:
                 async with session.post(urls[next(turn) % len(urls)], json=body) as response:
                     await response.read()
-                    return response.status == 200
+                    return True if response.status == 200 else None
             except (aiohttp.ClientError, TimeoutError):
-                return False
+                return None
 
         yield put
 
@@ -305,9 +319,9 @@ class _Meter:
     async def round(self, operation: Operation, concurrency: int, seconds: float) -> None:
         pids = {**self.named, **{f"other{n}": pid for n, pid in enumerate(self.others)}}
         pids["client"] = os.getpid()
-        before = _cpu_seconds(pids)
+        before = processes.cpu_seconds(pids)
         result = await _closed_loop(operation, concurrency, seconds)
-        after = _cpu_seconds(pids)
+        after = processes.cpu_seconds(pids)
         self.failed += result.failed
         if self.best is None or result.per_s > self.best.per_s:
             self.best = result
@@ -329,25 +343,12 @@ class _Meter:
         return figures
 
 
-def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """User + system CPU seconds of each process so far, from ``/proc`` ({} where there is
-    none)."""
-    seconds: dict[str, float] = {}
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
-    for name, pid in pids.items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return {}
-        seconds[name] = (int(fields[11]) + int(fields[12])) / ticks_per_s
-    return seconds
-
-
 # ---------------------------------------------------------------------- load shapes
 
 
-Operation = Callable[[], Awaitable[bool]]
-"""One request; True once it succeeded, False when it failed (never raises)."""
+Operation = Callable[[], Awaitable[bool | None]]
+"""One request, which never raises: True once it succeeded; False when it was answered after
+commit but refused (it counts for latency, not for throughput); None when it failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +363,8 @@ class Throughput:
 
 @dataclass(frozen=True, slots=True)
 class Latencies:
-    """Latencies in ms of the successful requests of an open-loop phase, and the failures."""
+    """Latencies in ms of the answered requests of an open-loop phase (refusals included: they
+    were committed), and the requests that did not succeed."""
 
     latencies_ms: list[float]
     failed: int
@@ -381,7 +383,7 @@ async def _first_success(operation: Operation) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LEADER_DEADLINE_S
     while loop.time() < deadline:
-        if await operation():
+        if await operation() is True:
             return
         await asyncio.sleep(0.1)
     raise TimeoutError(f"bench raft: no request succeeded within {LEADER_DEADLINE_S} s")
@@ -396,7 +398,7 @@ async def _closed_loop(operation: Operation, concurrency: int, seconds: float) -
 
     async def worker() -> None:
         while loop.time() < end:
-            counts[0 if await operation() else 1] += 1
+            counts[0 if await operation() is True else 1] += 1
 
     workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
     try:
@@ -419,9 +421,10 @@ async def _open_loop(operation: Operation, rate_per_s: int, seconds: float) -> L
     failures = [0]
 
     async def timed(scheduled_s: float) -> None:
-        if await operation():
+        outcome = await operation()
+        if outcome is not None:
             latencies_ms.append((loop.time() - scheduled_s) * 1000.0)
-        else:
+        if outcome is not True:
             failures[0] += 1
 
     total = max(1, int(rate_per_s * seconds))
