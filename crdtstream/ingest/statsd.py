@@ -7,10 +7,11 @@ same rows in the same order, the same error counts. How it gets there:
 1. :func:`~crdtstream.ingest._scan.scan` finds line bounds, the name/value/type split and the
    optional fields of every line with whole-buffer searches, and marks the *simple* lines.
 2. Numbers (values, rates, ``|T`` seconds) of simple lines are parsed vectorised where that is
-   provably exact (:mod:`~crdtstream.ingest._numbers`).
+   provably exact (:mod:`~crdtstream.ingest._numbers`); the few other values (exponents, long
+   mantissas) one by one with the oracle's own number rule.
 3. Keys are interned by a hash of their name and tag bytes, checked byte for byte, so only each
    distinct raw key is canonicalised (tags sorted) in Python, not each line.
-4. Every line that is not simple (rare forms such as exponents, non-ASCII names, and all
+4. Every line that is not simple (rare forms such as non-ASCII bytes or exotic rates, and all
    malformed lines) goes through the exact per-line parser, which names rejection reasons.
 
 Pure: no clock (``now_ms`` is an argument), no I/O.
@@ -34,7 +35,7 @@ from crdtstream.ingest._assemble import (
     ordered,
 )
 from crdtstream.ingest._intern import SegmentInterner, group_rows
-from crdtstream.ingest._numbers import parse_decimals
+from crdtstream.ingest._numbers import Decimals, parse_decimals
 from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, scan
 from crdtstream.ingest.batch import (
     KINDS,
@@ -50,6 +51,7 @@ from crdtstream.ingest.statsd_reference import (
     ParsedLine,
     canonical_name,
     canonical_tags,
+    number_or_none,
     parse_line,
 )
 
@@ -88,7 +90,7 @@ def parse(
     simple = layout.simple.copy()
     rate = _rates(buffer, layout, simple)
     timestamp_ms = _timestamps(buffer, layout, simple, now_ms)
-    numeric_rows, member_rows = _value_rows(buffer, layout, simple)
+    numeric_rows, member_rows = _value_rows(data, buffer, layout, simple)
     key_names: list[str] = []
     errors: dict[str, int] = {}
     key_id = _intern_keys(data, buffer, layout, simple, key_names, errors)
@@ -143,7 +145,7 @@ def _timestamps(
 
 
 def _value_rows(
-    buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray
+    data: bytes, buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray
 ) -> tuple[Rows, Rows]:
     """Split and parse the values of simple lines: numeric rows (packed ``a:b:c`` gives three)
     and set-member rows. Lines with a value that is not a plain decimal stop being simple."""
@@ -159,6 +161,7 @@ def _value_rows(
     next_colon = colons[np.minimum(colon_index + 1, colons.shape[0] - 1)]
     end = np.where(offset == np.repeat(count - 1, count), np.repeat(value_end, count), next_colon)
     parsed = parse_decimals(buffer, start, end)
+    _parse_rare_values(data, start, end, parsed)
     simple[row_line[~parsed.simple]] = False
     members = np.flatnonzero(simple & (layout.kind == _DISTINCT))
     member_start = layout.name_end[members] + 1
@@ -169,6 +172,27 @@ def _value_rows(
         Rows(row_line, start, end, parsed.value, parsed.signed),
         Rows(members, member_start, member_end, no_values, no_values.astype(np.bool_)),
     )
+
+
+def _parse_rare_values(data: bytes, starts: Int64Array, ends: Int64Array, parsed: Decimals) -> None:
+    """Values the vectorised decimals could not prove exact (exponents, 16 or more digits, as
+    clients printing ``repr`` floats send) are parsed one by one with the oracle's own number
+    rule, so their line stays on the fast path; the rest stay not simple."""
+    rare = np.flatnonzero(~parsed.simple)
+    if rare.shape[0] == 0:
+        return
+    texts = [
+        data[start:end]
+        for start, end in zip(starts[rare].tolist(), ends[rare].tolist(), strict=True)
+    ]
+    values = [number_or_none(text) for text in texts]
+    found = [index for index, value in enumerate(values) if value is not None]
+    if not found:
+        return
+    rows = rare[found]
+    parsed.value[rows] = [values[index] for index in found]
+    parsed.signed[rows] = [texts[index][:1] in (b"+", b"-") for index in found]
+    parsed.simple[rows] = True
 
 
 def _intern_keys(

@@ -37,6 +37,7 @@ __all__ = [
     "canonical_key",
     "canonical_name",
     "canonical_tags",
+    "number_or_none",
     "parse_line",
     "parse_reference",
     "split_lines",
@@ -128,13 +129,19 @@ def canonical_tags(tags: bytes) -> str:
     return ",".join(sorted(set(text.split(","))))
 
 
+def number_or_none(text: bytes) -> float | None:
+    """The value of one statsd number (sign, digits, dot, exponent; finite), else None."""
+    if _NUMBER.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 def _parse_number(text: bytes) -> float:
     if not text:
         raise LineRejectedError("missing_value")
-    if _NUMBER.fullmatch(text) is None:
-        raise LineRejectedError("bad_number")
-    value = float(text)
-    if not math.isfinite(value):
+    value = number_or_none(text)
+    if value is None:
         raise LineRejectedError("bad_number")
     return value
 

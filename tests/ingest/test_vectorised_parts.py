@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from crdtstream.ingest._intern import SegmentInterner, _Chunks, byte_words
 from crdtstream.ingest._numbers import MAX_DIGITS, parse_decimals
+from crdtstream.ingest.statsd import _parse_rare_values
 
 _PLAIN = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 
@@ -92,3 +93,14 @@ def test_bytes_past_a_segment_end_do_not_count() -> None:
     data, starts, _ = segments(texts)
     chunks = _Chunks(byte_words(data), starts, np.array([2, 2, 2]))
     assert chunks.equal_to(np.array([0, 0, 0])).tolist() == [True, False, True]
+
+
+def test_rare_values_are_parsed_one_by_one_with_the_oracle_rule() -> None:
+    texts = [b"1e3", b"0.30000000000000004", b"-2.5E-3", b"abc", b"", b"1e999", b"12.5"]
+    data, starts, ends = segments(texts)
+    parsed = parse_decimals(np.frombuffer(data, dtype=np.uint8), starts, ends)
+    assert parsed.simple.tolist() == [False, False, False, False, False, False, True]
+    _parse_rare_values(data, starts, ends, parsed)
+    assert parsed.simple.tolist() == [True, True, True, False, False, False, True]
+    assert parsed.value[[0, 1, 2, 6]].tolist() == [1000.0, 0.30000000000000004, -0.0025, 12.5]
+    assert parsed.signed[[0, 1, 2, 6]].tolist() == [False, False, True, False]
