@@ -138,6 +138,9 @@ def read_window(store: WindowStore, start_ms: int, final_through_ms: int | None)
     states = _window_states(store, start_ms)
     values: dict[str, object] = {}
     for kind, names in store.kind_keys.items():
+        if kind in DENSE_KINDS:
+            values.update(_dense_window(store, kind, states))
+            continue
         for local in _keys_with_data(states, kind):
             holding = [s for s in states if has_data(s, kind, local)]
             values[names[local]] = value_of(store, kind, local, holding)
@@ -160,3 +163,62 @@ def _keys_with_data(states: list[SliceState], kind: str) -> list[int]:
             keys = [k for k, c in state.sets.items() if c.context or c.cloud]
         found.update(int(k) for k in keys)
     return sorted(found)
+
+
+def _dense_window(store: WindowStore, kind: str, states: list[SliceState]) -> dict[str, float]:
+    """Every key's value of a dense kind in one window, vectorised over keys."""
+    names = store.kind_keys[kind]
+    present = np.zeros(len(names), dtype=np.bool_)
+    if kind == "gauge":
+        result = _gauge_window(store, states, present)
+    else:
+        result = np.zeros(len(names)) if kind == "counter" else np.full(len(names), np.nan)
+        for state in states:
+            table = state.dense.get(kind)
+            if table is None:
+                continue
+            # Tables grow in steps, so they may be wider than the keys interned so far.
+            width = min(table.shape[1], len(names))
+            written = table.version[:, :width] > 0
+            present[:width] |= written.any(axis=0)
+            if kind == "counter":
+                difference = table.columns["p"][:, :width] - table.columns["n"][:, :width]
+                result[:width] += np.where(written, difference, 0.0).sum(axis=0)
+            else:
+                reduce = np.fmax if kind == "max" else np.fmin
+                column = np.where(written, table.columns["value"][:, :width], np.nan)
+                result[:width] = reduce(result[:width], reduce.reduce(column, axis=0))
+    return {names[k]: float(result[k]) for k in np.flatnonzero(present).tolist()}
+
+
+def _gauge_window(
+    store: WindowStore, states: list[SliceState], present: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float64]:
+    """LWW winners per key by (timestamp, replica name, sequence), across slices and rows."""
+    count = len(present)
+    best_ms = np.full(count, np.iinfo(np.int64).min)
+    best_rank = np.full(count, -1)
+    best_sequence = np.full(count, -1)
+    best_value = np.full(count, np.nan)
+    order = store.replica_order()
+    for state in states:
+        table = state.dense.get("gauge")
+        if table is None:
+            continue
+        width = min(table.shape[1], count)
+        for row in range(table.shape[0]):
+            stamp = table.columns["timestamp_ms"][row, :width]
+            sequence = table.columns["sequence"][row, :width]
+            rank = order[row]
+            held_ms, held_rank = best_ms[:width], best_rank[:width]
+            newer = (stamp > held_ms) | (
+                (stamp == held_ms)
+                & ((rank > held_rank) | ((rank == held_rank) & (sequence > best_sequence[:width])))
+            )
+            better = (table.version[row, :width] > 0) & newer
+            best_ms[:width][better] = stamp[better]
+            best_rank[:width][better] = rank
+            best_sequence[:width][better] = sequence[better]
+            best_value[:width][better] = table.columns["value"][row, :width][better]
+            present[:width] |= better
+    return best_value

@@ -17,7 +17,7 @@ from crdtstream.window.delta import StoreDelta
 from crdtstream.window.snapshot import read_snapshot, restore, snapshot, write_snapshot
 from crdtstream.window.store import WindowStore
 
-from .support import CONFIG, canonical
+from .support import CONFIG, canonical, normal
 
 NAMES = [f"key{i}" for i in range(5)]
 KINDS = ("counter", "gauge", "distinct", "distribution", "max", "min", "set")
@@ -204,3 +204,23 @@ def test_structurally_wrong_bodies_raise_decode_error_only(seed: int) -> None:
     with contextlib.suppress(DecodeError):
         decoded = StoreDelta.from_bytes(wire.encode(wire.Tag.WINDOW_DELTA, body))
         WindowStore("n2~0002", CONFIG).merge(decoded)  # what decodes must also merge cleanly
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**32))
+def test_window_reads_agree_with_key_reads(seed: int) -> None:
+    stores = [WindowStore(f"n{i}~000{i}", CONFIG) for i in range(2)]
+    for index, store in enumerate(stores):
+        _ingest(store, _events(seed + index, 80))
+    stores[0].merge(stores[1].full_state())
+    by_key = {
+        (w.start_ms, key): normal(w.value)
+        for key in stores[0].key_kinds
+        for w in stores[0].read_key(key)
+    }
+    by_window = {
+        (start, key): value
+        for start, values in canonical(stores[0]).items()
+        for key, value in values.items()
+    }
+    assert by_window == by_key, f"seed={seed}"
