@@ -38,6 +38,8 @@ from crdtstream.raft.state_machine import (
     encode_command,
 )
 from crdtstream.raft.types import (
+    ConfChange,
+    ConfChangeKind,
     Entry,
     EntryKind,
     Message,
@@ -74,6 +76,8 @@ class Options:
     attempt_timeout_ms: int = 250
     attempts_max: int = 3
     converge_ms_max: int = 6_000
+    membership_changes: bool = True
+    """Let the nemesis remove voters and add them back (one change at a time)."""
     wal_directory: Path | None = None
     """When set, nodes keep their log in a :class:`WalStorage` there instead of in memory."""
 
@@ -90,6 +94,7 @@ class Report:
     acknowledged_writes: int = 0
     terms: int = 0
     snapshots_installed: int = 0
+    conf_changes_applied: int = 0
 
 
 @dataclass
@@ -171,6 +176,7 @@ class Simulation:
         ]
         self.final_phase = False
         self.snapshots_installed = 0
+        self.conf_changes_applied = 0
         self.acknowledged: list[Operation] = []
 
     # -- setup --
@@ -280,6 +286,7 @@ class Simulation:
         for entry in ready.committed_entries:
             if entry.kind is EntryKind.CONF_CHANGE:
                 raw.apply_conf_change(decode_conf_change(entry.data))
+                self.conf_changes_applied += 1
             self._check_same_entry(node, entry)
             result = machine.apply_entry(entry)
             if result is not None:
@@ -444,7 +451,10 @@ class Simulation:
             if not node.alive and restart_at_ms is not None and self.now_ms >= restart_at_ms:
                 self._start(node)
                 self.nemesis_log.append(f"{self.now_ms}: restart {node.node_id}")
-        if self.now_ms < self.next_nemesis_ms or self.final_phase:
+        if self.final_phase:
+            self._restore_voters()
+            return
+        if self.now_ms < self.next_nemesis_ms:
             return
         self.next_nemesis_ms = self.now_ms + self.rng.randint(100, 400)
         actions: dict[str, Callable[[], FaultOptions | None]] = {
@@ -454,6 +464,7 @@ class Simulation:
             "majority-ring": self._majority_ring,
             "crash": self._crash_one,
             "transfer-leader": self._transfer_leader,
+            "membership": self._change_membership,
             "heal": lambda: self.background,
         }
         name = self.rng.choice(sorted(actions))
@@ -514,6 +525,39 @@ class Simulation:
         assert node.raw is not None
         node.raw.transfer_leader(self.rng.choice([i for i in self.ids if i != leader]))
         node.dirty = True
+
+    def _change_membership(self) -> None:
+        """Remove a voter other than the leader, or add a removed one back."""
+        leader = self._leader()
+        if leader is None or not self.options.membership_changes:
+            return
+        raw = self.nodes[leader].raw
+        assert raw is not None
+        voters = raw.status().voters
+        missing = [node_id for node_id in self.ids if node_id not in voters]
+        if missing:
+            change = ConfChange(ConfChangeKind.ADD_VOTER, self.rng.choice(missing))
+        else:
+            others = [node_id for node_id in voters if node_id != leader]
+            change = ConfChange(ConfChangeKind.REMOVE_VOTER, self.rng.choice(others))
+        self.nemesis_log.append(f"{self.now_ms}: propose {change.kind.name} {change.node_id}")
+        with contextlib.suppress(NotLeaderError):
+            raw.propose_conf_change(change)
+        self.nodes[leader].dirty = True
+
+    def _restore_voters(self) -> None:
+        """In the final phase every node must be a voter again (so every node converges)."""
+        leader = self._leader()
+        if leader is None or self.now_ms < self.next_nemesis_ms:
+            return
+        self.next_nemesis_ms = self.now_ms + 50
+        raw = self.nodes[leader].raw
+        assert raw is not None
+        missing = [node_id for node_id in self.ids if node_id not in raw.status().voters]
+        if missing:
+            with contextlib.suppress(NotLeaderError):
+                raw.propose_conf_change(ConfChange(ConfChangeKind.ADD_VOTER, missing[0]))
+            self.nodes[leader].dirty = True
 
     def _downtime_ms(self) -> int:
         """Often long enough to miss elections; sometimes so short the node is back within the
@@ -617,6 +661,7 @@ class Simulation:
             acknowledged_writes=len(self.acknowledged),
             terms=len(self.leader_by_term),
             snapshots_installed=self.snapshots_installed,
+            conf_changes_applied=self.conf_changes_applied,
         )
 
     def _final_reads(self) -> None:
