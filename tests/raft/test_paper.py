@@ -1,6 +1,8 @@
 """One test per rule of the Raft paper (Ongaro & Ousterhout, "In Search of an Understandable
 Consensus Algorithm", extended version) and of the thesis sections on PreVote and CheckQuorum,
-in the manner of etcd-io/raft ``raft_paper_test.go``. Each docstring ends with its reference.
+in the manner of etcd-io/raft ``raft_paper_test.go``. Each docstring ends with its reference:
+§5.x, §6 and §8 are sections of the paper; §6.2 (a leader steps down without a quorum) and §9.6
+(PreVote) are sections of Ongaro's thesis, "Consensus: Bridging Theory and Practice".
 """
 
 from __future__ import annotations
@@ -707,7 +709,7 @@ def test_follower_in_leader_lease_ignores_votes() -> None:
     """A server that heard from the current leader within the minimum election timeout does not
     grant votes (nor update its term), so a removed or partitioned server cannot disrupt.
 
-    Reference: §6.2
+    Reference: §6
     """
     cluster = Cluster(IDS)
     cluster.elect("n1")
