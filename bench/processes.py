@@ -169,6 +169,11 @@ class EtcdMember:
     def client_url(self) -> str:
         return f"http://127.0.0.1:{self.client_port}"
 
+    @property
+    def pid(self) -> int:
+        """The process id, 0 when not running."""
+        return 0 if self.process is None else self.process.pid
+
     def start(self) -> None:
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         args = [

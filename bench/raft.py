@@ -68,6 +68,11 @@ READS_GOAL_PER_S = 10_000
 WRITES_VS_ETCD_GOAL = ">= 2"
 LEADER_DEADLINE_S = 30.0
 ETCD_REQUEST_TIMEOUT_S = 10.0
+RATE_UNITS = {
+    "durable_writes_per_s": "writes/s (non-voter node over ZeroMQ, closed loop)",
+    "linearizable_reads_per_s": "reads/s (non-voter node, ReadIndex, closed loop)",
+    "etcd_writes_per_s": "writes/s (aiohttp to /v3/kv/put, closed loop)",
+}
 WARMUP_FRACTION = 0.2
 """The first part of each closed-loop phase is not counted: queues fill, batches settle."""
 
@@ -173,36 +178,39 @@ def _highest_term(agents: list[processes.Agent]) -> int:
 async def _measure(
     agents: list[processes.Agent], members: list[processes.EtcdMember], args: argparse.Namespace
 ) -> Figures:
-    """Writes of both systems in alternating rounds (best round of each), then our latency and
-    reads."""
+    """Rounds of our writes, etcd's writes and our reads in turn (the best round of each is
+    kept), then the open-loop latency phase."""
     async with _client_node(agents, args.seed) as node, _etcd_client(members, args) as put:
         write, refused = _writer(node)
+        read = _reader(node)
         await _first_success(write)
         if put is not None:
             await _first_success(put)
         term_before = _highest_term(agents)
         leader = _wait_for_leader(agents)
-        ours = _Meter({"leader": _pid(leader)}, [_pid(a) for a in agents if a is not leader])
-        theirs = _Meter({}, [member.process.pid for member in members if member.process])
+        voters = {"leader": _pid(leader)}
+        voters |= {agent.node_id: _pid(agent) for agent in agents if agent is not leader}
+        writes, reads = _Meter(voters), _Meter(voters)
+        theirs = _Meter({member.name: member.pid for member in members})
         round_s = args.seconds / max(1, args.rounds)
         for _ in range(max(1, args.rounds)):
-            await ours.round(write, args.concurrency, round_s)
+            await writes.round(write, args.concurrency, round_s)
             if put is not None:
                 await theirs.round(put, args.concurrency, round_s)
+            await reads.round(read, args.read_concurrency, round_s)
         latency = await _open_loop(write, args.rate, args.seconds)
-        reads = await _closed_loop(_reader(node), args.read_concurrency, args.seconds)
         elections = _highest_term(agents) - term_before
-    figures = ours.figures("", "writes/s (non-voter node over ZeroMQ, closed loop)")
+    figures = writes.figures("durable_writes_per_s", "voters", "write")
     rate = f"ms (open loop, {args.rate} writes/s offered)"
     figures["commit_latency_ms_p50"] = (latency.percentile(50), rate)
     figures["commit_latency_ms_p99"] = (latency.percentile(99), rate)
-    figures["linearizable_reads_per_s"] = (reads.per_s, "reads/s (non-voter node, ReadIndex)")
-    failed = ours.failed + latency.failed + reads.failed
+    figures.update(reads.figures("linearizable_reads_per_s", "voters", "read"))
+    failed = writes.failed + latency.failed + reads.failed
     figures["requests_failed"] = (float(failed), "requests (unavailable, or refused)")
     figures["writes_refused"] = (float(refused[0]), "writes (applied with ok=False)")
     figures["raft_term_changes"] = (float(elections), "terms (elections during the run)")
     if put is not None:
-        figures.update(theirs.figures("etcd_", "writes/s (aiohttp to /v3/kv/put, closed loop)"))
+        figures.update(theirs.figures("etcd_writes_per_s", "etcd_members", "write"))
     return figures
 
 
@@ -306,40 +314,38 @@ async def _etcd_client(
 
 
 class _Meter:
-    """Closed-loop write rounds of one system: the best rate, the failures, and the CPU time
-    each of its processes spent per write in that best round."""
+    """Closed-loop rounds of one operation: the best rate, the failures of every round, and the
+    CPU time each server process (``pids``) and this client spent per success in the best."""
 
-    def __init__(self, named: dict[str, int], others: list[int]) -> None:
-        self.named = named
-        self.others = others
-        self.best: Throughput | None = None
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {**pids, "client": os.getpid()}
+        self.best = Throughput(0.0, 0, 0)
         self.best_cpu_s: dict[str, float] = {}
         self.failed = 0
 
     async def round(self, operation: Operation, concurrency: int, seconds: float) -> None:
-        pids = {**self.named, **{f"other{n}": pid for n, pid in enumerate(self.others)}}
-        pids["client"] = os.getpid()
-        before = processes.cpu_seconds(pids)
+        before = processes.cpu_seconds(self.pids)
         result = await _closed_loop(operation, concurrency, seconds)
-        after = processes.cpu_seconds(pids)
+        after = processes.cpu_seconds(self.pids)
         self.failed += result.failed
-        if self.best is None or result.per_s > self.best.per_s:
+        if result.per_s >= self.best.per_s:
             self.best = result
             self.best_cpu_s = {name: after[name] - before[name] for name in after}
 
-    def figures(self, prefix: str, unit: str) -> Figures:
-        best = self.best or Throughput(0.0, 0, 0)
-        name = "durable_writes_per_s" if not prefix else f"{prefix}writes_per_s"
-        figures: Figures = {name: (best.per_s, unit)}
-        if not self.best_cpu_s or best.completed == 0:
+    def figures(self, rate_name: str, servers: str, per: str) -> Figures:
+        """The best rate as ``rate_name``, and ``{servers}_cpu_us_per_{per}`` (all server
+        processes), ``leader_…`` (when one is named) and ``client_…`` (this process)."""
+        unit = RATE_UNITS[rate_name]
+        figures: Figures = {rate_name: (self.best.per_s, unit)}
+        if not self.best_cpu_s or self.best.completed == 0:
             return figures  # no /proc here: CPU time is not measured
-        per_write_us = {k: v * 1e6 / best.completed for k, v in self.best_cpu_s.items()}
-        servers = sum(v for k, v in per_write_us.items() if k != "client")
-        label = "etcd_members" if prefix else "voters"
-        figures[f"{label}_cpu_us_per_write"] = (servers, "us CPU, all three server processes")
-        if "leader" in per_write_us:
-            figures["leader_cpu_us_per_write"] = (per_write_us["leader"], "us CPU")
-        figures[f"{prefix}client_cpu_us_per_write"] = (per_write_us["client"], "us CPU")
+        cpu_us = {k: v * 1e6 / self.best.completed for k, v in self.best_cpu_s.items()}
+        total_us = sum(v for k, v in cpu_us.items() if k != "client")
+        prefix = "etcd_" if servers.startswith("etcd") else ""
+        figures[f"{servers}_cpu_us_per_{per}"] = (total_us, "us CPU, all server processes")
+        if "leader" in cpu_us:
+            figures[f"leader_cpu_us_per_{per}"] = (cpu_us["leader"], "us CPU")
+        figures[f"{prefix}client_cpu_us_per_{per}"] = (cpu_us["client"], "us CPU, this process")
         return figures
 
 
