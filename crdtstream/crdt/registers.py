@@ -23,6 +23,30 @@ from crdtstream.crdt.base import (
 __all__ = ["LWWRegister", "MaxRegister", "MinRegister"]
 
 _Write = tuple[int, str, int, Any]
+_PLAIN_DEPTH_MAX = 32
+
+
+def _check_plain(value: Any, depth: int = 0) -> Any:
+    """Return ``value`` if it is a plain codec value; raise TypeError otherwise.
+
+    Registers compare states with ``==``, which must give a plain bool: numpy arrays (which the
+    codec can carry) and other objects are refused, also when they arrive nested in a frame.
+    """
+    if depth > _PLAIN_DEPTH_MAX:
+        raise TypeError("register value nested too deeply")
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            _check_plain(item, depth + 1)
+        return value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"register map keys must be strings, got {type(key).__name__}")
+            _check_plain(item, depth + 1)
+        return value
+    raise TypeError(f"a register cannot hold a {type(value).__name__}")
 
 
 class LWWRegister(Crdt):
@@ -45,9 +69,7 @@ class LWWRegister(Crdt):
         Returns the delta: a register holding this write.
         """
         expect_int(timestamp_ms)
-        wire.encode(
-            self.TAG, value
-        )  # fail here, not at the next send, on a value the codec refuses
+        _check_plain(value)  # fail here, not at the next send or merge
         sequence = 0
         current = self._write
         if current is not None and current[0] == timestamp_ms and current[1] == self.replica:
@@ -93,7 +115,7 @@ class LWWRegister(Crdt):
                 expect_int(timestamp_ms),
                 validate_replica(expect_str(writer)),
                 expect_int(sequence, 0),
-                value,
+                _check_plain(value),
             )
         return register
 

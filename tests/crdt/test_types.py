@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from crdtstream import wire
 from crdtstream.crdt import (
     Distribution,
     GCounter,
@@ -18,7 +19,7 @@ from crdtstream.crdt import (
     ORSet,
     PNCounter,
 )
-from crdtstream.errors import MergeError
+from crdtstream.errors import DecodeError, MergeError
 
 
 def test_gcounter_refuses_negative_and_non_int_increments() -> None:
@@ -212,3 +213,14 @@ def test_distribution_negative_and_zero_values_keep_their_order() -> None:
     assert distribution.quantile(1.0) == 100.0
     assert abs(distribution.quantile(0.2) + 1.0) <= 0.01  # type: ignore[operator]
     assert distribution.sum == 0.0
+
+
+def test_lww_register_refuses_values_that_do_not_compare_plainly() -> None:
+    register = LWWRegister("a")
+    with pytest.raises(TypeError):
+        register.set(np.array([1, 2]), 5)
+    with pytest.raises(TypeError):
+        register.set({1: "non-string key"}, 5)
+    frame = wire.encode(wire.Tag.LWW_REGISTER, ["a", [5, "a", 0, [np.array([], dtype=np.uint8)]]])
+    with pytest.raises(DecodeError):
+        LWWRegister.from_bytes(frame)
