@@ -240,8 +240,9 @@ class Message:
 class Ready:
     """Everything the node wants done, in the order the driver must do it.
 
-    1. Persist ``entries`` (replacing any stored entries at or after the first index), then
-       ``hard_state`` and ``snapshot`` when not ``None``, and make them durable.
+    1. Persist ``snapshot`` when not ``None`` (it replaces the whole log), then ``entries``
+       (replacing any stored entries at or after the first one's index, since entries may
+       follow the snapshot), then ``hard_state`` when not ``None``; make them durable.
     2. Only then send ``messages``.
     3. Apply ``snapshot`` and then ``committed_entries`` to the state machine; serve
        ``read_states`` once applied reaches their index.
