@@ -14,7 +14,6 @@ caller can tell when every member's contributions to a window have arrived (fina
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from itertools import repeat
 
@@ -31,14 +30,14 @@ from crdtstream.window.cells import KINDS
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.kinds.orset import Item
 from crdtstream.window.results import IngestResult, WindowRead, WindowValue
+from crdtstream.window.screen import and_masks, is_identity, screen
 from crdtstream.window.slices import SliceState
 from crdtstream.window.watermark import Watermark
-from crdtstream.window.windows import TIMESTAMP_MS_LIMIT, Windows
+from crdtstream.window.windows import Windows
 
 __all__ = ["WindowStore"]
 
 Int64Array = npt.NDArray[np.int64]
-_FLOAT_KINDS = frozenset({"counter", "gauge", "distribution", "max", "min"})
 
 
 class WindowStore:
@@ -187,61 +186,43 @@ class WindowStore:
         """
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
-        index = np.asarray(key_index, dtype=np.int64)
-        stamps = np.asarray(timestamps_ms, dtype=np.int64)
-        payload = _payload(kind, values)
-        weight_array = None if weights is None else np.asarray(weights, dtype=np.float64)
-        relative_array = None if relative is None else np.asarray(relative, dtype=np.bool_)
-        _check_lengths(len(index), stamps, payload, weight_array, relative_array)
-        # Viewed as unsigned, a negative index is huge: one reduction checks both bounds.
-        if len(index) and int(index.view(np.uint64).max()) >= len(key_names):
-            raise ValueError("key_index points outside key_names")
-        name_ids, conflicts = self.intern_keys(kind, key_names)
-        keys = index if _is_identity(name_ids) else name_ids[index]
-        stamp_range = (int(stamps.min()), int(stamps.max())) if len(stamps) else (0, 0)
-        value_range = _value_range(kind, payload)
-        valid = _valid(kind, payload, stamps, stamp_range, value_range, weight_array)
-        usable = _and(valid, keys >= 0 if conflicts else None)
-        slide = self.windows.slide_ms
-        position_range = (stamp_range[0] // slide, stamp_range[1] // slide)
-        positions = (
-            np.broadcast_to(np.int64(position_range[0]), stamps.shape)
-            if position_range[0] == position_range[1]
-            else np.floor_divide(stamps, slide)
+        events = screen(
+            kind, len(key_names), key_index, values, timestamps_ms, weights, relative, self.windows
         )
-        late = self._late_mask(positions, position_range[0], usable)
-        accepted = _and(usable, None if late is None else ~late)
-        late_by_key = self._count_late(key_names, index, late)
-        accepted_count = len(index) if accepted is None else int(np.count_nonzero(accepted))
+        name_ids, conflicts = self.intern_keys(kind, key_names)
+        keys = events.index if is_identity(name_ids) else name_ids[events.index]
+        usable = and_masks(events.valid, keys >= 0 if conflicts else None)
+        late = self._late_mask(events.positions, events.position_range[0], usable)
+        accepted = and_masks(usable, None if late is None else ~late)
+        late_by_key = self._count_late(key_names, events.index, late)
+        count = len(keys)
+        accepted_count = count if accepted is None else int(np.count_nonzero(accepted))
         if accepted_count:
-            self.version += 1
-            batch = Batch(keys, positions, payload, stamps, weight_array, relative_array, 0)
-            if accepted is None:
-                batch.position_range = position_range
-                batch.value_min = value_range[0]
-            else:
-                batch = _select_mask(batch, accepted)
-            batch.key_count = len(self.kind_keys[kind])
-            target = self._target()
-            apply_batch(kind, batch, target)
-            self._count_writes(target.touched)
-        if len(index) and (usable is None or usable.any()):
-            newest = stamp_range[1] if usable is None else int(stamps[usable].max())
+            self._apply(kind, events.batch(keys, accepted))
+        if count and (usable is None or usable.any()):
+            stamps = events.timestamps_ms
+            newest = events.stamp_range[1] if usable is None else int(stamps[usable].max())
             self.watermark.advance(newest)
-        valid_count = len(index) if valid is None else int(np.count_nonzero(valid))
-        rejected = valid_count - (len(index) if usable is None else int(np.count_nonzero(usable)))
-        invalid = len(index) - valid_count
+        valid_count = count if events.valid is None else int(np.count_nonzero(events.valid))
+        rejected = valid_count - (count if usable is None else int(np.count_nonzero(usable)))
         self.rejected_total += rejected
-        self.invalid_total += invalid
+        self.invalid_total += count - valid_count
         return IngestResult(
             accepted=accepted_count,
             late=sum(late_by_key.values()),
             late_by_key=late_by_key,
             rejected=rejected,
             rejected_keys=tuple(conflicts),
-            invalid=invalid,
+            invalid=count - valid_count,
             evicted_windows_ms=self._evict(),
         )
+
+    def _apply(self, kind: str, batch: Batch) -> None:
+        self.version += 1
+        batch.key_count = len(self.kind_keys[kind])
+        target = self._target()
+        apply_batch(kind, batch, target)
+        self._count_writes(target.touched)
 
     def add(
         self,
@@ -383,91 +364,3 @@ class WindowStore:
     def state_bytes(self) -> int:
         """Approximate bytes of state held in slices."""
         return sum(state.nbytes() for state in self.slices.values())
-
-
-def _payload(
-    kind: str, values: npt.ArrayLike | Sequence[Item]
-) -> npt.NDArray[np.float64] | npt.NDArray[np.uint64] | Sequence[Item]:
-    if kind == "set":
-        return values  # type: ignore[return-value]
-    if kind == "distinct":
-        return np.asarray(values, dtype=np.uint64)
-    return np.asarray(values, dtype=np.float64)
-
-
-def _check_lengths(count: int, *arrays: object) -> None:
-    for array in arrays:
-        if array is not None and len(array) != count:  # type: ignore[arg-type]
-            raise ValueError(f"every per-event array must have length {count}")
-
-
-def _value_range(kind: str, payload: object) -> tuple[float, float]:
-    """Min and max of float payloads: they propagate NaN and show infinities, so two reductions
-    tell whether every value is finite without building a mask."""
-    if kind not in _FLOAT_KINDS or not len(payload):  # type: ignore[arg-type]
-        return 0.0, 0.0
-    values: npt.NDArray[np.float64] = payload  # type: ignore[assignment]
-    return float(values.min()), float(values.max())
-
-
-def _valid(
-    kind: str,
-    payload: object,
-    stamps: Int64Array,
-    stamp_range: tuple[int, int],
-    value_range: tuple[float, float],
-    weights: npt.NDArray[np.float64] | None,
-) -> npt.NDArray[np.bool_] | None:
-    """Which events are well formed; None when all are (the common case, checked cheaply)."""
-    valid: npt.NDArray[np.bool_] | None = None
-    if stamp_range[0] <= -TIMESTAMP_MS_LIMIT or stamp_range[1] >= TIMESTAMP_MS_LIMIT:
-        valid = (stamps > -TIMESTAMP_MS_LIMIT) & (stamps < TIMESTAMP_MS_LIMIT)
-    if kind in _FLOAT_KINDS and not (
-        math.isfinite(value_range[0]) and math.isfinite(value_range[1])
-    ):
-        valid = _and(valid, np.isfinite(payload))  # type: ignore[call-overload]
-    if kind == "set":
-        typed = np.fromiter(
-            (isinstance(item, str | bytes) for item in payload),  # type: ignore[attr-defined]
-            dtype=np.bool_,
-            count=len(stamps),
-        )
-        valid = _and(valid, None if typed.all() else typed)
-    if weights is not None and kind == "distribution":
-        good = np.isfinite(weights) & (weights > 0)
-        valid = _and(valid, None if good.all() else good)
-    return valid
-
-
-def _and(
-    left: npt.NDArray[np.bool_] | None, right: npt.NDArray[np.bool_] | None
-) -> npt.NDArray[np.bool_] | None:
-    """Conjunction of optional masks, where None means all true."""
-    if left is None:
-        return right
-    if right is None:
-        return left
-    return left & right
-
-
-def _is_identity(name_ids: Int64Array) -> bool:
-    """True when the batch's names map to kind-local ids 0..N-1, so no gather is needed."""
-    return bool((name_ids == np.arange(len(name_ids))).all())
-
-
-def _select_mask(batch: Batch, mask: npt.NDArray[np.bool_]) -> Batch:
-    values = batch.values
-    chosen = (
-        values[mask]
-        if isinstance(values, np.ndarray)
-        else [item for item, keep in zip(values, mask, strict=True) if keep]
-    )
-    return Batch(
-        batch.keys[mask],
-        batch.positions[mask],
-        chosen,
-        batch.timestamps_ms[mask],
-        None if batch.weights is None else batch.weights[mask],
-        None if batch.relative is None else batch.relative[mask],
-        batch.key_count,
-    )
