@@ -39,6 +39,8 @@ STATS = DenseKind(
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+_EMPTY_INT = np.zeros(0, dtype=np.int64)
+_EMPTY_FLOAT = np.zeros(0, dtype=np.float64)
 
 
 class DistributionTable:
@@ -158,52 +160,49 @@ class DistributionTable:
             raise ValueError(f"a slice addresses at most {ROW_LIMIT} replicas")
         self.stats.ensure(replica_count, int(keys.max()) + 1 if len(keys) else 0)
         columns = self.stats.columns
+        incoming = {
+            name: np.asarray([getattr(c, name) for c in cells], dtype=columns[name].dtype)
+            for name in columns
+        }
+        if len(keys) == 0:
+            return np.zeros(0, dtype=np.bool_)
+        # The later state of a replica wins: compare (sequence, count, total) lexicographically.
         inflated = np.zeros(len(keys), dtype=np.bool_)
-        for index, (key, row, cell) in enumerate(
-            zip(keys.tolist(), rows.tolist(), cells, strict=True)
-        ):
-            mine = (
-                columns["sequence"][row, key],
-                columns["count"][row, key],
-                columns["total"][row, key],
-            )
-            inflated[index] = (cell.sequence, cell.count, cell.total) > tuple(mine)
+        undecided = np.ones(len(keys), dtype=np.bool_)
+        for name in ("sequence", "count", "total"):
+            local = columns[name][rows, keys]
+            inflated |= undecided & (incoming[name] > local)
+            undecided &= incoming[name] == local
         if not inflated.any():
             return inflated
         chosen_keys, chosen_rows = keys[inflated], rows[inflated]
-        chosen = list(cells[inflated])
-        for name, attribute in (
-            ("sequence", "sequence"),
-            ("count", "count"),
-            ("total", "total"),
-            ("minimum", "minimum"),
-            ("maximum", "maximum"),
-            ("zero_count", "zero_count"),
-        ):
-            columns[name][chosen_rows, chosen_keys] = [getattr(c, attribute) for c in chosen]
+        for name, column in columns.items():
+            column[chosen_rows, chosen_keys] = incoming[name][inflated]
         self.stats.version[chosen_rows, chosen_keys] = version
-        self._replace_buckets(chosen_keys * ROW_LIMIT + chosen_rows, chosen)
+        self._replace_buckets(chosen_keys * ROW_LIMIT + chosen_rows, list(cells[inflated]))
         return inflated
 
     def _replace_buckets(self, codes: Int64Array, cells: list[DistributionCell]) -> None:
         keep = ~np.isin(self.cell, codes)
         self.cell, self.negative = self.cell[keep], self.negative[keep]
         self.bucket, self.count = self.bucket[keep], self.count[keep]
-        parts_cell, parts_negative, parts_bucket, parts_count = [], [], [], []
-        for code, cell in zip(codes.tolist(), cells, strict=True):
-            for negative, keys, counts in (
-                (False, cell.positive_keys, cell.positive_counts),
-                (True, cell.negative_keys, cell.negative_counts),
-            ):
-                parts_cell.append(np.full(len(keys), code, dtype=np.int64))
-                parts_negative.append(np.full(len(keys), negative, dtype=np.bool_))
-                parts_bucket.append(keys)
-                parts_count.append(counts)
+        positive_lengths = [len(c.positive_keys) for c in cells]
+        negative_lengths = [len(c.negative_keys) for c in cells]
         self._add_buckets(
-            np.concatenate(parts_cell),
-            np.concatenate(parts_negative),
-            np.concatenate(parts_bucket),
-            np.concatenate(parts_count),
+            np.concatenate(
+                [np.repeat(codes, positive_lengths), np.repeat(codes, negative_lengths)]
+            ),
+            np.repeat([False, True], [sum(positive_lengths), sum(negative_lengths)]),
+            np.concatenate(
+                [_EMPTY_INT, *(c.positive_keys for c in cells), *(c.negative_keys for c in cells)]
+            ),
+            np.concatenate(
+                [
+                    _EMPTY_FLOAT,
+                    *(c.positive_counts for c in cells),
+                    *(c.negative_counts for c in cells),
+                ]
+            ),
         )
 
     def nbytes(self) -> int:
