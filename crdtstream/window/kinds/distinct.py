@@ -1,10 +1,14 @@
-"""The ``distinct`` kind: HyperLogLog registers, one uint8 row per key per slice.
+"""The ``distinct`` kind: HyperLogLog registers per key per slice, stored sparsely.
 
 The registers are those of :class:`~crdtstream.crdt.hyperloglog.HyperLogLog` (same hash, same
 index/rank split, same estimator), so a key agrees with a HyperLogLog fed the same items. Their
 join is the register-wise maximum, which needs no per-replica slots: a cell is ``(key, slice)``
-and travels with replica index -1. Rows are allocated only for keys that have distinct data in the
-slice, since a row is ``2**precision`` bytes.
+and travels with replica index -1.
+
+A dense row is ``2**precision`` bytes per key per slice, mostly zeros for the small sets of one
+window (a statsd ``|s`` key sees few members in ten seconds). So a slice keeps only its non-zero
+registers, as ``code = key * 2**precision + index`` (sorted) with their ranks; rows are built
+densely only to estimate or to ship.
 """
 
 from __future__ import annotations
@@ -16,87 +20,95 @@ from crdtstream.crdt.hyperloglog import hll_index_rank
 
 __all__ = ["RegisterTable"]
 
+Int64Array = npt.NDArray[np.int64]
+Uint8Array = npt.NDArray[np.uint8]
+
 
 class RegisterTable:
-    """HLL register rows of one slice, addressed by the kind-local key id."""
+    """Non-zero HLL registers of one slice, addressed by the kind-local key id."""
 
     def __init__(self, precision: int) -> None:
         self.precision = precision
         self.width = 1 << precision
-        self.row_of_key = np.full(0, -1, dtype=np.int64)
-        self.registers = np.zeros((0, self.width), dtype=np.uint8)
+        self.codes = np.zeros(0, dtype=np.int64)
+        self.ranks = np.zeros(0, dtype=np.uint8)
         self.version = np.zeros(0, dtype=np.int64)
-        self.row_count = 0
 
-    def _rows_for(self, keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Rows of distinct ``keys``, allocating rows for keys that have none yet."""
-        if len(keys) and int(keys.max()) >= len(self.row_of_key):
-            grown = np.full(max(int(keys.max()) + 1, 2 * len(self.row_of_key)), -1, np.int64)
-            grown[: len(self.row_of_key)] = self.row_of_key
-            self.row_of_key = grown
-        rows = self.row_of_key[keys]
-        missing = rows < 0
-        if missing.any():
-            new_rows = self.row_count + np.arange(int(missing.sum()), dtype=np.int64)
-            self.row_of_key[keys[missing]] = new_rows
-            self.row_count += len(new_rows)
-            self._grow(self.row_count)
-            rows = self.row_of_key[keys]
-        return rows
+    def _raise(self, codes: Int64Array, ranks: Uint8Array) -> npt.NDArray[np.bool_]:
+        """Fold registers in by maximum; return which of the given ones raised a register."""
+        position = np.searchsorted(self.codes, codes)
+        inside = position < len(self.codes)
+        held = np.zeros(len(codes), dtype=np.uint8)
+        found = inside.copy()
+        found[inside] = self.codes[position[inside]] == codes[inside]
+        held[found] = self.ranks[position[found]]
+        raising = ranks > held
+        if raising.any():
+            all_codes = np.concatenate([self.codes, codes[raising]])
+            all_ranks = np.concatenate([self.ranks, ranks[raising]])
+            # Sorting by (code, rank) puts each code's largest rank last.
+            order = np.lexsort((all_ranks, all_codes))
+            all_codes, all_ranks = all_codes[order], all_ranks[order]
+            last = np.ones(len(all_codes), dtype=np.bool_)
+            last[:-1] = all_codes[1:] != all_codes[:-1]
+            self.codes, self.ranks = all_codes[last], all_ranks[last]
+        return raising
 
-    def _grow(self, rows: int) -> None:
-        if rows <= len(self.version):
+    def _stamp(self, keys: Int64Array, version: int) -> None:
+        if len(keys) == 0:
             return
-        capacity = max(rows, 2 * len(self.version), 4)
-        registers = np.zeros((capacity, self.width), dtype=np.uint8)
-        registers[: len(self.registers)] = self.registers
-        version = np.zeros(capacity, dtype=np.int64)
-        version[: len(self.version)] = self.version
-        self.registers, self.version = registers, version
+        needed = int(keys.max()) + 1
+        if needed > len(self.version):
+            grown = np.zeros(max(needed, 2 * len(self.version)), dtype=np.int64)
+            grown[: len(self.version)] = self.version
+            self.version = grown
+        self.version[keys] = version
 
-    def add(self, keys: npt.NDArray[np.int64], hashes: npt.NDArray[np.uint64], version: int) -> int:
-        """Add hashed items per key; stamp changed rows with ``version``; return how many."""
-        unique_keys, inverse = np.unique(keys, return_inverse=True)
-        event_rows = self._rows_for(unique_keys)[inverse]
+    def add(self, keys: Int64Array, hashes: npt.NDArray[np.uint64], version: int) -> int:
+        """Add hashed items per key; stamp changed keys with ``version``; return how many."""
         indexes, ranks = hll_index_rank(hashes, self.precision)
-        # Only events that raise their register change anything; gathering the old registers
-        # per event is far cheaper than copying whole rows to compare afterwards.
-        raising = ranks > self.registers[event_rows, indexes]
-        np.maximum.at(self.registers, (event_rows[raising], indexes[raising]), ranks[raising])
-        changed_rows = np.unique(event_rows[raising])
-        self.version[changed_rows] = version
-        return len(changed_rows)
+        raising = self._raise(keys * self.width + indexes, ranks)
+        changed = np.unique(keys[raising])
+        self._stamp(changed, version)
+        return len(changed)
 
-    def merge(
-        self, keys: npt.NDArray[np.int64], incoming: npt.NDArray[np.uint8], version: int
-    ) -> npt.NDArray[np.bool_]:
-        """Join distinct keys' incoming rows; return which inflated the state."""
-        rows = self._rows_for(keys)
-        local = self.registers[rows]
-        inflated: npt.NDArray[np.bool_] = np.asarray((incoming > local).any(axis=1))
-        self.registers[rows[inflated]] = np.maximum(local[inflated], incoming[inflated])
-        self.version[rows[inflated]] = version
+    def merge(self, keys: Int64Array, incoming: Uint8Array, version: int) -> npt.NDArray[np.bool_]:
+        """Join distinct keys' incoming dense rows; return which inflated the state."""
+        cell, index = np.nonzero(incoming)
+        raising = self._raise(keys[cell] * self.width + index, incoming[cell, index])
+        inflated = np.zeros(len(keys), dtype=np.bool_)
+        inflated[cell[raising]] = True
+        self._stamp(keys[inflated], version)
         return inflated
 
-    def row(self, key: int) -> npt.NDArray[np.uint8] | None:
-        """The registers of ``key`` when it has data in this slice."""
-        if key >= len(self.row_of_key) or self.row_of_key[key] < 0:
+    def row(self, key: int) -> Uint8Array | None:
+        """The dense registers of ``key`` when it has data in this slice."""
+        if key >= len(self.version) or self.version[key] == 0:
             return None
-        row = int(self.row_of_key[key])
-        return self.registers[row] if self.version[row] > 0 else None
+        row: Uint8Array = self._rows(np.array([key], dtype=np.int64))[0]
+        return row
 
-    def keys_present(self) -> npt.NDArray[np.int64]:
+    def _rows(self, keys: Int64Array) -> Uint8Array:
+        rows = np.zeros((len(keys), self.width), dtype=np.uint8)
+        low = np.searchsorted(self.codes, keys * self.width)
+        high = np.searchsorted(self.codes, (keys + 1) * self.width)
+        lengths = high - low
+        cell = np.repeat(np.arange(len(keys)), lengths)
+        # Positions low[i] .. high[i]-1 of every key, flattened without a Python loop.
+        starts = np.repeat(low - (np.cumsum(lengths) - lengths), lengths)
+        taken = np.arange(int(lengths.sum()), dtype=np.int64) + starts
+        rows[cell, self.codes[taken] - keys[cell] * self.width] = self.ranks[taken]
+        return rows
+
+    def keys_present(self) -> Int64Array:
         """Kind-local ids of the keys with data in this slice."""
-        keys = np.flatnonzero(self.row_of_key >= 0)
-        return keys[self.version[self.row_of_key[keys]] > 0].astype(np.int64)
+        return np.flatnonzero(self.version > 0).astype(np.int64)
 
-    def changed_since(self, version: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]:
-        """Keys and register rows changed after ``version``."""
-        keys = self.keys_present()
-        rows = self.row_of_key[keys]
-        changed = self.version[rows] > version
-        return keys[changed], self.registers[rows[changed]]
+    def changed_since(self, version: int) -> tuple[Int64Array, Uint8Array]:
+        """Keys and dense register rows changed after ``version``."""
+        keys = np.flatnonzero(self.version > version).astype(np.int64)
+        return keys, self._rows(keys)
 
     def nbytes(self) -> int:
         """Bytes of numpy state held."""
-        return int(self.registers.nbytes + self.version.nbytes + self.row_of_key.nbytes)
+        return int(self.codes.nbytes + self.ranks.nbytes + self.version.nbytes)
