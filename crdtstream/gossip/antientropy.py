@@ -14,7 +14,9 @@ CRDTs", ICDE 2019, §4):
 - Each buffered group remembers its origin; the interval shipped to peer ``j`` skips groups
   that came from ``j`` (avoid back-propagation).
 - Per peer we keep the sequence number up to which it acknowledged everything. Every
-  ``interval_ms`` we pick ``fanout`` peers at random and ship the interval they lack, or the
+  ``interval_ms`` we pick ``fanout`` of our overlay neighbours (:mod:`.overlay`: about
+  ``2·log2 N`` fingers, so an update crosses the network O(N log N) times, not O(N²)) at
+  random and ship the interval they lack, or the
   full state when the buffer no longer reaches back that far, when the peer is new to us, or
   when it restarted (its epoch, a random number drawn at start, changed).
 - The buffer is garbage-collected below the smallest acknowledgement of the current peers and
@@ -38,6 +40,7 @@ from crdtstream import wire
 from crdtstream.config import GossipConfig
 from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
 from crdtstream.gossip.messages import Message
+from crdtstream.gossip.overlay import finger_neighbours
 
 __all__ = ["AntiEntropy"]
 
@@ -130,8 +133,11 @@ class AntiEntropy(Generic[DeltaT]):
         config: GossipConfig,
         rng: random.Random,
         delta_bytes_max: int,
+        *,
+        node_id: str | None = None,
     ) -> None:
         self.lattice = lattice
+        self.node_id = node_id
         self.config = config
         # The epoch tells peers this process restarted (its buffer and acks are gone). The
         # driver seeds ``rng`` from the operating system; the lattice version is mixed in so
@@ -163,6 +169,7 @@ class AntiEntropy(Generic[DeltaT]):
         self._next_round_ms: int | None = None
         self._next_transfer_id = 0
         self._inbound: _InboundTransfers[DeltaT] = _InboundTransfers()
+        self._neighbour_cache: tuple[tuple[str, ...], list[str]] = ((), [])
 
     @property
     def sequence(self) -> int:
@@ -186,9 +193,13 @@ class AntiEntropy(Generic[DeltaT]):
             return []
         self._next_round_ms = now_ms + self.config.interval_ms
         self.stats["rounds"] += 1
-        self._forget_all_but(peers)
+        neighbours = self.neighbours(peers)
+        self._forget_all_but(neighbours)
         self._collect_garbage()
-        targets = self._rng.sample(list(peers), min(self.config.fanout, len(peers)))
+        # A neighbour that acknowledged everything would get nothing: spend the fanout on
+        # the ones that lack something, which spreads an update in fewer rounds.
+        behind = [peer for peer in neighbours if self._lacks_something(peer)]
+        targets = self._rng.sample(behind, min(self.config.fanout, len(behind)))
         messages: list[Message] = []
         for peer_id in targets:
             messages.extend(self._ship_to(peer_id))
@@ -201,6 +212,19 @@ class AntiEntropy(Generic[DeltaT]):
         if tag == wire.Tag.GOSSIP_ACK:
             self._receive_ack(source, body)
         return []
+
+    def neighbours(self, peers: Sequence[str]) -> list[str]:
+        """The peers this node ships deltas to: its finger overlay (every peer without a
+        ``node_id``)."""
+        key = tuple(peers)
+        if key != self._neighbour_cache[0]:
+            chosen = list(key) if self.node_id is None else finger_neighbours(self.node_id, key)
+            self._neighbour_cache = (key, chosen)
+        return self._neighbour_cache[1]
+
+    def _lacks_something(self, peer_id: str) -> bool:
+        progress = self._peers.get(peer_id)
+        return progress is None or progress.acked is None or progress.acked < self._sequence
 
     def _capture_local(self) -> None:
         if self.lattice.version == self._seen_version:

@@ -91,7 +91,12 @@ class GossipCore(Generic[DeltaT]):
         self.frame_bytes_max = self.gossip_config.chunk_bytes_max
         reserve = min(ENVELOPE_BYTES_RESERVED, self.frame_bytes_max // 2)
         self.anti_entropy = AntiEntropy(
-            lattice, decode, self.gossip_config, rng, self.frame_bytes_max - reserve
+            lattice,
+            decode,
+            self.gossip_config,
+            rng,
+            self.frame_bytes_max - reserve,
+            node_id=node_id,
         )
         self.membership = Membership(
             node_id,
