@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import itertools
 import os
 import random
@@ -190,7 +191,8 @@ async def _measure(
         leader = _wait_for_leader(agents)
         voters = {"leader": _pid(leader)}
         voters |= {agent.node_id: _pid(agent) for agent in agents if agent is not leader}
-        writes, reads = _Meter(voters), _Meter(voters)
+        messages = functools.partial(_leader_messages, leader)
+        writes, reads = _Meter(voters, messages), _Meter(voters, messages)
         theirs = _Meter({member.name: member.pid for member in members})
         round_s = args.seconds / max(1, args.rounds)
         for _ in range(max(1, args.rounds)):
@@ -212,6 +214,15 @@ async def _measure(
     if put is not None:
         figures.update(theirs.figures("etcd_writes_per_s", "etcd_members", "write"))
     return figures
+
+
+def _leader_messages(leader: processes.Agent) -> int:
+    """Frames the leader has received and sent so far (0 when it does not answer)."""
+    try:
+        counters = leader.request("GET", "/v1/status")["node"]
+        return int(counters["packets_received"]) + int(counters["frames_sent"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def _pid(agent: processes.Agent) -> int:
@@ -317,26 +328,34 @@ class _Meter:
     """Closed-loop rounds of one operation: the best rate, the failures of every round, and the
     CPU time each server process (``pids``) and this client spent per success in the best."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], messages: Callable[[], int] | None = None) -> None:
         self.pids = {**pids, "client": os.getpid()}
+        self.messages = messages
+        self.best_messages = 0
         self.best = Throughput(0.0, 0, 0)
         self.best_cpu_s: dict[str, float] = {}
         self.failed = 0
 
     async def round(self, operation: Operation, concurrency: int, seconds: float) -> None:
+        messages_before = 0 if self.messages is None else self.messages()
         before = processes.cpu_seconds(self.pids)
         result = await _closed_loop(operation, concurrency, seconds)
         after = processes.cpu_seconds(self.pids)
+        messages = 0 if self.messages is None else self.messages() - messages_before
         self.failed += result.failed
         if result.per_s >= self.best.per_s:
             self.best = result
             self.best_cpu_s = {name: after[name] - before[name] for name in after}
+            self.best_messages = messages
 
     def figures(self, rate_name: str, servers: str, per: str) -> Figures:
         """The best rate as ``rate_name``, and ``{servers}_cpu_us_per_{per}`` (all server
         processes), ``leader_…`` (when one is named) and ``client_…`` (this process)."""
         unit = RATE_UNITS[rate_name]
         figures: Figures = {rate_name: (self.best.per_s, unit)}
+        if self.messages is not None and self.best.completed:
+            per_request = self.best_messages / (self.best.completed + self.best.failed)
+            figures[f"leader_messages_per_{per}"] = (per_request, "frames received + sent")
         if not self.best_cpu_s or self.best.completed == 0:
             return figures  # no /proc here: CPU time is not measured
         cpu_us = {k: v * 1e6 / self.best.completed for k, v in self.best_cpu_s.items()}
