@@ -1,21 +1,17 @@
 """A seeded simulation of a Raft cluster under a nemesis, recording a client history.
 
-Every node is the real stack: :class:`RawNode`, :class:`CrashableStorage`, :class:`StateMachine`,
-over the seeded :class:`MemoryNetwork` with every message through the real codec. The harness is
-the driver and does exactly what a real one must, in order: persist a Ready (fsync once), only
-then send its messages, then apply, then advance. A crash may strike between persisting and the
-fsync, losing what was not synced, as a power cut would.
+Every node is the real stack: :class:`RawNode`, :class:`CrashableStorage` (or the on-disk
+:class:`WalStorage`), :class:`StateMachine`, over the seeded :class:`MemoryNetwork` with every
+message through the real codec. This module is the driver and does exactly what a real one must,
+in order: persist a Ready (one fsync), only then send its messages, then apply, then advance. A
+crash may strike between persisting and the fsync, losing what was not synced, as a power cut
+would. Clients are in :mod:`sim_clients`, faults in :mod:`sim_nemesis`; the network also loses,
+duplicates, reorders and delays packets, and each node's ticks run at its own skewed rate.
 
-Clients are Jepsen-style processes: one operation at a time, recorded as invoke and complete on
-the simulation's single clock. A write that is not answered in time is retried with the same
-(client id, sequence) on another node, so the state machine's sessions keep it at most once; one
-that is never answered stays open (unknown result). Reads go through ReadIndex; a read that is
-not answered is dropped from the history (it had no effect).
-
-The nemesis partitions (isolate the leader, a random minority, a bridge, a majority ring),
-crashes and restarts nodes, and the network loses, duplicates, reorders and delays packets; each
-node's ticks run at its own skewed rate. At the end everything heals, every node restarts, the
-cluster must converge, and final reads join the history. Everything derives from one seed.
+Checked during the run: persist-before-send, at most one leader per term, every node applying the
+same entry at each index. At the end everything heals, every node restarts and becomes a voter
+again, the cluster must converge, and final reads join the history that the caller checks for
+linearizability. Everything derives from one seed.
 """
 
 from __future__ import annotations
@@ -30,9 +26,7 @@ from sim_nemesis import Nemesis
 from crdtstream.config import RaftConfig, WindowConfig
 from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.rawnode import RawNode
-from crdtstream.raft.state_machine import (
-    StateMachine,
-)
+from crdtstream.raft.state_machine import StateMachine
 from crdtstream.raft.types import (
     Entry,
     EntryKind,
@@ -110,6 +104,7 @@ class SimNode:
 
     @property
     def alive(self) -> bool:
+        """Whether the node is running (not crashed)."""
         return self.raw is not None
 
 
