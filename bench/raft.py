@@ -25,13 +25,16 @@ through ReadIndex). That is the path every non-voter node of a deployment takes.
   requests spread over the three members as ours are. Ratio ``writes_vs_etcd``, goal >= 2.
   Without etcd the anchor is reported as skipped (``etcd_anchor_skipped`` = 1).
 
-Both clusters run for the whole measurement and their write rounds alternate (``--rounds``, the
-best of each kept), so a burst of load from elsewhere on the machine hits both alike. Where
-``/proc`` exists, the CPU time each side's processes spent per write in its best round is
-reported too (``*_cpu_us_per_write``): it says where the time goes, and it depends far less than
-a rate on what else the machine is running. The load client and the etcd client share this one
-process, so both sides pay the same kind of client cost: one Python event loop. Every process
-started here is killed on every path.
+Both clusters run for the whole measurement; rounds of our writes, etcd's writes and our reads
+follow each other (``--rounds``, the best round of each kept), so a burst of load from elsewhere
+on the machine hits all of them alike. The latency phase comes last. Where ``/proc`` exists, the
+CPU time each side's processes spent per request in its best round is reported too
+(``*_cpu_us_per_write``, ``*_per_read``), and ``leader_messages_per_write`` / ``_per_read``
+count the frames the leader received and sent per request: they say where the time goes, and
+they depend far less than a rate on what else the machine is running.
+
+The load client and the etcd client share this one process, so both sides pay the same kind of
+client cost: one Python event loop. Every process started here is killed on every path.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench import processes
 from bench.report import Report
@@ -81,30 +84,43 @@ WARMUP_FRACTION = 0.2
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``crdtstream bench raft``."""
     parser.add_argument(
-        "--seconds", type=float, default=10.0, help="length of each measured phase (default 10)"
+        "--seconds",
+        type=_positive(float),
+        default=10.0,
+        help="seconds of each kind of load: our writes, etcd's writes, reads, latency (default 10)",
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=_positive(int),
         default=64,
         help="writes in flight, ours and etcd's alike (default 64: one client session's window)",
     )
     parser.add_argument(
-        "--read-concurrency", type=int, default=512, help="reads in flight (default 512)"
+        "--read-concurrency", type=_positive(int), default=512, help="reads in flight (default 512)"
     )
     parser.add_argument(
-        "--rate", type=int, default=1_000, help="offered writes/s of the latency phase"
+        "--rate", type=_positive(int), default=1_000, help="offered writes/s of the latency phase"
     )
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=_positive(int),
         default=3,
-        help="write rounds, ours and etcd's alternating; the best of each is kept (default 3)",
+        help="rounds of our writes, etcd's writes and our reads in turn; the best of each is kept",
     )
     parser.add_argument(
         "--no-etcd", action="store_true", help="skip the etcd anchor even if etcd is installed"
     )
     parser.add_argument("--seed", type=int, default=1)
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -194,8 +210,8 @@ async def _measure(
         messages = functools.partial(_leader_messages, leader)
         writes, reads = _Meter(voters, messages), _Meter(voters, messages)
         theirs = _Meter({member.name: member.pid for member in members})
-        round_s = args.seconds / max(1, args.rounds)
-        for _ in range(max(1, args.rounds)):
+        round_s = args.seconds / args.rounds
+        for _ in range(args.rounds):
             await writes.round(write, args.concurrency, round_s)
             if put is not None:
                 await theirs.round(put, args.concurrency, round_s)
