@@ -77,9 +77,9 @@ class WindowConfig:
             self.distinct_precision,
         )
         require(
-            0.0 < self.distribution_relative_accuracy < 1.0,
+            0.0005 <= self.distribution_relative_accuracy < 1.0,
             "window.distribution_relative_accuracy",
-            "must be in (0, 1)",
+            "must be in [0.0005, 1)",
             self.distribution_relative_accuracy,
         )
 

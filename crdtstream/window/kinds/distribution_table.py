@@ -1,9 +1,10 @@
 """Columnar storage of the ``distribution`` kind in one slice.
 
 Per (replica row, key) the summary statistics live in a :class:`DenseTable` (sequence, count,
-total, minimum, maximum, zero count); the buckets of every cell live in four parallel arrays kept
-sorted by (cell, sign, bucket), where ``cell = key * ROW_LIMIT + row``. A batch is folded in with
-one sort of the slice's buckets plus the batch's, never a Python step per event or per key.
+total, minimum, maximum, zero count); the buckets of every cell live in one sorted int64 array of
+packed codes ``((cell * 2 + negative) << 22) | (bucket + 2**21)`` with ``cell = key * ROW_LIMIT +
+row``, and their counts. A batch is reduced by one sort of its own buckets and merged into the
+slice's sorted codes by binary search and insertion, never a Python step per event or per key.
 Cells leave and enter as :class:`DistributionCell` objects only at the delta boundary.
 """
 
@@ -22,7 +23,8 @@ from crdtstream.window.kinds.distribution import DistributionCell
 __all__ = ["ROW_LIMIT", "DistributionTable"]
 
 ROW_LIMIT = 1 << 12
-"""Replica rows a slice can address (cell codes pack the row into the low bits)."""
+"""Replica rows a slice can address (cell codes pack the row into the low bits); with the 23 bits
+of sign and bucket this leaves 28 bits of kind-local key id, far beyond any key catalogue."""
 
 STATS = DenseKind(
     "distribution",
@@ -40,6 +42,10 @@ Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 _EMPTY_INT = np.zeros(0, dtype=np.int64)
+_BUCKET_BITS = 22
+_BUCKET_OFFSET = 1 << (_BUCKET_BITS - 1)
+_BUCKET_MASK = (1 << _BUCKET_BITS) - 1
+_CELL_SHIFT = _BUCKET_BITS + 1
 _EMPTY_FLOAT = np.zeros(0, dtype=np.float64)
 
 
@@ -47,12 +53,12 @@ class DistributionTable:
     """Distribution cells of one slice (see the module docstring)."""
 
     def __init__(self, mapping: LogMapping) -> None:
+        if math.ceil(800.0 / math.log(mapping.gamma)) >= _BUCKET_OFFSET:
+            raise ValueError("relative accuracy too fine for the packed bucket codes")
         self.mapping = mapping
         self.stats = DenseTable(STATS)
-        self.cell = np.zeros(0, dtype=np.int64)
-        self.negative = np.zeros(0, dtype=np.bool_)
-        self.bucket = np.zeros(0, dtype=np.int64)
-        self.count = np.zeros(0, dtype=np.float64)
+        self.codes = np.zeros(0, dtype=np.int64)
+        self.counts = np.zeros(0, dtype=np.float64)
 
     def add(
         self,
@@ -80,30 +86,20 @@ class DistributionTable:
         columns["sequence"][0, unique] = version
         self.stats.version[0, unique] = version
         nonzero = ~zero
-        magnitudes = np.abs(values[nonzero])
-        self._add_buckets(
-            keys[nonzero] * ROW_LIMIT,
-            values[nonzero] < 0,
-            self.mapping.keys(magnitudes),
-            weights[nonzero],
-        )
+        buckets = self.mapping.keys(np.abs(values[nonzero]))
+        codes = _pack(keys[nonzero] * ROW_LIMIT, values[nonzero] < 0, buckets)
+        self._add_buckets(codes, weights[nonzero])
 
-    def _add_buckets(
-        self, cell: Int64Array, negative: BoolArray, bucket: Int64Array, count: Float64Array
-    ) -> None:
-        cell = np.concatenate([self.cell, cell])
-        negative = np.concatenate([self.negative, negative])
-        bucket = np.concatenate([self.bucket, bucket])
-        count = np.concatenate([self.count, count])
-        order = np.lexsort((bucket, negative, cell))
-        cell, negative, bucket = cell[order], negative[order], bucket[order]
-        starts = np.ones(len(cell), dtype=np.bool_)
-        starts[1:] = (
-            (cell[1:] != cell[:-1]) | (negative[1:] != negative[:-1]) | (bucket[1:] != bucket[:-1])
-        )
-        first = np.flatnonzero(starts)
-        self.cell, self.negative, self.bucket = cell[first], negative[first], bucket[first]
-        self.count = np.add.reduceat(count[order], first) if len(first) else count[:0]
+    def _add_buckets(self, codes: Int64Array, counts: Float64Array) -> None:
+        new, inverse = np.unique(codes, return_inverse=True)
+        sums = np.bincount(inverse, counts, len(new))
+        position = np.searchsorted(self.codes, new)
+        hit = position < len(self.codes)
+        hit[hit] = self.codes[position[hit]] == new[hit]
+        self.counts[position[hit]] += sums[hit]
+        miss = ~hit
+        self.codes = np.insert(self.codes, position[miss], new[miss])
+        self.counts = np.insert(self.counts, position[miss], sums[miss])
 
     def has(self, key: int) -> bool:
         """True when ``key`` has a cell in this slice."""
@@ -116,10 +112,11 @@ class DistributionTable:
 
     def cell_at(self, key: int, row: int) -> DistributionCell:
         """The cell of ``key`` written by replica ``row``, as an object."""
-        code = key * ROW_LIMIT + row
-        low, high = np.searchsorted(self.cell, [code, code + 1])
-        negative = self.negative[low:high]
-        bucket, count = self.bucket[low:high], self.count[low:high]
+        cell = key * ROW_LIMIT + row
+        low, high = np.searchsorted(self.codes, [cell << _CELL_SHIFT, (cell + 1) << _CELL_SHIFT])
+        codes, count = self.codes[low:high], self.counts[low:high]
+        negative = ((codes >> _BUCKET_BITS) & 1).astype(np.bool_)
+        bucket = (codes & _BUCKET_MASK) - _BUCKET_OFFSET
         stats = {name: column[row, key] for name, column in self.stats.columns.items()}
         return DistributionCell(
             int(stats["sequence"]),
@@ -182,30 +179,40 @@ class DistributionTable:
         self._replace_buckets(chosen_keys * ROW_LIMIT + chosen_rows, list(cells[inflated]))
         return inflated
 
-    def _replace_buckets(self, codes: Int64Array, cells: list[DistributionCell]) -> None:
-        keep = ~np.isin(self.cell, codes)
-        self.cell, self.negative = self.cell[keep], self.negative[keep]
-        self.bucket, self.count = self.bucket[keep], self.count[keep]
-        positive_lengths = [len(c.positive_keys) for c in cells]
-        negative_lengths = [len(c.negative_keys) for c in cells]
-        self._add_buckets(
+    def _replace_buckets(self, cells: Int64Array, replacements: list[DistributionCell]) -> None:
+        keep = ~np.isin(self.codes >> _CELL_SHIFT, cells)
+        self.codes, self.counts = self.codes[keep], self.counts[keep]
+        positive_lengths = [len(c.positive_keys) for c in replacements]
+        negative_lengths = [len(c.negative_keys) for c in replacements]
+        codes = _pack(
             np.concatenate(
-                [np.repeat(codes, positive_lengths), np.repeat(codes, negative_lengths)]
+                [np.repeat(cells, positive_lengths), np.repeat(cells, negative_lengths)]
             ),
             np.repeat([False, True], [sum(positive_lengths), sum(negative_lengths)]),
             np.concatenate(
-                [_EMPTY_INT, *(c.positive_keys for c in cells), *(c.negative_keys for c in cells)]
-            ),
-            np.concatenate(
                 [
-                    _EMPTY_FLOAT,
-                    *(c.positive_counts for c in cells),
-                    *(c.negative_counts for c in cells),
+                    _EMPTY_INT,
+                    *(c.positive_keys for c in replacements),
+                    *(c.negative_keys for c in replacements),
                 ]
             ),
         )
+        counts = np.concatenate(
+            [
+                _EMPTY_FLOAT,
+                *(c.positive_counts for c in replacements),
+                *(c.negative_counts for c in replacements),
+            ]
+        )
+        self._add_buckets(codes, counts)
 
     def nbytes(self) -> int:
         """Bytes of numpy state held."""
-        buckets = self.cell.nbytes + self.negative.nbytes + self.bucket.nbytes + self.count.nbytes
-        return self.stats.nbytes() + buckets
+        return self.stats.nbytes() + self.codes.nbytes + self.counts.nbytes
+
+
+def _pack(cells: Int64Array, negative: BoolArray, buckets: Int64Array) -> Int64Array:
+    """Bucket codes sorted as (cell, sign, bucket); see the module docstring."""
+    signed = cells * 2 + negative.astype(np.int64)
+    packed: Int64Array = (signed << _BUCKET_BITS) | (buckets + _BUCKET_OFFSET)
+    return packed
