@@ -217,3 +217,28 @@ def test_peers_are_drawn_from_the_injected_random_generator() -> None:
 
     assert targets(5) == targets(5)
     assert len({tuple(targets(seed)) for seed in range(20)}) > 1
+
+
+def test_deltas_go_only_to_overlay_neighbours_that_lack_something() -> None:
+    peers = [f"p{index}" for index in range(40)]
+    lattice = SlotCounters("me~0", window_size_ms=1_000, allowed_lateness_ms=0)
+    sync = AntiEntropy(
+        lattice,
+        decode_slot_delta,
+        GossipConfig(interval_ms=100, fanout=3),
+        random.Random(3),
+        delta_bytes_max=2048,
+        node_id="me",
+    )
+    neighbours = sync.neighbours(peers)
+    assert 2 <= len(neighbours) < len(peers)
+    lattice.add("k", 10, 1)
+    targets: set[str] = set()
+    for round_index in range(len(neighbours)):
+        sent = sync.tick(round_index * 100, peers)
+        targets.update(m.peer_id for m in sent)
+        for message in sent:  # every neighbour acknowledges what it got
+            ack = [sync.epoch, 7, message.body[1], [message.body[2]]]
+            sync.step(message.peer_id, wire.Tag.GOSSIP_ACK, ack)
+    assert targets == set(neighbours)
+    assert sync.tick(10_000, peers) == []
