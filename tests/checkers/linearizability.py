@@ -148,6 +148,8 @@ def _build_list(operations: Sequence[Operation]) -> _Entry:
     """Sort calls and returns by time (calls first on ties) into a list headed by a sentinel."""
     events: list[tuple[float, int, int]] = []
     for index, operation in enumerate(operations):
+        if operation.end_time < operation.invoke_time:
+            raise ValueError(f"completes before it was invoked: {operation.describe()}")
         events.append((operation.invoke_time, 0, index))
         events.append((operation.end_time, 1, index))
     events.sort()

@@ -288,3 +288,8 @@ def test_long_histories_over_many_keys_are_checked_quickly() -> None:
     assert [verdict.key for verdict in verdicts] == ["a", "b", "c", "d"]
     assert all(verdict.verdict is Verdict.LINEARIZABLE for verdict in verdicts)
     assert sum(len(verdict.order) for verdict in verdicts) == len(history)
+
+
+def test_an_operation_completing_before_its_invocation_is_refused() -> None:
+    with pytest.raises(ValueError, match="before it was invoked"):
+        check_operations("k", [add(1, 5, 4, 1)], MODEL)
