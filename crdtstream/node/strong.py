@@ -26,7 +26,7 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.errors import CrdtStreamError, DecodeError, NotLeaderError, UnavailableError
+from crdtstream.errors import CrdtStreamError, DecodeError, UnavailableError
 from crdtstream.raft.rawnode import RawNode, Status
 from crdtstream.raft.state_machine import (
     Command,
@@ -133,7 +133,9 @@ class StrongReplica:
     def _propose(self, request: _Request) -> None:
         assert request.data is not None
         request.retry_tick = self._tick + RETRY_TICKS
-        with contextlib.suppress(NotLeaderError):  # retried when an election may have finished
+        # No leader (or too many uncommitted proposals): retried at retry_tick, by when an
+        # election may have finished or the backlog drained; the deadline bounds the wait.
+        with contextlib.suppress(UnavailableError):
             self.raw.propose(request.data)
 
     def _issue_reads(self) -> None:
