@@ -44,7 +44,16 @@ PROGRESS_PIGGYBACK_OTHERS = 2
 
 _JOIN_TAGS = frozenset({wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY})
 
-_MALFORMED = (CrdtStreamError, ValueError, TypeError, KeyError, IndexError, AttributeError)
+_MALFORMED = (
+    CrdtStreamError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
+"""What a hostile or corrupt frame can make decoding, a merge or a core raise: counted, dropped."""
 
 
 class CatalogSync(Protocol):
