@@ -4,8 +4,8 @@ Only the common form is handled here, and only where the answer is provably iden
 Python's ``float(text)``: at most :data:`MAX_DIGITS` digits, so the digits form an integer
 mantissa ``m < 2**53`` and ``m / 10**k`` (with ``k <= 15``, an exact power) is a single correctly
 rounded division, the same value ``float`` computes (Clinger's fast path). Anything else
-(exponents, long mantissas, stray bytes) is reported as not simple, and the caller parses that
-line exactly, one at a time.
+(exponents, long mantissas, stray bytes) is reported as not simple, for the caller to parse
+exactly, one at a time.
 """
 
 from __future__ import annotations
