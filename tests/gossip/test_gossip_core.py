@@ -111,3 +111,38 @@ def test_well_framed_bodies_of_the_wrong_shape_are_counted(tag: int, body: list[
     core.step("b", wire.encode(tag, [[], [], body]), 0)
     assert core.lattice.full_state() == before
     assert core.stats["frames_received"] == 1
+
+
+def test_frames_from_a_peer_with_other_policy_rules_are_refused() -> None:
+    cores = {name: make_core(name, seed) for seed, name in enumerate("ab")}
+    lattice = SlotCounters("c~0", 1_000, 0)
+    cores["c"] = GossipCore(
+        "c",
+        "memory://c",
+        "c~0",
+        lattice,
+        decode_slot_delta,
+        rng=random.Random(9),
+        gossip=SMALL_FRAMES,
+        membership=MembershipConfig(probe_interval_ms=100, probe_timeout_ms=50),
+        seeds=["a"],
+        rules_fingerprint="quota.*=strong",
+    )
+    lattice.add("from-c", 10, 5)
+    run(cores, 0, 1_000)
+    assert cores["a"].stats["refused_rules_mismatch"] > 0
+    assert sorted(cores["a"].membership.members) == ["a", "b"]
+    assert cores["a"].lattice.slot("from-c", 0, "c~0") == 0
+
+
+def test_no_window_is_final_before_the_node_has_joined() -> None:
+    core = make_core("b", 2)  # its seed "a" never answers
+    core.lattice.add("k", 10, 1)
+    core.lattice.advance(60_000)
+    core.tick(60_000)
+    assert not core.is_final(0, 1_000)
+    alone = make_core("a", 1)  # "a" is its own seed: a cluster of one
+    alone.lattice.add("k", 10, 1)
+    alone.lattice.advance(60_000)
+    alone.tick(60_000)
+    assert alone.is_final(0, 1_000)
