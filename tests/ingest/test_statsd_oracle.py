@@ -33,8 +33,13 @@ tags = st.lists(
     min_size=1,
     max_size=4,
 ).map(lambda parts: b"#" + b",".join(parts))
+rates = st.one_of(
+    numbers,
+    st.floats(0, 1).map(lambda f: repr(f).encode()),
+    st.sampled_from([b"0.1", b"1", b"1.0", b".25", b"+0.5", b"1e-1", b"0.0000000000000001"]),
+)
 extras = st.one_of(
-    numbers.map(lambda n: b"@" + n),
+    rates.map(lambda rate: b"@" + rate),
     tags,
     st.integers(-5, 10**13).map(lambda n: b"T" + str(n).encode()),
     st.sampled_from([b"c:abc", b"e:x", b"card:low", b"", b"X", b"c", b"Tx", b"@0.5"]),
