@@ -9,7 +9,6 @@ every store interns them to its own dense ids.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +18,8 @@ import numpy.typing as npt
 from crdtstream import wire
 from crdtstream.crdt.hyperloglog import validate_precision
 from crdtstream.errors import MergeError
-from crdtstream.window.cells import (
-    KINDS,
-    OBJECT_KINDS,
-    REPLICA_LESS_KINDS,
-    KindCells,
-    object_array,
-)
-from crdtstream.window.kinds.dense import DENSE_KINDS
-from crdtstream.window.kinds.distribution import DistributionCell
+from crdtstream.window.cells import KINDS, KindCells
+from crdtstream.window.cells_wire import int_array, parse_cells
 
 __all__ = ["StoreDelta", "WindowVersions"]
 
@@ -112,7 +104,7 @@ class StoreDelta:
         key_map = _index_map(self.keys, keys)
         replica_map = np.append(_index_map(self.replicas, replicas), -1)
         cells = {
-            kind: KindCells(key_map[c.key], c.slice_start, replica_map[c.replica], c.columns)
+            kind: c.reindexed(key_map[c.key], replica_map[c.replica])
             for kind, c in self.cells.items()
         }
         windows = WindowVersions(
@@ -138,7 +130,7 @@ class StoreDelta:
         replica_map = np.full(len(self.replicas) + 1, -1, dtype=np.int64)
         replica_map[used_replicas] = np.arange(len(used_replicas))
         cells = {
-            kind: KindCells(key_map[c.key], c.slice_start, replica_map[c.replica], c.columns)
+            kind: c.reindexed(key_map[c.key], replica_map[c.replica])
             for kind, c in self.cells.items()
             if len(c)
         }
@@ -160,10 +152,7 @@ class StoreDelta:
             "accuracy": self.relative_accuracy,
             "keys": self.keys,
             "replicas": self.replicas,
-            "cells": {
-                kind: [c.key, c.slice_start, c.replica, c.wire_columns(kind)]
-                for kind, c in self.cells.items()
-            },
+            "cells": {kind: c.to_wire() for kind, c in self.cells.items()},
             "windows": [self.windows.slice_start, self.windows.replica, self.windows.count],
         }
 
@@ -184,9 +173,9 @@ class StoreDelta:
         for kind, cell_body in dict(body["cells"]).items():
             if kind not in KINDS:
                 raise ValueError(f"unknown kind {kind!r}")
-            parsed = _parse_cells(kind, cell_body, len(keys), len(replicas), (precision, accuracy))
+            parsed = parse_cells(kind, cell_body, len(keys), len(replicas), (precision, accuracy))
             cells[kind] = parsed.deduplicated(kind)
-        slice_start, replica, count = (_int_array(a) for a in body["windows"])
+        slice_start, replica, count = (int_array(a) for a in body["windows"])
         if not (len(slice_start) == len(replica) == len(count)):
             raise ValueError("window version arrays differ in length")
         if len(replica) and (replica.min() < 0 or replica.max() >= len(replicas)):
@@ -273,76 +262,3 @@ def _names(value: Any) -> list[str]:
     if len(set(value)) != len(value):
         raise ValueError("names must be distinct")
     return value
-
-
-def _int_array(value: Any) -> npt.NDArray[np.int64]:
-    if not (isinstance(value, np.ndarray) and value.dtype == np.int64 and value.ndim == 1):
-        raise TypeError("expected a one-dimensional int64 array")
-    return value
-
-
-def _parse_cells(
-    kind: str, body: Any, key_count: int, replica_count: int, parameters: tuple[int, float]
-) -> KindCells:
-    key, slice_start, replica = (_int_array(a) for a in body[:3])
-    columns_body = dict(body[3])
-    count = len(key)
-    if not (len(slice_start) == len(replica) == count) or len(body) != 4:
-        raise ValueError(f"{kind} cell arrays differ in length")
-    if count and (key.min() < 0 or key.max() >= key_count):
-        raise ValueError(f"{kind} key index out of range")
-    if kind in REPLICA_LESS_KINDS:
-        if count and (replica != -1).any():
-            raise ValueError(f"{kind} cells carry replica -1")
-    elif count and (replica.min() < 0 or replica.max() >= replica_count):
-        raise ValueError(f"{kind} replica index out of range")
-    columns = _parse_columns(kind, columns_body, count, parameters)
-    return KindCells(key, slice_start, replica, columns)
-
-
-def _parse_columns(
-    kind: str, body: dict[Any, Any], count: int, parameters: tuple[int, float]
-) -> Any:
-    precision, accuracy = parameters
-    if kind in OBJECT_KINDS:
-        cells = body["cell"]
-        if not (isinstance(cells, list) and len(cells) == count) or len(body) != 1:
-            raise ValueError(f"{kind} needs one object per cell")
-        parsed = [OBJECT_KINDS[kind].from_wire(c) for c in cells]
-        if kind == "distribution":
-            _check_buckets(parsed, accuracy)  # type: ignore[arg-type]
-        return {"cell": object_array(parsed)}
-    if kind == "distinct":
-        registers = body["registers"]
-        width = 1 << precision
-        if not isinstance(registers, np.ndarray) or registers.dtype != np.uint8:
-            raise TypeError("distinct registers must be a uint8 matrix")
-        if registers.shape != (count, width) or len(body) != 1:
-            raise ValueError(f"distinct registers must have shape ({count}, {width})")
-        if count and int(registers.max()) > 65 - precision:
-            raise ValueError("distinct register rank out of range")
-        return {"registers": registers}
-    spec = DENSE_KINDS[kind]
-    if set(body) != {name for name, _, _ in spec.columns}:
-        raise ValueError(f"{kind} columns must be {[name for name, _, _ in spec.columns]}")
-    for name, dtype, _ in spec.columns:
-        column = body[name]
-        if not isinstance(column, np.ndarray) or column.dtype != np.dtype(dtype):
-            raise TypeError(f"{kind}.{name} must be a {dtype} array")
-        if column.shape != (count,):
-            raise ValueError(f"{kind}.{name} has the wrong length")
-        if column.dtype.kind == "f" and name != "value" and not np.isfinite(column).all():
-            raise ValueError(f"{kind}.{name} must be finite")
-    if kind == "counter" and count and min(body["p"].min(), body["n"].min()) < 0:
-        raise ValueError("counter slots must be >= 0")
-    return body
-
-
-def _check_buckets(cells: list[DistributionCell], relative_accuracy: float) -> None:
-    """Refuse bucket keys no finite double maps to: reading them back would overflow."""
-    gamma = (1.0 + relative_accuracy) / (1.0 - relative_accuracy)
-    bound = math.ceil(800.0 / math.log(gamma))
-    for cell in cells:
-        for keys in (cell.positive_keys, cell.negative_keys):
-            if len(keys) and int(np.abs(keys).max()) > bound:
-                raise ValueError("distribution bucket key out of range")

@@ -12,16 +12,13 @@ import numpy as np
 import numpy.typing as npt
 
 from crdtstream.crdt.mapping import LogMapping
-from crdtstream.window.cells import object_array
-from crdtstream.window.kinds.dense import DENSE_KINDS, Columns, DenseTable
+from crdtstream.window.cells import KindCells, object_array
+from crdtstream.window.kinds.dense import DENSE_KINDS, DenseTable
 from crdtstream.window.kinds.distinct import RegisterTable
 from crdtstream.window.kinds.distribution_table import DistributionTable
 from crdtstream.window.kinds.orset import OrSetCell
 
 __all__ = ["SliceState"]
-
-Changed = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Columns]
-"""Kind-local keys, replica rows (-1 for replica-less kinds) and columns of changed cells."""
 
 
 class SliceState:
@@ -49,44 +46,49 @@ class SliceState:
             cell = self.sets[key] = OrSetCell()
         return cell
 
-    def changed_since(self, kind: str, version: int) -> Changed:
-        """Cells of ``kind`` changed after ``version``."""
-        if kind in DENSE_KINDS:
+    def changed_since(self, kind: str, version: int, start_ms: int) -> KindCells:
+        """Cells of ``kind`` changed after ``version``, keyed by kind-local id and replica row."""
+        if kind == "distribution":
+            cells = self.distributions.changed_since(version)
+        elif kind == "distinct":
+            keys, entries, owner = self.registers.changed_since(version)
+            cells = KindCells(keys, keys, np.full(len(keys), -1, np.int64), {}, entries, owner)
+        elif kind == "set":
+            set_keys = [k for k, c in self.sets.items() if c.changed_version > version]
+            keys = np.asarray(set_keys, dtype=np.int64)
+            copies = object_array([self.sets[k].copy() for k in set_keys])
+            cells = KindCells(keys, keys, np.full(len(keys), -1, np.int64), {"cell": copies})
+        else:
             table = self.dense.get(kind)
             if table is None:
-                return _no_cells(kind)
+                empty = np.zeros(0, dtype=np.int64)
+                return KindCells(empty, empty, empty, DENSE_KINDS[kind].empty(0))
             rows, keys, columns = table.changed_since(version)
-            return keys, rows, columns
-        if kind == "distinct":
-            keys, registers = self.registers.changed_since(version)
-            return keys, np.full(len(keys), -1, np.int64), {"registers": registers}
-        if kind == "distribution":
-            return self.distributions.changed_since(version)
-        set_keys = [k for k, c in self.sets.items() if c.changed_version > version]
-        keys = np.asarray(set_keys, dtype=np.int64)
-        cells = [self.sets[k].copy() for k in set_keys]
-        return keys, np.full(len(keys), -1, np.int64), {"cell": object_array(cells)}
+            cells = KindCells(keys, keys, rows, columns)
+        cells.slice_start = np.full(len(cells), start_ms, dtype=np.int64)
+        return cells
 
     def merge(
         self,
         kind: str,
         keys: npt.NDArray[np.int64],
         rows: npt.NDArray[np.int64],
-        columns: Columns,
+        incoming: KindCells,
         shape: tuple[int, int],
         version: int,
     ) -> npt.NDArray[np.bool_]:
         """Join distinct incoming cells of ``kind``; return which inflated the state."""
         if kind in DENSE_KINDS:
-            return self.table(kind, *shape).merge(rows, keys, columns, version)
+            return self.table(kind, *shape).merge(rows, keys, incoming.columns, version)
         if kind == "distinct":
-            return self.registers.merge(keys, columns["registers"], version)
+            return self.registers.merge(keys, incoming.entries, incoming.entry_cell, version)
         if kind == "distribution":
-            return self.distributions.merge(keys, rows, columns["cell"], shape[0], version)
+            return self.distributions.merge(keys, rows, incoming, shape[0], version)
         inflated = np.zeros(len(keys), dtype=np.bool_)
-        for index, (key, incoming) in enumerate(zip(keys.tolist(), columns["cell"], strict=True)):
+        cells = incoming.columns["cell"]
+        for index, (key, cell) in enumerate(zip(keys.tolist(), cells, strict=True)):
             local_set = self.set_cell(key)
-            joined_set = local_set.joined(incoming)
+            joined_set = local_set.joined(cell)
             if joined_set != local_set:
                 joined_set.changed_version = version
                 self.sets[key] = joined_set
@@ -100,8 +102,3 @@ class SliceState:
         for set_cell in self.sets.values():
             total += 64 + 48 * len(set_cell.entries)
         return total
-
-
-def _no_cells(kind: str) -> Changed:
-    empty = np.zeros(0, dtype=np.int64)
-    return empty, empty, DENSE_KINDS[kind].empty(0)

@@ -26,12 +26,8 @@ def delta_since(store: WindowStore, version: int) -> StoreDelta:
     """Cells and window-version entries of ``store`` changed after ``version``."""
     delta = _empty_delta(store, [], list(store.replicas))
     for kind in KINDS:
-        parts = []
-        for start, state in store.slices.items():
-            keys, rows, columns = state.changed_since(kind, version)
-            if len(keys):
-                starts = np.full(len(keys), start, dtype=np.int64)
-                parts.append(KindCells(keys, starts, rows, columns))
+        parts = [state.changed_since(kind, version, start) for start, state in store.slices.items()]
+        parts = [part for part in parts if len(part)]
         if not parts:
             continue
         cells = KindCells.concatenate(parts)
@@ -77,9 +73,8 @@ def merge(store: WindowStore, delta: StoreDelta) -> StoreDelta:
         for start in np.unique(cells.slice_start[keep]).tolist():
             chosen = np.flatnonzero(keep & (cells.slice_start == start))
             state = store.slice_for(start // slide)
-            columns = {name: column[chosen] for name, column in cells.columns.items()}
             inflated[chosen] = state.merge(
-                kind, local_keys[chosen], rows[chosen], columns, shape, version
+                kind, local_keys[chosen], rows[chosen], cells.take(chosen), shape, version
             )
         if inflated.any():
             novelty.cells[kind] = cells.take(inflated)

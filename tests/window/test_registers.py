@@ -26,9 +26,9 @@ def test_sparse_registers_match_dense_ones(seed: int, events: int, key_count: in
     table.add(keys[:half], hashes[:half], version=1)
     table.add(keys[half:], hashes[half:], version=2)
     copy = RegisterTable(PRECISION)
-    changed_keys, rows = table.changed_since(0)
-    assert copy.merge(changed_keys, rows, version=1).all(), f"seed={seed}"
-    assert not copy.merge(changed_keys, rows, version=2).any(), f"seed={seed}"
+    changed_keys, entries, owner = table.changed_since(0)
+    assert copy.merge(changed_keys, entries, owner, version=1).all(), f"seed={seed}"
+    assert not copy.merge(changed_keys, entries, owner, version=2).any(), f"seed={seed}"
     for key in range(key_count):
         for store in (table, copy):
             row = store.row(key)

@@ -13,6 +13,8 @@ densely only to estimate or to ship.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -72,12 +74,18 @@ class RegisterTable:
         self._stamp(changed, version)
         return len(changed)
 
-    def merge(self, keys: Int64Array, incoming: Uint8Array, version: int) -> npt.NDArray[np.bool_]:
-        """Join distinct keys' incoming dense rows; return which inflated the state."""
-        cell, index = np.nonzero(incoming)
-        raising = self._raise(keys[cell] * self.width + index, incoming[cell, index])
+    def merge(
+        self,
+        keys: Int64Array,
+        entries: dict[str, npt.NDArray[Any]],
+        owner: Int64Array,
+        version: int,
+    ) -> npt.NDArray[np.bool_]:
+        """Join distinct keys' incoming non-zero registers; return which keys inflated."""
+        codes = keys[owner] * self.width + entries["index"]
+        raising = self._raise(codes, entries["rank"])
         inflated = np.zeros(len(keys), dtype=np.bool_)
-        inflated[cell[raising]] = True
+        inflated[owner[raising]] = True
         self._stamp(keys[inflated], version)
         return inflated
 
@@ -104,10 +112,16 @@ class RegisterTable:
         """Kind-local ids of the keys with data in this slice."""
         return np.flatnonzero(self.version > 0).astype(np.int64)
 
-    def changed_since(self, version: int) -> tuple[Int64Array, Uint8Array]:
-        """Keys and dense register rows changed after ``version``."""
+    def changed_since(
+        self, version: int
+    ) -> tuple[Int64Array, dict[str, npt.NDArray[Any]], Int64Array]:
+        """Keys changed after ``version``, their non-zero registers and each one's key position."""
         keys = np.flatnonzero(self.version > version).astype(np.int64)
-        return keys, self._rows(keys)
+        owners = self.codes >> self.precision
+        selected = np.isin(owners, keys)
+        owner = np.searchsorted(keys, owners[selected]).astype(np.int64)
+        index = self.codes[selected] & (self.width - 1)
+        return keys, {"index": index, "rank": self.ranks[selected]}, owner
 
     def nbytes(self) -> int:
         """Bytes of numpy state held."""

@@ -7,17 +7,16 @@ zero to ``zero_count``. Counts are floats because a statsd sample rate weights t
 counts 10).
 
 A replica's history is linear, so of two states of the same ``(key, slice, replica)`` cell the
-one with the higher ``sequence`` (the writer's store version) contains the other; join keeps it.
-Sums of negative values are not monotone, which is why the join picks a whole state rather than
-taking maxima field by field.
+one with the higher ``sequence`` (the writer's store version) contains the other; the join keeps
+it (see :mod:`.distribution_table` and :mod:`crdtstream.window.cells`). Sums of negative values
+are not monotone, which is why the join picks a whole state rather than maxima field by field.
+The store keeps cells columnar; :class:`DistributionCell` is the per-cell view that reads use.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,66 +55,6 @@ class DistributionCell:
     positive_counts: npt.NDArray[np.float64] = field(default_factory=lambda: _EMPTY_COUNTS)
     negative_keys: npt.NDArray[np.int64] = field(default_factory=lambda: _EMPTY_KEYS)
     negative_counts: npt.NDArray[np.float64] = field(default_factory=lambda: _EMPTY_COUNTS)
-    changed_version: int = field(default=0, compare=False)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DistributionCell):
-            return NotImplemented
-        return self.to_wire()[:2] == other.to_wire()[:2] and all(
-            np.array_equal(a, b)
-            for a, b in zip(self.to_wire()[2:], other.to_wire()[2:], strict=True)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def copy(self) -> DistributionCell:
-        """A copy that later adds to either side do not affect (bucket arrays are replaced, never
-        written in place, so they can be shared)."""
-        return dataclasses.replace(self)
-
-    def joined(self, other: DistributionCell) -> DistributionCell:
-        """The join: the later state of the replica (ties broken by the state, deterministic)."""
-        mine = (self.sequence, self.count, self.total)
-        theirs = (other.sequence, other.count, other.total)
-        return other if theirs > mine else self
-
-    def to_wire(self) -> list[Any]:
-        """The cell as msgpack-able values."""
-        return [
-            self.sequence,
-            [self.count, self.total, self.minimum, self.maximum, self.zero_count],
-            self.positive_keys,
-            self.positive_counts,
-            self.negative_keys,
-            self.negative_counts,
-        ]
-
-    @classmethod
-    def from_wire(cls, body: Any) -> DistributionCell:
-        """Rebuild a cell from :meth:`to_wire`; ValueError/TypeError on a bad shape."""
-        sequence, stats, positive_keys, positive_counts, negative_keys, negative_counts = body
-        count, total, minimum, maximum, zero_count = (float(x) for x in stats)
-        if not isinstance(sequence, int) or sequence < 0:
-            raise ValueError("distribution sequence must be a non-negative int")
-        for keys, counts in ((positive_keys, positive_counts), (negative_keys, negative_counts)):
-            if not (isinstance(keys, np.ndarray) and isinstance(counts, np.ndarray)):
-                raise TypeError("distribution buckets must be arrays")
-            if keys.dtype != np.int64 or counts.dtype != np.float64 or keys.shape != counts.shape:
-                raise ValueError("distribution buckets must be int64 keys with float64 counts")
-            if keys.ndim != 1:
-                raise ValueError("distribution buckets must be one-dimensional")
-        return cls(
-            sequence,
-            count,
-            total,
-            minimum,
-            maximum,
-            zero_count,
-            positive_keys,
-            positive_counts,
-            negative_keys,
-            negative_counts,
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from crdtstream.crdt.mapping import LogMapping
-from crdtstream.window.cells import object_array
-from crdtstream.window.kinds.dense import Columns, DenseKind, DenseTable
+from crdtstream.window.cells import KindCells
+from crdtstream.window.kinds.dense import DenseKind, DenseTable
 from crdtstream.window.kinds.distribution import DistributionCell
 
 __all__ = ["ROW_LIMIT", "DistributionTable"]
@@ -41,12 +41,10 @@ STATS = DenseKind(
 Int64Array = npt.NDArray[np.int64]
 Float64Array = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-_EMPTY_INT = np.zeros(0, dtype=np.int64)
 _BUCKET_BITS = 22
 _BUCKET_OFFSET = 1 << (_BUCKET_BITS - 1)
 _BUCKET_MASK = (1 << _BUCKET_BITS) - 1
 _CELL_SHIFT = _BUCKET_BITS + 1
-_EMPTY_FLOAT = np.zeros(0, dtype=np.float64)
 
 
 class DistributionTable:
@@ -138,73 +136,66 @@ class DistributionTable:
         rows = np.flatnonzero(self.stats.version[:, key] > 0)
         return [self.cell_at(key, int(row)) for row in rows]
 
-    def changed_since(self, version: int) -> tuple[Int64Array, Int64Array, Columns]:
-        """Keys, rows and cell objects changed after ``version``."""
+    def changed_since(self, version: int) -> KindCells:
+        """Cells changed after ``version`` (slice start left 0 for the caller to fill)."""
         rows, keys = np.nonzero(self.stats.version > version)
-        cells = [self.cell_at(int(k), int(r)) for k, r in zip(keys, rows, strict=True)]
-        return keys.astype(np.int64), rows.astype(np.int64), {"cell": object_array(cells)}
+        cells = keys.astype(np.int64) * ROW_LIMIT + rows
+        order = np.argsort(cells)
+        cells, keys, rows = cells[order], keys[order].astype(np.int64), rows[order].astype(np.int64)
+        owners = self.codes >> _CELL_SHIFT
+        selected = np.isin(owners, cells)
+        codes = self.codes[selected]
+        entries = {
+            "negative": ((codes >> _BUCKET_BITS) & 1).astype(np.bool_),
+            "bucket": (codes & _BUCKET_MASK) - _BUCKET_OFFSET,
+            "count": self.counts[selected],
+        }
+        return KindCells(
+            keys,
+            np.zeros(len(keys), dtype=np.int64),
+            rows,
+            {name: column[rows, keys] for name, column in self.stats.columns.items()},
+            entries,
+            np.searchsorted(cells, owners[selected]).astype(np.int64),
+        )
 
     def merge(
         self,
         keys: Int64Array,
         rows: Int64Array,
-        cells: npt.NDArray[np.object_],
+        incoming: KindCells,
         replica_count: int,
         version: int,
     ) -> BoolArray:
         """Join incoming cells (the later state of a replica wins); return which inflated."""
         if replica_count > ROW_LIMIT:
             raise ValueError(f"a slice addresses at most {ROW_LIMIT} replicas")
-        self.stats.ensure(replica_count, int(keys.max()) + 1 if len(keys) else 0)
-        columns = self.stats.columns
-        incoming = {
-            name: np.asarray([getattr(c, name) for c in cells], dtype=columns[name].dtype)
-            for name in columns
-        }
-        if len(keys) == 0:
-            return np.zeros(0, dtype=np.bool_)
-        # The later state of a replica wins: compare (sequence, count, total) lexicographically.
         inflated = np.zeros(len(keys), dtype=np.bool_)
+        if len(keys) == 0:
+            return inflated
+        self.stats.ensure(replica_count, int(keys.max()) + 1)
+        columns = self.stats.columns
+        # The later state of a replica wins: compare (sequence, count, total) lexicographically.
         undecided = np.ones(len(keys), dtype=np.bool_)
         for name in ("sequence", "count", "total"):
             local = columns[name][rows, keys]
-            inflated |= undecided & (incoming[name] > local)
-            undecided &= incoming[name] == local
+            inflated |= undecided & (incoming.columns[name] > local)
+            undecided &= incoming.columns[name] == local
         if not inflated.any():
             return inflated
         chosen_keys, chosen_rows = keys[inflated], rows[inflated]
         for name, column in columns.items():
-            column[chosen_rows, chosen_keys] = incoming[name][inflated]
+            column[chosen_rows, chosen_keys] = incoming.columns[name][inflated]
         self.stats.version[chosen_rows, chosen_keys] = version
-        self._replace_buckets(chosen_keys * ROW_LIMIT + chosen_rows, list(cells[inflated]))
-        return inflated
-
-    def _replace_buckets(self, cells: Int64Array, replacements: list[DistributionCell]) -> None:
-        keep = ~np.isin(self.codes >> _CELL_SHIFT, cells)
+        cells = keys * ROW_LIMIT + rows
+        keep = ~np.isin(self.codes >> _CELL_SHIFT, cells[inflated])
         self.codes, self.counts = self.codes[keep], self.counts[keep]
-        positive_lengths = [len(c.positive_keys) for c in replacements]
-        negative_lengths = [len(c.negative_keys) for c in replacements]
-        codes = _pack(
-            np.concatenate(
-                [np.repeat(cells, positive_lengths), np.repeat(cells, negative_lengths)]
-            ),
-            np.repeat([False, True], [sum(positive_lengths), sum(negative_lengths)]),
-            np.concatenate(
-                [
-                    _EMPTY_INT,
-                    *(c.positive_keys for c in replacements),
-                    *(c.negative_keys for c in replacements),
-                ]
-            ),
-        )
-        counts = np.concatenate(
-            [
-                _EMPTY_FLOAT,
-                *(c.positive_counts for c in replacements),
-                *(c.negative_counts for c in replacements),
-            ]
-        )
-        self._add_buckets(codes, counts)
+        owner = incoming.entry_cell
+        taken = inflated[owner]
+        entries = incoming.entries
+        codes = _pack(cells[owner[taken]], entries["negative"][taken], entries["bucket"][taken])
+        self._add_buckets(codes, entries["count"][taken])
+        return inflated
 
     def nbytes(self) -> int:
         """Bytes of numpy state held."""
