@@ -61,6 +61,7 @@ Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _DISTINCT = KINDS.index("distinct")
 _REASON_CODES = {reason: code for code, reason in enumerate(REASONS)}
+_MAX_VECTOR_MEMBER_BYTES = 256
 
 # Each batch canonicalises every distinct raw name and tag list once; remembering recent answers
 # across batches (the functions are pure) spares most of even that on steady traffic.
@@ -166,7 +167,10 @@ def _value_rows(
     members = np.flatnonzero(simple & (layout.kind == _DISTINCT))
     member_start = layout.name_end[members] + 1
     member_end = layout.value_end[members]
-    simple[members[member_end <= member_start]] = False
+    # A very long member would widen the fixed-width matrix it is hashed in for every member;
+    # such lines take the per-line path instead.
+    member_bytes = member_end - member_start
+    simple[members[(member_bytes <= 0) | (member_bytes > _MAX_VECTOR_MEMBER_BYTES)]] = False
     no_values = np.zeros(members.shape[0])
     return (
         Rows(row_line, start, end, parsed.value, parsed.signed),

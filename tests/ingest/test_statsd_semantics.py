@@ -117,3 +117,10 @@ def test_negative_zero_is_kept_bit_for_bit() -> None:
 @pytest.mark.parametrize("empty", [[], b"", [b""], [b"", b"\n"], b"\n\n"])
 def test_empty_input_gives_an_empty_result(parser: Parser, empty: bytes | list[bytes]) -> None:
     assert parser(empty, NOW_MS) == ParseResult()
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_long_set_members_hash_like_short_ones(parser: Parser) -> None:
+    members = [b"m" * 300, b"short", b"x" * 257 + b"y"]
+    result = parser(b"\n".join(b"users:" + member + b"|s" for member in members), NOW_MS)
+    assert result.batches["distinct"].values.tolist() == [hash64(member) for member in members]
