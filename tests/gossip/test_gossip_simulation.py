@@ -9,8 +9,10 @@ be final on every running node. A failure names its seed: rerun ``run_scenario(s
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from gossip_scenarios import run_scenario
+from gossip_scenarios import Plan, run_scenario
 
 SEEDS = range(200)
 
@@ -31,8 +33,6 @@ def test_every_node_converges_to_the_acknowledged_sums_and_goes_final(seed: int)
 
 
 def test_the_plans_cover_every_kind_of_fault() -> None:
-    from gossip_scenarios import Plan
-
     plans = [Plan.draw(seed) for seed in SEEDS]
     assert {plan.partition for plan in plans} == {"halves", "isolate", "none"}
     assert {plan.crash for plan in plans} == {"disk", "no_disk", "forever"}
@@ -52,3 +52,18 @@ def test_a_seed_reproduces_the_same_run() -> None:
 
     assert fingerprint(17) == fingerprint(17)
     assert fingerprint(17) != fingerprint(18)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(12))
+def test_a_twelve_node_cluster_converges_over_the_finger_overlay(seed: int) -> None:
+    """With 12 nodes a node ships deltas to only part of its peers (its overlay fingers)."""
+
+    def twelve(plan: Plan) -> Plan:
+        return dataclasses.replace(plan, node_count=12, victim=f"n{seed % 12}")
+
+    cluster, plan, settled = run_scenario(seed, adjust=twelve)
+    expected = cluster.expected_cells()
+    for node in cluster.running_nodes():
+        assert node.lattice.full_state().cells == expected, f"seed={seed} plan={plan}"
+    assert settled, f"seed={seed} plan={plan}: converged but windows not final in time"
