@@ -43,6 +43,7 @@ from crdtstream.ingest.batch import (
     Kind,
     KindBatch,
     ParseResult,
+    dense_index,
 )
 from crdtstream.ingest.statsd_reference import (
     MAX_LINE_BYTES,
@@ -256,8 +257,13 @@ def _join_pairs(
     tags_id = np.zeros(names.inverse.shape[0], dtype=np.int64)
     tags_id[tagged] = np.array(canonical_tag, dtype=np.int64)[tags.inverse] + 1
     pair = names.inverse[good] * suffixes.shape[0] + tags_id[good]
-    pair_inverse, pair_rows = group_rows(pair)
-    name_of, suffix_of = np.divmod(pair[pair_rows], suffixes.shape[0])
+    pair_count = len(names.texts) * suffixes.shape[0]
+    if pair_count <= 4 * pair.shape[0] + (1 << 16):
+        distinct_pairs, pair_inverse = dense_index(pair, pair_count)  # no sort needed
+    else:
+        pair_inverse, pair_rows = group_rows(pair)
+        distinct_pairs = pair[pair_rows]
+    name_of, suffix_of = np.divmod(distinct_pairs, suffixes.shape[0])
     # One C-level string addition per distinct key, no Python loop over keys.
     names_text = np.array(names.texts, dtype=object)
     first_index = len(key_names)

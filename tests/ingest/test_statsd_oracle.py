@@ -136,3 +136,14 @@ def test_clean_standard_mix_is_fully_accepted() -> None:
     result = parse(workload, NOW_MS)
     assert (result.lines_ok, result.lines_rejected) == (1_000, 0)
     assert result == parse_reference(workload, NOW_MS)
+
+
+def test_high_cardinality_batches_agree() -> None:
+    """Enough distinct names and tag lists that keys are grouped by sorting, not by a table."""
+    for seed in range(3):
+        chooser = random.Random(2_000 + seed)
+        lines = [
+            f"m{chooser.randrange(400)}:{chooser.randrange(100)}|c|#t:{chooser.randrange(200)}"
+            for _ in range(1_500)
+        ]
+        assert_same(["\n".join(lines).encode()], f"seed={2_000 + seed}")
