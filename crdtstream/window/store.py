@@ -80,22 +80,28 @@ class WindowStore:
         ):
             return cached[2], cached[3]
         local_ids = self.kind_ids[kind]
-        found = [local_ids.get(name, -1) for name in names]
+        ids = np.fromiter(map(local_ids.get, names, repeat(-1)), np.int64, count=len(names))
         conflicts: list[str] = []
-        missing = [i for i, local in enumerate(found) if local < 0]
-        if missing:
+        missing = np.flatnonzero(ids < 0)
+        if len(missing):
             # First sight of keys: registered with dict updates over zips (C loops), not a
             # Python statement per key.
-            fresh = [n for n in dict.fromkeys(names[i] for i in missing) if n not in self.key_kinds]
+            missing_names = [names[i] for i in missing.tolist()]
+            fresh = [n for n in dict.fromkeys(missing_names) if n not in self.key_kinds]
             local_names = self.kind_keys[kind]
             numbers = range(len(local_names), len(local_names) + len(fresh))
             local_ids.update(zip(fresh, numbers, strict=True))
             self.key_kinds.update(zip(fresh, zip(repeat(kind), numbers), strict=True))
             local_names.extend(fresh)
-            for index in missing:
-                found[index] = local_ids.get(names[index], -1)
-            conflicts = list(dict.fromkeys(names[i] for i in missing if found[i] < 0))
-        ids = np.asarray(found, dtype=np.int64)
+            found = np.fromiter(map(local_ids.get, missing_names, repeat(-1)), np.int64)
+            ids[missing] = found
+            if (found < 0).any():
+                rejected = found < 0
+                conflicts = list(
+                    dict.fromkeys(
+                        n for n, r in zip(missing_names, rejected.tolist(), strict=True) if r
+                    )
+                )
         self._intern_cache = (kind, list(names), ids, conflicts)
         return ids, conflicts
 
