@@ -35,6 +35,7 @@ KINDS: Final[tuple[Kind, ...]] = ("counter", "gauge", "distinct", "distribution"
 
 REASONS: Final[tuple[str, ...]] = (
     "oversize_line",
+    "unsupported_event",
     "missing_value",
     "missing_type",
     "unknown_type",

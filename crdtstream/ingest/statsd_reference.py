@@ -64,6 +64,9 @@ _EXTENSION: Final = re.compile(rb"[a-z][^:]*:.*", re.DOTALL)
 # refused in names because it separates the name from the tags in a canonical key.
 _FORBIDDEN_TAG_BYTES: Final = frozenset([*range(0x21), 0x7F])
 _FORBIDDEN_NAME_BYTES: Final = _FORBIDDEN_TAG_BYTES | {ord("#")}
+# DogStatsD events (``_e{title_len,text_len}:title|text|...``) and service checks
+# (``_sc|name|status|...``) are not metrics; they get a reason of their own.
+_EVENT_PREFIXES: Final = (b"_e{", b"_sc|")
 
 
 class LineRejectedError(DecodeError):
@@ -105,6 +108,9 @@ def canonical_key(name: bytes, tags: bytes | None) -> str:
 
 def canonical_name(name: bytes) -> str:
     """The metric name as text; raises :class:`LineRejectedError` if empty or malformed."""
+    if name.startswith(_EVENT_PREFIXES[0]):
+        # Only reached by the vectorised parser, for an event that looks like a metric line.
+        raise LineRejectedError("unsupported_event")
     if not name:
         raise LineRejectedError("empty_name")
     if not _FORBIDDEN_NAME_BYTES.isdisjoint(name):
@@ -207,6 +213,8 @@ def parse_line(line: bytes, now_ms: int, max_line_bytes: int = MAX_LINE_BYTES) -
     """Parse one non-empty line; raise :class:`LineRejectedError` naming the first failed check."""
     if len(line) > max_line_bytes:
         raise LineRejectedError("oversize_line")
+    if line.startswith(_EVENT_PREFIXES):
+        raise LineRejectedError("unsupported_event")
     fields = line.split(b"|")
     name, value_text, kind = _split_head(fields)
     optional = _sort_fields(fields[2:])

@@ -14,6 +14,9 @@ PARSERS = [pytest.param(parse, id="vectorised"), pytest.param(parse_reference, i
 
 MALFORMED: list[tuple[bytes, str]] = [
     (b"x" * 9000 + b":1|c", "oversize_line"),
+    (b"_e{5,4}:title|text|#env:prod", "unsupported_event"),
+    (b"_e{1,1}:1|c", "unsupported_event"),
+    (b"_sc|db.up|0|#env:prod", "unsupported_event"),
     (b"api.hits", "missing_value"),
     (b"api.hits|c", "missing_value"),
     (b"api.hits:|c", "missing_value"),

@@ -15,7 +15,10 @@ from crdtstream.ingest import ParseResult, parse, parse_reference
 NOW_MS = 1_700_000_000_000
 
 names = st.sampled_from(
-    [b"api.hits", b"a", b"db.q", b"", b"x y", b"n#1", "température".encode(), b"\xff", b"a:b"]
+    [
+        *(b"api.hits", b"a", b"db.q", b"", b"x y", b"n#1", "température".encode(), b"\xff"),
+        *(b"a:b", b"_e{1,1}", b"_sc", b"_e"),
+    ]
 )
 numbers = st.one_of(
     st.integers(-(10**16), 10**16).map(lambda n: str(n).encode()),
