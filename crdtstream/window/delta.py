@@ -210,37 +210,39 @@ class StoreDelta:
                 _split_into(piece.compacted(), max_bytes, parts)
         return parts
 
-    def halves(self) -> tuple[StoreDelta, StoreDelta]:
-        """Two deltas of about half the entries each, whose join is this one."""
-        first = StoreDelta(
-            self.distinct_precision, self.relative_accuracy, self.keys, self.replicas
-        )
-        second = StoreDelta(
-            self.distinct_precision, self.relative_accuracy, self.keys, self.replicas
-        )
+    def pieces(self, count: int) -> list[StoreDelta]:
+        """``count`` deltas of about equal numbers of entries, whose join is this one."""
         total = self.cell_count + len(self.windows)
-        budget = total // 2
-        for kind, cells in self.cells.items():
-            cut = min(len(cells), budget)
-            budget -= cut
-            if cut:
-                first.cells[kind] = cells.take(np.arange(cut))
-            if cut < len(cells):
-                second.cells[kind] = cells.take(np.arange(cut, len(cells)))
-        cut = min(len(self.windows), budget)
-        first.windows = self.windows.take(np.arange(cut))
-        second.windows = self.windows.take(np.arange(cut, len(self.windows)))
-        return first.compacted(), second.compacted()
+        bounds = np.linspace(0, total, count + 1).astype(np.int64)
+        result = []
+        for low, high in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            piece = StoreDelta(
+                self.distinct_precision, self.relative_accuracy, self.keys, self.replicas
+            )
+            offset = 0
+            for kind, cells in self.cells.items():
+                chosen = np.arange(max(low, offset), min(high, offset + len(cells))) - offset
+                if len(chosen):
+                    piece.cells[kind] = cells.take(chosen)
+                offset += len(cells)
+            chosen = np.arange(max(low, offset), min(high, offset + len(self.windows))) - offset
+            piece.windows = self.windows.take(chosen)
+            result.append(piece.compacted())
+        return result
 
 
 def _split_into(delta: StoreDelta, max_bytes: int, parts: list[StoreDelta]) -> None:
-    if len(delta.to_bytes()) <= max_bytes:
+    size = len(delta.to_bytes())
+    if size <= max_bytes:
         parts.append(delta)
         return
     if delta.cell_count + len(delta.windows) <= 1:
         raise ValueError(f"one entry of the delta alone encodes to more than {max_bytes} bytes")
-    for half in delta.halves():
-        _split_into(half, max_bytes, parts)
+    # Aim straight for parts a little under the limit (sizes are close to proportional to the
+    # entries); a part that still overflows is split again.
+    count = min(delta.cell_count + len(delta.windows), max(2, -(-size * 5 // (max_bytes * 4))))
+    for piece in delta.pieces(count):
+        _split_into(piece, max_bytes, parts)
 
 
 def _index_map(names: list[str], into: list[str]) -> npt.NDArray[np.int64]:
