@@ -1,4 +1,4 @@
-"""Per-key consistency policy: ordered glob rules from key to mode (pure).
+"""Per-key consistency policy: ordered glob rules from key to mode (a pure leaf module).
 
 The first rule whose pattern matches a key decides its mode; a key no rule matches is
 ``eventual``. Every node must hold the same rules, so :attr:`Policy.fingerprint` gives a short
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 from collections.abc import Sequence
 
 from crdtstream.config import Mode, PolicyRule
@@ -23,7 +24,7 @@ class Policy:
 
     def __init__(self, rules: Sequence[PolicyRule] = ()) -> None:
         self.rules = tuple(rules)
-        text = "\n".join(f"{rule.pattern}\t{rule.mode}" for rule in self.rules)
+        text = json.dumps([[rule.pattern, rule.mode] for rule in self.rules])
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._cache: dict[str, Mode] = {}
 

@@ -23,8 +23,6 @@ sender lacks (``SYNC_STEP2``) and with its own state vector, which the opener an
 
 from __future__ import annotations
 
-import fnmatch
-import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -36,6 +34,7 @@ from crdtstream import wire
 from crdtstream.config import Mode, PolicyRule
 from crdtstream.errors import DecodeError
 from crdtstream.gossip.messages import Message
+from crdtstream.policy import Policy
 
 __all__ = ["KIND_ORDER", "Catalog"]
 
@@ -126,15 +125,11 @@ class Catalog:
 
     def rules_fingerprint(self) -> str:
         """A short digest of the rules, exchanged when peers meet to refuse a mismatch."""
-        text = json.dumps([[rule.pattern, rule.mode] for rule in self.rules()])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return Policy(self.rules()).fingerprint
 
     def mode_of(self, key: str) -> Mode:
         """The key's mode: the first rule whose glob matches, else ``eventual``."""
-        for rule in self.rules():
-            if fnmatch.fnmatchcase(key, rule.pattern):
-                return rule.mode
-        return "eventual"
+        return Policy(self.rules()).mode_of(key)
 
     # ------------------------------------------------------------------ sync
 

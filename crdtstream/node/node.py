@@ -17,14 +17,15 @@ from pathlib import Path
 
 from crdtstream import wire
 from crdtstream.clock import Clock
-from crdtstream.engine import Policy
 from crdtstream.errors import ConfigError, DecodeError, StorageError
+from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
 from crdtstream.ingest import statsd
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
 from crdtstream.node.strong import Completion, ReadAnswer, StrongClient, StrongReplica
+from crdtstream.policy import Policy
 from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.wal import DurableStorage, WalStorage
@@ -60,6 +61,9 @@ class Node:
         self.clock = clock
         self.identity: Identity = load_identity(config.data_dir, config.node_id, rng)
         self.store = self._open_store()
+        self.policy = Policy(config.policy)
+        self.catalog = Catalog(self.identity.replica, rng)
+        self.catalog.set_rules(config.policy)
         self.gossip: GossipCore[StoreDelta] = GossipCore(
             config.node_id,
             config.listen_address,
@@ -71,7 +75,11 @@ class Node:
             membership=config.membership,
             window=config.window,
             seeds=[peer.node_id for peer in config.peers],
+            catalog=self.catalog,
+            rules_fingerprint=self.policy.fingerprint,
         )
+        for key, (kind, _) in self.store.key_kinds.items():
+            self.catalog.declare(key, kind)
         for peer in config.peers:
             transport.add_peer(peer.node_id, peer.address)
         self.counters: dict[str, int] = dict.fromkeys(
@@ -89,7 +97,6 @@ class Node:
         )
         self.ingest_errors: dict[str, int] = {}
         self._known_addresses: dict[str, str] = {p.node_id: p.address for p in config.peers}
-        self.policy = Policy(config.policy)
         self.strong: StrongReplica | StrongClient | None = self._open_strong(rng, raft_storage)
         self._sequence = 0
         self._raft_ticks_done = 0
@@ -112,7 +119,15 @@ class Node:
     ) -> IngestResult:
         """One local write; without ``timestamp_ms`` the event time is the clock's now."""
         stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
+        self._declare(kind, [key])
         return self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
+
+    def _declare(self, kind: str, key_names: Sequence[str]) -> None:
+        """Put keys this node has not seen before into the replicated key catalog."""
+        known = self.store.key_kinds
+        for key in key_names:
+            if key not in known:
+                self.catalog.declare(key, kind)
 
     def remove(self, key: str, item: str | bytes) -> bool:
         """Remove ``item`` from the add-wins set ``key`` (observed adds only); see the store."""
@@ -133,6 +148,7 @@ class Node:
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
         accepted = late = conflicts = 0
         for kind, batch in parsed.batches.items():
+            self._declare(kind, batch.key_names)
             result = self.store.ingest(
                 kind,
                 batch.key_names,
@@ -173,6 +189,11 @@ class Node:
             "ingest": dict(self.ingest_counts),
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
+            "catalog": {
+                "keys": len(self.catalog.keys()),
+                "kind_conflicts": self.catalog.conflicts(),
+                "rules_fingerprint": self.policy.fingerprint,
+            },
         }
 
     def _raft_status(self) -> dict[str, object] | None:

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from crdtstream.clock import ManualClock
-from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
+from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule, WindowConfig
 from crdtstream.node import Node, NodeConfig, PeerAddress
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
@@ -127,3 +127,31 @@ def test_crash_without_clean_shutdown_writes_under_a_new_replica(tmp_path: Path)
     cluster.run(2_000)
     for name, node in cluster.nodes.items():
         assert sum(float(str(v.value)) for v in node.read_key("hits")) == 10.0, name
+
+
+def test_the_key_catalog_spreads_to_every_node() -> None:
+    cluster = Cluster(13, ["a", "b", "c"], None)
+    cluster.nodes["a"].add("api.hits", "counter", 1)
+    cluster.nodes["c"].add("api.latency", "distribution", 12.5)
+    cluster.run(4_000)
+    for name, node in cluster.nodes.items():
+        assert node.catalog.keys() == {"api.hits": "counter", "api.latency": "distribution"}, name
+
+
+def test_nodes_with_different_policies_refuse_each_other() -> None:
+    cluster = Cluster(17, ["a", "b"], None)
+    other = NodeConfig(
+        node_id="c",
+        listen_address=memory_address("c"),
+        peers=(PeerAddress("a", memory_address("a")),),
+        window=WINDOW,
+        policy=(PolicyRule("quota.*", "strong"),),
+        tick_interval_ms=STEP_MS,
+    )
+    cluster.nodes["c"] = Node(other, cluster.network.endpoint("c"), cluster.clock, random.Random(1))
+    cluster.nodes["c"].add("hits", "counter", 5)
+    cluster.run(3_000)
+    assert cluster.nodes["a"].gossip.membership.rules_mismatches == {
+        "c": cluster.nodes["c"].policy.fingerprint
+    }
+    assert cluster.nodes["a"].read_key("hits") == []
