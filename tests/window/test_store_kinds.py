@@ -113,3 +113,15 @@ def test_programming_errors_raise_clearly() -> None:
         store.ingest("counter", ["k"], [1], [1.0], [0])
     with pytest.raises(ValueError, match="key_index"):
         store.ingest("counter", ["k"], [-1], [1.0], [0])
+
+
+def test_repeated_and_conflicting_names_in_one_batch() -> None:
+    store = WindowStore("n1~0001", WindowConfig(size_ms=1_000))
+    store.add("g", "gauge", 1.0, 0)
+    names = ["a", "a", "g", "g", "b"]
+    result = store.ingest("counter", names, [0, 1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0, 5.0], [0] * 5)
+    assert (result.accepted, result.rejected, result.rejected_keys) == (3, 2, ("g",))
+    assert store.read_window(0).values == {"a": 3.0, "b": 5.0, "g": 1.0}
+    again = store.ingest("counter", names, [4, 0, 2], [1.0, 1.0, 1.0], [0] * 3)
+    assert (again.accepted, again.rejected_keys) == (2, ("g",))
+    assert store.read_window(0).values == {"a": 4.0, "b": 6.0, "g": 1.0}
