@@ -259,3 +259,14 @@ def test_stats_are_an_immutable_snapshot(harness: Harness) -> None:
     assert a.stats().as_dict()["sent"] == 1
     with pytest.raises(AttributeError):
         before.sent = 5  # type: ignore[misc]
+
+
+def test_closing_wakes_a_waiter_with_transport_closed(harness: Harness) -> None:
+    b = harness.open("b")
+
+    async def scenario() -> None:
+        asyncio.get_running_loop().call_soon(b.close)
+        await b.wait_readable(10_000)
+
+    with pytest.raises(TransportClosedError):
+        asyncio.run(asyncio.wait_for(scenario(), timeout=20))
