@@ -16,6 +16,7 @@ from typing import Any
 from crdtstream import wire
 from crdtstream.config import WindowConfig
 from crdtstream.errors import DecodeError, StorageError
+from crdtstream.files import write_atomically
 from crdtstream.window.cells import KINDS
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
@@ -76,18 +77,7 @@ def _build(body: Any) -> WindowStore:
 
 def write_snapshot(store: WindowStore, path: str | os.PathLike[str]) -> None:
     """Write :func:`snapshot` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
-    target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(snapshot(store))
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomically(path, snapshot(store))
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> WindowStore:

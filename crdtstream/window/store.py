@@ -342,12 +342,18 @@ class WindowStore:
         return sync.merge(self, delta)
 
     def window_versions(self, start_ms: int) -> dict[str, int]:
-        """Per replica, how many writes it made to the slice starting at ``start_ms``."""
-        return {
-            self.replicas[row]: entry[0]
-            for (start, row), entry in self.window_counts.items()
-            if start == start_ms
-        }
+        """Per replica, how many writes it made to the window starting at ``start_ms``.
+
+        Counts are kept per slice and merged by maximum; a hopping window sums its slices'
+        counts, which two stores agree on exactly when they agree on every slice.
+        """
+        slices = set(self.windows.slices_of_window(start_ms))
+        counts: dict[str, int] = {}
+        for (start, row), entry in self.window_counts.items():
+            if start in slices:
+                replica = self.replicas[row]
+                counts[replica] = counts.get(replica, 0) + entry[0]
+        return counts
 
     # ------------------------------------------------------------------ reads
 

@@ -125,3 +125,13 @@ def test_repeated_and_conflicting_names_in_one_batch() -> None:
     again = store.ingest("counter", names, [4, 0, 2], [1.0, 1.0, 1.0], [0] * 3)
     assert (again.accepted, again.rejected_keys) == (2, ("g",))
     assert store.read_window(0).values == {"a": 4.0, "b": 6.0, "g": 1.0}
+
+
+def test_window_versions_of_a_hopping_window_sum_its_slices() -> None:
+    first, second = WindowStore("a~0001", HOPPING), WindowStore("b~0001", HOPPING)
+    first.add("k", "counter", 1, 100)
+    first.add("k", "counter", 1, 600)
+    second.add("k", "counter", 1, 300)
+    second.merge(first.full_state())
+    assert second.window_versions(0) == {"a~0001": 2, "b~0001": 1}
+    assert second.window_versions(500) == {"a~0001": 1}
