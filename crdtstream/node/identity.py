@@ -11,7 +11,6 @@ writes under a new incarnation, so nothing gossiped before is lost and nothing i
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.errors import DecodeError, StorageError
+from crdtstream.files import write_atomically
 from crdtstream.ids import new_replica_id
 
 __all__ = ["Identity", "load_identity", "mark_clean", "mark_running"]
@@ -35,20 +35,6 @@ class Identity:
     resumed: bool
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def _build(body: Any) -> tuple[str, str, bool]:
     node_id, replica, clean = body
     if not (isinstance(node_id, str) and isinstance(replica, str) and isinstance(clean, bool)):
@@ -58,7 +44,7 @@ def _build(body: Any) -> tuple[str, str, bool]:
 
 def _save(data_dir: Path, node_id: str, replica: str, clean: bool) -> None:
     body = [node_id, replica, clean]
-    _write_atomically(data_dir / IDENTITY_FILE, wire.encode(wire.Tag.NODE_IDENTITY, body))
+    write_atomically(data_dir / IDENTITY_FILE, wire.encode(wire.Tag.NODE_IDENTITY, body))
 
 
 def load_identity(data_dir: Path | None, node_id: str, rng: random.Random) -> Identity:

@@ -12,13 +12,14 @@ import contextlib
 import os
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crdtstream import wire
+from crdtstream import files, wire
 from crdtstream.errors import DecodeError, StorageError
+from crdtstream.files import sync_directory, write_atomically
 from crdtstream.raft import types
 from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import Entry, HardState, Snapshot
@@ -48,7 +49,7 @@ RECORD_BYTES_MAX = 64 << 20
 HEADER = struct.Struct(">II")
 METADATA_FILE = "metadata"
 
-SyncFile = Callable[[int], None]
+SyncFile = files.SyncFile
 """Makes a file descriptor durable; :func:`os.fsync` in production, a counter in tests."""
 
 
@@ -153,23 +154,11 @@ class Files:
 
     def sync_directory(self) -> None:
         """Make the directory's entries (created, renamed files) durable."""
-        descriptor = os.open(self.directory, os.O_RDONLY)
-        try:
-            self.sync_file(descriptor)
-        finally:
-            os.close(descriptor)
+        sync_directory(self.directory, self.sync_file)
 
     def write_atomically(self, name: str, data: bytes) -> None:
         """Temporary file, fsync, rename, fsync the directory: all of ``data`` or nothing."""
-        temporary = self.directory / f"{name}.tmp"
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(descriptor, data)
-            self.sync_file(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, self.directory / name)
-        self.sync_directory()
+        write_atomically(self.directory / name, data, self.sync_file)
 
     def listing(self, suffix: str) -> list[tuple[int, int, str]]:
         """Files named ``<hex>-<hex><suffix>``, sorted by their numbers."""
