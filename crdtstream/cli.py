@@ -62,11 +62,12 @@ def _add_keygen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _run_keygen(args: argparse.Namespace) -> int:
     # Imported here: the key files are a ZeroMQ format, and zmq stays inside transports.zeromq.
+    from crdtstream.errors import CrdtStreamError
     from transports.zeromq import generate_key_pair
 
     try:
         public_path, secret_path = generate_key_pair(args.dir, args.node_id)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, CrdtStreamError) as error:
         print(f"keygen: {error}", file=sys.stderr)
         return 1
     print(f"public key: {public_path}")

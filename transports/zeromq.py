@@ -147,7 +147,7 @@ def generate_key_pair(directory: str | os.PathLike[str], node_id: str) -> tuple[
     validate_node_id(node_id)
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
-    public_key, secret_key = zmq.curve_keypair()
+    public_key, secret_key = generate_curve_keypair()
     public_path = folder / f"{node_id}{_PUBLIC_SUFFIX}"
     secret_path = folder / f"{node_id}{_SECRET_SUFFIX}"
     for path in (public_path, secret_path):
@@ -565,10 +565,11 @@ class ZmqTransport:
             return
         self._closed = True
         self._stop_waiting()
-        for peer_id in list(self._pushes):
-            self.remove_peer(peer_id)
-        self._pull.close(0)
-        self._release_context()
+        with _translated(f"{self._node_id}: close"):
+            for peer_id in list(self._pushes):
+                self.remove_peer(peer_id)
+            self._pull.close(0)
+            self._release_context()
 
     def _release_context(self) -> None:
         if self._authenticator is not None:
@@ -582,4 +583,5 @@ class ZmqTransport:
 
 def generate_curve_keypair() -> tuple[bytes, bytes]:
     """A fresh CurveZMQ ``(public_key, secret_key)`` pair in Z85, held in memory only."""
-    return zmq.curve_keypair()
+    with _translated("generating a CURVE key pair"):  # fails only if libzmq lacks CURVE
+        return zmq.curve_keypair()
