@@ -48,16 +48,17 @@ Close
     ``send``, ``receive``, ``add_peer`` and ``wait_readable`` raise
     :class:`TransportClosedError`; ``remove_peer``, ``stats`` and ``close`` keep working.
 
-Errors by method (all derive from :class:`~crdtstream.errors.TransportError`)
+Errors by method (the transport errors all derive from :class:`~crdtstream.errors.TransportError`)
     ``add_peer``: :class:`TransportClosedError`; :class:`TransportError` for an address the
     implementation cannot use or (with CurveZMQ) a peer without a known public key;
     ``ValueError`` for an invalid node id.
     ``send``: :class:`PeerUnknownError` (peer never added, or removed; also counted in
-    ``rejected_unknown_peer``), :class:`PayloadTooLargeError`, :class:`TransportClosedError`.
-    A full queue or a dead peer is *not* an error: ``send`` returns ``False`` or the packet is
-    simply lost.
+    ``rejected_unknown_peer``), :class:`PayloadTooLargeError`, :class:`TransportClosedError`,
+    and :class:`TransportError` only for a failure of the machinery itself. A full queue or a
+    dead peer is *not* an error: ``send`` returns ``False`` or the packet is simply lost.
     ``receive``: :class:`TransportClosedError`; ``ValueError`` if ``max_packets < 1``.
-    ``wait_readable``: :class:`TransportClosedError`.
+    ``wait_readable``: :class:`TransportClosedError`, also when the endpoint is closed while
+    waiting; one waiter at a time.
 """
 
 from __future__ import annotations
