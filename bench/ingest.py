@@ -98,7 +98,6 @@ def _state_figures(report: Report, work: dict[str, Any], args: argparse.Namespac
     for store in stores:
         _ingest_all(store, work, args.batch)
     report.add("bytes_per_counter_key_window_1_replica", stores[0].state_bytes() / cells, "B")
-    single_full = len(stores[0].full_state().to_bytes())
     for other in stores[1:]:
         stores[0].merge(other.full_state())
     per_replica = stores[0].state_bytes() / cells / 3
@@ -113,7 +112,6 @@ def _state_figures(report: Report, work: dict[str, Any], args: argparse.Namespac
     full_bytes = len(store.full_state().to_bytes())
     report.add("full_state_bytes", full_bytes, "B (1 replica)")
     report.add("delta_bytes_after_touching_1_percent", delta_bytes, "B")
-    report.add("full_state_bytes_single_store", single_full, "B")
     report.ratio("delta_vs_full_bytes", delta_bytes / full_bytes, "<= 0.05")
 
 
