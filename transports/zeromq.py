@@ -6,9 +6,9 @@ one-way per socket pair: a node sends through its PUSH sockets and receives on i
 a reply travels over the replier's own PUSH. This is the ROUTER/DEALER design with the routing
 taken out, because nothing is ever routed back: a ROUTER prepends an identity frame to every
 message, and keeping the frames of hostile multi-frame messages aligned then costs a
-``RCVMORE`` query per message, which in pyzmq costs more than the rest of the receive path
-together (``crdtstream bench transport`` measured the difference). Here every frame stands on
-its own, so no frame sequence can desynchronise the receiver.
+``RCVMORE`` query per message, which in pyzmq costs about as much as two reads (each option
+query goes through a Python enum). Here a small message is one self-describing frame, and only
+large ones, where a query is cheap next to the copy, pay it (see Framing).
 
 Never blocking. Every send is ``NOBLOCK`` into a PUSH whose ``SNDHWM`` is
 ``send_queue_messages``; at the mark the send is refused and counted (``dropped_full``), so a
