@@ -28,8 +28,10 @@ __all__ = [
     "append_entries",
     "broadcast_append",
     "broadcast_heartbeat",
+    "mark_all_for_append",
     "maybe_commit",
     "send_append",
+    "send_marked_appends",
     "step_leader",
 ]
 
@@ -125,7 +127,7 @@ def _propose(raft: Raft, message: Message) -> None:
         return
     raft.uncommitted_bytes += size
     append_entries(raft, payloads)
-    broadcast_append(raft)
+    mark_all_for_append(raft)
 
 
 # -- replication --
@@ -136,6 +138,27 @@ def broadcast_append(raft: Raft) -> None:
     for node_id in raft.tracker.voters:
         if node_id != raft.id:
             send_append(raft, node_id)
+
+
+def mark_all_for_append(raft: Raft) -> None:
+    """New entries or a new commit index for every follower: send them when the Ready is built.
+
+    Proposals and acknowledgements stepped between two Readies then cost one append per
+    follower, not one each (etcd-io/raft gets the same batching from its step loop); the
+    commit index rides on that append.
+    """
+    raft.followers_to_append.update(v for v in raft.tracker.voters if v != raft.id)
+
+
+def send_marked_appends(raft: Raft) -> None:
+    """Send each marked follower what it lacks, as many appends as flow control allows."""
+    marked, raft.followers_to_append = raft.followers_to_append, set()
+    if raft.role is not Role.LEADER:
+        return
+    for node_id in sorted(marked):
+        if node_id in raft.tracker.progress and send_append(raft, node_id):
+            while send_append(raft, node_id, send_if_empty=False):
+                pass
 
 
 def send_append(raft: Raft, to: str, send_if_empty: bool = True) -> bool:
@@ -160,6 +183,7 @@ def send_append(raft: Raft, to: str, send_if_empty: bool = True) -> bool:
         commit=raft.log.committed,
     )
     progress.sent_entries(len(entries), progress.next)
+    raft.followers_to_append.discard(to)  # it has the newest commit index now
     return True
 
 
@@ -206,7 +230,7 @@ def _handle_append_response(raft: Raft, message: Message, progress: Progress) ->
     _advance_state(raft, message.index, progress)
     if maybe_commit(raft):
         _release_parked_reads(raft)
-        broadcast_append(raft)
+        mark_all_for_append(raft)
     elif was_paused:
         send_append(raft, to)
     # Flow control may now allow several appends at once (probe turned replicate, or many
@@ -352,7 +376,7 @@ def after_conf_change(raft: Raft) -> None:
         raft.lead_transferee = None
     if maybe_commit(raft):
         _release_parked_reads(raft)
-        broadcast_append(raft)
+        mark_all_for_append(raft)
     else:
         for node_id in raft.tracker.voters:
             if node_id != raft.id:

@@ -70,6 +70,8 @@ class Raft:
         self.read_only = ReadOnly(config.max_pending_reads)
         self.parked_reads: list[Message] = []
         self.messages: list[Message] = []
+        self.followers_to_append: set[str] = set()
+        """Followers owed new entries or the new commit index at the next Ready."""
         self.read_states: list[ReadState] = []
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -115,6 +117,11 @@ class Raft:
         return self.id in self.tracker.progress
 
     # -- sending --
+
+    def send_marked_appends(self) -> None:
+        """Leader: send the appends that proposals and commits since the last Ready owe."""
+        if self.followers_to_append:
+            leader.send_marked_appends(self)
 
     def send(self, message: Message) -> None:
         """Queue ``message`` for the next Ready."""
@@ -170,6 +177,7 @@ class Raft:
         self.tracker.reset_all(self.id, self.log.last_index())
         self.pending_conf_index = 0
         self.uncommitted_bytes = 0
+        self.followers_to_append = set()
         self.read_only = ReadOnly(self.config.max_pending_reads)
         self.parked_reads = []
 

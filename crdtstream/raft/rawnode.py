@@ -163,6 +163,7 @@ class RawNode:
             or bool(raft.log.unstable.entries)
             or raft.log.unstable.snapshot is not None
             or bool(raft.messages)
+            or bool(raft.followers_to_append)
             or bool(raft.read_states)
             or raft.log.has_next_committed_entries()
         )
@@ -172,6 +173,7 @@ class RawNode:
         if self._outstanding is not None:
             raise RuntimeError("ready() called again before advance()")
         raft = self.raft
+        raft.send_marked_appends()
         soft, hard = raft.soft_state(), raft.hard_state()
         committed = raft.log.next_committed_entries(raft.config.max_apply_bytes_per_ready)
         ready = Ready(
