@@ -28,7 +28,7 @@ from typing import Any
 from bench.report import Report
 
 SIZES_BYTES = {"100b": 100, "1k": 1024, "64k": 65536}
-MESSAGES = {"100b": 60_000, "1k": 40_000, "64k": 5_000}
+MESSAGES = {"100b": 200_000, "1k": 120_000, "64k": 8_000}
 KINDS = {"raw": "raw_pyzmq", "plain": "zmq_transport", "curve": "zmq_transport_curve"}
 RECEIVE_BATCH = 1_000
 CHILD_DEADLINE_S = 60.0
@@ -85,19 +85,18 @@ def _throughputs(scale: float, repeats: int) -> dict[tuple[str, str], float]:
         for _ in range(repeats):
             for label, size in SIZES_BYTES.items():
                 count = max(200, int(MESSAGES[label] * scale))
-                for kind, (send, connection) in links.items():
-                    rate = _measure(send, connection, b"\xa5" * size, count)
+                for kind, (address, connection) in links.items():
+                    with _sender(kind, address, curve, size) as send:
+                        rate = _measure(send, connection, b"\xa5" * size, count)
                     best[kind, label] = max(rate, best.get((kind, label), 0.0))
     return best
 
 
 @contextmanager
-def _link(kind: str, curve: Any) -> Iterator[tuple[Callable[[bytes], None], Connection]]:
-    """A receiving child of ``kind`` and a send function into it from this process."""
+def _link(kind: str, curve: Any) -> Iterator[tuple[str, Connection]]:
+    """A receiving child of ``kind``: its address and the pipe that commands it."""
     with _child(_receiver, kind, curve) as (_, connection):
-        address = _expect(connection, "address")
-        with _sender(kind, address, curve) as send:
-            yield send, connection
+        yield _expect(connection, "address"), connection
         connection.send(None)
 
 
@@ -133,12 +132,11 @@ def _expect(connection: Connection, what: str) -> Any:
 
 
 def _measure(
-    send: Callable[[bytes], None], connection: Connection, payload: bytes, count: int
+    send: Callable[[bytes, int], None], connection: Connection, payload: bytes, count: int
 ) -> float:
     """Messages per second the child saw, from its first to its last, while we sent ``count``."""
     connection.send(count)
-    for _ in range(count):
-        send(payload)
+    send(payload, count)
     received, elapsed_s = _expect(connection, "result")
     if received < count or elapsed_s <= 0:
         raise RuntimeError(f"bench transport: {received} of {count} messages arrived")
@@ -146,7 +144,13 @@ def _measure(
 
 
 @contextmanager
-def _sender(kind: str, address: str, curve: Any) -> Iterator[Callable[[bytes], None]]:
+def _sender(
+    kind: str, address: str, curve: Any, size: int
+) -> Iterator[Callable[[bytes, int], None]]:
+    """``send(payload, count)`` into the child at ``address``, open for one measurement.
+
+    Each kind gets its own tight loop, so that neither pays a Python call the other does not.
+    """
     if kind == "raw":
         import zmq
 
@@ -154,25 +158,38 @@ def _sender(kind: str, address: str, curve: Any) -> Iterator[Callable[[bytes], N
         push = context.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 0)
         push.connect(address)
+
+        def send_raw(payload: bytes, count: int) -> None:
+            send = push.send
+            for _ in range(count):
+                send(payload)
+
         try:
-            yield push.send
+            yield send_raw
         finally:
             push.close(0)
             context.term()
         return
+    from crdtstream.config import TransportConfig
     from transports.zeromq import ZmqTransport
 
     keys = curve["sender"] if kind == "curve" else None
-    endpoint = ZmqTransport("sender", "tcp://127.0.0.1:0", curve=keys)
+    # A queue of about 8 MiB: raw pyzmq blocks and wakes the moment there is room, while a
+    # refused send here sleeps; the queue must outlast the sleep, or the bench measures how
+    # late a loaded machine wakes a sleeper instead of the transport.
+    queue_messages = min(10_000, max(1_000, (8 << 20) // size))
+    config = TransportConfig(send_queue_messages=queue_messages)
+    endpoint = ZmqTransport("sender", "tcp://127.0.0.1:0", config, curve=keys)
     endpoint.add_peer("receiver", address)
-    transport_send = endpoint.send
 
-    def send(payload: bytes) -> None:
-        while not transport_send("receiver", payload):
-            time.sleep(0.0001)  # at the high-water mark: let the I/O thread drain the queue
+    def send_transport(payload: bytes, count: int) -> None:
+        send = endpoint.send
+        for _ in range(count):
+            while not send("receiver", payload):
+                time.sleep(0.0001)  # at the high-water mark: let the I/O thread drain it
 
     try:
-        yield send
+        yield send_transport
     finally:
         endpoint.close()
 

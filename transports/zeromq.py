@@ -52,7 +52,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import NoReturn, cast
 
 import zmq
 import zmq.auth
@@ -88,6 +88,8 @@ PROTOCOL_VERSION = 1
 SEPARATE_FRAME_BYTES = 16 * 1024
 """Payloads this large go in a frame of their own instead of being copied behind the header."""
 
+_NOBLOCK = zmq.NOBLOCK
+_NOBLOCK_MORE = zmq.NOBLOCK | zmq.SNDMORE
 _LAYOUT_INLINE = 0
 _LAYOUT_SEPARATE = 1
 _HEADER_BYTES_MIN = 4
@@ -276,7 +278,9 @@ class ZmqTransport:
         )
         self._sender_by_header: dict[bytes, str] = {}
         self._counters = _Counters()
-        self._pushes: dict[str, tuple[str, zmq.Socket[bytes]]] = {}
+        self._peer_addresses: dict[str, str] = {}
+        self._push_sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._max_payload_bytes = self.config.max_payload_bytes
         self._closed = False
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         _check_address(listen_address)
@@ -334,8 +338,7 @@ class ZmqTransport:
         self._check_open()
         validate_node_id(peer_id)
         _check_address(address)
-        known = self._pushes.get(peer_id)
-        if known is not None and known[0] == address:
+        if self._peer_addresses.get(peer_id) == address:
             return
         server_key = None
         if self._curve is not None:
@@ -344,7 +347,8 @@ class ZmqTransport:
                 self._counters.rejected_unauthenticated += 1
                 raise PeerUnknownError(f"{self._node_id}: no public key for peer {peer_id!r}")
         self.remove_peer(peer_id)
-        self._pushes[peer_id] = (address, self._open_push(address, server_key))
+        self._push_sockets[peer_id] = self._open_push(address, server_key)
+        self._peer_addresses[peer_id] = address
 
     def _open_push(self, address: str, server_key: bytes | None) -> zmq.Socket[bytes]:
         with _translated(f"{self._node_id}: connecting to {address}"):
@@ -372,31 +376,24 @@ class ZmqTransport:
 
     def remove_peer(self, peer_id: str) -> None:
         """Close the peer's PUSH, discarding what is still queued for it; unknown is a no-op."""
-        known = self._pushes.pop(peer_id, None)
-        if known is not None:
-            known[1].close(0)
+        self._peer_addresses.pop(peer_id, None)
+        push = self._push_sockets.pop(peer_id, None)
+        if push is not None:
+            push.close(0)
 
     def send(self, peer_id: str, payload: bytes) -> bool:
         """Queue ``payload`` for ``peer_id`` without blocking; ``False`` at the high-water mark."""
-        if self._closed:
-            raise TransportClosedError(f"{self._node_id}: endpoint is closed")
-        known = self._pushes.get(peer_id)
-        if known is None:
-            self._counters.rejected_unknown_peer += 1
-            raise PeerUnknownError(f"{self._node_id}: unknown peer {peer_id!r}")
-        if len(payload) > self.config.max_payload_bytes:
-            self._counters.rejected_oversize += 1
-            raise PayloadTooLargeError(
-                f"payload of {len(payload)} bytes exceeds {self.config.max_payload_bytes}"
-            )
-        push = known[1]
+        push = self._push_sockets.get(peer_id)  # empty once closed
+        size = len(payload)
+        if push is None or size > self._max_payload_bytes:
+            self._refuse(peer_id, size)
         try:
-            if len(payload) < SEPARATE_FRAME_BYTES:
-                push.send(self._header_inline + payload, zmq.NOBLOCK)
+            if size < SEPARATE_FRAME_BYTES:
+                push.send(self._header_inline + payload, _NOBLOCK)
             else:
                 # The mark is checked on the first frame; libzmq then takes the whole message.
-                push.send(self._header_separate, zmq.NOBLOCK | zmq.SNDMORE)
-                push.send(payload, zmq.NOBLOCK)
+                push.send(self._header_separate, _NOBLOCK_MORE)
+                push.send(payload, _NOBLOCK)
         except zmq.Again:
             self._counters.dropped_full += 1
             return False
@@ -404,6 +401,15 @@ class ZmqTransport:
             raise TransportError(f"{self._node_id}: send to {peer_id!r}: {error}") from error
         self._counters.sent += 1
         return True
+
+    def _refuse(self, peer_id: str, size: int) -> NoReturn:
+        """Raise (and count) the error for a send that cannot be queued at all."""
+        self._check_open()
+        if peer_id not in self._push_sockets:
+            self._counters.rejected_unknown_peer += 1
+            raise PeerUnknownError(f"{self._node_id}: unknown peer {peer_id!r}")
+        self._counters.rejected_oversize += 1
+        raise PayloadTooLargeError(f"payload of {size} bytes exceeds {self._max_payload_bytes}")
 
     def receive(self, max_packets: int) -> list[Packet]:
         """Return up to ``max_packets`` packets that have arrived; never waits."""
@@ -414,7 +420,7 @@ class ZmqTransport:
             return self._receive_authenticated(max_packets)
         packets: list[Packet] = []
         receive, probe, known_sender = self._pull.recv, self._pull.get, self._sender_by_header.get
-        limit = self.config.max_payload_bytes
+        limit, make_packet = self.config.max_payload_bytes, Packet._make  # _make: the fast path
         with _translated(f"{self._node_id}: receive"):
             for index in range(max_packets):
                 if index < _PROBED_READS and not cast(int, probe(zmq.EVENTS)) & zmq.POLLIN:
@@ -427,7 +433,7 @@ class ZmqTransport:
                 end = 3 + data[2] if len(data) >= _HEADER_BYTES_MIN else 0
                 sender = known_sender(data[:end])
                 if sender is not None and data[1] == _LAYOUT_INLINE and len(data) - end <= limit:
-                    packets.append(Packet(sender, data[end:]))
+                    packets.append(make_packet((sender, data[end:])))
                     continue
                 packet = self._accept(data, None)
                 if packet is not None:
@@ -566,7 +572,7 @@ class ZmqTransport:
         self._closed = True
         self._stop_waiting()
         with _translated(f"{self._node_id}: close"):
-            for peer_id in list(self._pushes):
+            for peer_id in list(self._push_sockets):
                 self.remove_peer(peer_id)
             self._pull.close(0)
             self._release_context()
