@@ -115,7 +115,7 @@ def _run_agent(args: argparse.Namespace) -> int:
 
     from crdtstream.agent.runner import run_agent
     from crdtstream.agent.settings import load_settings
-    from crdtstream.errors import ConfigError
+    from crdtstream.errors import ConfigError, CrdtStreamError
 
     overrides = {
         name: getattr(args, name)
@@ -135,7 +135,11 @@ def _run_agent(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"crdtstream agent: {error}", file=sys.stderr)
         return 2
-    asyncio.run(run_agent(settings))
+    try:
+        asyncio.run(run_agent(settings))
+    except CrdtStreamError as error:  # a listen address in use, a damaged data directory, ...
+        print(f"crdtstream agent: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,67 @@
+"""The agent's configuration: TOML plus flags, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crdtstream.agent.settings import load_settings
+from crdtstream.cli import main
+from crdtstream.errors import ConfigError
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
+    path = _toml(
+        tmp_path,
+        'node_id = "n1"\nlisten = "tcp://127.0.0.1:7001"\nhttp = "127.0.0.1:8001"\n'
+        'raft_voters = ["n1=tcp://127.0.0.1:7001"]\n'
+        '[[policy]]\npattern = "quota.*"\nmode = "strong"\n'
+        "[window]\nsize_ms = 60000\nallowed_lateness_ms = 1000\n",
+    )
+    settings = load_settings(path, {"node_id": "n9", "peers": ["n2=tcp://127.0.0.1:7002"]})
+    assert settings.node.node_id == "n9"
+    assert settings.node.window.size_ms == 60_000
+    assert settings.http == ("127.0.0.1", 8001)
+    assert settings.statsd is None
+    assert [(p.node_id, p.address) for p in settings.node.peers] == [("n2", "tcp://127.0.0.1:7002")]
+    assert [(r.pattern, r.mode) for r in settings.node.policy] == [("quota.*", "strong")]
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('node_id = "n1"\n[window]\nsize_ms = 0\n', "window.size_ms"),
+        ('node_id = "n1"\n[window]\nsize_mss = 10\n', "window.size_mss"),
+        ('node_id = "n1"\ncolour = "blue"\n', "colour"),
+        ('node_id = "n1"\nhttp = "nowhere"\n', "http"),
+        ('node_id = "n1"\npolicy = ["quota.*=fast"]\n', "policy.mode"),
+        ('node_id = "n1"\nraft_voters = ["n2"]\n', "raft_voters"),
+        ("listen = 'tcp://127.0.0.1:1'\n", "node_id"),
+        ('node_id = "n1"\n[gossip]\nfanout = 0\n', "gossip.fanout"),
+        ("node_id = \n", "config"),
+    ],
+)
+def test_bad_values_name_their_field(tmp_path: Path, text: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        load_settings(_toml(tmp_path, text), {})
+
+
+def test_agent_exits_two_with_one_line_on_bad_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _toml(tmp_path, 'node_id = "n1"\n[window]\nsize_ms = -5\n')
+    assert main(["agent", "--config", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "crdtstream agent: window.size_ms: must be > 0, got -5"
+
+
+def test_agent_exits_one_when_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "--node-id", "n1", "--listen", "bogus://here"]) == 1
+    assert "TransportError" in capsys.readouterr().err
