@@ -184,6 +184,7 @@ class RawNode:
             committed_entries=tuple(committed),
             messages=tuple(raft.messages),
             read_states=tuple(raft.read_states),
+            send_while_persisting=self._may_send_while_persisting(hard),
         )
         raft.messages = []
         raft.read_states = []
@@ -194,6 +195,15 @@ class RawNode:
         self._previous_soft, self._previous_hard = soft, hard
         self._outstanding = ready
         return ready
+
+    def _may_send_while_persisting(self, hard: HardState) -> bool:
+        """A leader whose term and vote are durable already (see :class:`Ready`)."""
+        previous = self._previous_hard
+        return (
+            self.raft.role is Role.LEADER
+            and self.raft.log.unstable.snapshot is None
+            and (hard.term, hard.vote) == (previous.term, previous.vote)
+        )
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted, sent and applied ``ready``."""

@@ -243,10 +243,21 @@ class Ready:
     1. Persist ``snapshot`` when not ``None`` (it replaces the whole log), then ``entries``
        (replacing any stored entries at or after the first one's index, since entries may
        follow the snapshot), then ``hard_state`` when not ``None``; make them durable.
-    2. Only then send ``messages``.
+    2. Only then send ``messages`` — unless ``send_while_persisting``: then they may leave
+       before (or while) step 1 runs.
     3. Apply ``snapshot`` and then ``committed_entries`` to the state machine; serve
        ``read_states`` once applied reaches their index.
-    4. Call ``advance(ready)``.
+    4. Call ``advance(ready)``. Step no message into the node between ``ready()`` and
+       ``advance()``: a leader counts its own new entries as replicated from the moment it
+       appends them, which is only true once step 1 is done.
+
+    ``send_while_persisting`` is set for a leader whose term and vote did not change since
+    the previous Ready (so they are durable already): its messages carry entries for the
+    followers to store and the commit index, and nothing in them claims that this node stored
+    the entries of this Ready. The leader writes its log while the followers write theirs
+    (Raft thesis §10.2.1, etcd-io/raft ``doc.go``). A crash before step 1 completes loses
+    entries that were never committed: the commit index counts the leader's copy only for
+    acknowledgements stepped after ``advance()``.
     """
 
     soft_state: SoftState | None = None
@@ -256,6 +267,7 @@ class Ready:
     committed_entries: tuple[Entry, ...] = ()
     messages: tuple[Message, ...] = ()
     read_states: tuple[ReadState, ...] = ()
+    send_while_persisting: bool = False
 
     @property
     def must_sync(self) -> bool:

@@ -277,6 +277,35 @@ def test_a_commit_advance_alone_sends_one_empty_append_per_follower() -> None:
     assert all(m.commit == last and not m.entries for m in appends)
 
 
+def test_only_a_leader_with_durable_term_and_vote_may_send_while_persisting() -> None:
+    cluster = Cluster(IDS)
+    cluster.node("n1").campaign()
+    pre_vote = cluster.process_ready("n1")
+    assert pre_vote is not None
+    assert not pre_vote.send_while_persisting
+    for node_id in ("n2", "n3"):
+        cluster.deliver(node_id)
+        answer = cluster.process_ready(node_id)
+        assert answer is not None
+        assert not answer.send_while_persisting
+    cluster.deliver("n1")
+    vote = cluster.process_ready("n1")  # a new term and our own vote: durable first
+    assert vote is not None
+    assert vote.hard_state is not None
+    assert not vote.send_while_persisting
+    cluster.stabilize()
+    cluster.node("n1").propose(b"a")
+    append = cluster.process_ready("n1")
+    assert append is not None
+    assert append.entries
+    assert append.send_while_persisting
+    cluster.deliver("n2")
+    acknowledgement = cluster.process_ready("n2")  # a follower acknowledges stored entries
+    assert acknowledgement is not None
+    assert acknowledgement.entries
+    assert not acknowledgement.send_while_persisting
+
+
 def test_ready_must_be_advanced_before_the_next() -> None:
     node, _ = make_node("n1", IDS)
     node.campaign()
