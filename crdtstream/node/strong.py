@@ -11,14 +11,28 @@ either completes with a :class:`Result` (a write applied exactly once thanks to 
 :class:`~crdtstream.errors.UnavailableError` at its deadline — a failed write may still have
 been applied, as in any replicated system; retrying it with the same sequence is safe.
 
-A node outside the voter set runs a :class:`StrongClient`: it forwards each request to a voter
-(``STRONG_REQUEST``), which runs it as its own and answers (``STRONG_RESPONSE``); the client
-retries other voters until its deadline.
+A node outside the voter set runs a :class:`StrongClient`: it forwards requests to a voter
+(``STRONG_REQUEST``), which runs them as its own and answers (``STRONG_RESPONSE``); the client
+retries other voters until the deadline.
+
+Everything is batched per pump (one call of ``process_ready``), so the cost per request falls
+as the load rises: a replica proposes all writes of a pump in one step (a follower forwards them
+in one message), a client sends all requests of a pump to one voter in one frame, and a voter
+answers each peer with one frame. Each answer names the voter's known leader, so a client sends
+straight to the leader once it knows it. A leader sends its appends before it writes its own
+log when the Ready allows it (``Ready.send_while_persisting``), so the followers' fsyncs run
+during its own.
+
+Per client session, a write waits (queued, its deadline running) while it is
+``session_results_max`` or more sequences ahead of the oldest unfinished write of its session:
+the state machine keeps only that many results per session and would refuse, after commit, a
+write overtaken by that many newer ones (a lost one retried late, say).
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +41,7 @@ from typing import Any
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
 from crdtstream.errors import CrdtStreamError, DecodeError, UnavailableError
+from crdtstream.raft.commands import result_body, result_from
 from crdtstream.raft.rawnode import RawNode, Status
 from crdtstream.raft.state_machine import (
     Command,
@@ -34,9 +49,7 @@ from crdtstream.raft.state_machine import (
     Result,
     StateMachine,
     decode_command,
-    decode_result,
     encode_command,
-    encode_result,
 )
 from crdtstream.raft.types import Ready, Role, decode_message, encode_message
 from crdtstream.raft.wal import DurableStorage, persist_ready
@@ -51,8 +64,18 @@ Completion = Callable[[Result | ReadAnswer | None, Exception | None], None]
 
 Send = Callable[[str, bytes], None]
 
+Session = tuple[str, int]
+"""A write's ``(client_id, sequence)``."""
+
 RETRY_TICKS = 5
 """A request not answered after this many ticks is sent again (same session, so idempotent)."""
+
+SESSION_RESULTS_MAX = StateMachine().session_results_max
+"""Results per session that a voter's state machine keeps (its default, which nodes use)."""
+
+FRAME_BYTES_MAX = 256 * 1024
+"""Batched requests or answers are split into frames of at most about this size, well under
+the transport's payload limit."""
 
 
 @dataclass(slots=True)
@@ -65,6 +88,9 @@ class _Request:
     retry_tick: int
     done: Completion
     read_index: int | None = None
+    session: Session | None = None
+    held: bool = False
+    """A write waiting for older writes of its session to finish before it is sent."""
 
 
 def _both(first: Completion, second: Completion) -> Completion:
@@ -75,9 +101,55 @@ def _both(first: Completion, second: Completion) -> Completion:
     return both
 
 
-def _session_of(data: bytes) -> tuple[str, int]:
-    command = decode_command(data)
-    return command.client_id, command.sequence
+class _SessionWindows:
+    """The unfinished writes of each client session, and which of them are held back.
+
+    A write may be sent while its sequence is less than the oldest unfinished sequence of its
+    session plus ``size``; the others wait until enough older ones finish (answered or
+    expired), which always happens by their deadlines.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._open: dict[str, set[int]] = {}
+        self._oldest: dict[str, list[int]] = {}  # a heap over _open, pruned when read
+        self._held: dict[str, list[int]] = {}  # a heap of held sequences, pruned the same way
+
+    def admit(self, session: Session) -> bool:
+        """Open a write; True when it may be sent now, False when it is held."""
+        client, sequence = session
+        self._open.setdefault(client, set()).add(sequence)
+        heapq.heappush(self._oldest.setdefault(client, []), sequence)
+        if sequence < self._oldest_open(client) + self.size:
+            return True
+        heapq.heappush(self._held.setdefault(client, []), sequence)
+        return False
+
+    def finish(self, session: Session) -> list[Session]:
+        """Close a write; returns the held writes that may be sent now."""
+        client, sequence = session
+        sequences = self._open.get(client)
+        if sequences is None or sequence not in sequences:
+            return []
+        sequences.discard(sequence)
+        if not sequences:
+            for table in (self._open, self._oldest, self._held):
+                table.pop(client, None)
+            return []
+        limit = self._oldest_open(client) + self.size
+        held = self._held.get(client, [])
+        released = []
+        while held and held[0] < limit:
+            candidate = heapq.heappop(held)
+            if candidate in sequences:
+                released.append((client, candidate))
+        return released
+
+    def _oldest_open(self, client: str) -> int:
+        heap, sequences = self._oldest[client], self._open[client]
+        while heap[0] not in sequences:
+            heapq.heappop(heap)
+        return heap[0]
 
 
 class StrongReplica:
@@ -102,11 +174,14 @@ class StrongReplica:
         self.raft_config = raft
         self._send = send
         self._tick = 0
-        self._writes: dict[tuple[str, int], _Request] = {}
+        self._writes: dict[Session, _Request] = {}
+        self._sessions_by_command: dict[bytes, Session] = {}
+        self._windows = _SessionWindows(self.machine.session_results_max)
+        self._unproposed: list[bytes] = []
         self._reads: dict[bytes, list[_Request]] = {}
         self._unsent_reads: list[_Request] = []
         self._next_read_context = 0
-        self._forwarded: dict[tuple[str, int], tuple[str, int]] = {}
+        self._answers: dict[str, list[list[Any]]] = {}
         self.counters: dict[str, int] = dict.fromkeys(
             ("writes_ok", "writes_failed", "reads_ok", "reads_failed", "malformed", "retries"), 0
         )
@@ -115,15 +190,21 @@ class StrongReplica:
 
     def submit(self, command: Command, timeout_ticks: int, done: Completion) -> None:
         """Propose ``command``; ``done`` runs once it is applied here or its deadline passes."""
-        data = encode_command(command)
         session = (command.client_id, command.sequence)
         previous = self._writes.get(session)
         if previous is not None:  # the same request again: keep one, answer both
             previous.done = _both(previous.done, done)
             return
+        data = encode_command(command)
         request = _Request(data, None, self._tick + timeout_ticks, self._tick, done)
+        request.session = session
         self._writes[session] = request
-        self._propose(request)
+        # Applied entries find their request by their bytes: no second decode of each command.
+        self._sessions_by_command[data] = session
+        if self._windows.admit(session):
+            self._propose(request)
+        else:
+            request.held = True
 
     def read(self, key: str, timeout_ticks: int, done: Completion) -> None:
         """A linearizable read of ``key`` (ReadIndex; reads waiting together share one round)."""
@@ -133,10 +214,29 @@ class StrongReplica:
     def _propose(self, request: _Request) -> None:
         assert request.data is not None
         request.retry_tick = self._tick + RETRY_TICKS
+        self._unproposed.append(request.data)
+
+    def _propose_batch(self) -> None:
+        if not self._unproposed:
+            return
+        batch, self._unproposed = self._unproposed, []
         # No leader (or too many uncommitted proposals): retried at retry_tick, by when an
         # election may have finished or the backlog drained; the deadline bounds the wait.
         with contextlib.suppress(UnavailableError):
-            self.raw.propose(request.data)
+            self.raw.propose_many(batch)
+
+    def _finish_write(
+        self, session: Session, answer: Result | None, error: Exception | None
+    ) -> None:
+        request = self._writes.pop(session)
+        assert request.data is not None
+        del self._sessions_by_command[request.data]
+        for released in self._windows.finish(session):
+            waiting = self._writes[released]
+            waiting.held = False
+            self._propose(waiting)
+        self.counters["writes_ok" if error is None else "writes_failed"] += 1
+        request.done(answer, error)
 
     def _issue_reads(self) -> None:
         if not self._unsent_reads:
@@ -157,10 +257,9 @@ class StrongReplica:
         self.raw.tick()
         for session, request in list(self._writes.items()):
             if self._tick >= request.deadline_tick:
-                del self._writes[session]
-                self.counters["writes_failed"] += 1
-                request.done(None, UnavailableError(self._unavailable_reason("write")))
-            elif self._tick >= request.retry_tick:
+                error = UnavailableError(self._unavailable_reason("write"))
+                self._finish_write(session, None, error)
+            elif not request.held and self._tick >= request.retry_tick:
                 self.counters["retries"] += 1
                 self._propose(request)
         for context, batch in list(self._reads.items()):
@@ -207,33 +306,59 @@ class StrongReplica:
             self.counters["malformed"] += 1
 
     def _serve_forwarded(self, source: str, payload: bytes) -> None:
-        request_id, data, key, timeout_ticks = wire.decode_as(
-            payload, wire.Tag.STRONG_REQUEST, _forwarded_from
-        )
+        rows = wire.decode_as(payload, wire.Tag.STRONG_REQUEST, _rows_from)
+        for row in rows:  # one bad request is counted; the others in its frame are served
+            try:
+                request_id, data, key, timeout_ticks = wire.build_checked(row, _forwarded_from)
+                answer = self._answer_to(source, request_id)
+                if data is not None:
+                    self.submit(decode_command(data), timeout_ticks, answer)
+                else:
+                    assert key is not None
+                    self.read(key, timeout_ticks, answer)
+            except DecodeError:
+                self.counters["malformed"] += 1
 
+    def _answer_to(self, source: str, request_id: int) -> Completion:
         def answer(result: Result | ReadAnswer | None, error: Exception | None) -> None:
-            self._send(source, _encode_response(request_id, result, error))
+            row = _response_row(request_id, result, error)
+            self._answers.setdefault(source, []).append(row)
 
-        if data is not None:
-            self.submit(decode_command(data), timeout_ticks, answer)
-        else:
-            assert key is not None
-            self.read(key, timeout_ticks, answer)
+        return answer
+
+    def _send_answers(self) -> None:
+        if not self._answers:
+            return
+        answers, self._answers = self._answers, {}
+        leader = self.raw.soft_state().leader
+        for destination, rows in answers.items():
+            for frame in _frames(wire.Tag.STRONG_RESPONSE, rows, lambda part: [leader, part]):
+                self._send(destination, frame)
 
     # -- the Ready loop --
 
     def process_ready(self) -> None:
-        """Persist, then send, then apply, then advance, until nothing is ready."""
+        """Persist, then send, then apply, then advance, until nothing is ready; then answer
+        the requests forwarded by other nodes, one frame per node."""
         self._issue_reads()
+        self._propose_batch()
         while self.raw.has_ready():
             ready = self.raw.ready()
-            persist_ready(self.storage, ready)
-            for message in ready.messages:
-                if message.to is not None:
-                    self._send(message.to, encode_message(message))
+            if ready.send_while_persisting:
+                self._send_messages(ready)
+                persist_ready(self.storage, ready)
+            else:
+                persist_ready(self.storage, ready)
+                self._send_messages(ready)
             self._apply(ready)
             self.raw.advance(ready)
             self._serve_reads()
+        self._send_answers()
+
+    def _send_messages(self, ready: Ready) -> None:
+        for message in ready.messages:
+            if message.to is not None:
+                self._send(message.to, encode_message(message))
 
     def _apply(self, ready: Ready) -> None:
         if ready.snapshot is not None and not ready.snapshot.is_empty():
@@ -242,16 +367,9 @@ class StrongReplica:
             if entry.index <= self.machine.applied_index:
                 continue
             result = self.machine.apply_entry(entry)
-            if result is None:
-                continue
-            try:
-                session = _session_of(entry.data)
-            except DecodeError:
-                continue
-            request = self._writes.pop(session, None)
-            if request is not None:
-                self.counters["writes_ok"] += 1
-                request.done(result, None)
+            session = None if result is None else self._sessions_by_command.get(entry.data)
+            if session is not None:
+                self._finish_write(session, result, None)
         for state in ready.read_states:
             for request in self._reads.get(state.request_ctx, []):
                 request.read_index = state.index
@@ -260,10 +378,13 @@ class StrongReplica:
     def _serve_reads(self) -> None:
         applied = self.machine.applied_index
         for context, batch in list(self._reads.items()):
-            ready = [r for r in batch if r.read_index is not None and r.read_index <= applied]
+            ready: list[_Request] = []
+            remaining: list[_Request] = []
+            for request in batch:
+                index = request.read_index
+                (ready if index is not None and index <= applied else remaining).append(request)
             if not ready:
                 continue
-            remaining = [r for r in batch if r not in ready]
             if remaining:
                 self._reads[context] = remaining
             else:
@@ -291,13 +412,19 @@ class StrongReplica:
     @property
     def is_leader(self) -> bool:
         """Whether this replica currently leads."""
-        return self.raw.status().role is Role.LEADER
+        return self.raw.soft_state().role is Role.LEADER
 
     @property
     def pending(self) -> int:
         """Requests still waiting."""
         reads = sum(len(batch) for batch in self._reads.values()) + len(self._unsent_reads)
         return len(self._writes) + reads
+
+
+def _rows_from(body: Any) -> list[Any]:
+    if not isinstance(body, list):
+        raise TypeError("a batch of strong requests is an array")
+    return body
 
 
 def _forwarded_from(body: Any) -> tuple[int, bytes | None, str | None, int]:
@@ -313,18 +440,23 @@ def _forwarded_from(body: Any) -> tuple[int, bytes | None, str | None, int]:
     return request_id, data, key, timeout_ticks
 
 
-def _encode_response(
+def _response_row(
     request_id: int, answer: Result | ReadAnswer | None, error: Exception | None
-) -> bytes:
+) -> list[Any]:
     if error is not None:
-        body: list[Any] = [request_id, "error", str(error)]
-    elif isinstance(answer, Result):
-        body = [request_id, "result", encode_result(answer)]
-    elif answer is None:
-        body = [request_id, "read", None]
-    else:
-        body = [request_id, "read", [answer.kind, [list(w) for w in answer.windows]]]
-    return wire.encode(wire.Tag.STRONG_RESPONSE, body)
+        return [request_id, "error", str(error)]
+    if isinstance(answer, Result):
+        return [request_id, "result", result_body(answer)]
+    if answer is None:
+        return [request_id, "read", None]
+    return [request_id, "read", [answer.kind, [list(w) for w in answer.windows]]]
+
+
+def _answers_from(body: Any) -> tuple[str | None, list[Any]]:
+    leader, rows = body
+    if leader is not None and not isinstance(leader, str):
+        raise TypeError("the leader of a strong response is a node id or nil")
+    return leader, _rows_from(rows)
 
 
 def _response_from(body: Any) -> tuple[int, Result | ReadAnswer | None, Exception | None]:
@@ -334,7 +466,7 @@ def _response_from(body: Any) -> tuple[int, Result | ReadAnswer | None, Exceptio
     if kind == "error":
         return request_id, None, UnavailableError(str(payload))
     if kind == "result":
-        return request_id, decode_result(payload), None
+        return request_id, result_from(payload), None
     if kind == "read":
         if payload is None:
             return request_id, None, None
@@ -343,10 +475,26 @@ def _response_from(body: Any) -> tuple[int, Result | ReadAnswer | None, Exceptio
     raise ValueError(f"unknown response kind {kind!r}")
 
 
+def _frames(tag: wire.Tag, rows: list[Any], wrap: Callable[[list[Any]], Any]) -> list[bytes]:
+    """``rows`` in frames of ``tag`` (body ``wrap(rows)``), halved until each fits
+    :data:`FRAME_BYTES_MAX` (a single row goes alone whatever its size)."""
+    frame = wire.encode(tag, wrap(rows))
+    if len(frame) <= FRAME_BYTES_MAX or len(rows) == 1:
+        return [frame]
+    middle = len(rows) // 2
+    return _frames(tag, rows[:middle], wrap) + _frames(tag, rows[middle:], wrap)
+
+
 class StrongClient:
     """Strong operations for a node outside the voter set: forwarded to voters, retried."""
 
-    def __init__(self, voters: Sequence[str], rng: random.Random, send: Send) -> None:
+    def __init__(
+        self,
+        voters: Sequence[str],
+        rng: random.Random,
+        send: Send,
+        session_results_max: int = SESSION_RESULTS_MAX,
+    ) -> None:
         if not voters:
             raise ValueError("a strong client needs at least one voter")
         self.voters = list(voters)
@@ -355,63 +503,111 @@ class StrongClient:
         self._tick = 0
         self._next_id = 0
         self._requests: dict[int, tuple[_Request, int]] = {}
+        self._unsent: list[int] = []
+        self._leader: str | None = None
+        self._windows = _SessionWindows(session_results_max)
+        self._held: dict[Session, int] = {}
         self.counters: dict[str, int] = dict.fromkeys(("answered", "failed", "malformed"), 0)
 
     def submit(self, command: Command, timeout_ticks: int, done: Completion) -> None:
-        """Forward a write to a voter."""
-        self._start(_Request(encode_command(command), None, 0, 0, done), timeout_ticks)
+        """Forward a write to a voter (held back while too far ahead of its session)."""
+        request = _Request(encode_command(command), None, 0, 0, done)
+        request.session = (command.client_id, command.sequence)
+        request_id = self._start(request, timeout_ticks)
+        if self._windows.admit(request.session):
+            self._forward(request_id)
+        else:
+            request.held = True
+            self._held[request.session] = request_id
 
     def read(self, key: str, timeout_ticks: int, done: Completion) -> None:
         """Forward a linearizable read to a voter."""
-        self._start(_Request(None, key, 0, 0, done), timeout_ticks)
+        request = _Request(None, key, 0, 0, done)
+        self._forward(self._start(request, timeout_ticks))
 
-    def _start(self, request: _Request, timeout_ticks: int) -> None:
+    def _start(self, request: _Request, timeout_ticks: int) -> int:
         request.deadline_tick = self._tick + timeout_ticks
         request_id = self._next_id
         self._next_id += 1
         self._requests[request_id] = (request, timeout_ticks)
-        self._forward(request_id)
+        return request_id
 
     def _forward(self, request_id: int) -> None:
-        request, timeout_ticks = self._requests[request_id]
-        request.retry_tick = self._tick + RETRY_TICKS * 2
-        remaining = max(1, request.deadline_tick - self._tick)
-        body = [request_id, request.data, request.key, min(timeout_ticks, remaining)]
-        voter = self.voters[self._rng.randrange(len(self.voters))]
-        self._send(voter, wire.encode(wire.Tag.STRONG_REQUEST, body))
+        """Send at the end of this pump, with every other request of the pump."""
+        self._requests[request_id][0].retry_tick = self._tick + RETRY_TICKS * 2
+        self._unsent.append(request_id)
+
+    def _finish(
+        self, request_id: int, answer: Result | ReadAnswer | None, error: Exception | None
+    ) -> None:
+        request, _ = self._requests.pop(request_id)
+        if request.session is not None:
+            self._held.pop(request.session, None)
+            for released in self._windows.finish(request.session):
+                waiting_id = self._held.pop(released, None)
+                if waiting_id is not None and waiting_id in self._requests:
+                    self._requests[waiting_id][0].held = False
+                    self._forward(waiting_id)
+        self.counters["failed" if error is not None else "answered"] += 1
+        request.done(answer, error)
 
     def tick(self) -> None:
         """Retry unanswered requests at another voter; fail those past their deadline."""
         self._tick += 1
         for request_id, (request, _) in list(self._requests.items()):
             if self._tick >= request.deadline_tick:
-                del self._requests[request_id]
-                self.counters["failed"] += 1
-                request.done(None, UnavailableError("strong request timed out at every voter"))
-            elif self._tick >= request.retry_tick:
+                self._finish(
+                    request_id, None, UnavailableError("strong request timed out at every voter")
+                )
+            elif not request.held and self._tick >= request.retry_tick:
+                self._leader = None  # no answer: the leader we knew may be gone
                 self._forward(request_id)
 
     def step(self, source: str, payload: bytes) -> None:
-        """Handle a voter's answer."""
+        """Handle a voter's answers; learn the leader it names."""
         try:
-            request_id, answer, error = wire.decode_as(
-                payload, wire.Tag.STRONG_RESPONSE, _response_from
-            )
+            leader, rows = wire.decode_as(payload, wire.Tag.STRONG_RESPONSE, _answers_from)
         except DecodeError:
             self.counters["malformed"] += 1
             return
-        entry = self._requests.pop(request_id, None)
-        if entry is None:
-            return  # answered already (a retry's duplicate)
-        if error is not None and self._tick < entry[0].deadline_tick:
-            self._requests[request_id] = entry  # that voter gave up early: try another
-            self._forward(request_id)
-            return
-        self.counters["answered"] += 1
-        entry[0].done(answer, error)
+        if leader in self.voters:
+            self._leader = leader
+        elif source == self._leader:
+            self._leader = None  # our leader no longer knows one
+        for row in rows:
+            try:
+                request_id, answer, error = wire.build_checked(row, _response_from)
+            except DecodeError:
+                self.counters["malformed"] += 1
+                continue
+            entry = self._requests.get(request_id)
+            if entry is None:
+                continue  # answered already (a retry's duplicate)
+            if error is not None and self._tick < entry[0].deadline_tick:
+                self._forward(request_id)  # that voter gave up early: try another
+                continue
+            self._finish(request_id, answer, error)
 
     def process_ready(self) -> None:
-        """Nothing to persist: a client holds no Raft state."""
+        """Send this pump's requests in one frame, to the leader when it is known."""
+        if not self._unsent:
+            return
+        unsent, self._unsent = self._unsent, []
+        rows = []
+        for request_id in dict.fromkeys(unsent):  # a retry may repeat an id within a pump
+            entry = self._requests.get(request_id)
+            if entry is None:
+                continue
+            request, timeout_ticks = entry
+            remaining = max(1, request.deadline_tick - self._tick)
+            rows.append([request_id, request.data, request.key, min(timeout_ticks, remaining)])
+        if not rows:
+            return
+        voter = self._leader
+        if voter is None:
+            voter = self.voters[self._rng.randrange(len(self.voters))]
+        for frame in _frames(wire.Tag.STRONG_REQUEST, rows, lambda part: part):
+            self._send(voter, frame)
 
 
 def voter_ids(voters: Mapping[str, str]) -> list[str]:

@@ -144,3 +144,35 @@ def test_an_isolated_leader_fails_writes_and_the_majority_carries_on() -> None:
     view = outcomes.answers["healed-read"]
     # The stranded write may or may not have been applied (it timed out): 2 or 3, never less.
     assert [w[2] for w in view.windows] in ([2], [3])  # type: ignore[attr-defined]
+
+
+def test_a_session_never_runs_so_far_ahead_that_a_late_write_is_refused() -> None:
+    """A lost write retried after many newer writes of its session committed must still apply:
+    the driver holds back writes that are ``session_results_max`` ahead of the oldest open one,
+    or the state machine, which keeps that many results per session, would refuse it."""
+    seed = 4
+    cluster = StrongCluster(seed, [*VOTERS, "d"])
+    cluster.run(2_000)
+    assert cluster.leader() is not None, f"seed={seed}"
+    client = cluster.nodes["d"]
+    outcomes = Outcomes()
+    cut = frozenset(("d", voter) for voter in VOTERS)
+    cluster.network.set_faults(FaultOptions(blocked_links=cut))
+    client.submit_strong(
+        client.new_command("quota.window", "counter", "add", 1), outcomes.recorder("w0")
+    )
+    cluster.run(3 * STEP_MS)  # the first write is lost on the way; it is retried later
+    cluster.network.set_faults(FaultOptions())
+    writes = 150
+    for index in range(1, writes):
+        command = client.new_command("quota.window", "counter", "add", 1)
+        client.submit_strong(command, outcomes.recorder(f"w{index}"))
+    cluster.run(3_000)
+    assert outcomes.errors == {}, f"seed={seed}"
+    refused = {name: r for name, r in outcomes.answers.items() if not r.ok}  # type: ignore[attr-defined]
+    assert refused == {}, f"seed={seed}"
+    assert len(outcomes.answers) == writes, f"seed={seed}"
+    client.read_strong("quota.window", outcomes.recorder("read"))
+    cluster.run(1_000)
+    view = outcomes.answers["read"]
+    assert [w[2] for w in view.windows] == [writes], f"seed={seed}"  # type: ignore[attr-defined]
