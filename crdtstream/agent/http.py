@@ -16,8 +16,23 @@ from crdtstream.node import Node
 
 __all__ = ["OP_KINDS", "build_app", "json_value"]
 
-OP_KINDS = {"add": "counter", "set": "gauge", "observe": "distribution", "insert": "set"}
+OP_KINDS = {
+    "add": "counter",
+    "set": "gauge",
+    "observe": "distribution",
+    "insert": "set",
+    "remove": "set",
+}
 """The kind a new key gets from the first operation written to it over HTTP."""
+
+OP_ACCEPTING_KINDS = {
+    "add": ("counter",),
+    "set": ("gauge",),
+    "observe": ("distribution", "max", "min"),
+    "insert": ("set", "distinct"),
+    "remove": ("set",),
+}
+"""The kinds each operation applies to; an operation on a key of another kind is a 409."""
 
 MAX_BODY_BYTES = 1 << 20
 QUANTILES = (0.5, 0.9, 0.99)
@@ -141,9 +156,13 @@ def build_app(node: Node) -> web.Application:
             return await _write_strong(node, key, body)
         if mode != "eventual":
             return _error(501, f"mode {mode!r} is not served")
-        kind = node.kind_of(key) or OP_KINDS.get(op)
-        if kind is None:
-            return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_KINDS)}")
+        if op not in OP_ACCEPTING_KINDS:
+            return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_ACCEPTING_KINDS)}")
+        kind = node.kind_of(key) or OP_KINDS[op]
+        if kind not in OP_ACCEPTING_KINDS[op]:
+            return _error(
+                409, f"key {key!r} is a {kind}; {op!r} applies to {OP_ACCEPTING_KINDS[op]}"
+            )
         try:
             if op == "remove":
                 removed = node.remove(key, value)

@@ -1,0 +1,124 @@
+"""The agent's HTTP API against a real single-voter node on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from crdtstream.agent.http import build_app
+from crdtstream.clock import SystemClock
+from crdtstream.config import PolicyRule, RaftConfig
+from crdtstream.node import Node, NodeConfig, PeerAddress
+from transports.zeromq import ZmqTransport
+
+pytestmark = [pytest.mark.timeout(60)]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+Scenario = Callable[[TestClient], Awaitable[None]]  # type: ignore[type-arg]
+
+
+async def _with_client(scenario: Scenario) -> None:
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    config = NodeConfig(
+        node_id="solo",
+        listen_address=address,
+        raft=RaftConfig(tick_ms=10),
+        raft_voters=(PeerAddress("solo", address),),
+        policy=(PolicyRule("quota.*", "strong"), PolicyRule("q.*", "quorum")),
+        strong_timeout_ms=3_000,
+    )
+    node = Node(config, ZmqTransport("solo", address), SystemClock(), random.Random(1))
+    stop = asyncio.Event()
+    task = asyncio.create_task(node.run(stop))
+    client = TestClient(TestServer(build_app(node)))
+    await client.start_server()
+    try:
+        await scenario(client)
+    finally:
+        await client.close()
+        stop.set()
+        await task
+
+
+def run(scenario: Scenario) -> None:
+    """Run one scenario against a fresh node and HTTP server."""
+    asyncio.run(_with_client(scenario))
+
+
+def _url(key: str) -> str:
+    return f"/v1/keys/{quote(key, safe='')}"
+
+
+async def _statsd_ingest_then_read(client: TestClient) -> None:  # type: ignore[type-arg]
+    response = await client.post("/v1/ingest", data=b"hits:2|c|#env:prod\nhits:3|c|#env:prod\nbad")
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["accepted"] == 2
+    assert answer["rejected"] == 1
+    read = await (await client.get(_url("hits#env:prod"))).json()
+    assert read["kind"] == "counter"
+    assert read["mode"] == "eventual"
+    assert sum(window["value"] for window in read["windows"]) == 5
+
+
+async def _eventual_writes_and_errors(client: TestClient) -> None:  # type: ignore[type-arg]
+    ok = await client.post(_url("latency"), json={"op": "observe", "value": 12.5})
+    assert ok.status == 200
+    read = await (await client.get(_url("latency"))).json()
+    assert read["kind"] == "distribution"
+    assert read["windows"][0]["value"]["count"] == 1
+    conflict = await client.post(_url("latency"), json={"op": "add", "value": 1})
+    assert conflict.status == 409
+    assert (await client.post(_url("x"), data=b"not json")).status == 400
+    assert (await client.post(_url("x"), json={"op": "explode", "value": 1})).status == 400
+    assert (await client.get(_url("never-written"))).status == 404
+
+
+async def _strong_conditional_adds_stop_at_the_limit(client: TestClient) -> None:  # type: ignore[type-arg]
+    applied = []
+    for _ in range(5):
+        response = await client.post(
+            _url("quota.api"), json={"op": "conditional_add", "value": 1, "limit": 3}
+        )
+        assert response.status == 200, await response.text()
+        applied.append((await response.json())["applied"])
+    assert applied == [True, True, True, False, False]
+    read = await (await client.get(_url("quota.api"))).json()
+    assert read["mode"] == "strong"
+    assert sum(window["value"] for window in read["windows"]) == 3
+
+
+async def _quorum_mode_is_refused_and_status_reports(client: TestClient) -> None:  # type: ignore[type-arg]
+    assert (await client.post(_url("q.x"), json={"op": "add", "value": 1})).status == 501
+    status = await (await client.get("/v1/status")).json()
+    assert status["node_id"] == "solo"
+    assert status["raft"]["voters"] == ["solo"]
+
+
+def test_statsd_ingest_then_read() -> None:
+    run(_statsd_ingest_then_read)
+
+
+def test_eventual_writes_and_errors() -> None:
+    run(_eventual_writes_and_errors)
+
+
+def test_strong_conditional_adds_stop_at_the_limit() -> None:
+    run(_strong_conditional_adds_stop_at_the_limit)
+
+
+def test_quorum_mode_is_refused_and_status_reports() -> None:
+    run(_quorum_mode_is_refused_and_status_reports)
