@@ -144,11 +144,17 @@ def ordered(fast: Columns, slow: Columns) -> Columns:
 
 
 def kind_batch(columns: Columns, names: npt.NDArray[np.object_]) -> KindBatch | None:
-    """The batch of these rows, with only the keys they use (``names`` indexed by key id);
-    None when there are no rows."""
+    """The batch of these rows, with only the keys they use (``names`` indexed by key id, the
+    key catalogue's strings passed on as they are); None when there are no rows."""
     if columns.line.shape[0] == 0:
         return None
-    distinct, key_index = dense_index(columns.key_id, names.shape[0])
+    key_id = columns.key_id
+    if names.shape[0] <= 4 * key_id.shape[0] + (1 << 16):
+        distinct, key_index = dense_index(key_id, names.shape[0])
+    else:
+        # Few rows over a large catalogue: sorting the rows beats a pass over every key.
+        distinct, key_index = np.unique(key_id, return_inverse=True)
+        key_index = key_index.astype(np.int64).reshape(-1)
     return KindBatch(
         key_names=names[distinct].tolist(),
         key_index=key_index,

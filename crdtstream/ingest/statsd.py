@@ -34,6 +34,7 @@ from crdtstream.ingest._assemble import (
     kind_batch,
     ordered,
 )
+from crdtstream.ingest._catalogue import KeyCatalogue
 from crdtstream.ingest._intern import SegmentInterner, group_rows
 from crdtstream.ingest._numbers import Decimals, parse_decimals
 from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, scan
@@ -69,6 +70,9 @@ _MAX_VECTOR_MEMBER_BYTES = 256
 _CACHE_ENTRIES = 1 << 15
 _cached_canonical_name = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_name)
 _cached_canonical_tags = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_tags)
+# Keys live on across batches (bounded), so a known key costs no string work and reaches the
+# store as the same string object, its hash already computed.
+_CATALOGUE = KeyCatalogue()
 
 
 def _join(datagrams: bytes | bytearray | memoryview | Sequence[bytes]) -> bytes:
@@ -93,15 +97,16 @@ def parse(
     rate = _rates(buffer, layout, simple)
     timestamp_ms = _timestamps(buffer, layout, simple, now_ms)
     numeric_rows, member_rows = _value_rows(data, buffer, layout, simple)
-    key_names: list[str] = []
     errors: dict[str, int] = {}
-    key_id = _intern_keys(data, buffer, layout, simple, key_names, errors)
+    with _CATALOGUE.lock:
+        _CATALOGUE.start_afresh_if_full()
+        key_id = _intern_keys(data, buffer, layout, simple, errors)
+        fallback = _parse_fallback(data, layout, simple, now_ms, max_line_bytes, errors)
+        fallback_keys = list(dict.fromkeys(parsed.key for parsed in fallback.values()))
+        ids = _CATALOGUE.key_ids(fallback_keys).tolist()
+        key_table = dict(zip(fallback_keys, ids, strict=True))
+        names = _CATALOGUE.names()
     lines = Lines(layout, simple & (key_id >= 0), rate, timestamp_ms, key_id)
-    fallback = _parse_fallback(data, layout, simple, now_ms, max_line_bytes, errors)
-    key_table = {name: index for index, name in enumerate(key_names)} if fallback else {}
-    for parsed in fallback.values():
-        key_table.setdefault(parsed.key, len(key_table))
-    names = np.array(list(key_table) if fallback else key_names, dtype=object)
     batches: dict[Kind, KindBatch] = {}
     for kind_index, kind in enumerate(KINDS):
         rows = member_rows if kind == "distinct" else numeric_rows
@@ -205,10 +210,9 @@ def _intern_keys(
     buffer: npt.NDArray[np.uint8],
     layout: Layout,
     simple: BoolArray,
-    key_names: list[str],
     errors: dict[str, int],
 ) -> Int64Array:
-    """Index into ``key_names`` (which it fills) of every simple line's key: -1 elsewhere, and
+    """Catalogue id of every simple line's key: -1 elsewhere, and
     where the name or tags are rejected (those lines are counted in ``errors``). Names and tag
     lists are interned apart and each distinct one is canonicalised once."""
     key_id = np.full(simple.shape[0], -1, dtype=np.int64)
@@ -237,7 +241,7 @@ def _intern_keys(
     for code in np.flatnonzero(counted).tolist():
         errors[REASONS[code]] = errors.get(REASONS[code], 0) + int(counted[code])
     good = np.flatnonzero(~collided & (reason < 0))
-    key_id[lines[good]] = _join_pairs(names, tags, tagged, good, key_names)
+    key_id[lines[good]] = _join_pairs(names, tags, tagged, good)
     return key_id
 
 
@@ -246,29 +250,30 @@ def _join_pairs(
     tags: _Canonical,
     tagged: Int64Array,
     good: Int64Array,
-    key_names: list[str],
 ) -> Int64Array:
-    """Key index of each ``good`` row: one canonical key per distinct (name, tag text) pair,
-    appended to ``key_names``. Rows index ``names``; ``tagged`` rows also index ``tags``."""
+    """Catalogue key id of each ``good`` row: one canonical key per distinct (name, tag text)
+    pair. Rows index ``names``; ``tagged`` rows also index ``tags``."""
     # Raw tag lists that sort to the same text (``b,a`` and ``a,b``) share one canonical id.
     tag_text_ids: dict[str, int] = {}
     canonical_tag = [tag_text_ids.setdefault(text, len(tag_text_ids)) for text in tags.texts]
-    suffixes = np.array(["", *("#" + text for text in tag_text_ids)], dtype=object)
+    tag_count = len(tag_text_ids) + 1  # 0: no tags
     tags_id = np.zeros(names.inverse.shape[0], dtype=np.int64)
     tags_id[tagged] = np.array(canonical_tag, dtype=np.int64)[tags.inverse] + 1
-    pair = names.inverse[good] * suffixes.shape[0] + tags_id[good]
-    pair_count = len(names.texts) * suffixes.shape[0]
+    pair = names.inverse[good] * tag_count + tags_id[good]
+    pair_count = len(names.texts) * tag_count
     if pair_count <= 4 * pair.shape[0] + (1 << 16):
         distinct_pairs, pair_inverse = dense_index(pair, pair_count)  # no sort needed
     else:
         pair_inverse, pair_rows = group_rows(pair)
         distinct_pairs = pair[pair_rows]
-    name_of, suffix_of = np.divmod(distinct_pairs, suffixes.shape[0])
-    # One C-level string addition per distinct key, no Python loop over keys.
-    names_text = np.array(names.texts, dtype=object)
-    first_index = len(key_names)
-    key_names.extend((names_text[name_of] + suffixes[suffix_of]).tolist())
-    return pair_inverse + first_index
+    name_of, tags_of = np.divmod(distinct_pairs, tag_count)
+    # Only names and tag lists that some good row uses enter the catalogue.
+    used_names, name_index = dense_index(name_of, len(names.texts))
+    name_ids = _CATALOGUE.name_ids([names.texts[i] for i in used_names.tolist()])
+    tags_ids = np.zeros(tag_count, dtype=np.int64)
+    tags_ids[1:] = _CATALOGUE.tags_ids(list(tag_text_ids))
+    keys = _CATALOGUE.pair_keys(name_ids[name_index], tags_ids[tags_of])
+    return keys[pair_inverse]
 
 
 @dataclass(slots=True)

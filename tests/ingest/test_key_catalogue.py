@@ -1,0 +1,65 @@
+"""The parser's key catalogue: stable ids and string objects across batches, one id per key text
+however it was reached, and a bounded size that starts afresh without changing any result."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from bench._statsd import statsd_workload
+from crdtstream.ingest import parse, parse_reference, statsd
+from crdtstream.ingest._catalogue import KeyCatalogue
+
+NOW_MS = 1_700_000_000_000
+
+
+def test_pairs_and_texts_share_one_id_per_key() -> None:
+    catalogue = KeyCatalogue()
+    name_ids = catalogue.name_ids(["a.b", "c"])
+    tags_ids = catalogue.tags_ids(["env:x", ""])
+    keys = catalogue.pair_keys(
+        np.array([name_ids[0], name_ids[1], name_ids[0], name_ids[1]]),
+        np.array([0, tags_ids[0], tags_ids[1], 0]),
+    )
+    names = catalogue.names()
+    assert names[keys].tolist() == ["a.b", "c#env:x", "a.b#", "c"]
+    # The per-line parser's keys arrive as text: they must find the same ids.
+    assert catalogue.key_ids(["c#env:x", "new", "a.b"]).tolist() == [keys[1], 4, keys[0]]
+    again = catalogue.pair_keys(np.array([name_ids[1]]), np.array([tags_ids[0]]))
+    assert again.tolist() == [keys[1]]
+    assert catalogue.names()[again[0]] is names[keys[1]]
+
+
+def test_a_full_catalogue_starts_afresh() -> None:
+    catalogue = KeyCatalogue(max_keys=2)
+    catalogue.key_ids(["a", "b", "c"])
+    kept = catalogue.names()
+    catalogue.start_afresh_if_full()
+    assert len(catalogue) == 0
+    assert catalogue.key_ids(["c"]).tolist() == [0]
+    assert kept.tolist() == ["a", "b", "c"]  # a view handed out earlier is untouched
+    with pytest.raises(ValueError, match="max_keys"):
+        KeyCatalogue(max_keys=0)
+
+
+def test_keys_are_the_same_objects_batch_after_batch() -> None:
+    workload = statsd_workload(400, 5)
+    first = parse(workload, NOW_MS).batches["counter"]
+    second = parse(workload, NOW_MS).batches["counter"]
+    by_name = {name: name for name in first.key_names}
+    assert all(by_name[name] is name for name in second.key_names)
+
+
+def test_results_agree_with_the_oracle_across_catalogue_resets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A tiny bound makes almost every batch start the catalogue afresh.
+    monkeypatch.setattr(statsd, "_CATALOGUE", KeyCatalogue(max_keys=7))
+    for seed in range(4):
+        chooser = random.Random(seed)
+        workload = statsd_workload(600, seed)
+        for start in range(0, len(workload), 4):
+            part = workload[start : start + chooser.randrange(1, 6)]
+            assert parse(part, NOW_MS) == parse_reference(part, NOW_MS), f"seed={seed}"
