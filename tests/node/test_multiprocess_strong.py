@@ -52,6 +52,16 @@ def voters(tmp_path: Path) -> Iterator[list[Agent]]:
         yield started
 
 
+def _wait_for_leader(agents: list[Agent], deadline_s: float = 20.0) -> Agent:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        leader = _leader(agents)
+        if leader is not None:
+            return leader
+        time.sleep(0.1)
+    raise AssertionError(f"no leader elected within {deadline_s} s")
+
+
 def _leader(agents: list[Agent]) -> Agent | None:
     for agent in agents:
         try:
@@ -129,10 +139,7 @@ def _client(
 
 
 def test_history_stays_linearizable_across_a_leader_kill(voters: list[Agent]) -> None:
-    deadline = time.monotonic() + 20
-    while _leader(voters) is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _leader(voters) is not None, "no leader elected"
+    _wait_for_leader(voters)
     recorder = SharedRecorder()
     stop = threading.Event()
     threads = [
@@ -143,8 +150,7 @@ def test_history_stays_linearizable_across_a_leader_kill(voters: list[Agent]) ->
         thread.start()
     try:
         time.sleep(LOAD_SECONDS / 2)
-        victim = _leader(voters)
-        assert victim is not None
+        victim = _wait_for_leader(voters)  # an election may be under way at this instant
         victim.kill()
         time.sleep(1.5)
         victim.start()
