@@ -5,6 +5,7 @@ The public library surface is re-exported here; ``tests/test_exported_members.py
 
 from __future__ import annotations
 
+from crdtstream.config import WindowConfig
 from crdtstream.crdt import (
     Distribution,
     GCounter,
@@ -30,6 +31,16 @@ from crdtstream.errors import (
     TransportError,
     UnavailableError,
 )
+from crdtstream.node import Node, NodeConfig, PeerAddress
+from crdtstream.transport import Packet, Transport, TransportStats
+from crdtstream.window import (
+    Hopping,
+    IngestResult,
+    StoreDelta,
+    Tumbling,
+    WindowStore,
+    WindowValue,
+)
 
 __version__ = "0.1.0"
 
@@ -40,20 +51,33 @@ __all__ = [
     "Distribution",
     "GCounter",
     "GSet",
+    "Hopping",
     "HyperLogLog",
+    "IngestResult",
     "KindConflictError",
     "LWWRegister",
     "MaxRegister",
     "MergeError",
     "MinRegister",
+    "Node",
+    "NodeConfig",
     "NotLeaderError",
     "ORSet",
     "PNCounter",
+    "Packet",
     "PayloadTooLargeError",
+    "PeerAddress",
     "PeerUnknownError",
     "StorageError",
+    "StoreDelta",
+    "Transport",
     "TransportClosedError",
     "TransportError",
+    "TransportStats",
+    "Tumbling",
     "UnavailableError",
+    "WindowConfig",
+    "WindowStore",
+    "WindowValue",
     "__version__",
 ]
