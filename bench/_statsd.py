@@ -97,6 +97,8 @@ def _parse_and_ingest(batches: Sequence[list[bytes]], store: Any) -> None:
                 rows.timestamps_ms,
                 weights=rows.weights,
                 relative=rows.relative,
+                key_ids=rows.key_ids,
+                key_space=rows.key_space,
             )
 
 

@@ -143,9 +143,12 @@ def ordered(fast: Columns, slow: Columns) -> Columns:
     )
 
 
-def kind_batch(columns: Columns, names: npt.NDArray[np.object_]) -> KindBatch | None:
+def kind_batch(
+    columns: Columns, names: npt.NDArray[np.object_], key_space: object
+) -> KindBatch | None:
     """The batch of these rows, with only the keys they use (``names`` indexed by key id, the
-    key catalogue's strings passed on as they are); None when there are no rows."""
+    key catalogue's strings passed on as they are, with their ids in the numbering
+    ``key_space``); None when there are no rows."""
     if columns.line.shape[0] == 0:
         return None
     key_id = columns.key_id
@@ -154,7 +157,7 @@ def kind_batch(columns: Columns, names: npt.NDArray[np.object_]) -> KindBatch | 
     else:
         # Few rows over a large catalogue: sorting the rows beats a pass over every key.
         distinct, key_index = np.unique(key_id, return_inverse=True)
-        key_index = key_index.astype(np.int64).reshape(-1)
+        distinct, key_index = distinct.astype(np.int64), key_index.astype(np.int64).reshape(-1)
     return KindBatch(
         key_names=names[distinct].tolist(),
         key_index=key_index,
@@ -162,4 +165,6 @@ def kind_batch(columns: Columns, names: npt.NDArray[np.object_]) -> KindBatch | 
         timestamps_ms=columns.timestamps_ms,
         weights=columns.weights,
         relative=columns.relative,
+        key_ids=distinct,
+        key_space=key_space,
     )

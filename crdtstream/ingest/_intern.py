@@ -14,7 +14,7 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Interned", "SegmentInterner", "byte_words", "group_rows"]
+__all__ = ["Interned", "SegmentInterner", "byte_words", "group_hashes", "group_rows"]
 
 Int64Array = npt.NDArray[np.int64]
 UInt64Array = npt.NDArray[np.uint64]
@@ -43,7 +43,7 @@ class SegmentInterner:
             return Interned(empty, empty, np.zeros(0, dtype=np.bool_))
         lengths = ends - starts
         chunks = _Chunks(self.words, starts, lengths)
-        inverse, representatives = group_rows(chunks.hash(lengths))
+        inverse, representatives = group_hashes(chunks.hash(lengths))
         peer = representatives[inverse]
         same = (lengths == lengths[peer]) & chunks.equal_to(peer)
         return Interned(representatives, inverse, ~same)
@@ -58,6 +58,33 @@ def group_rows(values: UInt64Array | Int64Array) -> tuple[Int64Array, Int64Array
     representatives = np.empty(distinct.shape[0], dtype=np.int64)
     representatives[inverse] = np.arange(inverse.shape[0], dtype=np.int64)
     return inverse, representatives
+
+
+def group_hashes(hashes: UInt64Array) -> tuple[Int64Array, Int64Array]:
+    """:func:`group_rows` for well-mixed 64-bit hashes, without sorting: every row is scattered
+    into a table slot chosen by its top bits, and a row whose slot holds its own hash joins the
+    row that won the slot. The few rows that lost their slot to another hash are grouped by
+    sorting (no row with their hash won a slot, since equal hashes share one)."""
+    count = hashes.shape[0]
+    if count == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    # About four slots per row keeps clashes rare; the top bits are the best mixed.
+    bits = min(max(int(4 * count).bit_length(), 10), 30)
+    slot = (hashes >> np.uint64(64 - bits)).astype(np.int64)
+    table = np.empty(1 << bits, dtype=np.int64)
+    table[slot] = np.arange(count, dtype=np.int64)
+    winner = table[slot]
+    clashed = np.flatnonzero(hashes[winner] != hashes)
+    is_winner = np.zeros(count, dtype=np.bool_)
+    is_winner[winner] = True
+    is_winner[clashed] = False
+    if clashed.shape[0]:
+        clashed_inverse, clashed_rows = group_rows(hashes[clashed])
+        is_winner[clashed[clashed_rows]] = True
+        winner[clashed] = clashed[clashed_rows][clashed_inverse]
+    group = np.cumsum(is_winner, dtype=np.int64) - 1
+    return group[winner], np.flatnonzero(is_winner).astype(np.int64)
 
 
 class _Chunks:

@@ -4,7 +4,8 @@ A batch carries exactly the arrays the windowed store's ``ingest`` takes::
 
     for kind, batch in result.batches.items():
         store.ingest(kind, batch.key_names, batch.key_index, batch.values, batch.timestamps_ms,
-                     weights=batch.weights, relative=batch.relative)
+                     weights=batch.weights, relative=batch.relative,
+                     key_ids=batch.key_ids, key_space=batch.key_space)
 
 Rows keep the order of the input (line by line, packed values left to right); ``key_names``
 lists each kind's distinct canonical keys once, in an order that carries no meaning. Two batches
@@ -63,7 +64,9 @@ class KindBatch:
     ``values`` is float64, except for ``distinct`` where it holds uint64 member hashes.
     ``weights`` is the sample count of each row (``1 / rate`` for distributions, 1 elsewhere:
     counter values are already scaled by ``1 / rate``). ``relative`` marks gauge ``+N``/``-N``
-    adjustments.
+    adjustments. ``key_ids`` (vectorised parser only) are the parser's lasting ids of
+    ``key_names``, valid within the numbering ``key_space`` names, so a store can remember them
+    and skip looking the names up; they are not part of equality.
     """
 
     key_names: list[str]
@@ -72,6 +75,8 @@ class KindBatch:
     timestamps_ms: npt.NDArray[np.int64]
     weights: npt.NDArray[np.float64]
     relative: npt.NDArray[np.bool_]
+    key_ids: npt.NDArray[np.int64] | None = None
+    key_space: object | None = None
 
     def __len__(self) -> int:
         return int(self.key_index.shape[0])

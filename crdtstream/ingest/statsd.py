@@ -35,7 +35,7 @@ from crdtstream.ingest._assemble import (
     ordered,
 )
 from crdtstream.ingest._catalogue import KeyCatalogue
-from crdtstream.ingest._intern import SegmentInterner, group_rows
+from crdtstream.ingest._intern import SegmentInterner
 from crdtstream.ingest._numbers import Decimals, parse_decimals
 from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, scan
 from crdtstream.ingest.batch import (
@@ -44,7 +44,6 @@ from crdtstream.ingest.batch import (
     Kind,
     KindBatch,
     ParseResult,
-    dense_index,
 )
 from crdtstream.ingest.statsd_reference import (
     MAX_LINE_BYTES,
@@ -71,8 +70,18 @@ _CACHE_ENTRIES = 1 << 15
 _cached_canonical_name = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_name)
 _cached_canonical_tags = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_tags)
 # Keys live on across batches (bounded), so a known key costs no string work and reaches the
-# store as the same string object, its hash already computed.
-_CATALOGUE = KeyCatalogue()
+# store as the same string object, its hash already computed. The shared catalogue is lent to
+# one parse at a time (list pop and append are atomic); a parse running while another holds it
+# uses a fresh one of its own, correct but without the memory of earlier batches.
+_IDLE_CATALOGUES = [KeyCatalogue()]
+
+
+def _borrow_catalogue() -> tuple[KeyCatalogue, bool]:
+    """The shared catalogue when it is idle (True), else a fresh private one (False)."""
+    try:
+        return _IDLE_CATALOGUES.pop(), True
+    except IndexError:
+        return KeyCatalogue(), False
 
 
 def _join(datagrams: bytes | bytearray | memoryview | Sequence[bytes]) -> bytes:
@@ -98,21 +107,26 @@ def parse(
     timestamp_ms = _timestamps(buffer, layout, simple, now_ms)
     numeric_rows, member_rows = _value_rows(data, buffer, layout, simple)
     errors: dict[str, int] = {}
-    with _CATALOGUE.lock:
-        _CATALOGUE.start_afresh_if_full()
-        key_id = _intern_keys(data, buffer, layout, simple, errors)
+    catalogue, shared = _borrow_catalogue()
+    try:
+        catalogue.start_afresh_if_full()
+        key_id = _intern_keys(data, buffer, layout, simple, errors, catalogue)
         fallback = _parse_fallback(data, layout, simple, now_ms, max_line_bytes, errors)
         fallback_keys = list(dict.fromkeys(parsed.key for parsed in fallback.values()))
-        ids = _CATALOGUE.key_ids(fallback_keys).tolist()
+        ids = catalogue.key_ids(fallback_keys).tolist()
         key_table = dict(zip(fallback_keys, ids, strict=True))
-        names = _CATALOGUE.names()
+        names = catalogue.names()
+        key_space = catalogue.generation
+    finally:
+        if shared:
+            _IDLE_CATALOGUES.append(catalogue)
     lines = Lines(layout, simple & (key_id >= 0), rate, timestamp_ms, key_id)
     batches: dict[Kind, KindBatch] = {}
     for kind_index, kind in enumerate(KINDS):
         rows = member_rows if kind == "distinct" else numeric_rows
         fast = fast_columns(buffer, lines, rows, kind_index)
         slow = fallback_columns(fallback, kind, key_table)
-        batch = kind_batch(fast if slow is None else ordered(fast, slow), names)
+        batch = kind_batch(fast if slow is None else ordered(fast, slow), names, key_space)
         if batch is not None:
             batches[kind] = batch
     lines_ok = int(np.count_nonzero(lines.accepted)) + len(fallback)
@@ -211,8 +225,9 @@ def _intern_keys(
     layout: Layout,
     simple: BoolArray,
     errors: dict[str, int],
+    catalogue: KeyCatalogue,
 ) -> Int64Array:
-    """Catalogue id of every simple line's key: -1 elsewhere, and
+    """``catalogue`` id of every simple line's key: -1 elsewhere, and
     where the name or tags are rejected (those lines are counted in ``errors``). Names and tag
     lists are interned apart and each distinct one is canonicalised once."""
     key_id = np.full(simple.shape[0], -1, dtype=np.int64)
@@ -241,7 +256,7 @@ def _intern_keys(
     for code in np.flatnonzero(counted).tolist():
         errors[REASONS[code]] = errors.get(REASONS[code], 0) + int(counted[code])
     good = np.flatnonzero(~collided & (reason < 0))
-    key_id[lines[good]] = _join_pairs(names, tags, tagged, good)
+    key_id[lines[good]] = _join_pairs(names, tags, tagged, good, catalogue)
     return key_id
 
 
@@ -250,30 +265,21 @@ def _join_pairs(
     tags: _Canonical,
     tagged: Int64Array,
     good: Int64Array,
+    catalogue: KeyCatalogue,
 ) -> Int64Array:
-    """Catalogue key id of each ``good`` row: one canonical key per distinct (name, tag text)
+    """``catalogue`` key id of each ``good`` row: one canonical key per distinct (name, tag text)
     pair. Rows index ``names``; ``tagged`` rows also index ``tags``."""
-    # Raw tag lists that sort to the same text (``b,a`` and ``a,b``) share one canonical id.
-    tag_text_ids: dict[str, int] = {}
-    canonical_tag = [tag_text_ids.setdefault(text, len(tag_text_ids)) for text in tags.texts]
-    tag_count = len(tag_text_ids) + 1  # 0: no tags
-    tags_id = np.zeros(names.inverse.shape[0], dtype=np.int64)
-    tags_id[tagged] = np.array(canonical_tag, dtype=np.int64)[tags.inverse] + 1
-    pair = names.inverse[good] * tag_count + tags_id[good]
-    pair_count = len(names.texts) * tag_count
-    if pair_count <= 4 * pair.shape[0] + (1 << 16):
-        distinct_pairs, pair_inverse = dense_index(pair, pair_count)  # no sort needed
-    else:
-        pair_inverse, pair_rows = group_rows(pair)
-        distinct_pairs = pair[pair_rows]
-    name_of, tags_of = np.divmod(distinct_pairs, tag_count)
     # Only names and tag lists that some good row uses enter the catalogue.
-    used_names, name_index = dense_index(name_of, len(names.texts))
-    name_ids = _CATALOGUE.name_ids([names.texts[i] for i in used_names.tolist()])
-    tags_ids = np.zeros(tag_count, dtype=np.int64)
-    tags_ids[1:] = _CATALOGUE.tags_ids(list(tag_text_ids))
-    keys = _CATALOGUE.pair_keys(name_ids[name_index], tags_ids[tags_of])
-    return keys[pair_inverse]
+    used = np.zeros(len(names.texts), dtype=np.bool_)
+    used[names.inverse[good]] = True
+    name_ids = np.full(len(names.texts), -1, dtype=np.int64)
+    used_names = np.flatnonzero(used)
+    name_ids[used_names] = catalogue.name_ids([names.texts[i] for i in used_names.tolist()])
+    # Raw tag lists that sort to the same text (``b,a`` and ``a,b``) share one tags id.
+    tags_ids = np.zeros(names.inverse.shape[0], dtype=np.int64)  # 0: no tags
+    if len(tags.texts):
+        tags_ids[tagged] = catalogue.tags_ids(tags.texts)[tags.inverse]
+    return catalogue.row_keys(name_ids[names.inverse[good]], tags_ids[good])
 
 
 @dataclass(slots=True)

@@ -64,6 +64,8 @@ class WindowStore:
         self.invalid_total = 0
         self.merge_rejected_cells = 0
         self._intern_cache: tuple[str, list[str], Int64Array, list[str]] | None = None
+        # Per kind: a caller's key numbering (its token) and the local id of each of its ids.
+        self._key_spaces: dict[str, tuple[object, Int64Array]] = {}
 
     # ------------------------------------------------------------------ identities
 
@@ -103,6 +105,34 @@ class WindowStore:
                     )
                 )
         self._intern_cache = (kind, list(names), ids, conflicts)
+        return ids, conflicts
+
+    def intern_key_ids(
+        self, kind: str, names: Sequence[str], key_ids: Int64Array, key_space: object
+    ) -> tuple[Int64Array, list[str]]:
+        """As :meth:`intern_keys`, for names a caller also numbers lastingly (``key_ids`` in the
+        numbering ``key_space``): ids seen before are mapped by one array lookup, and only the
+        others are looked up by name. One numbering is remembered per kind."""
+        if len(key_ids) != len(names) or (len(key_ids) and int(key_ids.min()) < 0):
+            raise ValueError("key_ids must number key_names one to one, from 0 up")
+        space = self._key_spaces.get(kind)
+        if space is None or space[0] is not key_space:
+            space = (key_space, np.zeros(0, dtype=np.int64))
+        table = space[1]
+        needed = int(key_ids.max()) + 1 if len(key_ids) else 0
+        if needed > len(table):
+            grown = np.full(max(needed, 2 * len(table)), -1, dtype=np.int64)
+            grown[: len(table)] = table
+            table = grown
+        self._key_spaces[kind] = (key_space, table)
+        ids = table[key_ids]
+        unknown = np.flatnonzero(ids < 0)
+        conflicts: list[str] = []
+        if len(unknown):
+            # Keys of another kind stay unknown and are looked up (and rejected) every time.
+            found, conflicts = self.intern_keys(kind, [names[i] for i in unknown.tolist()])
+            ids[unknown] = found
+            table[key_ids[unknown]] = found
         return ids, conflicts
 
     def replica_row(self, replica: str) -> int:
@@ -178,6 +208,8 @@ class WindowStore:
         *,
         weights: npt.ArrayLike | None = None,
         relative: npt.ArrayLike | None = None,
+        key_ids: npt.ArrayLike | None = None,
+        key_space: object | None = None,
     ) -> IngestResult:
         """Apply a batch of events of one ``kind``; never raises for bad events, only counts.
 
@@ -186,6 +218,9 @@ class WindowStore:
         :func:`~crdtstream.crdt.hashing.hash64_many` (distinct) or str/bytes items (set).
         ``weights`` are distribution counts (statsd ``1/rate``); ``relative`` marks gauge
         ``+N``/``-N`` adjustments. Mismatched array lengths raise :class:`ValueError`.
+        ``key_ids`` and ``key_space`` (optional, together) are the caller's lasting ids of
+        ``key_names`` and a token of their numbering (a statsd ``KindBatch`` carries both): with
+        them, keys seen before skip the lookup by name (see :meth:`intern_key_ids`).
 
         Lateness is judged against the watermark as it stood when the batch arrived; the batch's
         newest event time then moves it (so events within one batch never make each other late).
@@ -195,7 +230,11 @@ class WindowStore:
         events = screen(
             kind, len(key_names), key_index, values, timestamps_ms, weights, relative, self.windows
         )
-        name_ids, conflicts = self.intern_keys(kind, key_names)
+        if key_ids is None or key_space is None:
+            name_ids, conflicts = self.intern_keys(kind, key_names)
+        else:
+            lasting = np.asarray(key_ids, dtype=np.int64)
+            name_ids, conflicts = self.intern_key_ids(kind, key_names, lasting, key_space)
         keys = events.index if is_identity(name_ids) else name_ids[events.index]
         usable = and_masks(events.valid, keys >= 0 if conflicts else None)
         late = self._late_mask(events.positions, events.position_range[0], usable)
