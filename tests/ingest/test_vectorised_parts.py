@@ -11,7 +11,7 @@ import numpy.typing as npt
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdtstream.ingest._intern import SegmentInterner, _Chunks, byte_words
+from crdtstream.ingest._intern import SegmentInterner, _Chunks, byte_words, group_hashes
 from crdtstream.ingest._numbers import MAX_DIGITS, parse_decimals
 from crdtstream.ingest.statsd import _parse_rare_values
 
@@ -104,3 +104,18 @@ def test_rare_values_are_parsed_one_by_one_with_the_oracle_rule() -> None:
     assert parsed.simple.tolist() == [True, True, True, False, False, False, True]
     assert parsed.value[[0, 1, 2, 6]].tolist() == [1000.0, 0.30000000000000004, -0.0025, 12.5]
     assert parsed.signed[[0, 1, 2, 6]].tolist() == [False, False, True, False]
+
+
+def test_hash_grouping_is_exact_even_when_slots_clash() -> None:
+    chooser = random.Random(7)
+    for round_number in range(20):
+        # Few distinct top bits force many hashes into one slot of the table.
+        distinct = [
+            (chooser.randrange(4) << 60) | chooser.randrange(1 << 20)
+            for _ in range(chooser.randrange(1, 50))
+        ]
+        rows = [chooser.choice(distinct) for _ in range(chooser.randrange(1, 300))]
+        inverse, representatives = group_hashes(np.array(rows, dtype=np.uint64))
+        groups = [rows[row] for row in representatives.tolist()]
+        assert len(set(groups)) == len(groups), f"round={round_number}"
+        assert [groups[group] for group in inverse.tolist()] == rows, f"round={round_number}"
