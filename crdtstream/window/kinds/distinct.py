@@ -37,24 +37,37 @@ class RegisterTable:
         self.version = np.zeros(0, dtype=np.int64)
 
     def _raise(self, codes: Int64Array, ranks: Uint8Array) -> npt.NDArray[np.bool_]:
-        """Fold registers in by maximum; return which of the given ones raised a register."""
-        position = np.searchsorted(self.codes, codes)
-        inside = position < len(self.codes)
-        held = np.zeros(len(codes), dtype=np.uint8)
-        found = inside.copy()
-        found[inside] = self.codes[position[inside]] == codes[inside]
+        """Fold registers in by maximum; return which of the given ones raised a register.
+
+        Only the incoming registers are sorted (their largest rank per code kept); they join
+        the held ones by binary search, in-place raises and one insertion of the new codes, so
+        the cost grows with the batch, not with the registers already held.
+        """
+        if len(codes) == 0:
+            return np.zeros(0, dtype=np.bool_)
+        order = np.lexsort((ranks, codes))
+        sorted_codes, sorted_ranks = codes[order], ranks[order]
+        last = np.ones(len(order), dtype=np.bool_)
+        last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
+        group_codes, group_ranks = sorted_codes[last], sorted_ranks[last]
+        held_count = len(self.codes)
+        position = np.searchsorted(self.codes, group_codes)
+        found = position < held_count
+        found[found] = self.codes[position[found]] == group_codes[found]
+        held = np.zeros(len(group_codes), dtype=np.uint8)
         held[found] = self.ranks[position[found]]
-        raising = ranks > held
-        if raising.any():
-            all_codes = np.concatenate([self.codes, codes[raising]])
-            all_ranks = np.concatenate([self.ranks, ranks[raising]])
-            # Sorting by (code, rank) puts each code's largest rank last.
-            order = np.lexsort((all_ranks, all_codes))
-            all_codes, all_ranks = all_codes[order], all_ranks[order]
-            last = np.ones(len(all_codes), dtype=np.bool_)
-            last[:-1] = all_codes[1:] != all_codes[:-1]
-            self.codes, self.ranks = all_codes[last], all_ranks[last]
-        return raising
+        raising = group_ranks > held
+        raised = found & raising
+        self.ranks[position[raised]] = group_ranks[raised]
+        new = raising & ~found
+        if new.any():
+            self.codes = np.insert(self.codes, position[new], group_codes[new])
+            self.ranks = np.insert(self.ranks, position[new], group_ranks[new])
+        # Each incoming register counts as raising when its code's largest rank did.
+        group = np.empty(len(order), dtype=np.int64)
+        group[order] = np.cumsum(np.concatenate(([True], last[:-1]))) - 1
+        result: npt.NDArray[np.bool_] = raising[group]
+        return result
 
     def _stamp(self, keys: Int64Array, version: int) -> None:
         if len(keys) == 0:
