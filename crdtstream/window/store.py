@@ -89,13 +89,19 @@ class WindowStore:
             # First sight of keys: registered with dict updates over zips (C loops), not a
             # Python statement per key.
             missing_names = [names[i] for i in missing.tolist()]
-            fresh = [n for n in dict.fromkeys(missing_names) if n not in self.key_kinds]
+            candidates = list(dict.fromkeys(missing_names))
+            # Usually every missing key is new to the store: one C-level check says so.
+            all_fresh = self.key_kinds.keys().isdisjoint(candidates)
+            fresh = candidates if all_fresh else [n for n in candidates if n not in self.key_kinds]
             local_names = self.kind_keys[kind]
             numbers = range(len(local_names), len(local_names) + len(fresh))
             local_ids.update(zip(fresh, numbers, strict=True))
             self.key_kinds.update(zip(fresh, zip(repeat(kind), numbers), strict=True))
             local_names.extend(fresh)
-            found = np.fromiter(map(local_ids.get, missing_names, repeat(-1)), np.int64)
+            if all_fresh and len(candidates) == len(missing_names):
+                found = np.arange(numbers.start, numbers.stop, dtype=np.int64)
+            else:
+                found = np.fromiter(map(local_ids.get, missing_names, repeat(-1)), np.int64)
             ids[missing] = found
             if (found < 0).any():
                 rejected = found < 0
