@@ -14,13 +14,14 @@ import numpy.typing as npt
 from crdtstream.crdt.hashing import hash64_many
 from crdtstream.ingest._numbers import gather
 from crdtstream.ingest._scan import Layout
-from crdtstream.ingest.batch import KINDS, Kind, KindBatch, dense_index
+from crdtstream.ingest.batch import KINDS, Kind, KindBatch
 from crdtstream.ingest.statsd_reference import ParsedLine
 
 __all__ = [
     "Columns",
     "Lines",
     "Rows",
+    "compact_ids",
     "fallback_columns",
     "fast_columns",
     "kind_batch",
@@ -143,6 +144,20 @@ def ordered(fast: Columns, slow: Columns) -> Columns:
     )
 
 
+def compact_ids(ids: Int64Array, id_count: int) -> tuple[Int64Array, Int64Array]:
+    """``(distinct, index)``: the distinct ``ids`` (each in ``[0, id_count)``) in an order that
+    carries no meaning, and each row's position among them; O(rows), with no sort and no pass
+    over all ``id_count`` ids (a scratch table is written only where rows point)."""
+    rows = ids.shape[0]
+    slot = np.empty(id_count, dtype=np.int64)
+    slot[ids] = np.arange(rows, dtype=np.int64)
+    winner = slot[ids]  # the last row of each id
+    is_winner = np.zeros(rows, dtype=np.bool_)
+    is_winner[winner] = True
+    group = np.cumsum(is_winner, dtype=np.int64) - 1
+    return ids[is_winner], group[winner]
+
+
 def kind_batch(
     columns: Columns, names: npt.NDArray[np.object_], key_space: object
 ) -> KindBatch | None:
@@ -151,13 +166,7 @@ def kind_batch(
     ``key_space``); None when there are no rows."""
     if columns.line.shape[0] == 0:
         return None
-    key_id = columns.key_id
-    if names.shape[0] <= 4 * key_id.shape[0] + (1 << 16):
-        distinct, key_index = dense_index(key_id, names.shape[0])
-    else:
-        # Few rows over a large catalogue: sorting the rows beats a pass over every key.
-        distinct, key_index = np.unique(key_id, return_inverse=True)
-        distinct, key_index = distinct.astype(np.int64), key_index.astype(np.int64).reshape(-1)
+    distinct, key_index = compact_ids(columns.key_id, names.shape[0])
     return KindBatch(
         key_names=names[distinct].tolist(),
         key_index=key_index,
