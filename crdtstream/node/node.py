@@ -17,14 +17,15 @@ from pathlib import Path
 
 from crdtstream import wire
 from crdtstream.clock import Clock
-from crdtstream.errors import ConfigError, DecodeError, StorageError
+from crdtstream.errors import ConfigError, DecodeError, PayloadTooLargeError, StorageError
 from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
 from crdtstream.ingest import statsd
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
-from crdtstream.node.strong import Completion, ReadAnswer, StrongClient, StrongReplica
+from crdtstream.node.strong import Completion, ReadAnswer, StrongReplica
+from crdtstream.node.strong_client import StrongClient
 from crdtstream.policy import Policy
 from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.state_machine import Command, Result
@@ -83,7 +84,14 @@ class Node:
         for peer in config.peers:
             transport.add_peer(peer.node_id, peer.address)
         self.counters: dict[str, int] = dict.fromkeys(
-            ("packets_received", "packets_malformed", "packets_unroutable", "frames_sent"), 0
+            (
+                "packets_received",
+                "packets_malformed",
+                "packets_unroutable",
+                "frames_sent",
+                "frames_oversize",
+            ),
+            0,
         )
         self.ingest_counts: dict[str, int] = dict.fromkeys(
             (
@@ -311,9 +319,19 @@ class Node:
         )
 
     def _send_raw(self, peer_id: str, payload: bytes) -> None:
-        if peer_id in self._known_addresses:
+        """Send one frame; a peer whose address is unknown yet is reached on a later round.
+
+        A frame over the transport's limit is a bug in whichever core built it: it is counted
+        (``frames_oversize``) and dropped, and the node keeps serving.
+        """
+        if peer_id not in self._known_addresses:
+            return
+        try:
             self.transport.send(peer_id, payload)
-            self.counters["frames_sent"] += 1
+        except PayloadTooLargeError:
+            self.counters["frames_oversize"] += 1
+            return
+        self.counters["frames_sent"] += 1
 
     # ------------------------------------------------------------------ the loop
 
@@ -371,10 +389,7 @@ class Node:
 
     def _send(self, outgoing: Sequence[Outgoing]) -> None:
         for item in outgoing:
-            if item.peer_id not in self._known_addresses:
-                continue  # a member whose address has not arrived yet: the next round reaches it
-            self.transport.send(item.peer_id, item.payload)
-            self.counters["frames_sent"] += 1
+            self._send_raw(item.peer_id, item.payload)
 
     def _connect_new_members(self) -> None:
         for node_id, member in self.gossip.membership.members.items():

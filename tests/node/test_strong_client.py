@@ -8,7 +8,8 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.node.strong import StrongClient, StrongReplica
+from crdtstream.node.strong import StrongReplica
+from crdtstream.node.strong_client import StrongClient
 from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.state_machine import Command, Result, encode_command
 
