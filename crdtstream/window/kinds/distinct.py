@@ -24,6 +24,8 @@ __all__ = ["RegisterTable"]
 
 Int64Array = npt.NDArray[np.int64]
 Uint8Array = npt.NDArray[np.uint8]
+BoolArray = npt.NDArray[np.bool_]
+_PACKED_CODE_LIMIT = 1 << 55  # a code shifted left by 8 bits stays a positive int64
 
 
 class RegisterTable:
@@ -36,18 +38,24 @@ class RegisterTable:
         self.ranks = np.zeros(0, dtype=np.uint8)
         self.version = np.zeros(0, dtype=np.int64)
 
-    def _raise(self, codes: Int64Array, ranks: Uint8Array) -> npt.NDArray[np.bool_]:
-        """Fold registers in by maximum; return which of the given ones raised a register.
+    def _raise(self, codes: Int64Array, ranks: Uint8Array) -> tuple[Int64Array, BoolArray]:
+        """Fold registers in by maximum. Returns the distinct incoming codes (sorted) and which
+        of them raised a register.
 
         Only the incoming registers are sorted (their largest rank per code kept); they join
         the held ones by binary search, in-place raises and one insertion of the new codes, so
         the cost grows with the batch, not with the registers already held.
         """
         if len(codes) == 0:
-            return np.zeros(0, dtype=np.bool_)
-        order = np.lexsort((ranks, codes))
-        sorted_codes, sorted_ranks = codes[order], ranks[order]
-        last = np.ones(len(order), dtype=np.bool_)
+            return codes, np.zeros(0, dtype=np.bool_)
+        if int(codes.max()) < _PACKED_CODE_LIMIT:
+            # Code and rank packed in one integer: a plain sort orders by (code, rank).
+            packed = np.sort((codes << 8) | ranks)
+            sorted_codes, sorted_ranks = packed >> 8, (packed & 0xFF).astype(np.uint8)
+        else:
+            order = np.lexsort((ranks, codes))
+            sorted_codes, sorted_ranks = codes[order], ranks[order]
+        last = np.ones(len(sorted_codes), dtype=np.bool_)
         last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
         group_codes, group_ranks = sorted_codes[last], sorted_ranks[last]
         held_count = len(self.codes)
@@ -63,11 +71,7 @@ class RegisterTable:
         if new.any():
             self.codes = np.insert(self.codes, position[new], group_codes[new])
             self.ranks = np.insert(self.ranks, position[new], group_ranks[new])
-        # Each incoming register counts as raising when its code's largest rank did.
-        group = np.empty(len(order), dtype=np.int64)
-        group[order] = np.cumsum(np.concatenate(([True], last[:-1]))) - 1
-        result: npt.NDArray[np.bool_] = raising[group]
-        return result
+        return group_codes, raising
 
     def _stamp(self, keys: Int64Array, version: int) -> None:
         if len(keys) == 0:
@@ -82,8 +86,12 @@ class RegisterTable:
     def add(self, keys: Int64Array, hashes: npt.NDArray[np.uint64], version: int) -> int:
         """Add hashed items per key; stamp changed keys with ``version``; return how many."""
         indexes, ranks = hll_index_rank(hashes, self.precision)
-        raising = self._raise(keys * self.width + indexes, ranks)
-        changed = np.unique(keys[raising])
+        group_codes, raising = self._raise(keys * self.width + indexes, ranks)
+        # The codes are sorted, so their keys are too: distinct keys by a neighbour test.
+        raised_keys = group_codes[raising] >> self.precision
+        distinct = np.ones(len(raised_keys), dtype=np.bool_)
+        distinct[1:] = raised_keys[1:] != raised_keys[:-1]
+        changed = raised_keys[distinct]
         self._stamp(changed, version)
         return len(changed)
 
@@ -96,9 +104,10 @@ class RegisterTable:
     ) -> npt.NDArray[np.bool_]:
         """Join distinct keys' incoming non-zero registers; return which keys inflated."""
         codes = keys[owner] * self.width + entries["index"]
-        raising = self._raise(codes, entries["rank"])
+        group_codes, raising = self._raise(codes, entries["rank"])
         inflated = np.zeros(len(keys), dtype=np.bool_)
-        inflated[owner[raising]] = True
+        # A key inflated when any of its incoming registers' codes raised a register.
+        inflated[owner[raising[np.searchsorted(group_codes, codes)]]] = True
         self._stamp(keys[inflated], version)
         return inflated
 
