@@ -25,7 +25,6 @@ __all__ = ["RegisterTable"]
 Int64Array = npt.NDArray[np.int64]
 Uint8Array = npt.NDArray[np.uint8]
 BoolArray = npt.NDArray[np.bool_]
-_PACKED_CODE_LIMIT = 1 << 55  # a code shifted left by 8 bits stays a positive int64
 
 
 class RegisterTable:
@@ -48,13 +47,10 @@ class RegisterTable:
         """
         if len(codes) == 0:
             return codes, np.zeros(0, dtype=np.bool_)
-        if int(codes.max()) < _PACKED_CODE_LIMIT:
-            # Code and rank packed in one integer: a plain sort orders by (code, rank).
-            packed = np.sort((codes << 8) | ranks)
-            sorted_codes, sorted_ranks = packed >> 8, (packed & 0xFF).astype(np.uint8)
-        else:
-            order = np.lexsort((ranks, codes))
-            sorted_codes, sorted_ranks = codes[order], ranks[order]
+        # Code and rank packed in one integer, so a plain sort orders by (code, rank). Codes
+        # stay below 2**55 (dense key ids below 2**(55 - precision), far past any store).
+        packed = np.sort((codes << 8) | ranks)
+        sorted_codes, sorted_ranks = packed >> 8, (packed & 0xFF).astype(np.uint8)
         last = np.ones(len(sorted_codes), dtype=np.bool_)
         last[:-1] = sorted_codes[1:] != sorted_codes[:-1]
         group_codes, group_ranks = sorted_codes[last], sorted_ranks[last]
