@@ -19,6 +19,10 @@ from transports.zeromq import ZmqTransport
 
 pytestmark = [pytest.mark.timeout(60)]
 
+EVENT_MS = 1_700_000_000_000
+"""One event time for a quota's writes: a limit holds per window, and the wall clock may cross
+a window boundary between two requests."""
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -91,7 +95,8 @@ async def _strong_conditional_adds_stop_at_the_limit(client: TestClient) -> None
     applied = []
     for _ in range(5):
         response = await client.post(
-            _url("quota.api"), json={"op": "conditional_add", "value": 1, "limit": 3}
+            _url("quota.api"),
+            json={"op": "conditional_add", "value": 1, "limit": 3, "timestamp_ms": EVENT_MS},
         )
         assert response.status == 200, await response.text()
         applied.append((await response.json())["applied"])
