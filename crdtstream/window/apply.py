@@ -170,11 +170,7 @@ def _set_gauges(
     timestamps_ms: Int64Array,
     target: Target,
 ) -> None:
-    order = np.lexsort((np.arange(len(keys)), timestamps_ms, keys))
-    ordered_keys = keys[order]
-    last = np.ones(len(order), dtype=np.bool_)
-    last[:-1] = ordered_keys[1:] != ordered_keys[:-1]
-    winners = order[last]
+    winners = _last_writes(keys, timestamps_ms)
     table = state.table("gauge", target.replica_count, int(keys.max()) + 1)
     cells = {
         "timestamp_ms": timestamps_ms[winners],
@@ -182,6 +178,24 @@ def _set_gauges(
         "value": values[winners],
     }
     table.merge(np.zeros(len(winners), dtype=np.int64), keys[winners], cells, target.version)
+
+
+def _last_writes(keys: Int64Array, timestamps_ms: Int64Array) -> Int64Array:
+    """Per key, the row of its newest write (the later row among equal times)."""
+    if len(keys) and int(timestamps_ms.min()) == int(timestamps_ms.max()):
+        # One event time (statsd lines without |T): the last row of each key wins, found by a
+        # maximum per key (numpy leaves the order of repeated plain assignments open), no sort.
+        rows = np.arange(len(keys), dtype=np.int64)
+        slot = np.full(int(keys.max()) + 1, -1, dtype=np.int64)
+        np.maximum.at(slot, keys, rows)
+        last_rows: Int64Array = rows[slot[keys] == rows]
+        return last_rows
+    order = np.lexsort((np.arange(len(keys)), timestamps_ms, keys))
+    ordered_keys = keys[order]
+    last = np.ones(len(order), dtype=np.bool_)
+    last[:-1] = ordered_keys[1:] != ordered_keys[:-1]
+    winners: Int64Array = order[last]
+    return winners
 
 
 def _adjust_gauge(state: SliceState, batch: Batch, index: int, target: Target) -> None:

@@ -44,6 +44,14 @@ def test_gauge_batch_keeps_the_latest_event_time_not_the_latest_position() -> No
     assert store.read_key("g")[0].value == 2.0
 
 
+def test_gauge_batch_at_one_event_time_keeps_each_keys_last_row() -> None:
+    store = WindowStore("n1~0001", WindowConfig(size_ms=1_000))
+    keys = np.array([0, 1, 0, 2, 1, 0, 2, 2], np.int64)
+    values = np.arange(8, dtype=np.float64)
+    store.ingest("gauge", ["a", "b", "c"], keys, values, [400] * 8)
+    assert store.read_window(0).values == {"a": 5.0, "b": 4.0, "c": 7.0}
+
+
 def test_sample_rate_weights_count_like_a_distribution_with_counts() -> None:
     store = WindowStore("n1~0001", WindowConfig(size_ms=1_000))
     values = np.array([1.5, 30.0, 0.0, -4.0, 30.0])
