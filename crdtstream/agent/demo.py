@@ -102,9 +102,13 @@ async def _wait_for_convergence(nodes: list[Node], keys: Sequence[str]) -> float
 
 async def _quota_round(nodes: list[Node]) -> tuple[int, tuple[float, ...]]:
     deadline = time.monotonic() + DEADLINE_S
+    # A quota's limit holds per window: every attempt carries one event time so that the wall
+    # clock crossing a window boundary mid-round cannot open a fresh window.
+    event_ms = nodes[0].clock.now_ms()
     while True:  # wait for a leader: a first write goes through once one is elected
         try:
-            await nodes[0].write_strong(nodes[0].new_command(QUOTA_KEY, "counter", "add", 0))
+            first = nodes[0].new_command(QUOTA_KEY, "counter", "add", 0, timestamp_ms=event_ms)
+            await nodes[0].write_strong(first)
             break
         except UnavailableError:
             if time.monotonic() > deadline:
@@ -112,7 +116,12 @@ async def _quota_round(nodes: list[Node]) -> tuple[int, tuple[float, ...]]:
     attempts = [
         nodes[i % len(nodes)].write_strong(
             nodes[i % len(nodes)].new_command(
-                QUOTA_KEY, "counter", "conditional_add", 1, limit=QUOTA_LIMIT
+                QUOTA_KEY,
+                "counter",
+                "conditional_add",
+                1,
+                limit=QUOTA_LIMIT,
+                timestamp_ms=event_ms,
             )
         )
         for i in range(QUOTA_ATTEMPTS)
