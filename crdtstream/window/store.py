@@ -82,16 +82,21 @@ class WindowStore:
         ):
             return cached[2], cached[3]
         local_ids = self.kind_ids[kind]
-        ids = np.fromiter(map(local_ids.get, names, repeat(-1)), np.int64, count=len(names))
+        # Keys new to the store come in whole batches (a fresh store, a new client): one
+        # C-level check, which stops at the first known key, spares a lookup per name.
+        all_new = self.key_kinds.keys().isdisjoint(names)
+        if all_new:
+            ids = np.full(len(names), -1, dtype=np.int64)
+        else:
+            ids = np.fromiter(map(local_ids.get, names, repeat(-1)), np.int64, count=len(names))
         conflicts: list[str] = []
         missing = np.flatnonzero(ids < 0)
         if len(missing):
             # First sight of keys: registered with dict updates over zips (C loops), not a
             # Python statement per key.
-            missing_names = [names[i] for i in missing.tolist()]
+            missing_names = list(names) if all_new else [names[i] for i in missing.tolist()]
             candidates = list(dict.fromkeys(missing_names))
-            # Usually every missing key is new to the store: one C-level check says so.
-            all_fresh = self.key_kinds.keys().isdisjoint(candidates)
+            all_fresh = all_new or self.key_kinds.keys().isdisjoint(candidates)
             fresh = candidates if all_fresh else [n for n in candidates if n not in self.key_kinds]
             local_names = self.kind_keys[kind]
             numbers = range(len(local_names), len(local_names) + len(fresh))
