@@ -14,16 +14,22 @@ WINDOW = WindowConfig(size_ms=1_000, allowed_lateness_ms=500, retention_windows=
 STEP_MS = 10
 
 
-def _config(node_id: str, others: list[str], data_dir: Path | None) -> NodeConfig:
+def _config(
+    node_id: str,
+    others: list[str],
+    data_dir: Path | None,
+    snapshot_interval_ms: int = 200,
+    window: WindowConfig = WINDOW,
+) -> NodeConfig:
     return NodeConfig(
         node_id=node_id,
         listen_address=memory_address(node_id),
         peers=tuple(PeerAddress(other, memory_address(other)) for other in others),
         data_dir=data_dir,
-        window=WINDOW,
+        window=window,
         gossip=GossipConfig(interval_ms=50, fanout=2),
         membership=MembershipConfig.local(),
-        snapshot_interval_ms=200,
+        snapshot_interval_ms=snapshot_interval_ms,
         tick_interval_ms=STEP_MS,
     )
 
@@ -31,8 +37,17 @@ def _config(node_id: str, others: list[str], data_dir: Path | None) -> NodeConfi
 class Cluster:
     """Nodes sharing one network and one manual clock."""
 
-    def __init__(self, seed: int, names: list[str], root: Path | None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        names: list[str],
+        root: Path | None,
+        snapshot_interval_ms: int = 200,
+        window: WindowConfig = WINDOW,
+    ) -> None:
         self.seed = seed
+        self.snapshot_interval_ms = snapshot_interval_ms
+        self.window = window
         self.rng = random.Random(seed)
         self.clock = ManualClock(1_000_000)
         self.network = MemoryNetwork(seed, FaultOptions())
@@ -46,7 +61,7 @@ class Cluster:
         data_dir = None if self.root is None else self.root / name
         others = [other for other in self.names if other != name]
         node = Node(
-            _config(name, others, data_dir),
+            _config(name, others, data_dir, self.snapshot_interval_ms, self.window),
             self.network.endpoint(name),
             self.clock,
             random.Random(self.rng.getrandbits(64)),
