@@ -17,6 +17,8 @@ from types import ModuleType
 
 __all__ = ["build_parser", "main"]
 
+DEFAULT_NODE_URL = "http://127.0.0.1:8001"
+
 
 def _bench_suites() -> dict[str, ModuleType]:
     import bench
@@ -161,6 +163,50 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0 if exact else 1
 
 
+def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    query_parser = subparsers.add_parser("query", help="read a key from a running agent")
+    query_parser.add_argument("key", help="the key, e.g. 'api.hits#env:prod'")
+    query_parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the agent's HTTP URL")
+    query_parser.add_argument(
+        "--consistency",
+        choices=("eventual", "quorum", "strong"),
+        help="override the key's mode for this read",
+    )
+    query_parser.set_defaults(handler=_run_query)
+    status_parser = subparsers.add_parser("status", help="show a running agent's status")
+    status_parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the agent's HTTP URL")
+    status_parser.set_defaults(handler=_run_status)
+
+
+def _http_get(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            print(response.read().decode())
+            return 0
+    except urllib.error.HTTPError as error:
+        print(error.read().decode(), file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as error:
+        print(f"crdtstream: cannot reach {url}: {error}", file=sys.stderr)
+        return 1
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    url = f"{args.node.rstrip('/')}/v1/keys/{quote(args.key, safe='')}"
+    if args.consistency:
+        url += f"?consistency={args.consistency}"
+    return _http_get(url)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    return _http_get(f"{args.node.rstrip('/')}/v1/status")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -172,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keygen(subparsers)
     _add_agent(subparsers)
     _add_demo(subparsers)
+    _add_client_commands(subparsers)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from bench.processes import Agent, make_agents, running
+from crdtstream.cli import main
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -48,7 +50,9 @@ def _ingest(agent: Agent, lines: list[str]) -> int:
     return accepted
 
 
-def test_exact_sums_converge_across_kill_and_restart(agents: list[Agent]) -> None:
+def test_exact_sums_converge_across_kill_and_restart(
+    agents: list[Agent], capsys: pytest.CaptureFixture[str]
+) -> None:
     expected = 0.0
     for round_number in range(3):
         for index, agent in enumerate(agents):
@@ -69,3 +73,10 @@ def test_exact_sums_converge_across_kill_and_restart(agents: list[Agent]) -> Non
     _wait_for_total(agents, key, expected)
     status = victim.request("GET", "/v1/status")
     assert set(status["members"]) >= {"n1", "n2", "n3"}
+    node_url = f"http://127.0.0.1:{victim.http_port}"
+    assert main(["query", key, "--node", node_url]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert sum(window["value"] for window in answer["windows"]) == expected
+    assert main(["status", "--node", node_url]) == 0
+    assert json.loads(capsys.readouterr().out)["node_id"] == "n2"
+    assert main(["query", "never.written", "--node", node_url]) == 1
