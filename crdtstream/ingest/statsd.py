@@ -10,11 +10,15 @@ same rows in the same order, the same error counts. How it gets there:
    provably exact (:mod:`~crdtstream.ingest._numbers`); the few other values (exponents, long
    mantissas) one by one with the oracle's own number rule.
 3. Keys are interned by a hash of their name and tag bytes, checked byte for byte, so only each
-   distinct raw key is canonicalised (tags sorted) in Python, not each line.
+   distinct raw name and tag list is canonicalised (tags sorted) in Python, not each line; the
+   pair is then found in a bounded :class:`~crdtstream.ingest._catalogue.KeyCatalogue` that
+   lives across calls, so a key seen before costs no string work and keeps one string object
+   and one id (``KindBatch.key_ids``, which the store can remember).
 4. Every line that is not simple (rare forms such as non-ASCII bytes or exotic rates, and all
    malformed lines) goes through the exact per-line parser, which names rejection reasons.
 
-Pure: no clock (``now_ms`` is an argument), no I/O.
+No clock (``now_ms`` is an argument), no I/O. The only state kept between calls is the key
+catalogue (and caches of canonical texts); results never depend on it.
 """
 
 from __future__ import annotations
