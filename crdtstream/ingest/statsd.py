@@ -18,7 +18,8 @@ same rows in the same order, the same error counts. How it gets there:
    malformed lines) goes through the exact per-line parser, which names rejection reasons.
 
 No clock (``now_ms`` is an argument), no I/O. The only state kept between calls is the key
-catalogue (and caches of canonical texts); results never depend on it.
+catalogue (and caches of canonical texts); the rows returned never depend on it, only the
+numbering in ``key_ids`` does.
 """
 
 from __future__ import annotations
