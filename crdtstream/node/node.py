@@ -165,6 +165,8 @@ class Node:
                 batch.timestamps_ms,
                 weights=batch.weights,
                 relative=batch.relative,
+                key_ids=batch.key_ids,
+                key_space=batch.key_space,
             )
             accepted += result.accepted
             late += result.late
