@@ -98,17 +98,7 @@ def _parse_and_ingest(batches: Sequence[list[bytes]], store: Any) -> None:
 
     for batch in batches:
         for kind, rows in parse(batch, _NOW_MS).batches.items():
-            store.ingest(
-                kind,
-                rows.key_names,
-                rows.key_index,
-                rows.values,
-                rows.timestamps_ms,
-                weights=rows.weights,
-                relative=rows.relative,
-                key_ids=rows.key_ids,
-                key_space=rows.key_space,
-            )
+            store.ingest_batch(kind, rows)
 
 
 def run_statsd(

@@ -157,17 +157,7 @@ class Node:
         accepted = late = conflicts = 0
         for kind, batch in parsed.batches.items():
             self._declare(kind, batch.key_names)
-            result = self.store.ingest(
-                kind,
-                batch.key_names,
-                batch.key_index,
-                batch.values,
-                batch.timestamps_ms,
-                weights=batch.weights,
-                relative=batch.relative,
-                key_ids=batch.key_ids,
-                key_space=batch.key_space,
-            )
+            result = self.store.ingest_batch(kind, batch)
             accepted += result.accepted
             late += result.late
             conflicts += result.rejected

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import repeat
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +39,27 @@ from crdtstream.window.windows import Windows
 __all__ = ["WindowStore"]
 
 Int64Array = npt.NDArray[np.int64]
+
+
+class EventBatch(Protocol):
+    """A columnar batch of one kind, as the statsd parser emits it (see :meth:`ingest`)."""
+
+    @property
+    def key_names(self) -> Sequence[str]: ...
+    @property
+    def key_index(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def values(self) -> npt.NDArray[Any]: ...
+    @property
+    def timestamps_ms(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def weights(self) -> npt.NDArray[np.float64] | None: ...
+    @property
+    def relative(self) -> npt.NDArray[np.bool_] | None: ...
+    @property
+    def key_ids(self) -> npt.NDArray[np.int64] | None: ...
+    @property
+    def key_space(self) -> object | None: ...
 
 
 class WindowStore:
@@ -208,6 +230,20 @@ class WindowStore:
         return evicted
 
     # ------------------------------------------------------------------ writes
+
+    def ingest_batch(self, kind: str, batch: EventBatch) -> IngestResult:
+        """:meth:`ingest` of a columnar batch, such as one kind of a parsed statsd datagram."""
+        return self.ingest(
+            kind,
+            batch.key_names,
+            batch.key_index,
+            batch.values,
+            batch.timestamps_ms,
+            weights=batch.weights,
+            relative=batch.relative,
+            key_ids=batch.key_ids,
+            key_space=batch.key_space,
+        )
 
     def ingest(
         self,

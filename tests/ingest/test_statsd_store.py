@@ -14,15 +14,7 @@ NOW_MS = 1_700_000_005_000
 def ingest_all(store: WindowStore, datagrams: list[bytes]) -> dict[str, int]:
     accepted: dict[str, int] = {}
     for kind, batch in parse(datagrams, NOW_MS).batches.items():
-        result = store.ingest(
-            kind,
-            batch.key_names,
-            batch.key_index,
-            batch.values,
-            batch.timestamps_ms,
-            weights=batch.weights,
-            relative=batch.relative,
-        )
+        result = store.ingest_batch(kind, batch)
         accepted[kind] = result.accepted
     return accepted
 

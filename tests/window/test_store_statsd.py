@@ -21,18 +21,7 @@ def test_a_statsd_datagram_lands_in_the_right_kinds_and_windows() -> None:
     store = WindowStore("n1~0001", WindowConfig(size_ms=10_000, allowed_lateness_ms=1_000))
     store.advance(20_000)
     result = parse(datagram, now_ms=25_000)
-    fates = {
-        kind: store.ingest(
-            kind,
-            batch.key_names,
-            batch.key_index,
-            batch.values,
-            batch.timestamps_ms,
-            weights=batch.weights,
-            relative=batch.relative,
-        )
-        for kind, batch in result.batches.items()
-    }
+    fates = {kind: store.ingest_batch(kind, batch) for kind, batch in result.batches.items()}
     assert fates["counter"].late_by_key == {"late": 1}
     values = store.read_window(20_000).values
     assert values["hits#env:prod"] == 5.0
