@@ -116,22 +116,10 @@ def _run_agent(args: argparse.Namespace) -> int:
     import asyncio
 
     from crdtstream.agent.runner import run_agent
-    from crdtstream.agent.settings import load_settings
+    from crdtstream.agent.settings import AGENT_FIELDS, load_settings
     from crdtstream.errors import ConfigError, CrdtStreamError
 
-    overrides = {
-        name: getattr(args, name)
-        for name in (
-            "node_id",
-            "listen",
-            "peers",
-            "statsd",
-            "http",
-            "data_dir",
-            "raft_voters",
-            "policy",
-        )
-    }
+    overrides = {name: getattr(args, name) for name in AGENT_FIELDS}
     try:
         settings = load_settings(args.config, overrides)
     except ConfigError as error:

@@ -28,7 +28,7 @@ from crdtstream.config import (
 from crdtstream.errors import ConfigError
 from crdtstream.node import NodeConfig, parse_peer
 
-__all__ = ["AgentSettings", "load_settings", "parse_host_port", "parse_policy"]
+__all__ = ["AGENT_FIELDS", "AgentSettings", "load_settings", "parse_host_port", "parse_policy"]
 
 _SECTIONS: dict[str, type[Any]] = {
     "window": WindowConfig,
@@ -37,7 +37,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "transport": TransportConfig,
     "raft": RaftConfig,
 }
-_TOP_LEVEL = {
+AGENT_FIELDS = (
     "node_id",
     "listen",
     "peers",
@@ -46,8 +46,9 @@ _TOP_LEVEL = {
     "data_dir",
     "raft_voters",
     "policy",
-    *_SECTIONS,
-}
+)
+"""Top-level fields of the TOML file; each has a command-line flag of the same name."""
+_TOP_LEVEL = {*AGENT_FIELDS, *_SECTIONS}
 
 
 @dataclass(frozen=True, slots=True)
