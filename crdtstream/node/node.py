@@ -106,6 +106,9 @@ class Node:
         self.ingest_errors: dict[str, int] = {}
         self._known_addresses: dict[str, str] = {p.node_id: p.address for p in config.peers}
         self.strong: StrongReplica | StrongClient | None = self._open_strong(rng, raft_storage)
+        # A fresh client session per run: sequences restart at 1, and a resumed replica id must
+        # not make the state machine take new commands for retries of the last run's.
+        self.client_id = f"{self.identity.replica}/{rng.getrandbits(32):08x}"
         self._sequence = 0
         self._raft_ticks_done = 0
         self._started_ms = clock.monotonic_ms()
@@ -238,9 +241,7 @@ class Node:
         """A command in this node's client session (a fresh sequence number)."""
         self._sequence += 1
         stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
-        return Command(
-            self.identity.replica, self._sequence, key, kind, operation, value, stamp, limit
-        )
+        return Command(self.client_id, self._sequence, key, kind, operation, value, stamp, limit)
 
     def _timeout_ticks(self, timeout_ms: int | None) -> int:
         timeout = self.config.strong_timeout_ms if timeout_ms is None else timeout_ms

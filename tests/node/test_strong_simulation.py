@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 from crdtstream.clock import ManualClock
 from crdtstream.config import PolicyRule, RaftConfig, WindowConfig
@@ -38,7 +39,7 @@ class Outcomes:
 
 
 class StrongCluster:
-    def __init__(self, seed: int, names: list[str]) -> None:
+    def __init__(self, seed: int, names: list[str], root: Path | None = None) -> None:
         self.clock = ManualClock(1_000_000)
         self.network = MemoryNetwork(seed, FaultOptions())
         rng = random.Random(seed)
@@ -55,6 +56,7 @@ class StrongCluster:
                 policy=(PolicyRule("quota.*", "strong"),),
                 strong_timeout_ms=2_000,
                 tick_interval_ms=STEP_MS,
+                data_dir=None if root is None else root / name,
             )
             endpoint = self.network.endpoint(name)
             self.nodes[name] = Node(
@@ -176,3 +178,25 @@ def test_a_session_never_runs_so_far_ahead_that_a_late_write_is_refused() -> Non
     cluster.run(1_000)
     view = outcomes.answers["read"]
     assert [w[2] for w in view.windows] == [writes], f"seed={seed}"  # type: ignore[attr-defined]
+
+
+def test_a_restarted_node_opens_a_new_client_session(tmp_path: Path) -> None:
+    cluster = StrongCluster(4, VOTERS, tmp_path)
+    cluster.run(2_000)
+    outcomes = Outcomes()
+    node = cluster.nodes["a"]
+    node.submit_strong(node.new_command("quota.s", "counter", "add", 1), outcomes.recorder("w1"))
+    cluster.run(1_000)
+    node.close()  # clean: the restarted node resumes its replica id
+    again = Node(node.config, cluster.network.endpoint("a"), cluster.clock, random.Random(99))
+    assert again.identity.replica == node.identity.replica
+    assert again.client_id != node.client_id
+    command = again.new_command("quota.s", "counter", "add", 1)
+    assert command.sequence == 1
+    cluster.nodes["a"] = again
+    again.submit_strong(command, outcomes.recorder("w2"))
+    cluster.run(2_000)
+    again.read_strong("quota.s", outcomes.recorder("read"))
+    cluster.run(1_000)
+    view = outcomes.answers["read"]
+    assert [w[2] for w in view.windows] == [2]  # type: ignore[attr-defined]
