@@ -127,7 +127,7 @@ def _run_agent(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(run_agent(settings))
-    except CrdtStreamError as error:  # a listen address in use, a damaged data directory, ...
+    except (CrdtStreamError, OSError) as error:  # an address in use, an unwritable directory
         print(f"crdtstream agent: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0

@@ -126,7 +126,7 @@ async def _quota_round(nodes: list[Node]) -> tuple[int, tuple[float, ...]]:
         )
         for i in range(QUOTA_ATTEMPTS)
     ]
-    results = await asyncio.gather(*attempts)
+    results = await asyncio.gather(*attempts, return_exceptions=True)
     applied = sum(1 for r in results if isinstance(r, Result) and r.applied)
     reads = []
     for node in nodes:

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crdtstream.errors import KindConflictError, UnavailableError
+from crdtstream.errors import ConfigError, KindConflictError, UnavailableError
 from crdtstream.node import Node
 
 __all__ = ["OP_KINDS", "build_app", "json_value"]
@@ -83,7 +83,7 @@ STRONG_OPERATIONS = {
 async def _read_strong(node: Node, key: str) -> web.Response:
     try:
         view = await node.query_strong(key)
-    except UnavailableError as error:
+    except (UnavailableError, ConfigError) as error:  # no quorum, or no voters configured
         return _error(503, str(error))
     if view is None:
         return _error(404, f"unknown key {key!r}")
@@ -110,7 +110,7 @@ async def _write_strong(node: Node, key: str, body: dict[str, Any]) -> web.Respo
         return _error(400, str(error))
     try:
         result = await node.write_strong(command)
-    except UnavailableError as error:
+    except (UnavailableError, ConfigError) as error:  # no quorum, or no voters configured
         return _error(503, str(error))
     if not result.ok:
         return _error(400, result.error)
@@ -149,8 +149,10 @@ def build_app(node: Node) -> web.Application:
         try:
             body = json.loads(await request.read())
             op, value = body["op"], body["value"]
+            if not isinstance(op, str):
+                raise TypeError("op must be a string")
         except (ValueError, KeyError, TypeError):
-            return _error(400, 'body must be JSON {"op": ..., "value": ...}')
+            return _error(400, 'body must be JSON {"op": "<operation>", "value": ...}')
         mode = node.mode_of(key)
         if mode == "strong":
             return await _write_strong(node, key, body)
@@ -168,7 +170,7 @@ def build_app(node: Node) -> web.Application:
                 removed = node.remove(key, value)
                 return web.json_response({"key": key, "removed": removed})
             result = node.add(key, kind, value)
-        except (TypeError, ValueError, KindConflictError) as error:
+        except (TypeError, ValueError, OverflowError, KindConflictError) as error:
             return _error(400, str(error))
         if result.rejected:
             return _error(409, f"key {key!r} already has another kind")

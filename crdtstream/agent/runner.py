@@ -50,32 +50,50 @@ class StatsdProtocol(asyncio.DatagramProtocol):
 
 
 async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (or cancellation), then leave, snapshot and close."""
+    """Serve until SIGINT/SIGTERM (or cancellation), then shut down in order.
+
+    The inputs stop first (statsd listener flushed, HTTP server stopped) while the node still
+    runs, so requests in flight finish or reach their deadlines and nothing is accepted after the
+    final snapshot; then the node leaves, snapshots and closes.
+    """
     config = settings.node
     transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
     node = Node(config, transport, SystemClock(), random.Random())
-    stop = asyncio.Event()
+    shutdown = asyncio.Event()
+    node_stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, shutdown.set)
+    node_task = asyncio.create_task(node.run(node_stop))
     runner: web.AppRunner | None = None
     udp: asyncio.DatagramTransport | None = None
+    statsd_protocol: StatsdProtocol | None = None
     try:
         if settings.statsd is not None:
-            udp, _ = await loop.create_datagram_endpoint(
+            udp, statsd_protocol = await loop.create_datagram_endpoint(
                 lambda: StatsdProtocol(node), local_addr=settings.statsd
             )
         if settings.http is not None:
-            runner = web.AppRunner(build_app(node), access_log=None)
+            runner = web.AppRunner(build_app(node), access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
         if ready is not None:
             ready.set()
-        await node.run(stop)
+        waiter = asyncio.create_task(shutdown.wait())
+        await asyncio.wait([waiter, node_task], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
     finally:
         if udp is not None:
             udp.close()
+        if statsd_protocol is not None:
+            statsd_protocol.flush()
         if runner is not None:
             await runner.cleanup()
+        node_stop.set()
+        await asyncio.gather(node_task, return_exceptions=True)
         node.close()
+    if node_task.done() and not node_task.cancelled():
+        failure = node_task.exception()
+        if failure is not None:
+            raise failure  # the node loop died: the agent exits non-zero with the cause

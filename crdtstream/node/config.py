@@ -50,6 +50,8 @@ class NodeConfig:
     often the store is written to disk; ``tick_interval_ms`` how often the protocol timers run.
     ``raft_voters`` (may include this node) enable strong mode for keys that ``policy`` sends
     there; a strong request not answered within ``strong_timeout_ms`` fails as unavailable.
+    An event stamped more than ``event_time_future_ms_max`` ahead of the node's clock is
+    refused (counted), so one bad clock cannot close every window.
     """
 
     node_id: str
@@ -67,6 +69,7 @@ class NodeConfig:
     raft_voters: tuple[PeerAddress, ...] = ()
     policy: tuple[PolicyRule, ...] = ()
     strong_timeout_ms: int = 5_000
+    event_time_future_ms_max: int = 300_000
 
     def __post_init__(self) -> None:
         require(is_valid_node_id(self.node_id), "node.node_id", "is not a valid id", self.node_id)
@@ -85,6 +88,12 @@ class NodeConfig:
             "node.strong_timeout_ms",
             "must be > 0",
             self.strong_timeout_ms,
+        )
+        require(
+            self.event_time_future_ms_max >= 0,
+            "node.event_time_future_ms_max",
+            "must be >= 0",
+            self.event_time_future_ms_max,
         )
         require(
             self.receive_batch_packets >= 1,

@@ -15,13 +15,23 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from crdtstream import wire
 from crdtstream.clock import Clock
-from crdtstream.errors import ConfigError, DecodeError, PayloadTooLargeError, StorageError
+from crdtstream.errors import (
+    ConfigError,
+    DecodeError,
+    PayloadTooLargeError,
+    StorageError,
+    TransportError,
+    UnavailableError,
+)
 from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
 from crdtstream.ingest import statsd
+from crdtstream.ingest.batch import KindBatch
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
 from crdtstream.node.strong import Completion, ReadAnswer, StrongReplica
@@ -41,6 +51,23 @@ __all__ = ["Node"]
 SNAPSHOT_FILE = "store.snapshot"
 RAFT_DIRECTORY = "raft"
 STRONG_TAGS = frozenset((wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE))
+
+
+def _without_future_rows(batch: KindBatch, horizon_ms: int) -> tuple[KindBatch, int]:
+    """``batch`` without rows stamped after ``horizon_ms``, and how many were dropped."""
+    keep = batch.timestamps_ms <= horizon_ms
+    dropped = len(keep) - int(np.count_nonzero(keep))
+    if not dropped:
+        return batch, 0
+    filtered = dataclasses.replace(
+        batch,
+        key_index=batch.key_index[keep],
+        values=batch.values[keep],
+        timestamps_ms=batch.timestamps_ms[keep],
+        weights=batch.weights[keep],
+        relative=batch.relative[keep],
+    )
+    return filtered, dropped
 
 
 class Node:
@@ -90,6 +117,9 @@ class Node:
                 "packets_unroutable",
                 "frames_sent",
                 "frames_oversize",
+                "frames_unsendable",
+                "peers_unusable",
+                "events_future_rejected",
             ),
             0,
         )
@@ -105,6 +135,7 @@ class Node:
         )
         self.ingest_errors: dict[str, int] = {}
         self._known_addresses: dict[str, str] = {p.node_id: p.address for p in config.peers}
+        self._unusable_addresses: set[str] = set()
         self.strong: StrongReplica | StrongClient | None = self._open_strong(rng, raft_storage)
         # A fresh client session per run: sequences restart at 1, and a resumed replica id must
         # not make the state machine take new commands for retries of the last run's.
@@ -129,7 +160,7 @@ class Node:
         relative: bool = False,
     ) -> IngestResult:
         """One local write; without ``timestamp_ms`` the event time is the clock's now."""
-        stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
+        stamp = self._checked_time(timestamp_ms)
         self._declare(kind, [key])
         return self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
 
@@ -139,6 +170,24 @@ class Node:
         for key in key_names:
             if key not in known:
                 self.catalog.declare(key, kind)
+
+    def _future_horizon_ms(self) -> int:
+        return self.clock.now_ms() + self.config.event_time_future_ms_max
+
+    def _checked_time(self, timestamp_ms: int | None) -> int:
+        """The event time of a write: the clock's now, or ``timestamp_ms`` if not too far ahead.
+
+        One far-future event would move the watermark (or a strong key's replicated watermark)
+        past every real window and make all later writes late: refused here, at the edge.
+        """
+        if timestamp_ms is None:
+            return self.clock.now_ms()
+        if timestamp_ms > self._future_horizon_ms():
+            raise ValueError(
+                f"timestamp_ms {timestamp_ms} is more than "
+                f"{self.config.event_time_future_ms_max} ms ahead of this node's clock"
+            )
+        return timestamp_ms
 
     def remove(self, key: str, item: str | bytes) -> bool:
         """Remove ``item`` from the add-wins set ``key`` (observed adds only); see the store."""
@@ -157,8 +206,11 @@ class Node:
         counts["lines_rejected"] += parsed.lines_rejected
         for reason, count in parsed.errors.items():
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
-        accepted = late = conflicts = 0
-        for kind, batch in parsed.batches.items():
+        accepted = late = conflicts = future = 0
+        horizon_ms = self._future_horizon_ms()
+        for kind, parsed_batch in parsed.batches.items():
+            batch, dropped = _without_future_rows(parsed_batch, horizon_ms)
+            future += dropped
             self._declare(kind, batch.key_names)
             result = self.store.ingest_batch(kind, batch)
             accepted += result.accepted
@@ -167,11 +219,13 @@ class Node:
         counts["events_accepted"] += accepted
         counts["events_late"] += late
         counts["events_kind_conflict"] += conflicts
+        self.counters["events_future_rejected"] += future
         return {
             "accepted": accepted,
             "rejected": parsed.lines_rejected,
             "late": late,
             "kind_conflicts": conflicts,
+            "future_rejected": future,
             "errors": dict(parsed.errors),
         }
 
@@ -239,8 +293,8 @@ class Node:
         timestamp_ms: int | None = None,
     ) -> Command:
         """A command in this node's client session (a fresh sequence number)."""
+        stamp = self._checked_time(timestamp_ms)
         self._sequence += 1
-        stamp = self.clock.now_ms() if timestamp_ms is None else timestamp_ms
         return Command(self.client_id, self._sequence, key, kind, operation, value, stamp, limit)
 
     def _timeout_ticks(self, timeout_ms: int | None) -> int:
@@ -324,6 +378,9 @@ class Node:
         except PayloadTooLargeError:
             self.counters["frames_oversize"] += 1
             return
+        except TransportError:  # the peer was removed, or the transport closed meanwhile
+            self.counters["frames_unsendable"] += 1
+            return
         self.counters["frames_sent"] += 1
 
     # ------------------------------------------------------------------ the loop
@@ -388,9 +445,19 @@ class Node:
         for node_id, member in self.gossip.membership.members.items():
             if node_id == self.config.node_id or not member.address:
                 continue
-            if self._known_addresses.get(node_id) != member.address:
-                self._known_addresses[node_id] = member.address
+            if self._known_addresses.get(node_id) == member.address:
+                continue
+            if member.address in self._unusable_addresses:
+                continue
+            try:
                 self.transport.add_peer(node_id, member.address)
+            except (TransportError, ValueError):
+                # A member advertising an address this transport cannot use (or, with CURVE, a
+                # node without a known key): counted and left out, never fatal to this node.
+                self._unusable_addresses.add(member.address)
+                self.counters["peers_unusable"] += 1
+                continue
+            self._known_addresses[node_id] = member.address
 
     # ------------------------------------------------------------------ disk
 
@@ -423,9 +490,13 @@ class Node:
         if self._closed:
             return
         self._closed = True
-        if leave and not self.transport.closed:
-            self._send(self.gossip.leave(self.clock.now_ms()))
-        self.snapshot()
-        if self.config.data_dir is not None:
-            mark_clean(self.config.data_dir, self.identity)
-        self.transport.close()
+        try:
+            if self.strong is not None:
+                self.strong.fail_all(UnavailableError("the node is shutting down"))
+            if leave and not self.transport.closed:
+                self._send(self.gossip.leave(self.clock.now_ms()))
+            self.snapshot()
+            if self.config.data_dir is not None:
+                mark_clean(self.config.data_dir, self.identity)
+        finally:
+            self.transport.close()

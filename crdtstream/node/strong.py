@@ -136,6 +136,21 @@ class StrongReplica:
         with contextlib.suppress(UnavailableError):
             self.raw.propose_many(batch)
 
+    def fail_all(self, error: Exception) -> None:
+        """Fail every outstanding request with ``error`` (the node is shutting down).
+
+        A write failed here may still commit later elsewhere; as for any timeout, its outcome
+        is unknown to the caller, and a retry in the same session is safe.
+        """
+        for session in list(self._writes):
+            if session in self._writes:
+                self._finish_write(session, None, error)
+        reads = self._unsent_reads + [r for batch in self._reads.values() for r in batch]
+        self._unsent_reads, self._reads = [], {}
+        for request in reads:
+            self.counters["reads_failed"] += 1
+            request.done(None, error)
+
     def _finish_write(
         self, session: Session, answer: Result | None, error: Exception | None
     ) -> None:

@@ -47,7 +47,9 @@ class StrongClient:
         self._rng = rng
         self._send = send
         self._tick = 0
-        self._next_id = 0
+        # Ids start at a random point each run: an answer still in flight for the previous run
+        # of this node must not complete a new request that happens to reuse its id.
+        self._next_id = rng.getrandbits(62)
         self._requests: dict[int, tuple[Request, int]] = {}
         self._unsent: list[int] = []
         self._leader: str | None = None
@@ -129,10 +131,20 @@ class StrongClient:
             entry = self._requests.get(request_id)
             if entry is None:
                 continue  # answered already (a retry's duplicate)
+            is_write = entry[0].data is not None
+            if error is None and is_write != isinstance(answer, Result):
+                self.counters["malformed"] += 1  # an answer of the wrong kind for this id
+                continue
             if error is not None and self._tick < entry[0].deadline_tick:
                 self._forward(request_id)  # that voter gave up early: try another
                 continue
             self._finish(request_id, answer, error)
+
+    def fail_all(self, error: Exception) -> None:
+        """Fail every outstanding request with ``error`` (the node is shutting down)."""
+        for request_id in list(self._requests):
+            if request_id in self._requests:
+                self._finish(request_id, None, error)
 
     def process_ready(self) -> None:
         """Send this pump's requests in one frame, to the leader when it is known."""

@@ -77,10 +77,14 @@ class Command:
             check_value("counter", self.limit)
 
 
+INT_MAX = (1 << 63) - 1
+"""Integers travel as msgpack int64: anything beyond would not encode in a snapshot or answer."""
+
+
 def check_count(value: object, name: str) -> None:
-    """Refuse anything but a non-negative integer (``bool`` included)."""
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    """Refuse anything but a non-negative integer that the codec carries."""
+    if type(value) is not int or not 0 <= value <= INT_MAX:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value!r}")
 
 
 def check_value(kind: str, value: object) -> None:
@@ -88,7 +92,10 @@ def check_value(kind: str, value: object) -> None:
     if kind in TEXT_KINDS:
         if not isinstance(value, str):
             raise TypeError(f"{kind} values must be strings, got {value!r}")
-    elif type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+    elif type(value) is int:
+        if not -INT_MAX <= value <= INT_MAX:
+            raise ValueError(f"{kind} integers must lie within +-(2**63 - 1), got {value!r}")
+    elif type(value) is not float or not math.isfinite(value):
         raise ValueError(f"{kind} values must be finite numbers, got {value!r}")
 
 

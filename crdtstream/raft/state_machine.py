@@ -16,6 +16,7 @@ first result is returned.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from crdtstream import wire
 from crdtstream.config import WindowConfig
 from crdtstream.errors import ConfigError, DecodeError
 from crdtstream.raft.commands import (
+    INT_MAX,
     KINDS,
     OPERATIONS,
     TEXT_KINDS,
@@ -160,10 +162,14 @@ class StateMachine:
             key = self._keys[command.key] = _Key(command.kind)
         if command.operation == "conditional_add" and not _fits(key, starts, command):
             return Result(ok=True, applied=False, value=key.windows.get(starts[-1], 0))
-        for start in starts:
-            key.windows[start] = _update(
-                key.kind, command.operation, key.windows.get(start), command.value
-            )
+        updated = {
+            start: _update(key.kind, command.operation, key.windows.get(start), command.value)
+            for start in starts
+        }
+        if any(not _representable(state) for state in updated.values()):
+            self.rejected_commands += 1
+            return Result(ok=False, error=f"{command.key!r}: the result would overflow int64")
+        key.windows.update(updated)
         self._evict(key)
         return Result(ok=True, applied=True, value=_public(key.kind, key.windows[starts[-1]]))
 
@@ -320,6 +326,17 @@ def _fits(key: _Key, starts: list[int], command: Command) -> bool:
     assert command.limit is not None
     assert not isinstance(command.value, str)
     return all(key.windows.get(start, 0) + command.value <= command.limit for start in starts)
+
+
+def _representable(state: Any) -> bool:
+    """Whether a window state still fits the codec (integer sums stay within int64)."""
+    if type(state) is int:
+        return -INT_MAX <= state <= INT_MAX
+    if isinstance(state, float):
+        return math.isfinite(state)
+    if isinstance(state, list):
+        return all(_representable(part) for part in state)
+    return True
 
 
 def _int(value: Any) -> int:

@@ -127,3 +127,30 @@ def test_strong_conditional_adds_stop_at_the_limit() -> None:
 
 def test_quorum_mode_is_refused_and_status_reports() -> None:
     run(_quorum_mode_is_refused_and_status_reports)
+
+
+async def _bad_input_is_400_not_500(client: TestClient) -> None:  # type: ignore[type-arg]
+    far_future_ms = 10**13
+    bodies = [
+        (_url("x"), {"op": ["add"], "value": 1}),
+        (_url("x"), {"op": {}, "value": 1}),
+        (_url("x"), {"op": "add", "value": 10**400}),
+        (_url("quota.y"), {"op": "add", "value": 2**70}),
+        (_url("quota.y"), {"op": "add", "value": 1, "timestamp_ms": 2**70}),
+        (_url("quota.y"), {"op": "add", "value": 1, "timestamp_ms": far_future_ms}),
+        (_url("quota.y"), {"op": ["add"], "value": 1}),
+    ]
+    for url, body in bodies:
+        response = await client.post(url, json=body)
+        assert response.status == 400, (body, await response.text())
+    ingest = await (
+        await client.post("/v1/ingest", data=b"clock.skew:1|c|T9999999999\nok:1|c")
+    ).json()
+    assert ingest["future_rejected"] == 1
+    assert ingest["accepted"] == 1
+    read = await (await client.get(_url("ok"))).json()
+    assert sum(window["value"] for window in read["windows"]) == 1
+
+
+def test_bad_input_is_400_not_500() -> None:
+    run(_bad_input_is_400_not_500)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
+
 from crdtstream.clock import ManualClock
 from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule, WindowConfig
 from crdtstream.node import Node, NodeConfig, PeerAddress
@@ -170,3 +172,16 @@ def test_nodes_with_different_policies_refuse_each_other() -> None:
         "c": cluster.nodes["c"].policy.fingerprint
     }
     assert cluster.nodes["a"].read_key("hits") == []
+
+
+def test_far_future_events_are_refused_and_later_writes_still_count() -> None:
+    cluster = Cluster(19, ["a"], None)
+    node = cluster.nodes["a"]
+    answer = node.ingest_statsd([b"skew:1|c|T9999999999\nhits:2|c"])
+    assert answer["future_rejected"] == 1
+    assert answer["accepted"] == 1
+    with pytest.raises(ValueError, match="ahead"):
+        node.add("hits", "counter", 1, timestamp_ms=cluster.clock.now_ms() + 10**9)
+    cluster.run(100)
+    assert node.add("hits", "counter", 3).accepted == 1
+    assert sum(float(str(v.value)) for v in node.read_key("hits")) == 5.0

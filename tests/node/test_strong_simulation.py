@@ -200,3 +200,19 @@ def test_a_restarted_node_opens_a_new_client_session(tmp_path: Path) -> None:
     cluster.run(1_000)
     view = outcomes.answers["read"]
     assert [w[2] for w in view.windows] == [2]  # type: ignore[attr-defined]
+
+
+def test_closing_a_node_fails_its_pending_requests_at_once() -> None:
+    cluster = StrongCluster(6, VOTERS)
+    cluster.run(2_000)
+    leader = cluster.leader()
+    assert leader is not None
+    cluster.network.set_faults(FaultOptions().isolated(leader))
+    outcomes = Outcomes()
+    node = cluster.nodes[leader]
+    node.submit_strong(node.new_command("quota.z", "counter", "add", 1), outcomes.recorder("w"))
+    node.read_strong("quota.z", outcomes.recorder("r"))
+    node.pump()
+    node.close()
+    assert isinstance(outcomes.errors.get("w"), UnavailableError)
+    assert isinstance(outcomes.errors.get("r"), UnavailableError)

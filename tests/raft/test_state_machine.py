@@ -293,3 +293,17 @@ def test_restore_refuses_other_windows_and_bad_bytes() -> None:
         StateMachine(TUMBLING).restore(image[:-3])
     with pytest.raises(DecodeError):
         StateMachine(TUMBLING).restore(encode_command(Command("c", 1, "k", "counter", "add", 1)))
+
+
+def test_integers_beyond_the_codec_are_refused_not_fatal() -> None:
+    machine = StateMachine(WindowConfig(size_ms=1_000, allowed_lateness_ms=0))
+    with pytest.raises(ValueError, match="2\\*\\*63"):
+        Command("c", 1, "k", "counter", "add", 2**64, 0)
+    big = (1 << 63) - 1
+    first = machine.apply(encode_command(Command("c", 1, "k", "counter", "add", big, 0)))
+    assert first.ok
+    second = machine.apply(encode_command(Command("c", 2, "k", "counter", "add", big, 0)))
+    assert not second.ok
+    assert "overflow" in second.error
+    machine.snapshot()  # still encodes: the overflowing add changed nothing
+    assert machine.value("k", 0) == big
