@@ -12,8 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from crdtstream.crdt.hashing import hash64_many
+from crdtstream.ingest._front import Rows
 from crdtstream.ingest._numbers import gather
-from crdtstream.ingest._scan import Layout
 from crdtstream.ingest.batch import KINDS, Kind, KindBatch
 from crdtstream.ingest.statsd_reference import ParsedLine
 
@@ -37,22 +37,11 @@ _MIN_MEMBER_WIDTH = 16
 class Lines:
     """Per-line facts gathered by the vectorised passes."""
 
-    layout: Layout
+    kind: npt.NDArray[np.int8]
     accepted: BoolArray  # simple lines whose key is valid
     rate: npt.NDArray[np.float64]
     timestamp_ms: Int64Array
     key_id: Int64Array  # index into the key table, -1 when the key was rejected
-
-
-@dataclass(slots=True)
-class Rows:
-    """Value rows of the simple lines, in line order (packed values left to right)."""
-
-    line: Int64Array
-    start: Int64Array
-    end: Int64Array
-    value: npt.NDArray[np.float64]
-    signed: BoolArray
 
 
 @dataclass(slots=True)
@@ -72,7 +61,7 @@ def fast_columns(
 ) -> Columns:
     """The rows of accepted simple lines of one kind: counters scaled by ``1 / rate``,
     distributions weighted by it, set members hashed, gauge signs kept as ``relative``."""
-    keep = lines.accepted[rows.line] & (lines.layout.kind[rows.line] == kind_index)
+    keep = lines.accepted[rows.line] & (lines.kind[rows.line] == kind_index)
     line = rows.line[keep]
     values: npt.NDArray[Any] = rows.value[keep]
     weights = np.ones(line.shape[0], dtype=np.float64)

@@ -1,19 +1,19 @@
-"""The vectorised statsd / DogStatsD parser: a whole batch of datagrams in a few numpy passes.
+"""The vectorised statsd / DogStatsD parser: a whole batch of datagrams in a few passes.
 
 ``parse(datagrams, now_ms)`` returns a :class:`~crdtstream.ingest.batch.ParseResult` equal to
 the one of the per-line oracle :func:`~crdtstream.ingest.statsd_reference.parse_reference`: the
 same rows in the same order, the same error counts. How it gets there:
 
-1. :func:`~crdtstream.ingest._scan.scan` finds line bounds, the name/value/type split and the
-   optional fields of every line with whole-buffer searches, and marks the *simple* lines.
-2. Numbers (values, rates, ``|T`` seconds) of simple lines are parsed vectorised where that is
-   provably exact (:mod:`~crdtstream.ingest._numbers`); the few other values (exponents, long
-   mantissas) one by one with the oracle's own number rule.
-3. Keys are interned by a hash of their name and tag bytes, checked byte for byte, so only each
-   distinct raw name and tag list is canonicalised (tags sorted) in Python, not each line; the
-   pair is then found in a bounded :class:`~crdtstream.ingest._catalogue.KeyCatalogue` that
-   lives across calls, so a key seen before costs no string work and keeps one string object
-   and one id (``KindBatch.key_ids``, which the store can remember).
+1. A scanner (:mod:`~crdtstream.ingest._front`: compiled when built, else numpy) finds every
+   line's bounds, type and optional fields, marks the *simple* lines, reads their rates, ``|T``
+   seconds and values where that is provably exact, and groups their names and tag lists by
+   their bytes.
+2. The few other values (exponents, long mantissas) are read one by one with the oracle's own
+   number rule.
+3. Only each distinct raw name and tag list is canonicalised (tags sorted) in Python, not each
+   line; the pair is then found in a bounded :class:`~crdtstream.ingest._catalogue.KeyCatalogue`
+   that lives across calls, so a key seen before costs no string work and keeps one string
+   object and one id (``KindBatch.key_ids``, which the store can remember).
 4. Every line that is not simple (rare forms such as non-ASCII bytes or exotic rates, and all
    malformed lines) goes through the exact per-line parser, which names rejection reasons.
 
@@ -33,16 +33,21 @@ import numpy.typing as npt
 
 from crdtstream.ingest._assemble import (
     Lines,
-    Rows,
     fallback_columns,
     fast_columns,
     kind_batch,
     ordered,
 )
 from crdtstream.ingest._catalogue import KeyCatalogue
-from crdtstream.ingest._intern import SegmentInterner
-from crdtstream.ingest._numbers import Decimals, parse_decimals
-from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, scan
+from crdtstream.ingest._front import (
+    COMPILED,
+    Front,
+    Rows,
+    Scanner,
+    Segments,
+    compiled_front,
+    numpy_front,
+)
 from crdtstream.ingest.batch import (
     KINDS,
     REASONS,
@@ -52,7 +57,6 @@ from crdtstream.ingest.batch import (
 )
 from crdtstream.ingest.statsd_reference import (
     MAX_LINE_BYTES,
-    MAX_TIMESTAMP_DIGITS,
     LineRejectedError,
     ParsedLine,
     canonical_name,
@@ -61,13 +65,11 @@ from crdtstream.ingest.statsd_reference import (
     parse_line,
 )
 
-__all__ = ["parse"]
+__all__ = ["COMPILED", "parse"]
 
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-_DISTINCT = KINDS.index("distinct")
 _REASON_CODES = {reason: code for code, reason in enumerate(REASONS)}
-_MAX_VECTOR_MEMBER_BYTES = 256
 
 # Each batch canonicalises every distinct raw name and tag list once; remembering recent answers
 # across batches (the functions are pure) spares most of even that on steady traffic.
@@ -97,26 +99,31 @@ def _join(datagrams: bytes | bytearray | memoryview | Sequence[bytes]) -> bytes:
 
 
 def parse(
-    datagrams: bytes | Sequence[bytes], now_ms: int, *, max_line_bytes: int = MAX_LINE_BYTES
+    datagrams: bytes | Sequence[bytes],
+    now_ms: int,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    scanner: Scanner = "auto",
 ) -> ParseResult:
     """Parse one datagram or a batch of datagrams of newline-separated statsd lines.
 
     Lines without ``|T`` get ``now_ms`` as their event time. Malformed lines are skipped and
-    counted in ``errors`` by reason; the other lines of the datagram are kept.
+    counted in ``errors`` by reason; the other lines of the datagram are kept. ``scanner``
+    picks the first stage: ``"compiled"`` (raises RuntimeError when the package was built
+    without it), ``"numpy"``, or ``"auto"``, the compiled one when :data:`COMPILED`. The result
+    is the same either way.
     """
     data = _join(datagrams)
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    layout = scan(buffer, max_line_bytes)
-    simple = layout.simple.copy()
-    rate = _rates(buffer, layout, simple)
-    timestamp_ms = _timestamps(buffer, layout, simple, now_ms)
-    numeric_rows, member_rows = _value_rows(data, buffer, layout, simple)
+    compiled = COMPILED if scanner == "auto" else scanner == "compiled"
+    front = (compiled_front if compiled else numpy_front)(data, max_line_bytes, now_ms)
+    simple = front.simple
+    _settle_rare_values(data, front.numeric, simple)
     errors: dict[str, int] = {}
     catalogue, shared = _borrow_catalogue()
     try:
         catalogue.start_afresh_if_full()
-        key_id = _intern_keys(data, buffer, layout, simple, errors, catalogue)
-        fallback = _parse_fallback(data, layout, simple, now_ms, max_line_bytes, errors)
+        key_id = _intern_keys(data, front, errors, catalogue)
+        fallback = _parse_fallback(data, front, now_ms, max_line_bytes, errors)
         fallback_keys = list(dict.fromkeys(parsed.key for parsed in fallback.values()))
         ids = catalogue.key_ids(fallback_keys).tolist()
         key_table = dict(zip(fallback_keys, ids, strict=True))
@@ -125,10 +132,11 @@ def parse(
     finally:
         if shared:
             _IDLE_CATALOGUES.append(catalogue)
-    lines = Lines(layout, simple & (key_id >= 0), rate, timestamp_ms, key_id)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    lines = Lines(front.kind, simple & (key_id >= 0), front.rate, front.timestamp_ms, key_id)
     batches: dict[Kind, KindBatch] = {}
     for kind_index, kind in enumerate(KINDS):
-        rows = member_rows if kind == "distinct" else numeric_rows
+        rows = front.members if kind == "distinct" else front.numeric
         fast = fast_columns(buffer, lines, rows, kind_index)
         slow = fallback_columns(fallback, kind, key_table)
         batch = kind_batch(fast if slow is None else ordered(fast, slow), names, key_space)
@@ -138,203 +146,106 @@ def parse(
     return ParseResult(batches, errors, lines_ok, sum(errors.values()))
 
 
-def _rates(
-    buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray
-) -> npt.NDArray[np.float64]:
-    """Each line's sample rate (1 without ``@``); a rate that is not a plain decimal in
-    (0, 1] makes its line not simple."""
-    rate = np.ones(simple.shape[0], dtype=np.float64)
-    lines = np.flatnonzero(simple & (layout.field_starts[:, FIELD_RATE] >= 0))
-    if lines.shape[0]:
-        parsed = parse_decimals(
-            buffer, layout.field_starts[lines, FIELD_RATE], layout.field_ends[lines, FIELD_RATE]
-        )
-        simple[lines] &= parsed.simple & (parsed.value > 0.0) & (parsed.value <= 1.0)
-        rate[lines] = parsed.value
-    return rate
-
-
-def _timestamps(
-    buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray, now_ms: int
-) -> Int64Array:
-    """Each line's event time: ``|T`` seconds times 1000, else ``now_ms``."""
-    timestamp_ms = np.full(simple.shape[0], now_ms, dtype=np.int64)
-    lines = np.flatnonzero(simple & (layout.field_starts[:, FIELD_TIME] >= 0))
-    if lines.shape[0]:
-        starts = layout.field_starts[lines, FIELD_TIME]
-        ends = layout.field_ends[lines, FIELD_TIME]
-        parsed = parse_decimals(buffer, starts, ends, allow_sign=False, allow_dot=False)
-        simple[lines] &= parsed.simple & (ends - starts <= MAX_TIMESTAMP_DIGITS)
-        seconds = np.where(parsed.simple, parsed.value, 0.0).astype(np.int64)
-        timestamp_ms[lines] = seconds * 1000
-    return timestamp_ms
-
-
-def _value_rows(
-    data: bytes, buffer: npt.NDArray[np.uint8], layout: Layout, simple: BoolArray
-) -> tuple[Rows, Rows]:
-    """Split and parse the values of simple lines: numeric rows (packed ``a:b:c`` gives three)
-    and set-member rows. Lines with a value that is not a plain decimal stop being simple."""
-    colons = layout.colons
-    lines = np.flatnonzero(simple & (layout.kind != _DISTINCT))
-    value_end = layout.value_end[lines]
-    first = layout.first_colon[lines]
-    count = np.searchsorted(colons, value_end) - first
-    row_line = np.repeat(lines, count)
-    offset = np.arange(row_line.shape[0]) - np.repeat(np.cumsum(count) - count, count)
-    colon_index = np.repeat(first, count) + offset
-    start = colons[colon_index] + 1
-    next_colon = colons[np.minimum(colon_index + 1, colons.shape[0] - 1)]
-    end = np.where(offset == np.repeat(count - 1, count), np.repeat(value_end, count), next_colon)
-    parsed = parse_decimals(buffer, start, end)
-    _parse_rare_values(data, start, end, parsed)
-    simple[row_line[~parsed.simple]] = False
-    members = np.flatnonzero(simple & (layout.kind == _DISTINCT))
-    member_start = layout.name_end[members] + 1
-    member_end = layout.value_end[members]
-    # A very long member would widen the fixed-width matrix it is hashed in for every member;
-    # such lines take the per-line path instead.
-    member_bytes = member_end - member_start
-    simple[members[(member_bytes <= 0) | (member_bytes > _MAX_VECTOR_MEMBER_BYTES)]] = False
-    no_values = np.zeros(members.shape[0])
-    return (
-        Rows(row_line, start, end, parsed.value, parsed.signed),
-        Rows(members, member_start, member_end, no_values, no_values.astype(np.bool_)),
-    )
-
-
-def _parse_rare_values(data: bytes, starts: Int64Array, ends: Int64Array, parsed: Decimals) -> None:
-    """Values the vectorised decimals could not prove exact (exponents, 16 or more digits, as
-    clients printing ``repr`` floats send) are parsed one by one with the oracle's own number
-    rule, so their line stays on the fast path; the rest stay not simple."""
-    rare = np.flatnonzero(~parsed.simple)
+def _settle_rare_values(data: bytes, rows: Rows, simple: BoolArray) -> None:
+    """Values the scanner could not prove exact (exponents, 16 or more digits, as clients
+    printing ``repr`` floats send) are read one by one with the oracle's own number rule, so
+    their line stays on the fast path; a line with a value that is no number stops being
+    simple."""
+    rare = np.flatnonzero(~rows.exact & simple[rows.line])
     if rare.shape[0] == 0:
         return
     texts = [
         data[start:end]
-        for start, end in zip(starts[rare].tolist(), ends[rare].tolist(), strict=True)
+        for start, end in zip(rows.start[rare].tolist(), rows.end[rare].tolist(), strict=True)
     ]
     values = [number_or_none(text) for text in texts]
     found = [index for index, value in enumerate(values) if value is not None]
-    if not found:
-        return
-    rows = rare[found]
-    parsed.value[rows] = [values[index] for index in found]
-    parsed.signed[rows] = [texts[index][:1] in (b"+", b"-") for index in found]
-    parsed.simple[rows] = True
+    if found:
+        settled = rare[found]
+        rows.value[settled] = [values[index] for index in found]
+        rows.signed[settled] = [texts[index][:1] in (b"+", b"-") for index in found]
+        rows.exact[settled] = True
+    simple[rows.line[rare[[value is None for value in values]]]] = False
 
 
 def _intern_keys(
-    data: bytes,
-    buffer: npt.NDArray[np.uint8],
-    layout: Layout,
-    simple: BoolArray,
-    errors: dict[str, int],
-    catalogue: KeyCatalogue,
+    data: bytes, front: Front, errors: dict[str, int], catalogue: KeyCatalogue
 ) -> Int64Array:
-    """``catalogue`` id of every simple line's key: -1 elsewhere, and
-    where the name or tags are rejected (those lines are counted in ``errors``). Names and tag
-    lists are interned apart and each distinct one is canonicalised once."""
+    """``catalogue`` id of every simple line's key: -1 elsewhere, and where the name or tags are
+    rejected (those lines are counted in ``errors``). Each distinct raw name and tag list is
+    canonicalised once; lines whose segment collided stop being simple."""
+    simple = front.simple
     key_id = np.full(simple.shape[0], -1, dtype=np.int64)
     lines = np.flatnonzero(simple)
     if lines.shape[0] == 0:
         return key_id
-    interner = SegmentInterner(data)
-    names = _canonical_segments(
-        data, interner, layout.starts[lines], layout.name_end[lines], _cached_canonical_name
-    )
-    tag_starts = layout.field_starts[lines, FIELD_TAGS]
-    tagged = np.flatnonzero(tag_starts >= 0)
-    tags = _canonical_segments(
-        data,
-        interner,
-        tag_starts[tagged],
-        layout.field_ends[lines[tagged], FIELD_TAGS],
-        _cached_canonical_tags,
-    )
-    collided = names.collided.copy()
-    collided[tagged] |= tags.collided
+    collided = front.names.collided[lines] | front.tags.collided[lines]
     simple[lines[collided]] = False
-    reason = names.reason.copy()
-    reason[tagged] = np.where(reason[tagged] >= 0, reason[tagged], tags.reason)
+    name_rows = front.names.group[lines]
+    tag_rows = front.tags.group[lines]
+    names = _canonical(data, front.names, _cached_canonical_name)
+    tags = _canonical(data, front.tags, _cached_canonical_tags)
+    # The name is checked before the tags, as the per-line parser does.
+    reason = names.reason[name_rows]
+    tagged = np.flatnonzero(tag_rows >= 0)
+    reason[tagged] = np.where(reason[tagged] >= 0, reason[tagged], tags.reason[tag_rows[tagged]])
     counted = np.bincount(reason[~collided & (reason >= 0)], minlength=len(REASONS))
     for code in np.flatnonzero(counted).tolist():
         errors[REASONS[code]] = errors.get(REASONS[code], 0) + int(counted[code])
     good = np.flatnonzero(~collided & (reason < 0))
-    key_id[lines[good]] = _join_pairs(names, tags, tagged, good, catalogue)
+    key_id[lines[good]] = catalogue.row_keys(
+        _used_ids(names.texts, name_rows[good], catalogue.name_ids),
+        _used_ids(tags.texts, tag_rows[good], catalogue.tags_ids),
+    )
     return key_id
 
 
-def _join_pairs(
-    names: _Canonical,
-    tags: _Canonical,
-    tagged: Int64Array,
-    good: Int64Array,
-    catalogue: KeyCatalogue,
+def _used_ids(
+    texts: list[str], rows: Int64Array, number: Callable[[Sequence[str]], Int64Array]
 ) -> Int64Array:
-    """``catalogue`` key id of each ``good`` row: one canonical key per distinct (name, tag text)
-    pair. Rows index ``names``; ``tagged`` rows also index ``tags``."""
-    # Only names and tag lists that some good row uses enter the catalogue.
-    used = np.zeros(len(names.texts), dtype=np.bool_)
-    used[names.inverse[good]] = True
-    name_ids = np.full(len(names.texts), -1, dtype=np.int64)
-    used_names = np.flatnonzero(used)
-    name_ids[used_names] = catalogue.name_ids([names.texts[i] for i in used_names.tolist()])
-    # Raw tag lists that sort to the same text (``b,a`` and ``a,b``) share one tags id.
-    tags_ids = np.zeros(names.inverse.shape[0], dtype=np.int64)  # 0: no tags
-    if len(tags.texts):
-        tags_ids[tagged] = catalogue.tags_ids(tags.texts)[tags.inverse]
-    return catalogue.row_keys(name_ids[names.inverse[good]], tags_ids[good])
+    """The catalogue id (by ``number``) of each row's text ``texts[rows[i]]``, 0 where
+    ``rows[i]`` is -1 (no tags); only texts some row uses enter the catalogue."""
+    used = np.zeros(len(texts) + 1, dtype=np.bool_)
+    used[rows] = True
+    used[-1] = False
+    ids = np.zeros(len(texts) + 1, dtype=np.int64)  # the last one stands for "none"
+    chosen = np.flatnonzero(used)
+    if chosen.shape[0]:
+        ids[chosen] = number([texts[index] for index in chosen.tolist()])
+    result: Int64Array = ids[rows]
+    return result
 
 
 @dataclass(slots=True)
 class _Canonical:
-    """Distinct segments and their canonical text; per row: which one, why rejected (-1: not)."""
+    """The canonical text of each group of segments ("" if rejected) and why it was rejected
+    (-1: not)."""
 
     texts: list[str]
-    inverse: Int64Array
     reason: Int64Array
-    collided: BoolArray
 
 
-def _canonical_segments(
-    data: bytes,
-    interner: SegmentInterner,
-    starts: Int64Array,
-    ends: Int64Array,
-    canonical: Callable[[bytes], str],
-) -> _Canonical:
-    interned = interner.intern(starts, ends)
+def _canonical(data: bytes, segments: Segments, canonical: Callable[[bytes], str]) -> _Canonical:
     texts: list[str] = []
     reasons: list[int] = []
-    for start, end in zip(
-        starts[interned.representatives].tolist(),
-        ends[interned.representatives].tolist(),
-        strict=True,
-    ):
+    for start, end in zip(segments.starts.tolist(), segments.ends.tolist(), strict=True):
         try:
             texts.append(canonical(data[start:end]))
             reasons.append(-1)
         except LineRejectedError as rejected:
             texts.append("")
             reasons.append(_REASON_CODES[rejected.reason])
-    reason = np.array(reasons, dtype=np.int64)[interned.inverse]
-    return _Canonical(texts, interned.inverse, reason, interned.collided)
+    return _Canonical(texts, np.array(reasons, dtype=np.int64))
 
 
 def _parse_fallback(
-    data: bytes,
-    layout: Layout,
-    simple: BoolArray,
-    now_ms: int,
-    max_line_bytes: int,
-    errors: dict[str, int],
+    data: bytes, front: Front, now_ms: int, max_line_bytes: int, errors: dict[str, int]
 ) -> dict[int, ParsedLine]:
     """Parse every line that is not simple with the exact per-line parser."""
     parsed: dict[int, ParsedLine] = {}
-    lines = np.flatnonzero(~simple)
+    lines = np.flatnonzero(~front.simple)
     for line, start, end in zip(
-        lines.tolist(), layout.starts[lines].tolist(), layout.ends[lines].tolist(), strict=True
+        lines.tolist(), front.starts[lines].tolist(), front.ends[lines].tolist(), strict=True
     ):
         try:
             parsed[line] = parse_line(data[start:end], now_ms, max_line_bytes)

@@ -3,14 +3,10 @@ good lines around it in the same datagram are kept, by both parsers alike."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
-from crdtstream.ingest import REASONS, ParseResult, parse, parse_reference
-
-Parser = Callable[..., ParseResult]
-PARSERS = [pytest.param(parse, id="vectorised"), pytest.param(parse_reference, id="per-line")]
+from crdtstream.ingest import REASONS, parse_reference
+from tests.ingest.parsers import PARSERS, VECTORISED, Parser
 
 MALFORMED: list[tuple[bytes, str]] = [
     (b"x" * 9000 + b":1|c", "oversize_line"),
@@ -99,7 +95,8 @@ def test_malformed_line_alone(parser: Parser, line: bytes, reason: str) -> None:
 @pytest.mark.parametrize(("line", "reason"), MALFORMED, ids=[r for _, r in MALFORMED])
 def test_both_parsers_agree_on_each_malformed_line(line: bytes, reason: str) -> None:
     datagrams = [GOOD_BEFORE, line, line + b"\n" + GOOD_AFTER, line]
-    assert parse(datagrams, 7) == parse_reference(datagrams, 7)
+    for scanner, vectorised_parse in VECTORISED.items():
+        assert vectorised_parse(datagrams, 7) == parse_reference(datagrams, 7), scanner
 
 
 @pytest.mark.parametrize("parser", PARSERS)

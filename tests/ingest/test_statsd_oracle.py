@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from bench._statsd import statsd_workload
 from crdtstream.ingest import ParseResult, parse, parse_reference
+from tests.ingest.parsers import VECTORISED
 
 NOW_MS = 1_700_000_000_000
 
@@ -67,10 +68,12 @@ datagrams = st.lists(
 
 
 def assert_same(datagram_list: list[bytes], message: str, **options: int) -> None:
-    vectorised = parse(datagram_list, NOW_MS, **options)
+    """Both scanners of the vectorised parser give the oracle's result."""
     reference = parse_reference(datagram_list, NOW_MS, **options)
-    assert vectorised == reference, message
-    assert_consistent(vectorised, message)
+    for scanner, vectorised_parse in VECTORISED.items():
+        vectorised = vectorised_parse(datagram_list, NOW_MS, **options)
+        assert vectorised == reference, f"{message} scanner={scanner}"
+        assert_consistent(vectorised, f"{message} scanner={scanner}")
 
 
 def assert_consistent(result: ParseResult, message: str) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
 from crdtstream.crdt.hashing import hash64
 from crdtstream.ingest import KindBatch, ParseResult, canonical_key, parse, parse_reference
+from tests.ingest.parsers import PARSERS, Parser
 
-Parser = Callable[..., ParseResult]
-PARSERS = [pytest.param(parse, id="vectorised"), pytest.param(parse_reference, id="per-line")]
 NOW_MS = 1_700_000_000_123
 
 

@@ -11,9 +11,10 @@ import numpy.typing as npt
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crdtstream.ingest._front import Rows
 from crdtstream.ingest._intern import SegmentInterner, _Chunks, byte_words, group_hashes
 from crdtstream.ingest._numbers import MAX_DIGITS, parse_decimals
-from crdtstream.ingest.statsd import _parse_rare_values
+from crdtstream.ingest.statsd import _settle_rare_values
 
 _PLAIN = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)")
 
@@ -100,10 +101,13 @@ def test_rare_values_are_parsed_one_by_one_with_the_oracle_rule() -> None:
     data, starts, ends = segments(texts)
     parsed = parse_decimals(np.frombuffer(data, dtype=np.uint8), starts, ends)
     assert parsed.simple.tolist() == [False, False, False, False, False, False, True]
-    _parse_rare_values(data, starts, ends, parsed)
-    assert parsed.simple.tolist() == [True, True, True, False, False, False, True]
-    assert parsed.value[[0, 1, 2, 6]].tolist() == [1000.0, 0.30000000000000004, -0.0025, 12.5]
-    assert parsed.signed[[0, 1, 2, 6]].tolist() == [False, False, True, False]
+    rows = Rows(np.arange(len(texts)), starts, ends, parsed.value, parsed.signed, parsed.simple)
+    simple = np.ones(len(texts), dtype=np.bool_)
+    _settle_rare_values(data, rows, simple)
+    assert simple.tolist() == [True, True, True, False, False, False, True]
+    assert rows.exact.tolist() == simple.tolist()
+    assert rows.value[[0, 1, 2, 6]].tolist() == [1000.0, 0.30000000000000004, -0.0025, 12.5]
+    assert rows.signed[[0, 1, 2, 6]].tolist() == [False, False, True, False]
 
 
 def test_hash_grouping_is_exact_even_when_slots_clash() -> None:

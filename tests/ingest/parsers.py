@@ -1,0 +1,21 @@
+"""The statsd parsers every parser test runs: the vectorised parser with each of its scanners,
+and the per-line oracle."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import pytest
+
+from crdtstream.ingest import ParseResult, parse, parse_reference
+
+Parser = Callable[..., ParseResult]
+SCANNERS = ("compiled", "numpy")
+VECTORISED: dict[str, Parser] = {
+    scanner: functools.partial(parse, scanner=scanner) for scanner in SCANNERS
+}
+PARSERS = [
+    *(pytest.param(parser, id=f"vectorised-{name}") for name, parser in VECTORISED.items()),
+    pytest.param(parse_reference, id="per-line"),
+]
