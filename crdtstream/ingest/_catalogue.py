@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from crdtstream.interning import number_names
+
 __all__ = ["DEFAULT_MAX_KEYS", "KeyCatalogue"]
 
 Int64Array = npt.NDArray[np.int64]
@@ -74,22 +76,16 @@ class KeyCatalogue:
             self._start_afresh()
 
     def name_ids(self, texts: Sequence[str]) -> Int64Array:
-        """The id of each canonical name (new ones added); one call per distinct name."""
-        ids, texts_by_id = self._name_ids, self._name_texts
-        for text in texts:
-            if text not in ids:
-                ids[text] = len(texts_by_id)
-                texts_by_id.append(text)
-        return np.fromiter(map(ids.__getitem__, texts), np.int64, len(texts))
+        """The id of each canonical name (new ones added)."""
+        ids, new = number_names(self._name_ids, texts, len(self._name_texts))
+        self._name_texts.extend(new)
+        return ids
 
     def tags_ids(self, texts: Sequence[str]) -> Int64Array:
         """The id (>= 1) of each canonical tag text (new ones added)."""
-        ids, suffixes = self._tag_ids, self._tag_suffixes
-        for text in texts:
-            if text not in ids:
-                ids[text] = len(suffixes)
-                suffixes.append("#" + text)
-        return np.fromiter(map(ids.__getitem__, texts), np.int64, len(texts))
+        ids, new = number_names(self._tag_ids, texts, len(self._tag_suffixes))
+        self._tag_suffixes.extend(["#" + text for text in new])
+        return ids
 
     def row_keys(self, name_ids: Int64Array, tags_ids: Int64Array) -> Int64Array:
         """The key id of each row's ``(name id, tags id)`` pair (new keys added)."""
@@ -153,13 +149,11 @@ class KeyCatalogue:
 
     def key_ids(self, texts: Sequence[str]) -> Int64Array:
         """The id of each canonical key text (new ones added)."""
-        ids = self._key_ids
-        before = len(ids)
-        new = [text for text in dict.fromkeys(texts) if text not in ids]
+        first = len(self._key_ids)
+        ids, new = number_names(self._key_ids, texts, first)
         if new:
-            ids.update(zip(new, range(before, before + len(new)), strict=True))
-            self._store_names(new, before)
-        return np.fromiter(map(ids.__getitem__, texts), np.int64, len(texts))
+            self._store_names(new, first)
+        return ids
 
     def _store_names(self, texts: list[str], first: int) -> None:
         end = first + len(texts)

@@ -106,8 +106,9 @@ class Node:
             catalog=self.catalog,
             rules_fingerprint=self.policy.fingerprint,
         )
-        for key, (kind, _) in self.store.key_kinds.items():
-            self.catalog.declare(key, kind)
+        for kind, keys in self.store.kind_keys.items():
+            for key in keys:
+                self.catalog.declare(key, kind)
         for peer in config.peers:
             transport.add_peer(peer.node_id, peer.address)
         self.counters: dict[str, int] = dict.fromkeys(
@@ -166,7 +167,7 @@ class Node:
 
     def _declare(self, kind: str, key_names: Sequence[str]) -> None:
         """Put keys this node has not seen before into the replicated key catalog."""
-        known = self.store.key_kinds
+        known = self.store.keys
         for key in key_names:
             if key not in known:
                 self.catalog.declare(key, kind)
@@ -195,8 +196,7 @@ class Node:
 
     def kind_of(self, key: str) -> str | None:
         """The kind of ``key``, or None when this node has never seen it."""
-        entry = self.store.key_kinds.get(key)
-        return None if entry is None else entry[0]
+        return self.store.kind_of(key)
 
     def ingest_statsd(self, data: bytes | Sequence[bytes]) -> dict[str, object]:
         """Parse statsd/DogStatsD datagrams and apply them; returns what was accepted/rejected."""

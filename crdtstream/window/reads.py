@@ -117,7 +117,7 @@ def window_starts(store: WindowStore) -> list[int]:
 
 def read_key(store: WindowStore, key: str, final_through_ms: int | None) -> list[WindowValue]:
     """See :meth:`WindowStore.read_key`."""
-    entry = store.key_kinds.get(key)
+    entry = store.keys.kind_of(key)
     if entry is None:
         return []
     kind, local = entry

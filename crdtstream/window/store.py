@@ -15,7 +15,7 @@ caller can tell when every member's contributions to a window have arrived (fina
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,6 +29,7 @@ from crdtstream.window import reads, sync
 from crdtstream.window.apply import Batch, Target, apply_batch
 from crdtstream.window.cells import KINDS
 from crdtstream.window.delta import StoreDelta
+from crdtstream.window.keys import KeyRegistry
 from crdtstream.window.kinds.orset import Item
 from crdtstream.window.results import IngestResult, WindowRead, WindowValue
 from crdtstream.window.screen import and_masks, is_identity, screen
@@ -73,9 +74,8 @@ class WindowStore:
         self.mapping = LogMapping(self.config.distribution_relative_accuracy)
         self.version = 0
         self.slices: dict[int, SliceState] = {}
-        self.key_kinds: dict[str, tuple[str, int]] = {}
-        self.kind_keys: dict[str, list[str]] = {kind: [] for kind in KINDS}
-        self.kind_ids: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
+        self.keys = KeyRegistry()
+        self.kind_keys: dict[str, list[str]] = self.keys.names
         self.replicas: list[str] = [replica]
         self.replica_rows: dict[str, int] = {replica: 0}
         # (slice start, replica row) -> [writes counted, store version of the last change]
@@ -103,40 +103,7 @@ class WindowStore:
             and cached[1] == names
         ):
             return cached[2], cached[3]
-        local_ids = self.kind_ids[kind]
-        # Keys new to the store come in whole batches (a fresh store, a new client): one
-        # C-level check, which stops at the first known key, spares a lookup per name.
-        all_new = self.key_kinds.keys().isdisjoint(names)
-        if all_new:
-            ids = np.full(len(names), -1, dtype=np.int64)
-        else:
-            ids = np.fromiter(map(local_ids.get, names, repeat(-1)), np.int64, count=len(names))
-        conflicts: list[str] = []
-        missing = np.flatnonzero(ids < 0)
-        if len(missing):
-            # First sight of keys: registered with dict updates over zips (C loops), not a
-            # Python statement per key.
-            missing_names = list(names) if all_new else [names[i] for i in missing.tolist()]
-            candidates = list(dict.fromkeys(missing_names))
-            all_fresh = all_new or self.key_kinds.keys().isdisjoint(candidates)
-            fresh = candidates if all_fresh else [n for n in candidates if n not in self.key_kinds]
-            local_names = self.kind_keys[kind]
-            numbers = range(len(local_names), len(local_names) + len(fresh))
-            local_ids.update(zip(fresh, numbers, strict=True))
-            self.key_kinds.update(zip(fresh, zip(repeat(kind), numbers), strict=True))
-            local_names.extend(fresh)
-            if all_fresh and len(candidates) == len(missing_names):
-                found = np.arange(numbers.start, numbers.stop, dtype=np.int64)
-            else:
-                found = np.fromiter(map(local_ids.get, missing_names, repeat(-1)), np.int64)
-            ids[missing] = found
-            if (found < 0).any():
-                rejected = found < 0
-                conflicts = list(
-                    dict.fromkeys(
-                        n for n, r in zip(missing_names, rejected.tolist(), strict=True) if r
-                    )
-                )
+        ids, conflicts = self.keys.ids(kind, names)
         self._intern_cache = (kind, list(names), ids, conflicts)
         return ids, conflicts
 
@@ -163,10 +130,16 @@ class WindowStore:
         conflicts: list[str] = []
         if len(unknown):
             # Keys of another kind stay unknown and are looked up (and rejected) every time.
-            found, conflicts = self.intern_keys(kind, [names[i] for i in unknown.tolist()])
+            lookup = names if len(unknown) == len(names) else _pick(names, unknown)
+            found, conflicts = self.intern_keys(kind, lookup)
             ids[unknown] = found
             table[key_ids[unknown]] = found
         return ids, conflicts
+
+    def kind_of(self, key: str) -> str | None:
+        """The kind of ``key``, None when the store has never seen it."""
+        entry = self.keys.kind_of(key)
+        return None if entry is None else entry[0]
 
     def replica_row(self, replica: str) -> int:
         """The dense row of ``replica`` (added on first sight)."""
@@ -352,7 +325,7 @@ class WindowStore:
         """
         ids, conflicts = self.intern_keys("set", [key])
         if conflicts:
-            raise KindConflictError(f"key {key!r} has kind {self.key_kinds[key][0]!r}, not 'set'")
+            raise KindConflictError(f"key {key!r} has kind {self.kind_of(key)!r}, not 'set'")
         position = self.windows.slice_start(timestamp_ms) // self.windows.slide_ms
         first_open = self.first_open_position()
         if first_open is not None and position < first_open:
@@ -462,3 +435,11 @@ class WindowStore:
     def state_bytes(self) -> int:
         """Approximate bytes of state held in slices."""
         return sum(state.nbytes() for state in self.slices.values())
+
+
+def _pick(names: Sequence[str], rows: Int64Array) -> Sequence[str]:
+    """``names[row]`` for each row (at least one), gathered at C speed."""
+    if len(rows) == 1:
+        return [names[int(rows[0])]]
+    picked: tuple[str, ...] = itemgetter(*rows.tolist())(names)
+    return picked

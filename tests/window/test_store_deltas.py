@@ -160,7 +160,7 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
     assert loaded.version == store.version
     assert loaded.delta_since(store.version - 1).cell_count == store.full_state().cell_count
     assert loaded.late_by_key == store.late_by_key
-    assert restore(snapshot(loaded)).key_kinds == store.key_kinds
+    assert restore(snapshot(loaded)).kind_keys == store.kind_keys
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(StorageError):
         read_snapshot(path)
@@ -215,7 +215,7 @@ def test_window_reads_agree_with_key_reads(seed: int) -> None:
     stores[0].merge(stores[1].full_state())
     by_key = {
         (w.start_ms, key): normal(w.value)
-        for key in stores[0].key_kinds
+        for key in stores[0].keys
         for w in stores[0].read_key(key)
     }
     by_window = {
