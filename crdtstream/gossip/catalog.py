@@ -62,8 +62,22 @@ class Catalog:
             ("syncs_opened", "updates_applied", "conflicting_declarations"), 0
         )
 
-    def _invalidate(self, _event: object) -> None:
-        self._index = None
+    def _invalidate(self, event: Any) -> None:
+        """Keep the index in step with every change (local or synced), entry by entry: a
+        rebuild per change would make declaring N keys cost O(N**2)."""
+        index = self._index
+        if index is None:
+            return
+        for name, change in event.keys.items():
+            key, kind, replica = str(name).rsplit(_SEPARATOR, 2)
+            if change["action"] == "delete":
+                claims = index.get(key)
+                if claims is not None:
+                    claims.discard((kind, replica))
+                    if not claims:
+                        del index[key]
+            else:
+                index.setdefault(key, set()).add((kind, replica))
 
     def _claims_by_key(self) -> dict[str, set[tuple[str, str]]]:
         if self._index is None:
@@ -80,15 +94,26 @@ class Catalog:
         When the result differs from ``kind`` the key has a conflict: the caller rejects (and
         counts) the write, as it would a :class:`~crdtstream.errors.KindConflictError`.
         """
+        self.declare_many([key], kind)
+        return self._resolve(self._claims_by_key()[key])
+
+    def declare_many(self, keys: Sequence[str], kind: str) -> list[str]:
+        """:meth:`declare` every key of ``keys`` with ``kind``, in one document transaction;
+        return the keys whose resolved kind is another one (conflicts)."""
         if kind not in KIND_ORDER:
             raise ValueError(f"unknown kind {kind!r}; expected one of {KIND_ORDER}")
-        claims = self._claims_by_key().get(key, set())
-        if any(claimed == kind for claimed, _ in claims):
-            return self._resolve(claims)
-        self._claims[_SEPARATOR.join((key, kind, self.replica))] = True
-        if claims:
-            self.stats["conflicting_declarations"] += 1
-        return self._resolve(self._claims_by_key()[key])
+        keys = list(dict.fromkeys(keys))
+        index = self._claims_by_key()
+        unclaimed = [
+            key for key in keys if not any(claimed == kind for claimed, _ in index.get(key, ()))
+        ]
+        if unclaimed:
+            self.stats["conflicting_declarations"] += sum(key in index for key in unclaimed)
+            with self.doc.transaction():
+                for key in unclaimed:
+                    self._claims[_SEPARATOR.join((key, kind, self.replica))] = True
+        index = self._claims_by_key()
+        return [key for key in keys if self._resolve(index[key]) != kind]
 
     def kind_of(self, key: str) -> str | None:
         """The key's resolved kind, or None when no node declared it."""

@@ -107,8 +107,7 @@ class Node:
             rules_fingerprint=self.policy.fingerprint,
         )
         for kind, keys in self.store.kind_keys.items():
-            for key in keys:
-                self.catalog.declare(key, kind)
+            self.catalog.declare_many(keys, kind)
         for peer in config.peers:
             transport.add_peer(peer.node_id, peer.address)
         self.counters: dict[str, int] = dict.fromkeys(
@@ -167,10 +166,9 @@ class Node:
 
     def _declare(self, kind: str, key_names: Sequence[str]) -> None:
         """Put keys this node has not seen before into the replicated key catalog."""
-        known = self.store.keys
-        for key in key_names:
-            if key not in known:
-                self.catalog.declare(key, kind)
+        unknown = self.store.keys.unknown(key_names)
+        if unknown:
+            self.catalog.declare_many(unknown, kind)
 
     def _future_horizon_ms(self) -> int:
         return self.clock.now_ms() + self.config.event_time_future_ms_max

@@ -8,7 +8,8 @@ the common case it is built for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import filterfalse
 from typing import Final
 
 import numpy as np
@@ -42,6 +43,10 @@ class KeyRegistry:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._codes)
+
+    def unknown(self, names: Iterable[str]) -> list[str]:
+        """The names that are not keys of the store (in order, repeats kept)."""
+        return list(filterfalse(self._codes.__contains__, names))
 
     def kind_of(self, key: str) -> tuple[str, int] | None:
         """``(kind, local id)`` of ``key``, None when the store has never seen it."""

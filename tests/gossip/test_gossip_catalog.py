@@ -105,3 +105,37 @@ def test_malformed_sync_messages_raise_decode_error_and_change_nothing(body: lis
     with pytest.raises(DecodeError):
         catalog.step("b", body)
     assert catalog.doc.get_state() == before
+
+
+def test_declare_many_reports_conflicts_and_writes_one_claim_per_key() -> None:
+    catalogs = pair()
+    catalogs["b"].declare_many(["x", "y"], "counter")
+    sync(catalogs, "a", "b")
+    conflicts = catalogs["a"].declare_many(["y", "z", "z", "w"], "gauge")
+    assert conflicts == ["y"]  # counter comes before gauge
+    assert catalogs["a"].keys() == {"x": "counter", "y": "counter", "z": "gauge", "w": "gauge"}
+    assert catalogs["a"].stats["conflicting_declarations"] == 1
+    assert len(catalogs["a"].doc.get("claims", type=pycrdt.Map)) == 5  # x, y twice, z, w
+
+
+def test_the_kept_index_matches_a_catalog_read_afresh_after_local_and_synced_changes() -> None:
+    """The per-key index is kept up to date change by change; a new catalog built from the same
+    document must read the same keys, kinds and conflicts."""
+    for seed in range(5):
+        chooser = random.Random(seed)
+        catalogs = {
+            name: Catalog(f"{name}~{index}", random.Random(index))
+            for index, name in enumerate("abc")
+        }
+        for step in range(30):
+            name = chooser.choice("abc")
+            if chooser.random() < 0.7:
+                keys = [f"k{chooser.randrange(25)}" for _ in range(chooser.randrange(1, 6))]
+                catalogs[name].declare_many(keys, chooser.choice(["counter", "gauge", "set"]))
+            else:
+                sync(catalogs, name, chooser.choice([n for n in "abc" if n != name]), step)
+        for name, catalog in catalogs.items():
+            fresh = Catalog("reader~9", random.Random(9))
+            fresh.doc.apply_update(catalog.doc.get_update())
+            assert catalog.keys() == fresh.keys(), f"seed={seed} catalog={name}"
+            assert catalog.conflicts() == fresh.conflicts(), f"seed={seed} catalog={name}"
