@@ -5,8 +5,9 @@ carry a key of its own (tags make keys many). Building each key's text anew per 
 string addition per line, and hands the store fresh string objects whose hashes must be computed
 again. The catalogue keeps every canonical key once, numbered densely:
 
-- canonical names and canonical tag lists get ids by dict lookups per *distinct* segment of a
-  batch (a few hundred, not one per line);
+- raw names and raw tag lists (as sent) get ids by dict lookups per *distinct* segment of a
+  batch (a few hundred, not one per line); only a raw segment never seen is canonicalised, and
+  canonical names and tag lists are numbered once each;
 - a key is the pair (name id, tags id) (tags id 0: no tags), found per line in a dense table
   of key ids while names x tag lists stay few, else by a binary search in the sorted array of
   known pairs ``name id << 32 | tags id``; only never-seen pairs build a string;
@@ -59,6 +60,10 @@ class KeyCatalogue:
         self._tag_ids: dict[str, int] = {}
         self._tag_suffixes: list[str] = [""]
         self._key_ids: dict[str, int] = {}
+        # What each raw name or tag list (as sent) came to: its name or tags id, or a negative
+        # code saying why it was rejected; see :meth:`segment_codes`.
+        self.raw_names: dict[bytes, int] = {}
+        self.raw_tags: dict[bytes, int] = {}
         self._names = np.empty(_FIRST_CAPACITY, dtype=object)
         # Key id by (name id, tags id): a dense table while names x tag lists stay few, else
         # the known pairs sorted, with their key ids.
@@ -72,7 +77,8 @@ class KeyCatalogue:
     def start_afresh_if_full(self) -> None:
         """Forget everything once a bound is passed (call before taking ids for a batch)."""
         limit = self.max_keys
-        if len(self._key_ids) > limit or len(self._name_ids) > limit or len(self._tag_ids) > limit:
+        sizes = (self._key_ids, self._name_ids, self._tag_ids, self.raw_names, self.raw_tags)
+        if any(len(table) > limit for table in sizes):
             self._start_afresh()
 
     def name_ids(self, texts: Sequence[str]) -> Int64Array:

@@ -24,9 +24,8 @@ numbering in ``key_ids`` does.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -71,11 +70,7 @@ Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 _REASON_CODES = {reason: code for code, reason in enumerate(REASONS)}
 
-# Each batch canonicalises every distinct raw name and tag list once; remembering recent answers
-# across batches (the functions are pure) spares most of even that on steady traffic.
-_CACHE_ENTRIES = 1 << 15
-_cached_canonical_name = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_name)
-_cached_canonical_tags = functools.lru_cache(maxsize=_CACHE_ENTRIES)(canonical_tags)
+_UNSEEN = np.iinfo(np.int64).min
 # Keys live on across batches (bounded), so a known key costs no string work and reaches the
 # store as the same string object, its hash already computed. The shared catalogue is lent to
 # one parse at a time (list pop and append are atomic); a parse running while another holds it
@@ -172,8 +167,8 @@ def _intern_keys(
     data: bytes, front: Front, errors: dict[str, int], catalogue: KeyCatalogue
 ) -> Int64Array:
     """``catalogue`` id of every simple line's key: -1 elsewhere, and where the name or tags are
-    rejected (those lines are counted in ``errors``). Each distinct raw name and tag list is
-    canonicalised once; lines whose segment collided stop being simple."""
+    rejected (those lines are counted in ``errors``). Lines whose segment collided stop being
+    simple."""
     simple = front.simple
     key_id = np.full(simple.shape[0], -1, dtype=np.int64)
     lines = np.flatnonzero(simple)
@@ -181,61 +176,57 @@ def _intern_keys(
         return key_id
     collided = front.names.collided[lines] | front.tags.collided[lines]
     simple[lines[collided]] = False
-    name_rows = front.names.group[lines]
-    tag_rows = front.tags.group[lines]
-    names = _canonical(data, front.names, _cached_canonical_name)
-    tags = _canonical(data, front.tags, _cached_canonical_tags)
-    # The name is checked before the tags, as the per-line parser does.
-    reason = names.reason[name_rows]
-    tagged = np.flatnonzero(tag_rows >= 0)
-    reason[tagged] = np.where(reason[tagged] >= 0, reason[tagged], tags.reason[tag_rows[tagged]])
+    name_codes = _segment_codes(
+        data, front.names, catalogue.raw_names, canonical_name, catalogue.name_ids
+    )
+    # One more code at the end, 0 ("no tags"), for the lines without tags (group -1).
+    tag_codes = np.append(
+        _segment_codes(data, front.tags, catalogue.raw_tags, canonical_tags, catalogue.tags_ids),
+        0,
+    )
+    name_code = name_codes[front.names.group[lines]]
+    tag_code = tag_codes[front.tags.group[lines]]
+    # A rejected segment's code is -1 - reason; the name is checked before the tags, as the
+    # per-line parser does.
+    reason = np.where(name_code < 0, -1 - name_code, np.where(tag_code < 0, -1 - tag_code, -1))
     counted = np.bincount(reason[~collided & (reason >= 0)], minlength=len(REASONS))
     for code in np.flatnonzero(counted).tolist():
         errors[REASONS[code]] = errors.get(REASONS[code], 0) + int(counted[code])
     good = np.flatnonzero(~collided & (reason < 0))
-    key_id[lines[good]] = catalogue.row_keys(
-        _used_ids(names.texts, name_rows[good], catalogue.name_ids),
-        _used_ids(tags.texts, tag_rows[good], catalogue.tags_ids),
-    )
+    key_id[lines[good]] = catalogue.row_keys(name_code[good], tag_code[good])
     return key_id
 
 
-def _used_ids(
-    texts: list[str], rows: Int64Array, number: Callable[[Sequence[str]], Int64Array]
+def _segment_codes(
+    data: bytes,
+    segments: Segments,
+    known: dict[bytes, int],
+    canonical: Callable[[bytes], str],
+    number: Callable[[Sequence[str]], Int64Array],
 ) -> Int64Array:
-    """The catalogue id (by ``number``) of each row's text ``texts[rows[i]]``, 0 where
-    ``rows[i]`` is -1 (no tags); only texts some row uses enter the catalogue."""
-    used = np.zeros(len(texts) + 1, dtype=np.bool_)
-    used[rows] = True
-    used[-1] = False
-    ids = np.zeros(len(texts) + 1, dtype=np.int64)  # the last one stands for "none"
-    chosen = np.flatnonzero(used)
-    if chosen.shape[0]:
-        ids[chosen] = number([texts[index] for index in chosen.tolist()])
-    result: Int64Array = ids[rows]
-    return result
-
-
-@dataclass(slots=True)
-class _Canonical:
-    """The canonical text of each group of segments ("" if rejected) and why it was rejected
-    (-1: not)."""
-
-    texts: list[str]
-    reason: Int64Array
-
-
-def _canonical(data: bytes, segments: Segments, canonical: Callable[[bytes], str]) -> _Canonical:
+    """The code of each distinct raw segment: the catalogue id (by ``number``) of its canonical
+    text, or ``-1 - reason`` when ``canonical`` rejects it. Segments met before are answered by
+    ``known`` (which learns the others), so steady traffic canonicalises nothing."""
+    raws = [
+        data[start:end]
+        for start, end in zip(segments.starts.tolist(), segments.ends.tolist(), strict=True)
+    ]
+    codes = np.fromiter(map(known.get, raws, repeat(_UNSEEN)), np.int64, len(raws))
+    unseen = np.flatnonzero(codes == _UNSEEN)
+    if unseen.shape[0] == 0:
+        return codes
+    accepted: list[int] = []
     texts: list[str] = []
-    reasons: list[int] = []
-    for start, end in zip(segments.starts.tolist(), segments.ends.tolist(), strict=True):
+    for row in unseen.tolist():
         try:
-            texts.append(canonical(data[start:end]))
-            reasons.append(-1)
+            texts.append(canonical(raws[row]))
+            accepted.append(row)
         except LineRejectedError as rejected:
-            texts.append("")
-            reasons.append(_REASON_CODES[rejected.reason])
-    return _Canonical(texts, np.array(reasons, dtype=np.int64))
+            codes[row] = -1 - _REASON_CODES[rejected.reason]
+    if texts:
+        codes[accepted] = number(texts)
+    known.update(zip([raws[row] for row in unseen.tolist()], codes[unseen].tolist(), strict=True))
+    return codes
 
 
 def _parse_fallback(
