@@ -5,7 +5,7 @@ ready for the windowed store's ``ingest``; see the README section "statsd / DogS
 """
 
 from crdtstream.ingest.batch import KINDS, REASONS, Kind, KindBatch, ParseResult
-from crdtstream.ingest.statsd import parse
+from crdtstream.ingest.statsd import StatsdParser, parse
 from crdtstream.ingest.statsd_reference import (
     MAX_LINE_BYTES,
     LineRejectedError,
@@ -22,6 +22,7 @@ __all__ = [
     "KindBatch",
     "LineRejectedError",
     "ParseResult",
+    "StatsdParser",
     "canonical_key",
     "parse",
     "parse_line",

@@ -37,7 +37,7 @@ from crdtstream.ingest._assemble import (
     kind_batch,
     ordered,
 )
-from crdtstream.ingest._catalogue import KeyCatalogue
+from crdtstream.ingest._catalogue import DEFAULT_MAX_KEYS, KeyCatalogue
 from crdtstream.ingest._front import (
     COMPILED,
     Front,
@@ -64,7 +64,7 @@ from crdtstream.ingest.statsd_reference import (
     parse_line,
 )
 
-__all__ = ["COMPILED", "parse"]
+__all__ = ["COMPILED", "StatsdParser", "parse"]
 
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -93,6 +93,30 @@ def _join(datagrams: bytes | bytearray | memoryview | Sequence[bytes]) -> bytes:
     return b"\n".join([*datagrams, b""])
 
 
+class StatsdParser:
+    """A statsd parser with a memory of keys of its own (a bounded key catalogue), for a caller
+    that parses a stream of batches: a node, a benchmark. One call at a time.
+
+    ``max_keys`` bounds the catalogue (it starts afresh past that many keys); ``scanner`` is as
+    for :func:`parse`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        scanner: Scanner = "auto",
+    ) -> None:
+        self.max_line_bytes = max_line_bytes
+        self.scanner: Scanner = scanner
+        self._catalogue = KeyCatalogue(max_keys)
+
+    def parse(self, datagrams: bytes | Sequence[bytes], now_ms: int) -> ParseResult:
+        """As :func:`parse`, with this parser's settings and memory of keys."""
+        return _parse(datagrams, now_ms, self.max_line_bytes, self.scanner, self._catalogue)
+
+
 def parse(
     datagrams: bytes | Sequence[bytes],
     now_ms: int,
@@ -106,27 +130,38 @@ def parse(
     counted in ``errors`` by reason; the other lines of the datagram are kept. ``scanner``
     picks the first stage: ``"compiled"`` (raises RuntimeError when the package was built
     without it), ``"numpy"``, or ``"auto"``, the compiled one when :data:`COMPILED`. The result
-    is the same either way.
+    is the same either way. Calls share one memory of keys (see :class:`StatsdParser` for a
+    parser of one's own).
     """
+    catalogue, shared = _borrow_catalogue()
+    try:
+        return _parse(datagrams, now_ms, max_line_bytes, scanner, catalogue)
+    finally:
+        if shared:
+            _IDLE_CATALOGUES.append(catalogue)
+
+
+def _parse(
+    datagrams: bytes | Sequence[bytes],
+    now_ms: int,
+    max_line_bytes: int,
+    scanner: Scanner,
+    catalogue: KeyCatalogue,
+) -> ParseResult:
     data = _join(datagrams)
     compiled = COMPILED if scanner == "auto" else scanner == "compiled"
     front = (compiled_front if compiled else numpy_front)(data, max_line_bytes, now_ms)
     simple = front.simple
     _settle_rare_values(data, front.numeric, simple)
     errors: dict[str, int] = {}
-    catalogue, shared = _borrow_catalogue()
-    try:
-        catalogue.start_afresh_if_full()
-        key_id = _intern_keys(data, front, errors, catalogue)
-        fallback = _parse_fallback(data, front, now_ms, max_line_bytes, errors)
-        fallback_keys = list(dict.fromkeys(parsed.key for parsed in fallback.values()))
-        ids = catalogue.key_ids(fallback_keys).tolist()
-        key_table = dict(zip(fallback_keys, ids, strict=True))
-        names = catalogue.names()
-        key_space = catalogue.generation
-    finally:
-        if shared:
-            _IDLE_CATALOGUES.append(catalogue)
+    catalogue.start_afresh_if_full()
+    key_id = _intern_keys(data, front, errors, catalogue)
+    fallback = _parse_fallback(data, front, now_ms, max_line_bytes, errors)
+    fallback_keys = list(dict.fromkeys(parsed.key for parsed in fallback.values()))
+    ids = catalogue.key_ids(fallback_keys).tolist()
+    key_table = dict(zip(fallback_keys, ids, strict=True))
+    names = catalogue.names()
+    key_space = catalogue.generation
     buffer = np.frombuffer(data, dtype=np.uint8)
     lines = Lines(front.kind, simple & (key_id >= 0), front.rate, front.timestamp_ms, key_id)
     batches: dict[Kind, KindBatch] = {}

@@ -30,7 +30,7 @@ from crdtstream.errors import (
 from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
-from crdtstream.ingest import statsd
+from crdtstream.ingest import StatsdParser
 from crdtstream.ingest.batch import KindBatch
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
@@ -89,6 +89,8 @@ class Node:
         self.clock = clock
         self.identity: Identity = load_identity(config.data_dir, config.node_id, rng)
         self.store = self._open_store()
+        # Its own memory of keys: a known key costs the parser no string work.
+        self.statsd = StatsdParser()
         self.policy = Policy(config.policy)
         self.catalog = Catalog(self.identity.replica, rng)
         self.catalog.set_rules(config.policy)
@@ -198,7 +200,7 @@ class Node:
 
     def ingest_statsd(self, data: bytes | Sequence[bytes]) -> dict[str, object]:
         """Parse statsd/DogStatsD datagrams and apply them; returns what was accepted/rejected."""
-        parsed = statsd.parse(data, self.clock.now_ms())
+        parsed = self.statsd.parse(data, self.clock.now_ms())
         counts = self.ingest_counts
         counts["lines_ok"] += parsed.lines_ok
         counts["lines_rejected"] += parsed.lines_rejected

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench._statsd import statsd_workload
-from crdtstream.ingest import parse, parse_reference, statsd
+from crdtstream.ingest import StatsdParser, parse, parse_reference, statsd
 from crdtstream.ingest._catalogue import KeyCatalogue
 
 NOW_MS = 1_700_000_000_000
@@ -82,3 +82,25 @@ def test_a_parse_while_the_catalogue_is_lent_out_uses_its_own(
     assert first == second == parse_reference(workload, NOW_MS)
     assert first.batches["gauge"].key_space is not second.batches["gauge"].key_space
     assert not statsd._IDLE_CATALOGUES
+
+
+def test_a_parser_of_ones_own_keeps_its_own_numbering_and_gives_the_same_rows() -> None:
+    mine, theirs = StatsdParser(), StatsdParser(max_keys=50)
+    for seed in range(3):
+        workload = statsd_workload(400, seed)
+        expected = parse_reference(workload, NOW_MS)
+        mine_result, theirs_result = mine.parse(workload, NOW_MS), theirs.parse(workload, NOW_MS)
+        assert mine_result == theirs_result == expected, f"seed={seed}"
+        assert mine_result.batches["counter"].key_space is not None
+        assert (
+            mine_result.batches["counter"].key_space
+            is not theirs_result.batches["counter"].key_space
+        )
+    # A second pass over known keys keeps every key's id.
+    workload = statsd_workload(400, 0)
+    again = mine.parse(workload, NOW_MS).batches["gauge"]
+    once_more = mine.parse(workload, NOW_MS).batches["gauge"]
+    assert again.key_space is once_more.key_space
+    assert again.key_ids is not None
+    assert once_more.key_ids is not None
+    assert again.key_ids.tolist() == once_more.key_ids.tolist()
