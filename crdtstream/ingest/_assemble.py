@@ -13,7 +13,6 @@ import numpy.typing as npt
 
 from crdtstream.crdt.hashing import hash64_many
 from crdtstream.ingest._front import Rows
-from crdtstream.ingest._numbers import gather
 from crdtstream.ingest.batch import KINDS, Kind, KindBatch
 from crdtstream.ingest.statsd_reference import ParsedLine
 
@@ -30,7 +29,6 @@ __all__ = [
 
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-_MIN_MEMBER_WIDTH = 16
 
 
 @dataclass(slots=True)
@@ -56,9 +54,7 @@ class Columns:
     relative: BoolArray
 
 
-def fast_columns(
-    buffer: npt.NDArray[np.uint8], lines: Lines, rows: Rows, kind_index: int
-) -> Columns:
+def fast_columns(lines: Lines, rows: Rows, kind_index: int) -> Columns:
     """The rows of accepted simple lines of one kind: counters scaled by ``1 / rate``,
     distributions weighted by it, set members hashed, gauge signs kept as ``relative``."""
     keep = lines.accepted[rows.line] & (lines.kind[rows.line] == kind_index)
@@ -71,22 +67,10 @@ def fast_columns(
     elif kind == "distribution":
         weights = 1.0 / lines.rate[line]
     elif kind == "distinct":
-        values = _hash_members(buffer, rows.start[keep], rows.end[keep])
+        assert rows.hashes is not None, "set-member rows carry their hashes"
+        values = rows.hashes[keep]
     relative = rows.signed[keep] if kind == "gauge" else np.zeros(line.shape[0], dtype=np.bool_)
     return Columns(line, lines.key_id[line], values, lines.timestamp_ms[line], weights, relative)
-
-
-def _hash_members(
-    buffer: npt.NDArray[np.uint8], starts: Int64Array, ends: Int64Array
-) -> npt.NDArray[np.uint64]:
-    """``hash64_many`` of the member bytes, fed as one fixed-width ``S`` array."""
-    if starts.shape[0] == 0:
-        return np.zeros(0, dtype=np.uint64)
-    lengths = ends - starts
-    width = max(_MIN_MEMBER_WIDTH, int(lengths.max()))
-    chars = gather(buffer, starts, width)
-    chars[np.arange(width) >= lengths[:, None]] = 0
-    return hash64_many(chars.view(f"S{width}").reshape(-1))
 
 
 def fallback_columns(

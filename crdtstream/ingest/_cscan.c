@@ -1,17 +1,19 @@
-/* One compiled pass over a buffer of statsd lines: the structure of every line, its numbers and
- * its name and tag segments interned by their exact bytes.
+/* One compiled pass over a buffer of statsd lines: the structure of every line, its numbers, its
+ * set member's hash, and its name and tag segments grouped by their exact bytes.
  *
- * This is the compiled twin of crdtstream/ingest/_scan.py, _numbers.py and _intern.py: it
- * marks a line *simple* under the same rules (printable ASCII, name:values|type with a known
- * type, optional fields each one of @rate, #tags, T<seconds> at most once or an ``ext:...``
- * extension), parses plain decimals exactly as Python's float() would (at most 15 digits: an
- * integer mantissa below 2**53 divided by an exact power of ten, one correct rounding), and
- * groups names and tag lists with a hash table that compares bytes, so there are no collisions
- * to report. Everything it cannot prove simple is left for the exact per-line parser.
+ * This is the compiled twin of the numpy scanner (crdtstream/ingest/_front.py with _scan.py,
+ * _numbers.py and _intern.py): it marks a line *simple* under the same rules (printable ASCII,
+ * name:values|type with a known type, optional fields each one of @rate, #tags, T<seconds> at
+ * most once or an ``ext:...`` extension), parses plain decimals exactly as Python's float() does
+ * (at most 15 digits: an integer mantissa below 2**53 divided by an exact power of ten, one
+ * correct rounding), hashes set members with crdtstream.crdt.hashing.hash64, and groups names
+ * and tag lists with a hash table that compares bytes, so there are no collisions to report.
+ * Everything it cannot prove simple is left for the exact per-line parser.
  *
  * scan(data, max_line_bytes, now_ms, max_member_bytes) -> tuple of bytes objects, each the raw
- * little-endian contents of one array (see _compiled.py for their names and dtypes). The buffer
- * must end with a newline. No Python object is touched while scanning.
+ * native-endian contents of one array (see _front.py for their order and dtypes). The buffer
+ * must be empty or end with a newline. The scan runs without the GIL and touches no Python
+ * object.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,119 +31,146 @@ static const double POWERS_OF_TEN[MAX_DIGITS + 1] = {
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 };
 
-/* ------------------------------------------------------------------ growable arrays */
+/* ------------------------------------------------------------------ tables of columns */
 
+#define MAX_COLUMNS 12
+
+/* Columns that grow together: one count and one capacity check per appended row. */
 typedef struct {
-    char *data;
+    char *data[MAX_COLUMNS];
+    Py_ssize_t item[MAX_COLUMNS];
+    int columns;
     Py_ssize_t count;
     Py_ssize_t capacity;
-    Py_ssize_t item;
-} Vec;
+} Table;
 
-static int vec_init(Vec *vec, Py_ssize_t item, Py_ssize_t capacity) {
-    vec->item = item;
-    vec->count = 0;
-    vec->capacity = capacity > 16 ? capacity : 16;
-    vec->data = malloc((size_t)(vec->capacity * item));
-    return vec->data != NULL ? 0 : -1;
-}
-
-static void *vec_push(Vec *vec) {
-    if (vec->count == vec->capacity) {
-        Py_ssize_t capacity = vec->capacity * 2;
-        char *grown = realloc(vec->data, (size_t)(capacity * vec->item));
-        if (grown == NULL) {
-            return NULL;
+static int table_init(Table *table, const Py_ssize_t *items, int columns, Py_ssize_t capacity) {
+    table->columns = columns;
+    table->count = 0;
+    table->capacity = capacity > 16 ? capacity : 16;
+    for (int column = 0; column < columns; column++) {
+        table->item[column] = items[column];
+        table->data[column] = malloc((size_t)(table->capacity * items[column]));
+        if (table->data[column] == NULL) {
+            return -1;
         }
-        vec->data = grown;
-        vec->capacity = capacity;
     }
-    return vec->data + (vec->count++) * vec->item;
+    return 0;
 }
 
-static PyObject *vec_bytes(const Vec *vec) {
-    return PyBytes_FromStringAndSize(vec->data, vec->count * vec->item);
+/* Room for one more row; -1 when out of memory. */
+static inline int table_reserve(Table *table) {
+    if (table->count < table->capacity) {
+        return 0;
+    }
+    Py_ssize_t capacity = table->capacity * 2;
+    for (int column = 0; column < table->columns; column++) {
+        char *grown = realloc(table->data[column], (size_t)(capacity * table->item[column]));
+        if (grown == NULL) {
+            return -1;
+        }
+        table->data[column] = grown;
+    }
+    table->capacity = capacity;
+    return 0;
 }
 
-/* ------------------------------------------------------------------ interning */
+static void table_free(Table *table) {
+    for (int column = 0; column < table->columns; column++) {
+        free(table->data[column]);
+    }
+}
 
-static inline uint64_t mix64(uint64_t z) {
+#define AT(table, column, type) (((type *)(table)->data[column])[(table)->count])
+
+/* ------------------------------------------------------------------ hashing */
+
+static inline uint64_t fmix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
 }
 
-/* A 64-bit hash of a segment's bytes, read eight at a time; the last, partial word is read
- * as the eight bytes ending the segment (bytes before it are inside the segment too), so
- * nothing outside [at, at + length) is touched. */
-static uint64_t segment_hash(const unsigned char *at, Py_ssize_t length) {
-    uint64_t hash = (uint64_t)length * 0x9E3779B97F4A7C15ULL;
-    uint64_t word;
-    Py_ssize_t offset = 0;
-    for (; offset + 8 <= length; offset += 8) {
+/* The bytes of [at, at + length) from ``offset`` on, at most eight, as a little-endian word
+ * (zero-padded); nothing outside the segment is read. */
+static inline uint64_t word_at(const unsigned char *at, Py_ssize_t offset, Py_ssize_t length) {
+    uint64_t word = 0;
+    Py_ssize_t available = length - offset;
+    if (available >= 8) {
         memcpy(&word, at + offset, 8);
-        hash = (hash ^ word) * 0xFF51AFD7ED558CCDULL;
-        hash ^= hash >> 29;
-    }
-    if (offset < length) {
-        if (length >= 8) {
-            memcpy(&word, at + length - 8, 8);
-        } else {
-            word = 0;
-            for (Py_ssize_t index = 0; index < length; index++) {
-                word |= (uint64_t)at[index] << (8 * index);
-            }
+    } else if (length >= 8) {
+        /* The eight bytes ending the segment, shifted so the wanted ones come first. */
+        memcpy(&word, at + length - 8, 8);
+        word >>= 8 * (8 - available);
+    } else {
+        for (Py_ssize_t index = 0; index < available; index++) {
+            word |= (uint64_t)at[offset + index] << (8 * index);
         }
-        hash = (hash ^ word) * 0xFF51AFD7ED558CCDULL;
     }
-    return mix64(hash);
+    return word;
 }
 
-/* Distinct segments of one buffer, found by an open-addressing table of representative
- * numbers (0: empty slot, else representative + 1). */
+/* crdtstream.crdt.hashing.hash64 of bytes without trailing NULs (printable text has none). */
+static uint64_t hash64_bytes(const unsigned char *at, Py_ssize_t length) {
+    uint64_t hash = fmix(0x5851F42D4C957F2DULL ^ (uint64_t)length);
+    for (Py_ssize_t offset = 0; offset < length; offset += 8) {
+        hash = fmix(hash ^ word_at(at, offset, length));
+    }
+    return hash;
+}
+
+/* A quick hash for grouping segments within one call (never leaves this file). */
+static inline uint64_t segment_hash(const unsigned char *at, Py_ssize_t length) {
+    uint64_t hash = (uint64_t)length * 0x9E3779B97F4A7C15ULL;
+    for (Py_ssize_t offset = 0; offset < length; offset += 8) {
+        hash = (hash ^ word_at(at, offset, length)) * 0xFF51AFD7ED558CCDULL;
+        hash ^= hash >> 29;
+    }
+    return hash ^ (hash >> 32);
+}
+
+/* ------------------------------------------------------------------ interning */
+
+enum { SEGMENT_START, SEGMENT_END, SEGMENT_HASH };
+
+/* Distinct segments of one buffer: a table of representatives (start, end, hash) and an
+ * open-addressing index of their numbers (0: empty slot, else number + 1), at most half full.
+ * The last segment looked up is remembered: lines of one datagram usually share their tags. */
 typedef struct {
     const unsigned char *buffer;
     uint32_t *slots;
     uint64_t mask;
-    Vec starts;  /* int64: each representative's segment */
-    Vec ends;
-    Vec hashes;  /* uint64 */
+    Table segments;
+    int64_t last_start, last_end, last_number;
 } Interner;
 
-static int interner_init(Interner *interner, const unsigned char *buffer, Py_ssize_t lines) {
+static int interner_init(Interner *interner, const unsigned char *buffer) {
+    static const Py_ssize_t items[] = {8, 8, 8};
     uint64_t size = 1024;
-    while (size < (uint64_t)lines) {
-        size <<= 1;
-    }
     interner->buffer = buffer;
     interner->mask = size - 1;
+    interner->last_number = -1;
+    interner->last_start = interner->last_end = 0;
     interner->slots = calloc(size, sizeof(uint32_t));
     if (interner->slots == NULL) {
         return -1;
     }
-    if (vec_init(&interner->starts, 8, 256) || vec_init(&interner->ends, 8, 256) ||
-        vec_init(&interner->hashes, 8, 256)) {
-        return -1;
-    }
-    return 0;
+    return table_init(&interner->segments, items, 3, 256);
 }
 
 static void interner_free(Interner *interner) {
     free(interner->slots);
-    free(interner->starts.data);
-    free(interner->ends.data);
-    free(interner->hashes.data);
+    table_free(&interner->segments);
 }
 
-/* Doubles the table (kept at most half full), placing every representative anew. */
 static int interner_grow(Interner *interner) {
     uint64_t size = (interner->mask + 1) * 2;
     uint32_t *slots = calloc(size, sizeof(uint32_t));
     if (slots == NULL) {
         return -1;
     }
-    const uint64_t *hashes = (const uint64_t *)interner->hashes.data;
-    for (Py_ssize_t number = 0; number < interner->hashes.count; number++) {
+    const uint64_t *hashes = (const uint64_t *)interner->segments.data[SEGMENT_HASH];
+    for (Py_ssize_t number = 0; number < interner->segments.count; number++) {
         uint64_t slot = hashes[number] & (size - 1);
         while (slots[slot] != 0) {
             slot = (slot + 1) & (size - 1);
@@ -154,41 +183,49 @@ static int interner_grow(Interner *interner) {
     return 0;
 }
 
-/* The representative number of the segment [start, end); -2 when out of memory. */
+/* The number of the segment [start, end) among the distinct ones; -2 when out of memory. */
 static int64_t intern(Interner *interner, int64_t start, int64_t end) {
-    const unsigned char *at = interner->buffer + start;
+    const unsigned char *buffer = interner->buffer;
     Py_ssize_t length = (Py_ssize_t)(end - start);
-    uint64_t hash = segment_hash(at, length);
+    if (interner->last_number >= 0 && interner->last_end - interner->last_start == length &&
+        memcmp(buffer + interner->last_start, buffer + start, (size_t)length) == 0) {
+        return interner->last_number;
+    }
+    uint64_t hash = segment_hash(buffer + start, length);
     uint64_t slot = hash & interner->mask;
-    const int64_t *starts = (const int64_t *)interner->starts.data;
-    const int64_t *ends = (const int64_t *)interner->ends.data;
-    const uint64_t *hashes = (const uint64_t *)interner->hashes.data;
+    Table *segments = &interner->segments;
+    const int64_t *starts = (const int64_t *)segments->data[SEGMENT_START];
+    const int64_t *ends = (const int64_t *)segments->data[SEGMENT_END];
+    const uint64_t *hashes = (const uint64_t *)segments->data[SEGMENT_HASH];
+    int64_t number;
     for (;;) {
         uint32_t held = interner->slots[slot];
         if (held == 0) {
             break;
         }
-        int64_t found = (int64_t)held - 1;
-        if (hashes[found] == hash && ends[found] - starts[found] == length &&
-            memcmp(interner->buffer + starts[found], at, (size_t)length) == 0) {
-            return found;
+        number = (int64_t)held - 1;
+        if (hashes[number] == hash && ends[number] - starts[number] == length &&
+            memcmp(buffer + starts[number], buffer + start, (size_t)length) == 0) {
+            goto found;
         }
         slot = (slot + 1) & interner->mask;
     }
-    int64_t number = interner->starts.count;
-    int64_t *new_start = vec_push(&interner->starts);
-    int64_t *new_end = vec_push(&interner->ends);
-    uint64_t *new_hash = vec_push(&interner->hashes);
-    if (new_start == NULL || new_end == NULL || new_hash == NULL) {
+    if (table_reserve(segments) != 0) {
         return -2;
     }
-    *new_start = start;
-    *new_end = end;
-    *new_hash = hash;
+    number = segments->count;
+    AT(segments, SEGMENT_START, int64_t) = start;
+    AT(segments, SEGMENT_END, int64_t) = end;
+    AT(segments, SEGMENT_HASH, uint64_t) = hash;
+    segments->count++;
     interner->slots[slot] = (uint32_t)(number + 1);
-    if ((uint64_t)(number + 1) * 2 > interner->mask && interner_grow(interner) != 0) {
+    if ((uint64_t)segments->count * 2 > interner->mask && interner_grow(interner) != 0) {
         return -2;
     }
+found:
+    interner->last_start = start;
+    interner->last_end = end;
+    interner->last_number = number;
     return number;
 }
 
@@ -197,13 +234,11 @@ static int64_t intern(Interner *interner, int64_t start, int64_t end) {
 /* A plain decimal [+-]digits[.digits] of at most MAX_DIGITS digits, as float() reads it.
  * Returns 1 and sets *value when the text is such a number, else 0. */
 static int plain_decimal(const unsigned char *at, Py_ssize_t length, int allow_sign,
-                         int allow_dot, double *value, int *signed_out) {
+                         int allow_dot, double *value) {
     Py_ssize_t index = 0;
     int negative = 0;
-    *signed_out = 0;
     if (length > 0 && allow_sign && (at[0] == '+' || at[0] == '-')) {
         negative = at[0] == '-';
-        *signed_out = 1;
         index = 1;
     }
     uint64_t mantissa = 0;
@@ -234,12 +269,25 @@ static int plain_decimal(const unsigned char *at, Py_ssize_t length, int allow_s
 
 /* ------------------------------------------------------------------ lines */
 
+enum {
+    LINE_START, LINE_END, LINE_SIMPLE, LINE_KIND, LINE_RATE, LINE_TIME, LINE_NAME, LINE_TAGS,
+    LINE_VALUE_START, LINE_VALUE_END, LINE_MEMBER_HASH, LINE_COLUMNS
+};
+enum { ROW_LINE, ROW_START, ROW_END, ROW_VALUE, ROW_SIGNED, ROW_EXACT, ROW_COLUMNS };
+
 typedef struct {
-    Vec starts, ends, simple, kind, rate, timestamp_ms, name_group, tags_group, value_start,
-        value_end;
-    Vec row_line, row_start, row_end, row_value, row_signed, row_exact;
+    Table lines, rows;
     Interner names, tags;
 } Scan;
+
+/* What a structurally simple line holds, filled by simple_line. */
+typedef struct {
+    int8_t kind;
+    double rate;
+    int64_t timestamp_ms;
+    int64_t name, tags;
+    uint64_t member_hash;
+} Facts;
 
 static int8_t type_kind(const unsigned char *at, Py_ssize_t length) {
     if (length == 1) {
@@ -258,30 +306,19 @@ static int8_t type_kind(const unsigned char *at, Py_ssize_t length) {
     return NO_KIND;
 }
 
-/* Fills the per-line facts of a structurally simple line; returns 0 when it is not simple
- * after all, -1 when out of memory. */
-static inline int64_t next_pipe(const unsigned char *buffer, int64_t from, int64_t end) {
-    const unsigned char *found = memchr(buffer + from, '|', (size_t)(end - from));
+static inline int64_t next_of(const unsigned char *buffer, int byte, int64_t from, int64_t end) {
+    const unsigned char *found = memchr(buffer + from, byte, (size_t)(end - from));
     return found != NULL ? (int64_t)(found - buffer) : end;
 }
 
-static int simple_line(Scan *scan, const unsigned char *buffer, int64_t line, int64_t start,
-                       int64_t end, int64_t value_end, int64_t colon, int64_t now_ms,
-                       Py_ssize_t max_member_bytes, int8_t *kind_out, double *rate_out,
-                       int64_t *timestamp_out, int64_t *name_group, int64_t *tags_group) {
-    int64_t type_end = next_pipe(buffer, value_end + 1, end);
-    int8_t kind = type_kind(buffer + value_end + 1, (Py_ssize_t)(type_end - value_end - 1));
-    *kind_out = kind;
-    if (kind == NO_KIND) {
-        return 0;
-    }
-    int64_t tags_start = -1, tags_end = -1;
+/* The optional fields after the type: 1 when all are well-formed (rate and time read into
+ * ``facts``, the tags' bounds into ``tags``), else 0. */
+static int optional_fields(const unsigned char *buffer, int64_t pipe, int64_t end, Facts *facts,
+                           int64_t *tags_start, int64_t *tags_end) {
     int seen_rate = 0, seen_time = 0;
-    double rate = 1.0;
-    int64_t timestamp_ms = now_ms;
-    for (int64_t pipe = type_end; pipe < end;) {
+    while (pipe < end) {
         int64_t field_start = pipe + 1;
-        int64_t field_end = next_pipe(buffer, field_start, end);
+        int64_t field_end = next_of(buffer, '|', field_start, end);
         pipe = field_end;
         if (field_end <= field_start) {
             return 0;
@@ -289,25 +326,24 @@ static int simple_line(Scan *scan, const unsigned char *buffer, int64_t line, in
         const unsigned char *text = buffer + field_start + 1;
         Py_ssize_t length = (Py_ssize_t)(field_end - field_start - 1);
         unsigned char marker = buffer[field_start];
-        int sign;
         if (marker == '@') {
-            if (seen_rate++ || !plain_decimal(text, length, 1, 1, &rate, &sign) ||
-                !(rate > 0.0 && rate <= 1.0)) {
+            if (seen_rate++ || !plain_decimal(text, length, 1, 1, &facts->rate) ||
+                !(facts->rate > 0.0 && facts->rate <= 1.0)) {
                 return 0;
             }
         } else if (marker == '#') {
-            if (tags_start >= 0) {
+            if (*tags_start >= 0) {
                 return 0;
             }
-            tags_start = field_start + 1;
-            tags_end = field_end;
+            *tags_start = field_start + 1;
+            *tags_end = field_end;
         } else if (marker == 'T') {
             double seconds;
             if (seen_time++ || length > MAX_TIMESTAMP_DIGITS ||
-                !plain_decimal(text, length, 0, 0, &seconds, &sign)) {
+                !plain_decimal(text, length, 0, 0, &seconds)) {
                 return 0;
             }
-            timestamp_ms = (int64_t)seconds * 1000;
+            facts->timestamp_ms = (int64_t)seconds * 1000;
         } else if (marker >= 'a' && marker <= 'z') {
             if (memchr(buffer + field_start, ':', (size_t)(field_end - field_start)) == NULL) {
                 return 0;
@@ -316,44 +352,58 @@ static int simple_line(Scan *scan, const unsigned char *buffer, int64_t line, in
             return 0;
         }
     }
-    if (kind == KIND_DISTINCT) {
+    return 1;
+}
+
+/* Appends the value rows of a numeric line; -1 when out of memory. */
+static int value_rows(Table *rows, const unsigned char *buffer, int64_t line, int64_t piece,
+                      int64_t value_end) {
+    while (piece <= value_end) {
+        int64_t piece_end = next_of(buffer, ':', piece, value_end);
+        if (table_reserve(rows) != 0) {
+            return -1;
+        }
+        double value = 0.0;
+        Py_ssize_t length = (Py_ssize_t)(piece_end - piece);
+        AT(rows, ROW_EXACT, uint8_t) = (uint8_t)plain_decimal(buffer + piece, length, 1, 1, &value);
+        AT(rows, ROW_LINE, int64_t) = line;
+        AT(rows, ROW_START, int64_t) = piece;
+        AT(rows, ROW_END, int64_t) = piece_end;
+        AT(rows, ROW_VALUE, double) = value;
+        AT(rows, ROW_SIGNED, uint8_t) =
+            (uint8_t)(length > 0 && (buffer[piece] == '+' || buffer[piece] == '-'));
+        rows->count++;
+        piece = piece_end + 1;
+    }
+    return 0;
+}
+
+/* Fills ``facts`` for a line whose head is ``name:values|``; returns 1 when the line is simple,
+ * 0 when it is not, -1 when out of memory. */
+static int simple_line(Scan *scan, const unsigned char *buffer, int64_t line, int64_t start,
+                       int64_t end, int64_t colon, int64_t value_end,
+                       Py_ssize_t max_member_bytes, Facts *facts) {
+    int64_t type_end = next_of(buffer, '|', value_end + 1, end);
+    facts->kind = type_kind(buffer + value_end + 1, (Py_ssize_t)(type_end - value_end - 1));
+    if (facts->kind == NO_KIND) {
+        return 0;
+    }
+    int64_t tags_start = -1, tags_end = -1;
+    if (!optional_fields(buffer, type_end, end, facts, &tags_start, &tags_end)) {
+        return 0;
+    }
+    if (facts->kind == KIND_DISTINCT) {
         int64_t member_bytes = value_end - colon - 1;
         if (member_bytes <= 0 || member_bytes > max_member_bytes) {
             return 0;
         }
-    } else {
-        int64_t piece = colon + 1;
-        while (piece <= value_end) {
-            const unsigned char *found =
-                memchr(buffer + piece, ':', (size_t)(value_end - piece));
-            int64_t piece_end = found != NULL ? (int64_t)(found - buffer) : value_end;
-            int64_t *row_line = vec_push(&scan->row_line);
-            int64_t *row_start = vec_push(&scan->row_start);
-            int64_t *row_end = vec_push(&scan->row_end);
-            double *row_value = vec_push(&scan->row_value);
-            uint8_t *row_signed = vec_push(&scan->row_signed);
-            uint8_t *row_exact = vec_push(&scan->row_exact);
-            if (!row_line || !row_start || !row_end || !row_value || !row_signed || !row_exact) {
-                return -1;
-            }
-            int sign = 0;
-            double value = 0.0;
-            *row_exact = (uint8_t)plain_decimal(buffer + piece, (Py_ssize_t)(piece_end - piece),
-                                                1, 1, &value, &sign);
-            *row_line = line;
-            *row_start = piece;
-            *row_end = piece_end;
-            *row_value = value;
-            *row_signed = (uint8_t)((piece_end > piece) &&
-                                    (buffer[piece] == '+' || buffer[piece] == '-'));
-            piece = piece_end + 1;
-        }
+        facts->member_hash = hash64_bytes(buffer + colon + 1, (Py_ssize_t)member_bytes);
+    } else if (value_rows(&scan->rows, buffer, line, colon + 1, value_end) != 0) {
+        return -1;
     }
-    *rate_out = rate;
-    *timestamp_out = timestamp_ms;
-    *name_group = intern(&scan->names, start, colon);
-    *tags_group = tags_start >= 0 ? intern(&scan->tags, tags_start, tags_end) : -1;
-    if (*name_group == -2 || *tags_group == -2) {
+    facts->name = intern(&scan->names, start, colon);
+    facts->tags = tags_start >= 0 ? intern(&scan->tags, tags_start, tags_end) : -1;
+    if (facts->name == -2 || facts->tags == -2) {
         return -1;
     }
     return 1;
@@ -390,62 +440,82 @@ static int printable(const unsigned char *buffer, int64_t start, int64_t end) {
 
 static int scan_line(Scan *scan, const unsigned char *buffer, int64_t start, int64_t end,
                      Py_ssize_t max_line_bytes, int64_t now_ms, Py_ssize_t max_member_bytes) {
-    int64_t line = scan->starts.count;
-    int plain = end - start <= max_line_bytes && printable(buffer, start, end);
-    int64_t pipe = plain ? next_pipe(buffer, start, end) : end;
-    const unsigned char *found = plain ? memchr(buffer + start, ':', (size_t)(pipe - start)) : NULL;
-    int64_t colon = found != NULL ? (int64_t)(found - buffer) : -1;
-    plain = plain && pipe < end && colon >= 0;
-    int8_t kind = NO_KIND;
-    double rate = 1.0;
-    int64_t timestamp_ms = now_ms;
-    int64_t name_group = -1, tags_group = -1;
-    if (plain) {
-        int outcome = simple_line(scan, buffer, line, start, end, pipe, colon, now_ms,
-                                  max_member_bytes, &kind, &rate, &timestamp_ms, &name_group,
-                                  &tags_group);
-        if (outcome < 0) {
-            return -1;
-        }
-        plain = outcome;
-    }
-    int64_t *start_at = vec_push(&scan->starts);
-    int64_t *end_at = vec_push(&scan->ends);
-    uint8_t *simple_at = vec_push(&scan->simple);
-    int8_t *kind_at = vec_push(&scan->kind);
-    double *rate_at = vec_push(&scan->rate);
-    int64_t *time_at = vec_push(&scan->timestamp_ms);
-    int64_t *name_at = vec_push(&scan->name_group);
-    int64_t *tags_at = vec_push(&scan->tags_group);
-    int64_t *value_start_at = vec_push(&scan->value_start);
-    int64_t *value_end_at = vec_push(&scan->value_end);
-    if (!start_at || !end_at || !simple_at || !kind_at || !rate_at || !time_at || !name_at ||
-        !tags_at || !value_start_at || !value_end_at) {
+    Table *lines = &scan->lines;
+    if (table_reserve(lines) != 0) {
         return -1;
     }
-    *start_at = start;
-    *end_at = end;
-    *simple_at = (uint8_t)plain;
-    *kind_at = kind;
-    *rate_at = rate;
-    *time_at = timestamp_ms;
-    *name_at = plain ? name_group : -1;
-    *tags_at = plain ? tags_group : -1;
-    *value_start_at = plain ? colon + 1 : -1;
-    *value_end_at = plain ? pipe : -1;
+    int64_t line = lines->count;
+    Facts facts = {NO_KIND, 1.0, now_ms, -1, -1, 0};
+    int64_t pipe = -1, colon = -1;
+    int simple = end - start <= max_line_bytes && printable(buffer, start, end);
+    if (simple) {
+        pipe = next_of(buffer, '|', start, end);
+        colon = next_of(buffer, ':', start, pipe);
+        simple = pipe < end && colon < pipe;
+    }
+    if (simple) {
+        simple = simple_line(scan, buffer, line, start, end, colon, pipe, max_member_bytes,
+                             &facts);
+        if (simple < 0) {
+            return -1;
+        }
+    }
+    AT(lines, LINE_START, int64_t) = start;
+    AT(lines, LINE_END, int64_t) = end;
+    AT(lines, LINE_SIMPLE, uint8_t) = (uint8_t)simple;
+    AT(lines, LINE_KIND, int8_t) = facts.kind;
+    AT(lines, LINE_RATE, double) = facts.rate;
+    AT(lines, LINE_TIME, int64_t) = facts.timestamp_ms;
+    AT(lines, LINE_NAME, int64_t) = simple ? facts.name : -1;
+    AT(lines, LINE_TAGS, int64_t) = simple ? facts.tags : -1;
+    AT(lines, LINE_VALUE_START, int64_t) = simple ? colon + 1 : -1;
+    AT(lines, LINE_VALUE_END, int64_t) = simple ? pipe : -1;
+    AT(lines, LINE_MEMBER_HASH, uint64_t) = facts.member_hash;
+    lines->count++;
     return 0;
 }
 
 static void scan_free(Scan *scan) {
-    Vec *vecs[] = {&scan->starts,     &scan->ends,       &scan->simple,     &scan->kind,
-                   &scan->rate,       &scan->timestamp_ms, &scan->name_group, &scan->tags_group,
-                   &scan->value_start, &scan->value_end, &scan->row_line,   &scan->row_start,
-                   &scan->row_end,    &scan->row_value,  &scan->row_signed, &scan->row_exact};
-    for (size_t index = 0; index < sizeof(vecs) / sizeof(vecs[0]); index++) {
-        free(vecs[index]->data);
-    }
+    table_free(&scan->lines);
+    table_free(&scan->rows);
     interner_free(&scan->names);
     interner_free(&scan->tags);
+}
+
+static int scan_buffer(Scan *scan, const unsigned char *buffer, Py_ssize_t size,
+                       Py_ssize_t max_line_bytes, int64_t now_ms, Py_ssize_t max_member_bytes) {
+    static const Py_ssize_t line_items[LINE_COLUMNS] = {8, 8, 1, 1, 8, 8, 8, 8, 8, 8, 8};
+    static const Py_ssize_t row_items[ROW_COLUMNS] = {8, 8, 8, 8, 1, 1};
+    Py_ssize_t guess = size / 64 + 16;
+    if (table_init(&scan->lines, line_items, LINE_COLUMNS, guess) != 0 ||
+        table_init(&scan->rows, row_items, ROW_COLUMNS, guess) != 0 ||
+        interner_init(&scan->names, buffer) != 0 || interner_init(&scan->tags, buffer) != 0) {
+        return -1;
+    }
+    int64_t start = 0;
+    while (start < size) {
+        int64_t end = next_of(buffer, '\n', start, size);
+        if (end > start &&
+            scan_line(scan, buffer, start, end, max_line_bytes, now_ms, max_member_bytes) != 0) {
+            return -1;
+        }
+        start = end + 1;
+    }
+    return 0;
+}
+
+/* Appends each column of ``table`` (from ``first``) to ``result`` as a bytes object. */
+static int put_columns(PyObject *result, Py_ssize_t *at, const Table *table, int first,
+                       int count) {
+    for (int column = first; column < first + count; column++) {
+        PyObject *bytes = PyBytes_FromStringAndSize(table->data[column],
+                                                    table->count * table->item[column]);
+        if (bytes == NULL) {
+            return -1;
+        }
+        PyTuple_SET_ITEM(result, (*at)++, bytes);
+    }
+    return 0;
 }
 
 static PyObject *scan(PyObject *module, PyObject *args) {
@@ -463,46 +533,26 @@ static PyObject *scan(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "the buffer must end with a newline");
         return NULL;
     }
-    Py_ssize_t guess = size / 64 + 16;
     Scan state;
     memset(&state, 0, sizeof(state));
-    PyObject *result = NULL;
-    int failed = 0;
+    int failed;
     Py_BEGIN_ALLOW_THREADS
-    failed = vec_init(&state.starts, 8, guess) || vec_init(&state.ends, 8, guess) ||
-             vec_init(&state.simple, 1, guess) || vec_init(&state.kind, 1, guess) ||
-             vec_init(&state.rate, 8, guess) || vec_init(&state.timestamp_ms, 8, guess) ||
-             vec_init(&state.name_group, 8, guess) || vec_init(&state.tags_group, 8, guess) ||
-             vec_init(&state.value_start, 8, guess) || vec_init(&state.value_end, 8, guess) ||
-             vec_init(&state.row_line, 8, guess) || vec_init(&state.row_start, 8, guess) ||
-             vec_init(&state.row_end, 8, guess) || vec_init(&state.row_value, 8, guess) ||
-             vec_init(&state.row_signed, 1, guess) || vec_init(&state.row_exact, 1, guess) ||
-             interner_init(&state.names, buffer, guess) ||
-             interner_init(&state.tags, buffer, guess);
-    int64_t start = 0;
-    while (!failed && start < size) {
-        const unsigned char *newline = memchr(buffer + start, '\n', (size_t)(size - start));
-        int64_t end = (int64_t)(newline - buffer);
-        if (end > start) {
-            failed = scan_line(&state, buffer, start, end, max_line_bytes, (int64_t)now_ms,
-                               max_member_bytes) != 0;
-        }
-        start = end + 1;
-    }
+    failed = scan_buffer(&state, buffer, size, max_line_bytes, (int64_t)now_ms,
+                         max_member_bytes);
     Py_END_ALLOW_THREADS
+    PyObject *result = NULL;
     if (failed) {
         PyErr_NoMemory();
     } else {
-        result = Py_BuildValue(
-            "(NNNNNNNNNNNNNNNNNNNN)", vec_bytes(&state.starts), vec_bytes(&state.ends),
-            vec_bytes(&state.simple), vec_bytes(&state.kind), vec_bytes(&state.rate),
-            vec_bytes(&state.timestamp_ms), vec_bytes(&state.name_group),
-            vec_bytes(&state.tags_group), vec_bytes(&state.value_start),
-            vec_bytes(&state.value_end), vec_bytes(&state.row_line), vec_bytes(&state.row_start),
-            vec_bytes(&state.row_end), vec_bytes(&state.row_value), vec_bytes(&state.row_signed),
-            vec_bytes(&state.row_exact), vec_bytes(&state.names.starts),
-            vec_bytes(&state.names.ends), vec_bytes(&state.tags.starts),
-            vec_bytes(&state.tags.ends));
+        result = PyTuple_New(LINE_COLUMNS + ROW_COLUMNS + 4);
+        Py_ssize_t at = 0;
+        if (result != NULL &&
+            (put_columns(result, &at, &state.lines, 0, LINE_COLUMNS) != 0 ||
+             put_columns(result, &at, &state.rows, 0, ROW_COLUMNS) != 0 ||
+             put_columns(result, &at, &state.names.segments, SEGMENT_START, 2) != 0 ||
+             put_columns(result, &at, &state.tags.segments, SEGMENT_START, 2) != 0)) {
+            Py_CLEAR(result);
+        }
     }
     scan_free(&state);
     PyBuffer_Release(&view);

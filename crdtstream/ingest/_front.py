@@ -24,8 +24,9 @@ from typing import Final, Literal
 import numpy as np
 import numpy.typing as npt
 
+from crdtstream.crdt.hashing import hash64_many
 from crdtstream.ingest._intern import SegmentInterner
-from crdtstream.ingest._numbers import parse_decimals
+from crdtstream.ingest._numbers import gather, parse_decimals
 from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, scan
 from crdtstream.ingest.batch import KINDS
 from crdtstream.ingest.statsd_reference import MAX_TIMESTAMP_DIGITS
@@ -65,6 +66,7 @@ COMPILED: Final = _compiled_scan is not None
 """Whether the compiled scanner was built with the package."""
 
 _DISTINCT = KINDS.index("distinct")
+_MIN_MEMBER_WIDTH = 16
 MAX_VECTOR_MEMBER_BYTES: Final = 256
 """A longer set member takes the per-line path (the members of a batch are hashed as one
 fixed-width matrix, which one long member would widen for all)."""
@@ -73,7 +75,8 @@ fixed-width matrix, which one long member would widen for all)."""
 @dataclass(slots=True)
 class Rows:
     """Value rows of simple lines, in line order (packed values left to right); ``exact``:
-    the value was read by the fast rule (the others are settled one by one)."""
+    the value was read by the fast rule (the others are settled one by one). Set-member rows
+    carry ``hashes``, the :func:`~crdtstream.crdt.hashing.hash64` of each member's bytes."""
 
     line: Int64Array
     start: Int64Array
@@ -81,6 +84,7 @@ class Rows:
     value: npt.NDArray[np.float64]
     signed: BoolArray
     exact: BoolArray
+    hashes: npt.NDArray[np.uint64] | None = None
 
 
 @dataclass(slots=True)
@@ -127,6 +131,7 @@ def compiled_front(data: bytes, max_line_bytes: int, now_ms: int) -> Front:
         tags_group,
         value_start,
         value_end,
+        member_hash,
         row_line,
         row_start,
         row_end,
@@ -166,6 +171,7 @@ def compiled_front(data: bytes, max_line_bytes: int, now_ms: int) -> Front:
             no_values,
             no_values.astype(np.bool_),
             np.ones(members.shape[0], dtype=np.bool_),
+            np.frombuffer(member_hash, dtype=np.uint64)[members],
         ),
         names=Segments(
             np.frombuffer(name_group, dtype=i64),
@@ -287,6 +293,9 @@ def _value_rows(
     member_end = layout.value_end[members]
     member_bytes = member_end - member_start
     simple[members[(member_bytes <= 0) | (member_bytes > MAX_VECTOR_MEMBER_BYTES)]] = False
+    kept = simple[members]
+    hashes = np.zeros(members.shape[0], dtype=np.uint64)
+    hashes[kept] = _hash_members(buffer, member_start[kept], member_end[kept])
     no_values = np.zeros(members.shape[0])
     return (
         Rows(row_line, start, end, parsed.value, parsed.signed, parsed.simple),
@@ -297,5 +306,19 @@ def _value_rows(
             no_values,
             no_values.astype(np.bool_),
             np.ones(members.shape[0], dtype=np.bool_),
+            hashes,
         ),
     )
+
+
+def _hash_members(
+    buffer: npt.NDArray[np.uint8], starts: Int64Array, ends: Int64Array
+) -> npt.NDArray[np.uint64]:
+    """``hash64_many`` of the member bytes, fed as one fixed-width ``S`` array."""
+    if starts.shape[0] == 0:
+        return np.zeros(0, dtype=np.uint64)
+    lengths = ends - starts
+    width = max(_MIN_MEMBER_WIDTH, int(lengths.max()))
+    chars = gather(buffer, starts, width)
+    chars[np.arange(width) >= lengths[:, None]] = 0
+    return hash64_many(chars.view(f"S{width}").reshape(-1))

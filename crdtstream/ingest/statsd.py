@@ -162,12 +162,11 @@ def _parse(
     key_table = dict(zip(fallback_keys, ids, strict=True))
     names = catalogue.names()
     key_space = catalogue.generation
-    buffer = np.frombuffer(data, dtype=np.uint8)
     lines = Lines(front.kind, simple & (key_id >= 0), front.rate, front.timestamp_ms, key_id)
     batches: dict[Kind, KindBatch] = {}
     for kind_index, kind in enumerate(KINDS):
         rows = front.members if kind == "distinct" else front.numeric
-        fast = fast_columns(buffer, lines, rows, kind_index)
+        fast = fast_columns(lines, rows, kind_index)
         slow = fallback_columns(fallback, kind, key_table)
         batch = kind_batch(fast if slow is None else ordered(fast, slow), names, key_space)
         if batch is not None:

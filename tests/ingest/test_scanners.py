@@ -14,6 +14,7 @@ import numpy as np
 from hypothesis import given
 
 from bench._statsd import statsd_workload
+from crdtstream.crdt.hashing import hash64
 from crdtstream.ingest._front import COMPILED, Front, Segments, compiled_front, numpy_front
 from crdtstream.ingest.statsd import _join
 from tests.ingest.test_statsd_oracle import datagrams, mutate
@@ -68,6 +69,8 @@ def assert_rows_agree(compiled: Front, vectorised: Front, message: str) -> None:
         assert mine_values[exact].tobytes() == theirs_values[exact].tobytes(), message
         mine_signed, theirs_signed = mine.signed[mine_kept], theirs.signed[theirs_kept]
         assert mine_signed[exact].tolist() == theirs_signed[exact].tolist(), message
+        if field == "members":
+            assert mine.hashes[mine_kept].tolist() == theirs.hashes[theirs_kept].tolist(), message
 
 
 @given(datagrams)
@@ -170,3 +173,14 @@ def test_many_distinct_names_grow_the_compiled_table() -> None:
     group = front.names.group
     assert group[:5_000].tolist() == group[5_000:].tolist()
     assert_fronts_agree(data, "distinct names")
+
+
+def test_compiled_member_hashes_are_hash64_at_every_length() -> None:
+    chooser = random.Random(5_000)
+    alphabet = bytes(range(0x21, 0x7F)).replace(b"|", b"")
+    members = [bytes(chooser.choice(alphabet) for _ in range(length)) for length in range(1, 257)]
+    data = _join([b"\n".join(b"s:" + member + b"|s" for member in members)])
+    front = compiled_front(data, 8192, NOW_MS)
+    assert front.simple.all()
+    assert front.members.hashes is not None
+    assert front.members.hashes.tolist() == [hash64(member) for member in members]
