@@ -6,9 +6,10 @@
   store's batch ingest), and the ratio ``statsd_lines_per_s_vs_goal`` against the goal of
   1,000,000 lines/s on one core (goal ``>= 1``). "Running" means both have already taken one
   pass of the same mix drawn with another seed, as an agent has after its first seconds: most
-  keys are known, yet about a fifth of the timed pass's keys (18 % of its lines) are new. Each repeat
-  starts from a fresh parser and store (``make_store()``) and its own warm-up; best of
-  ``repeats``. With ``make_store=None`` the figures are parse only and their units say so;
+  keys are known, yet about a fifth of the timed pass's keys (18 % of its lines) are new.
+  Each repeat starts from a fresh parser and store (``make_store()``) and its own warm-up;
+  best of ``repeats``. With ``make_store=None`` the figures are parse only and their units
+  say so;
 - ``statsd_first_sight_lines_per_s``: the same timed pass into a fresh parser and a fresh
   store, so every key is new to both (about 90,000 keys in 200,000 lines): the worst case, a
   node's first burst;
