@@ -9,9 +9,12 @@ from collections.abc import Callable
 import pytest
 
 from crdtstream.ingest import ParseResult, parse, parse_reference
+from crdtstream.ingest.statsd import COMPILED
 
 Parser = Callable[..., ParseResult]
-SCANNERS = ("compiled", "numpy")
+# Without a C compiler at install time only the numpy scanner exists; test_scanners then fails
+# once, saying so, instead of every parser test failing.
+SCANNERS = ("compiled", "numpy") if COMPILED else ("numpy",)
 VECTORISED: dict[str, Parser] = {
     scanner: functools.partial(parse, scanner=scanner) for scanner in SCANNERS
 }
