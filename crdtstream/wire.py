@@ -118,6 +118,10 @@ class Tag(enum.IntEnum):
     NODE_IDENTITY = 128
     STRONG_REQUEST = 129
     STRONG_RESPONSE = 130
+    QUORUM_WRITE = 131
+    QUORUM_ACK = 132
+    QUORUM_READ = 133
+    QUORUM_STATE = 134
 
 
 def _pack_default(obj: object) -> Any:

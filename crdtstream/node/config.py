@@ -49,7 +49,8 @@ class NodeConfig:
     ``data_dir`` None keeps everything in memory (tests, demos). ``snapshot_interval_ms`` is how
     often the store is written to disk; ``tick_interval_ms`` how often the protocol timers run.
     ``raft_voters`` (may include this node) enable strong mode for keys that ``policy`` sends
-    there; a strong request not answered within ``strong_timeout_ms`` fails as unavailable.
+    there; a strong request not answered within ``strong_timeout_ms`` fails as unavailable, and
+    so does a quorum request not confirmed by a majority within ``quorum_timeout_ms``.
     An event stamped more than ``event_time_future_ms_max`` ahead of the node's clock is
     refused (counted), so one bad clock cannot close every window.
     """
@@ -69,6 +70,7 @@ class NodeConfig:
     raft_voters: tuple[PeerAddress, ...] = ()
     policy: tuple[PolicyRule, ...] = ()
     strong_timeout_ms: int = 5_000
+    quorum_timeout_ms: int = 2_000
     event_time_future_ms_max: int = 300_000
 
     def __post_init__(self) -> None:
@@ -88,6 +90,12 @@ class NodeConfig:
             "node.strong_timeout_ms",
             "must be > 0",
             self.strong_timeout_ms,
+        )
+        require(
+            self.quorum_timeout_ms > 0,
+            "node.quorum_timeout_ms",
+            "must be > 0",
+            self.quorum_timeout_ms,
         )
         require(
             self.event_time_future_ms_max >= 0,

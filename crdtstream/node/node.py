@@ -34,6 +34,7 @@ from crdtstream.ingest import StatsdParser
 from crdtstream.ingest.batch import KindBatch
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
+from crdtstream.node.quorum import QUORUM_TAGS, Quorum, QuorumDone
 from crdtstream.node.strong import Completion, ReadAnswer, StrongReplica
 from crdtstream.node.strong_client import StrongClient
 from crdtstream.policy import Policy
@@ -91,6 +92,7 @@ class Node:
         self.store = self._open_store()
         # Its own memory of keys: a known key costs the parser no string work.
         self.statsd = StatsdParser()
+        self.quorum = Quorum(self.store, self._send_raw)
         self.policy = Policy(config.policy)
         self.catalog = Catalog(self.identity.replica, rng)
         self.catalog.set_rules(config.policy)
@@ -276,6 +278,106 @@ class Node:
             for value in self.store.read_key(key)
         ]
 
+    # ------------------------------------------------------------------ quorum mode
+
+    def quorum_members(self) -> tuple[list[str], int]:
+        """The other members a quorum request goes to, and the cluster size its majority is
+        counted against: configured peers and every member gossip knows of, except those that
+        left (a member believed dead still counts, so a minority never calls itself a
+        majority)."""
+        others = {peer.node_id for peer in self.config.peers}
+        for node_id, member in self.gossip.membership.members.items():
+            if member.status == "left":
+                others.discard(node_id)
+            else:
+                others.add(node_id)
+        others.discard(self.config.node_id)
+        return sorted(others), len(others) + 1
+
+    def add_quorum(
+        self,
+        key: str,
+        kind: str,
+        value: float | str | bytes | int,
+        done: QuorumDone,
+        *,
+        timestamp_ms: int | None = None,
+        weight: float = 1.0,
+        relative: bool = False,
+    ) -> IngestResult:
+        """:meth:`add`, then replicate the write to a majority; ``done`` runs once a majority
+        holds it (``None``) or with :class:`UnavailableError` at the deadline. A write that was
+        not accepted (late, rejected, invalid) calls ``done(None)`` at once: nothing to send."""
+        version = self.store.version
+        result = self.add(
+            key, kind, value, timestamp_ms=timestamp_ms, weight=weight, relative=relative
+        )
+        self._replicate_since(version, done)
+        return result
+
+    def remove_quorum(self, key: str, item: str | bytes, done: QuorumDone) -> bool:
+        """:meth:`remove`, replicated to a majority as :meth:`add_quorum` does."""
+        version = self.store.version
+        removed = self.remove(key, item)
+        self._replicate_since(version, done)
+        return removed
+
+    def _replicate_since(self, version: int, done: QuorumDone) -> None:
+        if self.store.version == version:
+            done(None)
+            return
+        peers, cluster_size = self.quorum_members()
+        delta = self.store.delta_since(version)
+        self.quorum.write(
+            delta,
+            peers,
+            cluster_size,
+            self.clock.monotonic_ms(),
+            self.config.quorum_timeout_ms,
+            done,
+        )
+
+    def read_quorum(self, key: str, done: QuorumDone) -> None:
+        """Merge ``key``'s state from a majority into the store; then :meth:`read_key` sees
+        every write a majority acknowledged. ``done`` as for :meth:`add_quorum`."""
+        peers, cluster_size = self.quorum_members()
+        self.quorum.read(
+            key,
+            peers,
+            cluster_size,
+            self.clock.monotonic_ms(),
+            self.config.quorum_timeout_ms,
+            done,
+        )
+
+    async def write_quorum(
+        self, key: str, kind: str, value: float | str | bytes | int
+    ) -> IngestResult:
+        """:meth:`add_quorum` as a coroutine; raises :class:`UnavailableError` when no majority
+        confirmed in time (the write stays applied here and still spreads by gossip)."""
+        future = self._quorum_future()
+        result = self.add_quorum(key, kind, value, _resolver(future))
+        await future
+        return result
+
+    async def delete_quorum(self, key: str, item: str | bytes) -> bool:
+        """:meth:`remove_quorum` as a coroutine (errors as :meth:`write_quorum`)."""
+        future = self._quorum_future()
+        removed = self.remove_quorum(key, item, _resolver(future))
+        await future
+        return removed
+
+    async def query_quorum(self, key: str) -> list[WindowValue]:
+        """:meth:`read_quorum`, then :meth:`read_key`; raises :class:`UnavailableError`."""
+        future = self._quorum_future()
+        self.read_quorum(key, _resolver(future))
+        await future
+        return self.read_key(key)
+
+    @staticmethod
+    def _quorum_future() -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
     # ------------------------------------------------------------------ strong mode
 
     def mode_of(self, key: str) -> str:
@@ -400,6 +502,7 @@ class Node:
             self._next_tick_ms = monotonic_ms + self.config.tick_interval_ms
             self._send(self.gossip.tick(now_ms))
         self._connect_new_members()
+        self.quorum.tick(monotonic_ms)
         if self.strong is not None:
             due = (monotonic_ms - self._started_ms) // self.config.raft.tick_ms
             while self._raft_ticks_done < due:
@@ -434,6 +537,8 @@ class Node:
             self._send(self.gossip.step(source, payload, now_ms))
         elif tag in STRONG_TAGS and self.strong is not None:
             self.strong.step(source, payload)
+        elif tag in QUORUM_TAGS:
+            self.quorum.step(source, payload)
         else:
             self.counters["packets_unroutable"] += 1
 
@@ -491,6 +596,7 @@ class Node:
             return
         self._closed = True
         try:
+            self.quorum.fail_all(UnavailableError("the node is shutting down"))
             if self.strong is not None:
                 self.strong.fail_all(UnavailableError("the node is shutting down"))
             if leave and not self.transport.closed:
@@ -500,3 +606,17 @@ class Node:
                 mark_clean(self.config.data_dir, self.identity)
         finally:
             self.transport.close()
+
+
+def _resolver(future: asyncio.Future[None]) -> QuorumDone:
+    """A :data:`QuorumDone` that settles ``future`` (once)."""
+
+    def done(error: Exception | None) -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    return done

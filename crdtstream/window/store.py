@@ -391,6 +391,11 @@ class WindowStore:
         """Everything retained, as one delta."""
         return sync.delta_since(self, 0)
 
+    def key_state(self, key: str) -> StoreDelta:
+        """Everything retained of ``key``, as one delta (empty for an unknown key); what a
+        quorum read asks each member for."""
+        return sync.key_state(self, key)
+
     def merge(self, delta: StoreDelta) -> StoreDelta:
         """Join ``delta`` in place; return the part of it that inflated this state.
 

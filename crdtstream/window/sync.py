@@ -12,7 +12,7 @@ from crdtstream.window.delta import StoreDelta, WindowVersions
 if TYPE_CHECKING:
     from crdtstream.window.store import WindowStore
 
-__all__ = ["delta_since", "merge"]
+__all__ = ["delta_since", "key_state", "merge"]
 
 
 def _empty_delta(store: WindowStore, keys: list[str], replicas: list[str]) -> StoreDelta:
@@ -42,6 +42,27 @@ def delta_since(store: WindowStore, version: int) -> StoreDelta:
             np.asarray(column, dtype=np.int64) for column in zip(*entries, strict=True)
         )
         delta.windows = WindowVersions(starts, rows, counts)
+    return delta.compacted()
+
+
+def key_state(store: WindowStore, key: str) -> StoreDelta:
+    """Every retained cell of ``key`` (all windows, all replicas), without window versions."""
+    delta = _empty_delta(store, [], list(store.replicas))
+    entry = store.keys.kind_of(key)
+    if entry is None:
+        return delta
+    kind, local = entry
+    parts = []
+    for start, state in store.slices.items():
+        cells = state.changed_since(kind, 0, start)
+        mine = cells.take(np.flatnonzero(cells.key == local))
+        if len(mine):
+            parts.append(mine)
+    if parts:
+        cells = KindCells.concatenate(parts)
+        cells.key = np.zeros(len(cells), dtype=np.int64)
+        delta.keys.append(key)
+        delta.cells[kind] = cells
     return delta.compacted()
 
 

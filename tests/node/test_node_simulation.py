@@ -13,6 +13,7 @@ from crdtstream.node import Node, NodeConfig, PeerAddress
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 WINDOW = WindowConfig(size_ms=1_000, allowed_lateness_ms=500, retention_windows=30)
+GOSSIP = GossipConfig(interval_ms=50, fanout=2)
 STEP_MS = 10
 
 
@@ -22,6 +23,7 @@ def _config(
     data_dir: Path | None,
     snapshot_interval_ms: int = 200,
     window: WindowConfig = WINDOW,
+    gossip: GossipConfig = GOSSIP,
 ) -> NodeConfig:
     return NodeConfig(
         node_id=node_id,
@@ -29,7 +31,7 @@ def _config(
         peers=tuple(PeerAddress(other, memory_address(other)) for other in others),
         data_dir=data_dir,
         window=window,
-        gossip=GossipConfig(interval_ms=50, fanout=2),
+        gossip=gossip,
         membership=MembershipConfig.local(),
         snapshot_interval_ms=snapshot_interval_ms,
         tick_interval_ms=STEP_MS,
@@ -46,8 +48,10 @@ class Cluster:
         root: Path | None,
         snapshot_interval_ms: int = 200,
         window: WindowConfig = WINDOW,
+        gossip: GossipConfig = GOSSIP,
     ) -> None:
         self.seed = seed
+        self.gossip = gossip
         self.snapshot_interval_ms = snapshot_interval_ms
         self.window = window
         self.rng = random.Random(seed)
@@ -63,7 +67,7 @@ class Cluster:
         data_dir = None if self.root is None else self.root / name
         others = [other for other in self.names if other != name]
         node = Node(
-            _config(name, others, data_dir, self.snapshot_interval_ms, self.window),
+            _config(name, others, data_dir, self.snapshot_interval_ms, self.window, self.gossip),
             self.network.endpoint(name),
             self.clock,
             random.Random(self.rng.getrandbits(64)),

@@ -224,3 +224,23 @@ def test_window_reads_agree_with_key_reads(seed: int) -> None:
         for key, value in values.items()
     }
     assert by_window == by_key, f"seed={seed}"
+
+
+def test_key_state_carries_exactly_one_keys_cells_from_every_replica() -> None:
+    for seed in range(4):
+        stores = [WindowStore(f"n{i}~0001", CONFIG) for i in range(3)]
+        for index, store in enumerate(stores):
+            _ingest(store, _events(seed * 10 + index, 150))
+        merged = WindowStore("m~0001", CONFIG)
+        for store in stores:
+            merged.merge(store.full_state())
+        for key in list(merged.keys):
+            state = merged.key_state(key)
+            assert state.keys == [key], f"seed={seed} key={key}"
+            reader = WindowStore("r~0001", CONFIG)
+            reader.merge(StoreDelta.from_bytes(state.to_bytes()))
+            assert list(reader.keys) == [key], f"seed={seed} key={key}"
+            mine = [(w.start_ms, normal(w.value)) for w in reader.read_key(key)]
+            theirs = [(w.start_ms, normal(w.value)) for w in merged.read_key(key)]
+            assert mine == theirs, f"seed={seed} key={key}"
+    assert WindowStore("n~0001", CONFIG).key_state("never").is_empty()
