@@ -135,12 +135,19 @@ def build_app(node: Node) -> web.Application:
         mode = request.query.get("consistency", node.mode_of(key))
         if mode == "strong":
             return await _read_strong(node, key)
-        if mode != "eventual":
-            return _error(501 if mode == "quorum" else 400, f"consistency {mode!r} is not served")
+        if mode not in ("eventual", "quorum"):
+            return _error(400, f"unknown consistency {mode!r}")
+        if mode == "quorum":
+            try:
+                values = await node.query_quorum(key)
+            except UnavailableError as error:
+                return _error(503, str(error))
+        else:
+            values = node.read_key(key)
         kind = node.kind_of(key)
         if kind is None:
             return _error(404, f"unknown key {key!r}")
-        windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in node.read_key(key)]
+        windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in values]
         return web.json_response({"key": key, "kind": kind, "mode": mode, "windows": windows})
 
     @routes.post("/v1/keys/{key}")
@@ -156,8 +163,6 @@ def build_app(node: Node) -> web.Application:
         mode = node.mode_of(key)
         if mode == "strong":
             return await _write_strong(node, key, body)
-        if mode != "eventual":
-            return _error(501, f"mode {mode!r} is not served")
         if op not in OP_ACCEPTING_KINDS:
             return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_ACCEPTING_KINDS)}")
         kind = node.kind_of(key) or OP_KINDS[op]
@@ -165,18 +170,28 @@ def build_app(node: Node) -> web.Application:
             return _error(
                 409, f"key {key!r} is a {kind}; {op!r} applies to {OP_ACCEPTING_KINDS[op]}"
             )
+        quorum = mode == "quorum"
         try:
             if op == "remove":
-                removed = node.remove(key, value)
-                return web.json_response({"key": key, "removed": removed})
-            result = node.add(key, kind, value)
+                removed = (
+                    await node.delete_quorum(key, value) if quorum else node.remove(key, value)
+                )
+                return web.json_response({"key": key, "mode": mode, "removed": removed})
+            result = (
+                await node.write_quorum(key, kind, value) if quorum else node.add(key, kind, value)
+            )
         except (TypeError, ValueError, OverflowError, KindConflictError) as error:
             return _error(400, str(error))
+        except UnavailableError as error:
+            # Applied here and still spread by gossip; only the majority was not confirmed.
+            return _error(503, f"{error}; the write was kept on this node")
         if result.rejected:
             return _error(409, f"key {key!r} already has another kind")
         if result.invalid:
             return _error(400, f"invalid value {value!r} for a {kind}")
-        return web.json_response({"key": key, "kind": kind, "accepted": result.accepted})
+        return web.json_response(
+            {"key": key, "kind": kind, "mode": mode, "accepted": result.accepted}
+        )
 
     @routes.post("/v1/ingest")
     async def ingest(request: web.Request) -> web.Response:

@@ -34,15 +34,17 @@ def _free_port() -> int:
 Scenario = Callable[[TestClient], Awaitable[None]]  # type: ignore[type-arg]
 
 
-async def _with_client(scenario: Scenario) -> None:
+async def _with_client(scenario: Scenario, peers: tuple[PeerAddress, ...] = ()) -> None:
     address = f"tcp://127.0.0.1:{_free_port()}"
     config = NodeConfig(
         node_id="solo",
         listen_address=address,
+        peers=peers,
         raft=RaftConfig(tick_ms=10),
         raft_voters=(PeerAddress("solo", address),),
         policy=(PolicyRule("quota.*", "strong"), PolicyRule("q.*", "quorum")),
         strong_timeout_ms=3_000,
+        quorum_timeout_ms=300,
     )
     node = Node(config, ZmqTransport("solo", address), SystemClock(), random.Random(1))
     stop = asyncio.Event()
@@ -57,9 +59,9 @@ async def _with_client(scenario: Scenario) -> None:
         await task
 
 
-def run(scenario: Scenario) -> None:
-    """Run one scenario against a fresh node and HTTP server."""
-    asyncio.run(_with_client(scenario))
+def run(scenario: Scenario, peers: tuple[PeerAddress, ...] = ()) -> None:
+    """Run one scenario against a fresh node (with ``peers``) and HTTP server."""
+    asyncio.run(_with_client(scenario, peers))
 
 
 def _url(key: str) -> str:
@@ -106,11 +108,32 @@ async def _strong_conditional_adds_stop_at_the_limit(client: TestClient) -> None
     assert sum(window["value"] for window in read["windows"]) == 3
 
 
-async def _quorum_mode_is_refused_and_status_reports(client: TestClient) -> None:  # type: ignore[type-arg]
-    assert (await client.post(_url("q.x"), json={"op": "add", "value": 1})).status == 501
+async def _quorum_writes_and_reads_on_one_node_and_status(client: TestClient) -> None:  # type: ignore[type-arg]
+    # A cluster of one is its own majority.
+    wrote = await client.post(_url("q.x"), json={"op": "add", "value": 2})
+    assert wrote.status == 200, await wrote.text()
+    assert (await wrote.json())["mode"] == "quorum"
+    read = await (await client.get(_url("q.x"))).json()
+    assert read["mode"] == "quorum"
+    assert sum(window["value"] for window in read["windows"]) == 2
+    eventual = await (await client.get(_url("q.x") + "?consistency=eventual")).json()
+    assert eventual["mode"] == "eventual"
+    assert (await client.get(_url("q.x") + "?consistency=sometimes")).status == 400
     status = await (await client.get("/v1/status")).json()
     assert status["node_id"] == "solo"
     assert status["raft"]["voters"] == ["solo"]
+
+
+async def _quorum_without_a_majority_is_503_and_the_write_is_kept(client: TestClient) -> None:  # type: ignore[type-arg]
+    # The one configured peer never answers: two nodes need both for a majority.
+    wrote = await client.post(_url("q.y"), json={"op": "add", "value": 5})
+    assert wrote.status == 503
+    assert "kept on this node" in (await wrote.json())["error"]
+    assert (await client.get(_url("q.y"))).status == 503
+    eventual = await (await client.get(_url("q.y") + "?consistency=eventual")).json()
+    assert sum(window["value"] for window in eventual["windows"]) == 5
+    removed = await client.post(_url("q.set"), json={"op": "remove", "value": "m"})
+    assert removed.status == 200  # nothing to remove, nothing to confirm
 
 
 def test_statsd_ingest_then_read() -> None:
@@ -125,8 +148,13 @@ def test_strong_conditional_adds_stop_at_the_limit() -> None:
     run(_strong_conditional_adds_stop_at_the_limit)
 
 
-def test_quorum_mode_is_refused_and_status_reports() -> None:
-    run(_quorum_mode_is_refused_and_status_reports)
+def test_quorum_writes_and_reads_on_one_node_and_status() -> None:
+    run(_quorum_writes_and_reads_on_one_node_and_status)
+
+
+def test_quorum_without_a_majority_is_503_and_the_write_is_kept() -> None:
+    ghost = PeerAddress("ghost", f"tcp://127.0.0.1:{_free_port()}")
+    run(_quorum_without_a_majority_is_503_and_the_write_is_kept, (ghost,))
 
 
 async def _bad_input_is_400_not_500(client: TestClient) -> None:  # type: ignore[type-arg]
