@@ -287,6 +287,8 @@ class WindowStore:
         batch.key_count = len(self.kind_keys[kind])
         target = self._target()
         apply_batch(kind, batch, target)
+        for position in target.touched:
+            self.slice_for(position).note_change(kind, target.version)
         self._count_writes(target.touched)
 
     def add(
@@ -332,12 +334,14 @@ class WindowStore:
             self.late_total += 1
             self.late_by_key[key] = self.late_by_key.get(key, 0) + 1
             return False
-        state = self.slice_for(position)
-        cell = state.sets.get(int(ids[0]))
-        if cell is None or not cell.remove(item):
+        # Looked up, not created: a removal never makes an empty slice appear.
+        state = self.slices.get(position * self.windows.slide_ms)
+        cell = None if state is None else state.sets.get(int(ids[0]))
+        if state is None or cell is None or not cell.remove(item):
             return False
         self.version += 1
         cell.changed_version = self.version
+        state.note_change("set", self.version)
         self._count_writes({position})
         return True
 

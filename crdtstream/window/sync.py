@@ -26,7 +26,11 @@ def delta_since(store: WindowStore, version: int) -> StoreDelta:
     """Cells and window-version entries of ``store`` changed after ``version``."""
     delta = _empty_delta(store, [], list(store.replicas))
     for kind in KINDS:
-        parts = [state.changed_since(kind, version, start) for start, state in store.slices.items()]
+        parts = [
+            state.changed_since(kind, version, start)
+            for start, state in store.slices.items()
+            if state.latest.get(kind, 0) > version
+        ]
         parts = [part for part in parts if len(part)]
         if not parts:
             continue
