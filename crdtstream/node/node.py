@@ -93,6 +93,7 @@ class Node:
         # Its own memory of keys: a known key costs the parser no string work.
         self.statsd = StatsdParser()
         self.quorum = Quorum(self.store, self._send_raw)
+        self._quorum_flush_pending = False
         self.policy = Policy(config.policy)
         self.catalog = Catalog(self.identity.replica, rng)
         self.catalog.set_rules(config.policy)
@@ -327,9 +328,8 @@ class Node:
             done(None)
             return
         peers, cluster_size = self.quorum_members()
-        delta = self.store.delta_since(version)
         self.quorum.write(
-            delta,
+            version,
             peers,
             cluster_size,
             self.clock.monotonic_ms(),
@@ -357,6 +357,7 @@ class Node:
         confirmed in time (the write stays applied here and still spreads by gossip)."""
         future = self._quorum_future()
         result = self.add_quorum(key, kind, value, _resolver(future))
+        self._flush_quorum_soon()
         await future
         return result
 
@@ -364,6 +365,7 @@ class Node:
         """:meth:`remove_quorum` as a coroutine (errors as :meth:`write_quorum`)."""
         future = self._quorum_future()
         removed = self.remove_quorum(key, item, _resolver(future))
+        self._flush_quorum_soon()
         await future
         return removed
 
@@ -371,12 +373,26 @@ class Node:
         """:meth:`read_quorum`, then :meth:`read_key`; raises :class:`UnavailableError`."""
         future = self._quorum_future()
         self.read_quorum(key, _resolver(future))
+        self._flush_quorum_soon()
         await future
         return self.read_key(key)
 
     @staticmethod
     def _quorum_future() -> asyncio.Future[None]:
         return asyncio.get_running_loop().create_future()
+
+    def _flush_quorum_soon(self) -> None:
+        """Send the quorum requests made during this turn of the event loop once the turn
+        ends: coroutines woken together (say, by one batch's answers) send their next requests
+        as one batch, without waiting for the next pump."""
+        if not self._quorum_flush_pending:
+            self._quorum_flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_quorum)
+
+    def _flush_quorum(self) -> None:
+        self._quorum_flush_pending = False
+        if not self._closed:
+            self.quorum.flush(self.clock.monotonic_ms())
 
     # ------------------------------------------------------------------ strong mode
 
@@ -503,6 +519,7 @@ class Node:
             self._send(self.gossip.tick(now_ms))
         self._connect_new_members()
         self.quorum.tick(monotonic_ms)
+        self.quorum.flush(monotonic_ms)
         if self.strong is not None:
             due = (monotonic_ms - self._started_ms) // self.config.raft.tick_ms
             while self._raft_ticks_done < due:

@@ -1,12 +1,20 @@
 """Quorum mode: writes acknowledged once a majority of nodes merged them, reads merged from a
 majority (Akka Distributed Data's ``WriteMajority`` / ``ReadMajority`` over the same CRDTs).
 
-A quorum write is applied locally first, like an eventual one; its delta (the cells it changed)
-is then sent to every other member, each merges it and acknowledges, and the write completes
-once the acknowledgements and this node make a majority of the cluster. A quorum read asks every
-other member for its state of the key, merges each answer into the local store, and answers
-from the local store once the answers and this node make a majority. With ``W + R > N`` a quorum
-read therefore sees every write acknowledged at quorum, before gossip has spread it.
+A quorum write is applied locally first, like an eventual one; the cells it changed are then
+sent to every other member, each merges them and acknowledges, and the write completes once the
+acknowledgements and this node make a majority of the cluster. A quorum read asks every other
+member for its state of the key, merges each answer into the local store, and answers from the
+local store once the answers and this node make a majority. With ``W + R > N`` a quorum read
+therefore sees every write acknowledged at quorum, before gossip has spread it.
+
+Requests are batched like Raft's group commit: the writes (and the reads) made between two
+calls of :meth:`Quorum.flush` (the node calls it once per pump, and at the end of an event-loop
+turn that made requests) travel together, and one answer confirms the whole batch. A write
+batch carries the store's changes since the version before its first write, cells only: the
+per-window write counts that certify finality travel with gossip, so a member never takes a
+window for final on a quorum frame alone. Large batches and answers are split into parts that
+each merge on their own; a member confirms once every part is in.
 
 A request that cannot reach its majority before its deadline fails with
 :class:`~crdtstream.errors.UnavailableError`. A failed write is *not* undone: it stays applied
@@ -14,9 +22,9 @@ where it reached and gossip still spreads it (a CRDT write cannot be withdrawn),
 means "not confirmed at a majority in time", as in Akka.
 
 Pure: time comes in as ``now_ms`` arguments, frames leave through the ``send`` callback, and the
-store is the only state touched. Frames (``Tag.QUORUM_*``) carry msgpack rows:
-``QUORUM_WRITE [id, delta]`` -> ``QUORUM_ACK [id]``; ``QUORUM_READ [id, key]`` ->
-``QUORUM_STATE [id, delta]``.
+store is the only state touched. Frames carry msgpack rows: ``QUORUM_WRITE [id, part, parts,
+delta]`` -> ``QUORUM_ACK [id, part]``; ``QUORUM_READ [id, [key, ...]]`` -> ``QUORUM_STATE [id,
+part, parts, delta]``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any, Final
 
 from crdtstream import wire
 from crdtstream.errors import DecodeError, MergeError, UnavailableError
+from crdtstream.node.requests import FRAME_BYTES_MAX
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
 
@@ -51,13 +60,33 @@ def majority(cluster_size: int) -> int:
 
 @dataclass(slots=True)
 class _Request:
-    frame: bytes
+    """One batch on the wire: its frames, the parts each member has answered, whom to tell."""
+
+    tag: int
+    frames: list[bytes]
     waiting: set[str]
     needed: int
     deadline_ms: int
     retry_ms: int
-    done: QuorumDone
+    dones: list[QuorumDone]
     confirmed: set[str] = field(default_factory=set)
+    parts_in: dict[str, set[int]] = field(default_factory=dict)
+
+    def finish(self, error: Exception | None) -> None:
+        for done in self.dones:
+            done(error)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Requests of one tag gathered since the last flush (they share members and deadline).
+    ``payloads``: store versions before each write, or keys to read."""
+
+    payloads: list[Any] = field(default_factory=list)
+    dones: list[QuorumDone] = field(default_factory=list)
+    peers: Sequence[str] = ()
+    cluster_size: int = 1
+    deadline_ms: int = 0
 
 
 class Quorum:
@@ -67,24 +96,34 @@ class Quorum:
         self.store = store
         self._send = send
         self._requests: dict[int, _Request] = {}
+        self._batches: dict[int, _Batch] = {}
         self._next_id = 0
         self.counters: dict[str, int] = dict.fromkeys(
-            ("writes_confirmed", "reads_confirmed", "timed_out", "malformed", "merge_refused"), 0
+            (
+                "writes_confirmed",
+                "reads_confirmed",
+                "batches_sent",
+                "timed_out",
+                "malformed",
+                "merge_refused",
+            ),
+            0,
         )
 
     def write(
         self,
-        delta: StoreDelta,
+        version_before: int,
         peers: Sequence[str],
         cluster_size: int,
         now_ms: int,
         timeout_ms: int,
         done: QuorumDone,
     ) -> None:
-        """Send ``delta`` (already applied here) to ``peers``; ``done`` runs once a majority of
-        ``cluster_size`` nodes (this one included) holds it, or at the deadline."""
-        self._start(
-            wire.Tag.QUORUM_WRITE, delta.to_wire(), peers, cluster_size, now_ms, timeout_ms, done
+        """Replicate the store's changes since ``version_before`` (a write just applied here)
+        to ``peers`` at the next :meth:`flush`; ``done`` runs once a majority of
+        ``cluster_size`` nodes (this one included) holds them, or at the deadline."""
+        self._add(
+            wire.Tag.QUORUM_WRITE, version_before, peers, cluster_size, now_ms, timeout_ms, done
         )
 
     def read(
@@ -96,11 +135,12 @@ class Quorum:
         timeout_ms: int,
         done: QuorumDone,
     ) -> None:
-        """Merge ``key``'s state from ``peers`` into the store; ``done`` runs once a majority
-        of ``cluster_size`` nodes (this one included) has been merged, or at the deadline."""
-        self._start(wire.Tag.QUORUM_READ, key, peers, cluster_size, now_ms, timeout_ms, done)
+        """Merge ``key``'s state from ``peers`` into the store (asked at the next
+        :meth:`flush`); ``done`` runs once a majority of ``cluster_size`` nodes (this one
+        included) has been merged, or at the deadline."""
+        self._add(wire.Tag.QUORUM_READ, key, peers, cluster_size, now_ms, timeout_ms, done)
 
-    def _start(
+    def _add(
         self,
         tag: int,
         payload: Any,
@@ -114,27 +154,61 @@ class Quorum:
         if needed <= 0:
             done(None)
             return
-        self._next_id += 1
-        request_id = self._next_id
-        request = _Request(
-            wire.encode(tag, [request_id, payload]),
-            set(peers),
-            needed,
-            now_ms + timeout_ms,
-            now_ms + RETRY_MS,
-            done,
-        )
-        if len(request.waiting) < needed:
+        if len(peers) < needed:
             done(
                 UnavailableError(
                     f"quorum not reachable: a majority of {cluster_size} nodes needs "
-                    f"{needed} other members, {len(request.waiting)} known"
+                    f"{needed} other members, {len(peers)} known"
                 )
             )
             return
-        self._requests[request_id] = request
+        batch = self._batches.setdefault(tag, _Batch())
+        batch.payloads.append(payload)
+        batch.dones.append(done)
+        # The batch goes to the members and majority of its latest request, by the earliest
+        # deadline among its requests.
+        batch.peers, batch.cluster_size = peers, cluster_size
+        deadline_ms = now_ms + timeout_ms
+        batch.deadline_ms = min(batch.deadline_ms or deadline_ms, deadline_ms)
+
+    def flush(self, now_ms: int) -> None:
+        """Send what was asked since the last flush: one batch per tag, to every member."""
+        batches, self._batches = self._batches, {}
+        for tag, batch in batches.items():
+            request_id = self._next_id + 1
+            try:
+                frames = self._frames(tag, batch, request_id)
+            except ValueError as error:  # a single cell too large for any frame
+                for done in batch.dones:
+                    done(UnavailableError(f"quorum write cannot be sent: {error}"))
+                continue
+            self._next_id = request_id
+            request = _Request(
+                tag,
+                frames,
+                set(batch.peers),
+                majority(batch.cluster_size) - 1,
+                batch.deadline_ms,
+                now_ms + RETRY_MS,
+                batch.dones,
+            )
+            self._requests[request_id] = request
+            self.counters["batches_sent"] += 1
+            self._send_request(request)
+
+    def _frames(self, tag: int, batch: _Batch, request_id: int) -> list[bytes]:
+        if tag == wire.Tag.QUORUM_READ:
+            return [wire.encode(tag, [request_id, list(dict.fromkeys(batch.payloads))])]
+        return _part_frames(
+            tag, request_id, _cells_only(self.store.delta_since(min(batch.payloads)))
+        )
+
+    def _send_request(self, request: _Request) -> None:
         for peer in sorted(request.waiting):
-            self._send(peer, request.frame)
+            parts_in = request.parts_in.get(peer, set())
+            for index, frame in enumerate(request.frames):
+                if request.tag == wire.Tag.QUORUM_READ or index not in parts_in:
+                    self._send(peer, frame)
 
     def tick(self, now_ms: int) -> None:
         """Fail requests past their deadline; ask again the members that have not answered."""
@@ -142,32 +216,34 @@ class Quorum:
             if now_ms >= request.deadline_ms:
                 del self._requests[request_id]
                 self.counters["timed_out"] += 1
-                request.done(UnavailableError(_shortfall(request, len(request.confirmed))))
+                request.finish(UnavailableError(_shortfall(request)))
             elif now_ms >= request.retry_ms:
                 request.retry_ms = now_ms + RETRY_MS
-                for peer in sorted(request.waiting):
-                    self._send(peer, request.frame)
+                self._send_request(request)
 
     def step(self, source: str, payload: bytes) -> None:
         """Handle one ``QUORUM_*`` frame from ``source``: answer a request, or count an answer."""
         try:
             tag, body = wire.decode(payload)
-            request_id, content = wire.build_checked(body, _row)
             if tag == wire.Tag.QUORUM_WRITE:
+                request_id, index, count, content = wire.build_checked(body, _part_row)
                 self._merge(StoreDelta.from_wire(content))
-                self._send(source, wire.encode(wire.Tag.QUORUM_ACK, [request_id, None]))
+                self._send(source, wire.encode(wire.Tag.QUORUM_ACK, [request_id, index]))
             elif tag == wire.Tag.QUORUM_READ:
-                state = self.store.key_state(_key(content))
-                self._send(
-                    source, wire.encode(wire.Tag.QUORUM_STATE, [request_id, state.to_wire()])
-                )
+                request_id, keys = wire.build_checked(body, _read_row)
+                state = StoreDelta.join_all([self.store.key_state(key) for key in keys])
+                for frame in _part_frames(wire.Tag.QUORUM_STATE, request_id, state):
+                    self._send(source, frame)
             elif tag == wire.Tag.QUORUM_STATE:
+                request_id, index, count, content = wire.build_checked(body, _part_row)
                 if self._expects(request_id, source, wire.Tag.QUORUM_READ):
                     self._merge(StoreDelta.from_wire(content))
-                    self._confirm(request_id, source, "reads_confirmed")
+                    self._part_in(request_id, source, index, count)
             elif tag == wire.Tag.QUORUM_ACK:
-                if self._expects(request_id, source, wire.Tag.QUORUM_WRITE):
-                    self._confirm(request_id, source, "writes_confirmed")
+                request_id, index = wire.build_checked(body, _ack_row)
+                request = self._requests.get(request_id)
+                if self._expects(request_id, source, wire.Tag.QUORUM_WRITE) and request:
+                    self._part_in(request_id, source, index, len(request.frames))
             else:
                 raise DecodeError(f"not a quorum frame: tag {tag}")
         except (DecodeError, MergeError, ValueError, TypeError, KeyError, IndexError):
@@ -182,48 +258,90 @@ class Quorum:
 
     def _expects(self, request_id: int, source: str, tag: int) -> bool:
         request = self._requests.get(request_id)
-        return (
-            request is not None
-            and source in request.waiting
-            and wire.peek_tag(request.frame) == tag
-        )
+        return request is not None and source in request.waiting and request.tag == tag
 
-    def _confirm(self, request_id: int, source: str, counter: str) -> None:
+    def _part_in(self, request_id: int, source: str, index: int, count: int) -> None:
         request = self._requests[request_id]
+        if not 0 <= index < count:
+            raise ValueError(f"part {index} of {count}")
+        parts = request.parts_in.setdefault(source, set())
+        parts.add(index)
+        if len(parts) < count:
+            return
         request.waiting.discard(source)
         request.confirmed.add(source)
         if len(request.confirmed) >= request.needed:
             del self._requests[request_id]
-            self.counters[counter] += 1
-            request.done(None)
+            counter = (
+                "writes_confirmed" if request.tag == wire.Tag.QUORUM_WRITE else "reads_confirmed"
+            )
+            self.counters[counter] += len(request.dones)
+            request.finish(None)
 
     def fail_all(self, error: Exception) -> None:
         """Fail every outstanding request with ``error`` (the node is shutting down)."""
         requests, self._requests = self._requests, {}
+        batches, self._batches = self._batches, {}
         for request in requests.values():
-            request.done(error)
+            request.finish(error)
+        for batch in batches.values():
+            for done in batch.dones:
+                done(error)
 
     @property
     def outstanding(self) -> int:
-        """Requests still waiting for their majority."""
-        return len(self._requests)
+        """Requests sent or to be sent that still wait for their majority."""
+        waiting = sum(len(request.dones) for request in self._requests.values())
+        return waiting + sum(len(batch.dones) for batch in self._batches.values())
 
 
-def _row(body: Any) -> tuple[int, Any]:
-    request_id, content = body
-    if type(request_id) is not int:
+def _cells_only(delta: StoreDelta) -> StoreDelta:
+    """``delta`` without its per-window write counts (those travel with gossip)."""
+    return StoreDelta(
+        delta.distinct_precision, delta.relative_accuracy, delta.keys, delta.replicas, delta.cells
+    ).compacted()
+
+
+def _part_frames(tag: int, request_id: int, delta: StoreDelta) -> list[bytes]:
+    """``delta`` as one or more frames ``[id, part, parts, delta]`` under the frame budget."""
+    parts = delta.split(FRAME_BYTES_MAX)
+    return [
+        wire.encode(tag, [request_id, index, len(parts), part.to_wire()])
+        for index, part in enumerate(parts)
+    ]
+
+
+def _request_id(value: Any) -> int:
+    if type(value) is not int:
         raise TypeError("a quorum request id must be an integer")
-    return request_id, content
+    return value
 
 
-def _key(content: Any) -> str:
-    if not isinstance(content, str):
-        raise TypeError("a quorum read names its key as a string")
-    return content
+def _part_row(body: Any) -> tuple[int, int, int, Any]:
+    request_id, index, count, content = body
+    if type(index) is not int or type(count) is not int or not 0 <= index < count:
+        raise ValueError("a quorum part needs 0 <= part < parts")
+    return _request_id(request_id), index, count, content
 
 
-def _shortfall(request: _Request, confirmed: int) -> str:
+def _ack_row(body: Any) -> tuple[int, int]:
+    request_id, index = body
+    if type(index) is not int:
+        raise TypeError("a quorum acknowledgement names its part as an integer")
+    return _request_id(request_id), index
+
+
+def _read_row(body: Any) -> tuple[int, list[str]]:
+    request_id, keys = body
+    if not isinstance(keys, list) or not keys:
+        raise TypeError("a quorum read names its keys as a non-empty list")
+    if not all(isinstance(key, str) for key in keys):
+        raise TypeError("a quorum read names its keys as strings")
+    return _request_id(request_id), keys
+
+
+def _shortfall(request: _Request) -> str:
     return (
-        f"quorum not reached in time: {confirmed + 1} of the {request.needed + 1} nodes "
-        "needed confirmed"
+        f"quorum not reached in time: {len(request.confirmed) + 1} of the "
+        f"{request.needed + 1} nodes needed confirmed"
     )

@@ -9,6 +9,7 @@ every store interns them to its own dense ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,16 +88,23 @@ class StoreDelta:
 
     def join(self, other: StoreDelta) -> StoreDelta:
         """The join of two deltas (a new delta; neither input changes)."""
-        other.check_compatible(self.distinct_precision, self.relative_accuracy)
-        keys = list(dict.fromkeys(self.keys + other.keys))
-        replicas = list(dict.fromkeys(self.replicas + other.replicas))
-        mine, theirs = self.renamed(keys, replicas), other.renamed(keys, replicas)
-        result = StoreDelta(self.distinct_precision, self.relative_accuracy, keys, replicas)
+        return StoreDelta.join_all([self, other])
+
+    @staticmethod
+    def join_all(deltas: Sequence[StoreDelta]) -> StoreDelta:
+        """The join of one or more deltas in one pass (a new delta; no input changes)."""
+        first = deltas[0]
+        for delta in deltas[1:]:
+            delta.check_compatible(first.distinct_precision, first.relative_accuracy)
+        keys = list(dict.fromkeys(key for delta in deltas for key in delta.keys))
+        replicas = list(dict.fromkeys(name for delta in deltas for name in delta.replicas))
+        renamed = [delta.renamed(keys, replicas) for delta in deltas]
+        result = StoreDelta(first.distinct_precision, first.relative_accuracy, keys, replicas)
         for kind in KINDS:
-            parts = [d.cells[kind] for d in (mine, theirs) if kind in d.cells]
+            parts = [delta.cells[kind] for delta in renamed if kind in delta.cells]
             if parts:
                 result.cells[kind] = KindCells.concatenate(parts).deduplicated(kind)
-        result.windows = _concatenate_windows([mine.windows, theirs.windows]).deduplicated()
+        result.windows = _concatenate_windows([delta.windows for delta in renamed]).deduplicated()
         return result.compacted()
 
     def renamed(self, keys: list[str], replicas: list[str]) -> StoreDelta:

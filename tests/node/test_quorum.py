@@ -9,7 +9,7 @@ import pytest
 from crdtstream import wire
 from crdtstream.config import GossipConfig
 from crdtstream.errors import UnavailableError
-from crdtstream.node import Node
+from crdtstream.node import Node, quorum
 from crdtstream.node.quorum import majority
 from tests.node.test_node_simulation import Cluster
 from transports.memory import FaultOptions
@@ -193,3 +193,26 @@ def test_writes_confirmed_under_loss_are_all_seen_by_quorum_reads(loss: float) -
         if read.calls == [None]:
             seen = total(cluster.nodes[reader], "hits")
             assert seen >= confirmed, f"seed=12 loss={loss} reader={reader}"
+
+
+def test_a_batch_larger_than_a_frame_travels_in_parts_and_confirms_once_all_merged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(quorum, "FRAME_BYTES_MAX", 4_096)  # a small budget, so many parts
+    cluster = settled_cluster(13)
+    writer = cluster.nodes["a"]
+    outcomes = [Outcome() for _ in range(6_000)]
+    for index, outcome in enumerate(outcomes):
+        writer.add_quorum(f"service.{index:05d}.requests#host:h{index % 7}", "counter", 1, outcome)
+    frames_before = writer.counters["frames_sent"]
+    run_until(cluster, outcomes[-1])
+    assert all(outcome.calls == [None] for outcome in outcomes)
+    assert writer.quorum.counters["batches_sent"] == 1
+    # One batch, several frames per member (4 members), so several parts each.
+    assert writer.counters["frames_sent"] - frames_before > 3 * 4
+    holders = [
+        name
+        for name, node in cluster.nodes.items()
+        if len(node.store.kind_keys["counter"]) == len(outcomes)
+    ]
+    assert len(holders) >= majority(len(NAMES)), holders
