@@ -1,0 +1,242 @@
+"""The three consistency modes side by side: what each costs and what each promises.
+
+Three nodes run in this process on loopback over ZeroMQ, all of them Raft voters, with keys
+``ev.*`` eventual, ``qu.*`` quorum and ``st.*`` strong. Every figure is measured for each mode in
+the same run, on the same cluster, the eventual mode being the baseline:
+
+- ``{mode}_writes_per_s`` and ``{mode}_write_ms_p50`` / ``_p99``: a closed loop of
+  ``--concurrency`` coroutines spread over the three nodes, each awaiting its write (a counter
+  add) back to back for ``--seconds``. An eventual write is acknowledged once applied locally, a
+  quorum write once a majority of nodes merged it, a strong write once Raft committed and
+  applied it (the voters keep their log in memory here: no fsync, so the figure is the
+  protocol's cost, not the disk's; ``crdtstream bench raft`` measures durable writes).
+- ``{mode}_reads_per_s``: the same closed loop of reads: local for eventual, merged from a
+  majority for quorum, ReadIndex for strong.
+- ``{mode}_stale_read_fraction``: ``--trials`` times, a write acknowledged at one node is read
+  at once at another node in the same mode; the fraction of reads that miss it. Quorum and
+  strong must never miss one (goal ``<= 0``); eventual may, until gossip spreads the write.
+- ``{mode}_available_on_minority``: one node is cut off (its two peers stop without leaving,
+  so to it they are still members, as behind a partition); the fraction of ``--trials``
+  concurrent writes at that node acknowledged within ``--minority-timeout-ms``. Eventual
+  stays available (goal ``>= 1``); quorum and strong must refuse rather than pretend (goal
+  ``<= 0``).
+
+Ratios against the eventual baseline: ``quorum_writes_vs_eventual`` and
+``strong_writes_vs_eventual`` (what a majority round trip costs; goal ``>= 0.05``, a floor that
+only a pathological regression misses), and likewise for reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from bench.report import Report
+
+if TYPE_CHECKING:
+    from crdtstream.node import Node
+
+__all__ = ["add_arguments", "run"]
+
+MODES = ("eventual", "quorum", "strong")
+PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st"}
+NAMES = ("m1", "m2", "m3")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Sizes of the workload."""
+    parser.add_argument("--seconds", type=float, default=3.0, help="each closed-loop phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
+    parser.add_argument("--trials", type=int, default=50, help="stale-read and partition trials")
+    parser.add_argument(
+        "--minority-timeout-ms",
+        type=int,
+        default=500,
+        help="quorum and strong deadline when cut off",
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _build(timeout_ms: int) -> list[Node]:
+    from crdtstream.clock import SystemClock
+    from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule
+    from crdtstream.node import Node, NodeConfig, PeerAddress
+    from transports.zeromq import ZmqTransport
+
+    addresses = {name: f"tcp://127.0.0.1:{_free_port()}" for name in NAMES}
+    voters = tuple(PeerAddress(name, address) for name, address in addresses.items())
+    nodes = []
+    for index, name in enumerate(NAMES):
+        config = NodeConfig(
+            node_id=name,
+            listen_address=addresses[name],
+            peers=tuple(peer for peer in voters if peer.node_id != name),
+            gossip=GossipConfig.local(),
+            membership=MembershipConfig.local(),
+            raft_voters=voters,
+            policy=(PolicyRule("qu.*", "quorum"), PolicyRule("st.*", "strong")),
+            strong_timeout_ms=timeout_ms,
+            quorum_timeout_ms=timeout_ms,
+        )
+        transport = ZmqTransport(name, addresses[name], config.transport)
+        nodes.append(Node(config, transport, SystemClock(), random.Random(index)))
+    return nodes
+
+
+async def _write(node: Node, mode: str, key: str) -> None:
+    if mode == "eventual":
+        node.add(key, "counter", 1)
+    elif mode == "quorum":
+        await node.write_quorum(key, "counter", 1)
+    else:
+        await node.write_strong(node.new_command(key, "counter", "add", 1))
+
+
+async def _read(node: Node, mode: str, key: str) -> float:
+    if mode == "eventual":
+        windows = node.read_key(key)
+    elif mode == "quorum":
+        windows = await node.query_quorum(key)
+    else:
+        view = await node.query_strong(key)
+        return 0.0 if view is None else float(sum(value for _, _, value in view.windows))  # type: ignore[misc]
+    return float(sum(window.value for window in windows))  # type: ignore[misc]
+
+
+async def _closed_loop(
+    nodes: list[Node], seconds: float, concurrency: int, operation: Callable[[Node], Awaitable[Any]]
+) -> tuple[float, list[float]]:
+    """Operations per second and each one's latency in ms, ``concurrency`` at a time."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    async def worker(index: int) -> None:
+        node = nodes[index % len(nodes)]
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            await operation(node)
+            latencies.append((time.monotonic() - started) * 1000)
+            await asyncio.sleep(0)  # a local write never yields on its own
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(index) for index in range(concurrency)))
+    return len(latencies) / (time.monotonic() - started), latencies
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+async def _wait_for_leader(nodes: list[Node]) -> None:
+    from crdtstream.errors import UnavailableError
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await nodes[0].write_strong(nodes[0].new_command("st.warmup", "counter", "add", 0))
+            return
+        except UnavailableError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def _stale_fraction(nodes: list[Node], mode: str, trials: int) -> float:
+    stale = 0
+    for trial in range(trials):
+        key = f"{PREFIX[mode]}.fresh.{trial}"
+        writer, reader = nodes[trial % 3], nodes[(trial + 1) % 3]
+        await _write(writer, mode, key)
+        if await _read(reader, mode, key) < 1:
+            stale += 1
+    return stale / trials
+
+
+async def _available_on_minority(
+    nodes: list[Node], tasks: list[asyncio.Task[None]], stops: list[asyncio.Event], trials: int
+) -> dict[str, float]:
+    """m2 and m3 stop without leaving (to m1 it is as if a partition cut them off: they stay
+    members, so the cluster is still three); then ``trials`` concurrent writes at m1 in each
+    mode."""
+    from crdtstream.errors import UnavailableError
+
+    for index in (1, 2):
+        nodes[index].close(leave=False)
+        stops[index].set()
+    await asyncio.gather(*tasks[1:], return_exceptions=True)
+
+    async def attempt(mode: str, trial: int) -> bool:
+        try:
+            await _write(nodes[0], mode, f"{PREFIX[mode]}.cut.{trial}")
+        except UnavailableError:
+            return False
+        return True
+
+    available: dict[str, float] = {}
+    for mode in MODES:
+        outcomes = await asyncio.gather(*(attempt(mode, trial) for trial in range(trials)))
+        available[mode] = sum(outcomes) / trials
+    return available
+
+
+async def _measure(args: argparse.Namespace, report: Report) -> None:
+    nodes = _build(args.minority_timeout_ms)
+    stops = [asyncio.Event() for _ in nodes]
+    tasks = [asyncio.create_task(node.run(stop)) for node, stop in zip(nodes, stops, strict=True)]
+    try:
+        await _wait_for_leader(nodes)
+        writes: dict[str, float] = {}
+        reads: dict[str, float] = {}
+        for mode in MODES:
+            key = f"{PREFIX[mode]}.load"
+            rate, latencies = await _closed_loop(
+                nodes,
+                args.seconds,
+                args.concurrency,
+                lambda node, m=mode, k=key: _write(node, m, k),
+            )
+            writes[mode] = rate
+            report.add(f"{mode}_writes_per_s", rate, "writes/s (closed loop, 3 nodes)")
+            report.add(f"{mode}_write_ms_p50", _percentile(latencies, 0.5), "ms")
+            report.add(f"{mode}_write_ms_p99", _percentile(latencies, 0.99), "ms")
+        for mode in MODES:
+            key = f"{PREFIX[mode]}.load"
+            rate, _ = await _closed_loop(
+                nodes, args.seconds, args.concurrency, lambda node, m=mode, k=key: _read(node, m, k)
+            )
+            reads[mode] = rate
+            report.add(f"{mode}_reads_per_s", rate, "reads/s (closed loop, 3 nodes)")
+        stale = {mode: await _stale_fraction(nodes, mode, args.trials) for mode in MODES}
+        for mode in MODES:
+            report.add(f"{mode}_stale_read_fraction", stale[mode], "of reads right after a write")
+        available = await _available_on_minority(nodes, tasks, stops, args.trials)
+        for mode in MODES:
+            report.add(f"{mode}_available_on_minority", available[mode], "of writes acknowledged")
+        for mode in ("quorum", "strong"):
+            report.ratio(f"{mode}_writes_vs_eventual", writes[mode] / writes["eventual"], ">= 0.05")
+            report.ratio(f"{mode}_reads_vs_eventual", reads[mode] / reads["eventual"], ">= 0.05")
+            report.ratio(f"{mode}_stale_read_fraction", stale[mode], "<= 0")
+            report.ratio(f"{mode}_available_on_minority", available[mode], "<= 0")
+        report.ratio("eventual_available_on_minority", available["eventual"], ">= 1")
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Run the suite (see the module docstring)."""
+    report = Report("modes")
+    asyncio.run(_measure(args, report))
+    return report
