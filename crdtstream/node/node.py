@@ -92,8 +92,6 @@ class Node:
         self.store = self._open_store()
         # Its own memory of keys: a known key costs the parser no string work.
         self.statsd = StatsdParser()
-        self.quorum = Quorum(self.store, self._send_raw)
-        self._quorum_flush_pending = False
         self.policy = Policy(config.policy)
         self.catalog = Catalog(self.identity.replica, rng)
         self.catalog.set_rules(config.policy)
@@ -145,6 +143,9 @@ class Node:
         # A fresh client session per run: sequences restart at 1, and a resumed replica id must
         # not make the state machine take new commands for retries of the last run's.
         self.client_id = f"{self.identity.replica}/{rng.getrandbits(32):08x}"
+        # Request ids start at random per run: an answer to an earlier run cannot confirm one.
+        self.quorum = Quorum(self.store, self._send_raw, first_id=rng.getrandbits(62))
+        self._quorum_flush_pending = False
         self._sequence = 0
         self._raft_ticks_done = 0
         self._started_ms = clock.monotonic_ms()
@@ -307,8 +308,10 @@ class Node:
         relative: bool = False,
     ) -> IngestResult:
         """:meth:`add`, then replicate the write to a majority; ``done`` runs once a majority
-        holds it (``None``) or with :class:`UnavailableError` at the deadline. A write that was
-        not accepted (late, rejected, invalid) calls ``done(None)`` at once: nothing to send."""
+        holds it (``None``) or with :class:`UnavailableError` at the deadline (or at once on a
+        node shut down). A write the store did not apply (late, or refused and counted) calls
+        ``done(None)`` at once: nothing to send; a value of the wrong type raises, as in
+        :meth:`add`."""
         version = self.store.version
         result = self.add(
             key, kind, value, timestamp_ms=timestamp_ms, weight=weight, relative=relative
@@ -324,6 +327,9 @@ class Node:
         return removed
 
     def _replicate_since(self, version: int, done: QuorumDone) -> None:
+        if self._closed:
+            done(UnavailableError("the node is shut down"))
+            return
         if self.store.version == version:
             done(None)
             return
@@ -340,6 +346,9 @@ class Node:
     def read_quorum(self, key: str, done: QuorumDone) -> None:
         """Merge ``key``'s state from a majority into the store; then :meth:`read_key` sees
         every write a majority acknowledged. ``done`` as for :meth:`add_quorum`."""
+        if self._closed:
+            done(UnavailableError("the node is shut down"))
+            return
         peers, cluster_size = self.quorum_members()
         self.quorum.read(
             key,

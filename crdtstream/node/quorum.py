@@ -21,20 +21,27 @@ A request that cannot reach its majority before its deadline fails with
 where it reached and gossip still spreads it (a CRDT write cannot be withdrawn), so the error
 means "not confirmed at a majority in time", as in Akka.
 
+A member acknowledges a write part only when it holds all of it: cells it refuses (a key it
+knows with another kind) make it stay silent, so such a write cannot reach its majority.
+Request ids start at a random point in each run, so an answer to a request of an earlier run
+cannot confirm a new one; each answer to a read carries an answer id of its own, and only the
+parts of one answer together complete it (a retry may be answered with other parts).
+
 Pure: time comes in as ``now_ms`` arguments, frames leave through the ``send`` callback, and the
 store is the only state touched. Frames carry msgpack rows: ``QUORUM_WRITE [id, part, parts,
 delta]`` -> ``QUORUM_ACK [id, part]``; ``QUORUM_READ [id, [key, ...]]`` -> ``QUORUM_STATE [id,
-part, parts, delta]``.
+answer, part, parts, delta]``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from crdtstream import wire
-from crdtstream.errors import DecodeError, MergeError, UnavailableError
+from crdtstream.errors import CrdtStreamError, MergeError, UnavailableError
 from crdtstream.node.requests import FRAME_BYTES_MAX
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
@@ -44,6 +51,17 @@ __all__ = ["QUORUM_TAGS", "RETRY_MS", "Quorum", "QuorumDone", "majority"]
 QUORUM_TAGS: Final = frozenset(
     (wire.Tag.QUORUM_WRITE, wire.Tag.QUORUM_ACK, wire.Tag.QUORUM_READ, wire.Tag.QUORUM_STATE)
 )
+_MALFORMED = (
+    CrdtStreamError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
+"""What a hostile or corrupt frame can make decoding or a merge raise: counted, dropped."""
+
 RETRY_MS: Final = 250
 """A member that has not answered is asked again this often until the deadline."""
 
@@ -70,7 +88,9 @@ class _Request:
     retry_ms: int
     dones: list[QuorumDone]
     confirmed: set[str] = field(default_factory=set)
-    parts_in: dict[str, set[int]] = field(default_factory=dict)
+    # Per member: for writes, the parts it acknowledged (under answer 0); for reads, the parts
+    # received of each of its answers.
+    parts_in: dict[str, dict[int, set[int]]] = field(default_factory=dict)
 
     def finish(self, error: Exception | None) -> None:
         for done in self.dones:
@@ -86,18 +106,21 @@ class _Batch:
     dones: list[QuorumDone] = field(default_factory=list)
     peers: Sequence[str] = ()
     cluster_size: int = 1
-    deadline_ms: int = 0
+    deadline_ms: int | None = None
+    created_ms: int = 0
 
 
 class Quorum:
     """The quorum requests of one node, and its answers to other nodes' requests."""
 
-    def __init__(self, store: WindowStore, send: Send) -> None:
+    def __init__(self, store: WindowStore, send: Send, first_id: int = 0) -> None:
+        """``first_id``: where this run's request ids start (pick it at random per run)."""
         self.store = store
         self._send = send
         self._requests: dict[int, _Request] = {}
         self._batches: dict[int, _Batch] = {}
-        self._next_id = 0
+        self._next_id = first_id
+        self._next_answer = first_id
         self.counters: dict[str, int] = dict.fromkeys(
             (
                 "writes_confirmed",
@@ -106,6 +129,7 @@ class Quorum:
                 "timed_out",
                 "malformed",
                 "merge_refused",
+                "writes_refused",
             ),
             0,
         )
@@ -162,52 +186,63 @@ class Quorum:
                 )
             )
             return
-        batch = self._batches.setdefault(tag, _Batch())
+        batch = self._batches.get(tag)
+        if batch is None:
+            batch = self._batches[tag] = _Batch(created_ms=now_ms)
         batch.payloads.append(payload)
         batch.dones.append(done)
         # The batch goes to the members and majority of its latest request, by the earliest
         # deadline among its requests.
         batch.peers, batch.cluster_size = peers, cluster_size
         deadline_ms = now_ms + timeout_ms
-        batch.deadline_ms = min(batch.deadline_ms or deadline_ms, deadline_ms)
+        if batch.deadline_ms is None or deadline_ms < batch.deadline_ms:
+            batch.deadline_ms = deadline_ms
 
     def flush(self, now_ms: int) -> None:
-        """Send what was asked since the last flush: one batch per tag, to every member."""
+        """Send what was asked since the last flush: one write batch, and the reads in batches
+        whose key lists fit a frame, each to every member."""
         batches, self._batches = self._batches, {}
         for tag, batch in batches.items():
-            request_id = self._next_id + 1
-            try:
-                frames = self._frames(tag, batch, request_id)
-            except ValueError as error:  # a single cell too large for any frame
-                for done in batch.dones:
-                    done(UnavailableError(f"quorum write cannot be sent: {error}"))
+            if tag == wire.Tag.QUORUM_WRITE:
+                try:
+                    delta = _cells_only(self.store.delta_since(min(batch.payloads)))
+                    self._start(batch, batch.dones, functools.partial(_write_frames, delta))
+                except ValueError as error:  # a single cell too large for any frame
+                    for done in batch.dones:
+                        done(UnavailableError(f"quorum write cannot be sent: {error}"))
                 continue
-            self._next_id = request_id
-            request = _Request(
-                tag,
-                frames,
-                set(batch.peers),
-                majority(batch.cluster_size) - 1,
-                batch.deadline_ms,
-                now_ms + RETRY_MS,
-                batch.dones,
-            )
-            self._requests[request_id] = request
-            self.counters["batches_sent"] += 1
-            self._send_request(request)
+            for keys, dones in _read_chunks(batch):
+                self._start(batch, dones, functools.partial(_read_frames, keys))
 
-    def _frames(self, tag: int, batch: _Batch, request_id: int) -> list[bytes]:
-        if tag == wire.Tag.QUORUM_READ:
-            return [wire.encode(tag, [request_id, list(dict.fromkeys(batch.payloads))])]
-        return _part_frames(
-            tag, request_id, _cells_only(self.store.delta_since(min(batch.payloads)))
+    def _start(
+        self,
+        batch: _Batch,
+        dones: list[QuorumDone],
+        frames_for: Callable[[int], tuple[int, list[bytes]]],
+    ) -> None:
+        """Send one request: ``frames_for(request id)`` gives its tag and frames."""
+        request_id = self._next_id + 1
+        tag, frames = frames_for(request_id)
+        self._next_id = request_id
+        assert batch.deadline_ms is not None, "a batch holds at least one request"
+        request = _Request(
+            tag,
+            frames,
+            set(batch.peers),
+            majority(batch.cluster_size) - 1,
+            batch.deadline_ms,
+            min(batch.deadline_ms, batch.created_ms + RETRY_MS),
+            dones,
         )
+        self._requests[request_id] = request
+        self.counters["batches_sent"] += 1
+        self._send_request(request)
 
     def _send_request(self, request: _Request) -> None:
         for peer in sorted(request.waiting):
-            parts_in = request.parts_in.get(peer, set())
+            acknowledged = request.parts_in.get(peer, {}).get(0, set())
             for index, frame in enumerate(request.frames):
-                if request.tag == wire.Tag.QUORUM_READ or index not in parts_in:
+                if request.tag == wire.Tag.QUORUM_READ or index not in acknowledged:
                     self._send(peer, frame)
 
     def tick(self, now_ms: int) -> None:
@@ -227,26 +262,34 @@ class Quorum:
             tag, body = wire.decode(payload)
             if tag == wire.Tag.QUORUM_WRITE:
                 request_id, index, count, content = wire.build_checked(body, _part_row)
-                self._merge(StoreDelta.from_wire(content))
+                delta = wire.build_checked(content, StoreDelta.from_wire)
+                refused_before = self.store.merge_rejected_cells
+                self._merge(delta)
+                if self.store.merge_rejected_cells > refused_before:
+                    self.counters["writes_refused"] += 1  # not held here: no acknowledgement
+                    return
                 self._send(source, wire.encode(wire.Tag.QUORUM_ACK, [request_id, index]))
             elif tag == wire.Tag.QUORUM_READ:
                 request_id, keys = wire.build_checked(body, _read_row)
                 state = StoreDelta.join_all([self.store.key_state(key) for key in keys])
-                for frame in _part_frames(wire.Tag.QUORUM_STATE, request_id, state):
+                self._next_answer += 1
+                for frame in _part_frames(
+                    wire.Tag.QUORUM_STATE, request_id, state, answer=self._next_answer
+                ):
                     self._send(source, frame)
             elif tag == wire.Tag.QUORUM_STATE:
-                request_id, index, count, content = wire.build_checked(body, _part_row)
+                request_id, answer, index, count, content = wire.build_checked(body, _answer_row)
                 if self._expects(request_id, source, wire.Tag.QUORUM_READ):
-                    self._merge(StoreDelta.from_wire(content))
-                    self._part_in(request_id, source, index, count)
+                    self._merge(wire.build_checked(content, StoreDelta.from_wire))
+                    self._part_in(request_id, source, answer, index, count)
             elif tag == wire.Tag.QUORUM_ACK:
                 request_id, index = wire.build_checked(body, _ack_row)
                 request = self._requests.get(request_id)
-                if self._expects(request_id, source, wire.Tag.QUORUM_WRITE) and request:
-                    self._part_in(request_id, source, index, len(request.frames))
+                if request is not None and self._expects(request_id, source, wire.Tag.QUORUM_WRITE):
+                    self._part_in(request_id, source, 0, index, len(request.frames))
             else:
-                raise DecodeError(f"not a quorum frame: tag {tag}")
-        except (DecodeError, MergeError, ValueError, TypeError, KeyError, IndexError):
+                raise ValueError(f"not a quorum frame: tag {tag}")
+        except _MALFORMED:
             self.counters["malformed"] += 1
 
     def _merge(self, delta: StoreDelta) -> None:
@@ -260,11 +303,11 @@ class Quorum:
         request = self._requests.get(request_id)
         return request is not None and source in request.waiting and request.tag == tag
 
-    def _part_in(self, request_id: int, source: str, index: int, count: int) -> None:
+    def _part_in(self, request_id: int, source: str, answer: int, index: int, count: int) -> None:
         request = self._requests[request_id]
         if not 0 <= index < count:
             raise ValueError(f"part {index} of {count}")
-        parts = request.parts_in.setdefault(source, set())
+        parts = request.parts_in.setdefault(source, {}).setdefault(answer, set())
         parts.add(index)
         if len(parts) < count:
             return
@@ -272,10 +315,10 @@ class Quorum:
         request.confirmed.add(source)
         if len(request.confirmed) >= request.needed:
             del self._requests[request_id]
-            counter = (
-                "writes_confirmed" if request.tag == wire.Tag.QUORUM_WRITE else "reads_confirmed"
+            written = request.tag == wire.Tag.QUORUM_WRITE
+            self.counters["writes_confirmed" if written else "reads_confirmed"] += len(
+                request.dones
             )
-            self.counters[counter] += len(request.dones)
             request.finish(None)
 
     def fail_all(self, error: Exception) -> None:
@@ -302,13 +345,44 @@ def _cells_only(delta: StoreDelta) -> StoreDelta:
     ).compacted()
 
 
-def _part_frames(tag: int, request_id: int, delta: StoreDelta) -> list[bytes]:
-    """``delta`` as one or more frames ``[id, part, parts, delta]`` under the frame budget."""
+def _part_frames(
+    tag: int, request_id: int, delta: StoreDelta, *, answer: int | None = None
+) -> list[bytes]:
+    """``delta`` as one or more frames ``[id, (answer,) part, parts, delta]`` under the frame
+    budget."""
     parts = delta.split(FRAME_BYTES_MAX)
+    head = [request_id] if answer is None else [request_id, answer]
     return [
-        wire.encode(tag, [request_id, index, len(parts), part.to_wire()])
+        wire.encode(tag, [*head, index, len(parts), part.to_wire()])
         for index, part in enumerate(parts)
     ]
+
+
+def _write_frames(delta: StoreDelta, request_id: int) -> tuple[int, list[bytes]]:
+    return wire.Tag.QUORUM_WRITE, _part_frames(wire.Tag.QUORUM_WRITE, request_id, delta)
+
+
+def _read_frames(keys: list[str], request_id: int) -> tuple[int, list[bytes]]:
+    return wire.Tag.QUORUM_READ, [wire.encode(wire.Tag.QUORUM_READ, [request_id, keys])]
+
+
+def _read_chunks(batch: _Batch) -> list[tuple[list[str], list[QuorumDone]]]:
+    """The reads of a batch in chunks whose key lists fit in a frame: (distinct keys, dones)."""
+    chunks: list[tuple[list[str], list[QuorumDone]]] = []
+    keys: dict[str, None] = {}
+    dones: list[QuorumDone] = []
+    size = 0
+    for key, done in zip(batch.payloads, batch.dones, strict=True):
+        if key not in keys and keys and size + len(key) + 8 > FRAME_BYTES_MAX // 2:
+            chunks.append((list(keys), dones))
+            keys, dones, size = {}, [], 0
+        if key not in keys:
+            keys[key] = None
+            size += len(key.encode()) + 8
+        dones.append(done)
+    if dones:
+        chunks.append((list(keys), dones))
+    return chunks
 
 
 def _request_id(value: Any) -> int:
@@ -324,6 +398,14 @@ def _part_row(body: Any) -> tuple[int, int, int, Any]:
     return _request_id(request_id), index, count, content
 
 
+def _answer_row(body: Any) -> tuple[int, int, int, int, Any]:
+    request_id, answer, index, count, content = body
+    if type(answer) is not int:
+        raise TypeError("a quorum answer id must be an integer")
+    _, index, count, content = _part_row([request_id, index, count, content])
+    return _request_id(request_id), answer, index, count, content
+
+
 def _ack_row(body: Any) -> tuple[int, int]:
     request_id, index = body
     if type(index) is not int:
@@ -337,7 +419,7 @@ def _read_row(body: Any) -> tuple[int, list[str]]:
         raise TypeError("a quorum read names its keys as a non-empty list")
     if not all(isinstance(key, str) for key in keys):
         raise TypeError("a quorum read names its keys as strings")
-    return _request_id(request_id), keys
+    return _request_id(request_id), list(dict.fromkeys(keys))
 
 
 def _shortfall(request: _Request) -> str:

@@ -11,6 +11,7 @@ from crdtstream.config import GossipConfig
 from crdtstream.errors import UnavailableError
 from crdtstream.node import Node, quorum
 from crdtstream.node.quorum import majority
+from crdtstream.window.store import WindowStore
 from tests.node.test_node_simulation import Cluster
 from transports.memory import FaultOptions
 
@@ -216,3 +217,104 @@ def test_a_batch_larger_than_a_frame_travels_in_parts_and_confirms_once_all_merg
         if len(node.store.kind_keys["counter"]) == len(outcomes)
     ]
     assert len(holders) >= majority(len(NAMES)), holders
+
+
+class Wire:
+    """Two pure quorum cores joined by hand-carried frames, to lose or replay chosen ones."""
+
+    def __init__(self) -> None:
+        self.to_b: list[bytes] = []
+        self.to_c: list[bytes] = []
+
+
+def test_parts_of_two_different_answers_never_complete_a_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read's answer split in parts, one part lost, the member's state grown before the retry
+    is answered: a part of the first answer and a part of the second must not add up."""
+    monkeypatch.setattr(quorum, "FRAME_BYTES_MAX", 1_500)
+    start_ms = 10_000_000
+    b_store, c_store = WindowStore("b~0001"), WindowStore("c~0001")
+    slide = b_store.windows.slide_ms
+    for index in range(10):
+        for item in range(25):
+            b_store.add("members", "set", f"s{index}-{item:03d}", start_ms + index * slide)
+    wire_ = Wire()
+    reader = quorum.Quorum(c_store, lambda peer, frame: wire_.to_b.append(frame), first_id=7)
+    member = quorum.Quorum(b_store, lambda peer, frame: wire_.to_c.append(frame), first_id=99)
+    outcome = Outcome()
+    reader.read("members", ["a", "b"], 3, 0, 5_000, outcome)
+    reader.flush(0)
+    member.step("c", wire_.to_b.pop())
+    first, wire_.to_c = list(wire_.to_c), []
+    assert len(first) >= 2
+    reader.step("b", first[0])  # the rest of the first answer is lost
+    for index in range(10, 13):
+        for item in range(25):
+            b_store.add("members", "set", f"s{index}-{item:03d}", start_ms + index * slide)
+    reader.tick(quorum.RETRY_MS)
+    member.step("c", wire_.to_b.pop())
+    second, wire_.to_c = list(wire_.to_c), []
+    reader.step("b", second[-1])
+    if len(second) > 1:
+        assert not outcome.settled, "parts of two answers completed the read"
+        for frame in second[:-1]:
+            reader.step("b", frame)
+    assert outcome.calls == [None]
+    seen = set().union(*[window.value for window in c_store.read_key("members")])
+    assert seen == set().union(*[window.value for window in b_store.read_key("members")])
+
+
+def test_an_answer_to_an_earlier_run_does_not_confirm_a_new_write() -> None:
+    store = WindowStore("a~0001")
+    sent: list[bytes] = []
+    first_run = quorum.Quorum(store, lambda peer, frame: sent.append(frame), first_id=0)
+    first_run.write(store.version, ["b", "c"], 3, 0, 5_000, Outcome())
+    store.add("x", "counter", 1, 0)
+    first_run.flush(0)
+    stale_ack = wire.encode(wire.Tag.QUORUM_ACK, [1, 0])  # b acknowledged request 1
+    # The node restarts: a new run, whose ids start elsewhere.
+    second_run = quorum.Quorum(store, lambda peer, frame: None, first_id=123_456_789)
+    outcome = Outcome()
+    before = store.version
+    store.add("y", "counter", 1, 0)
+    second_run.write(before, ["b", "c"], 3, 0, 5_000, outcome)
+    second_run.flush(0)
+    second_run.step("b", stale_ack)
+    assert not outcome.settled
+
+
+def test_requests_on_a_shut_down_node_fail_at_once() -> None:
+    cluster = settled_cluster(21)
+    node = cluster.nodes["a"]
+    node.close(leave=False)
+    wrote, read = Outcome(), Outcome()
+    node.add_quorum("hits", "counter", 1, wrote)
+    node.read_quorum("hits", read)
+    assert isinstance(wrote.calls[0], UnavailableError)
+    assert isinstance(read.calls[0], UnavailableError)
+    assert node.quorum.outstanding == 0
+
+
+def test_a_member_that_refuses_the_cells_does_not_acknowledge() -> None:
+    """b and c know ``k`` as a gauge; a's counter write to ``k`` is held by a alone."""
+    cluster = settled_cluster(22)
+    for name in ("b", "c", "d", "e"):
+        cluster.nodes[name].add("k", "gauge", 1.0)
+    wrote = Outcome()
+    cluster.nodes["a"].add_quorum("k", "counter", 1, wrote)
+    run_until(cluster, wrote)
+    assert isinstance(wrote.calls[0], UnavailableError)
+    assert cluster.nodes["b"].quorum.counters["writes_refused"] >= 1
+
+
+def test_reads_of_many_keys_travel_in_frames_that_fit() -> None:
+    cluster = settled_cluster(23)
+    reader = cluster.nodes["a"]
+    outcomes = [Outcome() for _ in range(30_000)]
+    for index, outcome in enumerate(outcomes):
+        reader.read_quorum(f"a.rather.long.key.name.for.reading.{index:06d}#host:h1", outcome)
+    run_until(cluster, outcomes[-1])
+    assert all(outcome.calls == [None] for outcome in outcomes)
+    assert reader.counters["frames_oversize"] == 0
+    assert reader.quorum.counters["batches_sent"] > 1
