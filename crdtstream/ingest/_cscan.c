@@ -10,10 +10,15 @@
  * and tag lists with a hash table that compares bytes, so there are no collisions to report.
  * Everything it cannot prove simple is left for the exact per-line parser.
  *
- * scan(data, max_line_bytes, now_ms, max_member_bytes) -> tuple of bytes objects, each the raw
- * native-endian contents of one array (see _front.py for their order and dtypes). The buffer
- * must be empty or end with a newline. The scan runs without the GIL and touches no Python
- * object.
+ * scan(data, max_line_bytes, now_ms, max_member_bytes, seed) -> tuple of bytes objects, each the
+ * raw native-endian contents of one array (see _front.py for their order and dtypes). ``data``
+ * is a bytes object, empty or ending with a newline. The scan runs without the GIL and touches
+ * no Python object.
+ *
+ * Hostile input: the grouping hash is keyed with ``seed`` (the caller's secret), and a lookup
+ * that walks more than MAX_PROBES slots gives up: its line is left to the per-line parser, as
+ * the numpy scanner does with a hash collision. Crafted names therefore cannot make the table
+ * quadratic.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,6 +29,8 @@
 
 #define MAX_DIGITS 15
 #define MAX_TIMESTAMP_DIGITS 12
+#define MAX_PROBES 128
+#define CROWDED (-3)
 
 enum { KIND_COUNTER = 0, KIND_GAUGE = 1, KIND_DISTINCT = 2, KIND_DISTRIBUTION = 3, NO_KIND = -1 };
 
@@ -91,16 +98,26 @@ static inline uint64_t fmix(uint64_t z) {
     return z ^ (z >> 31);
 }
 
+/* Eight bytes as a little-endian word, whatever the machine's byte order. */
+static inline uint64_t load_le64(const unsigned char *at) {
+    uint64_t word;
+    memcpy(&word, at, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    word = __builtin_bswap64(word);
+#endif
+    return word;
+}
+
 /* The bytes of [at, at + length) from ``offset`` on, at most eight, as a little-endian word
  * (zero-padded); nothing outside the segment is read. */
 static inline uint64_t word_at(const unsigned char *at, Py_ssize_t offset, Py_ssize_t length) {
     uint64_t word = 0;
     Py_ssize_t available = length - offset;
     if (available >= 8) {
-        memcpy(&word, at + offset, 8);
+        word = load_le64(at + offset);
     } else if (length >= 8) {
         /* The eight bytes ending the segment, shifted so the wanted ones come first. */
-        memcpy(&word, at + length - 8, 8);
+        word = load_le64(at + length - 8);
         word >>= 8 * (8 - available);
     } else {
         for (Py_ssize_t index = 0; index < available; index++) {
@@ -119,14 +136,15 @@ static uint64_t hash64_bytes(const unsigned char *at, Py_ssize_t length) {
     return hash;
 }
 
-/* A quick hash for grouping segments within one call (never leaves this file). */
-static inline uint64_t segment_hash(const unsigned char *at, Py_ssize_t length) {
-    uint64_t hash = (uint64_t)length * 0x9E3779B97F4A7C15ULL;
+/* A quick hash keyed with ``seed`` for grouping segments within one call (never leaves this
+ * file); the final mix spreads every input bit over the low bits that pick a slot. */
+static inline uint64_t segment_hash(const unsigned char *at, Py_ssize_t length, uint64_t seed) {
+    uint64_t hash = seed ^ ((uint64_t)length * 0x9E3779B97F4A7C15ULL);
     for (Py_ssize_t offset = 0; offset < length; offset += 8) {
         hash = (hash ^ word_at(at, offset, length)) * 0xFF51AFD7ED558CCDULL;
         hash ^= hash >> 29;
     }
-    return hash ^ (hash >> 32);
+    return fmix(hash ^ seed);
 }
 
 /* ------------------------------------------------------------------ interning */
@@ -138,16 +156,18 @@ enum { SEGMENT_START, SEGMENT_END, SEGMENT_HASH };
  * The last segment looked up is remembered: lines of one datagram usually share their tags. */
 typedef struct {
     const unsigned char *buffer;
+    uint64_t seed;
     uint32_t *slots;
     uint64_t mask;
     Table segments;
     int64_t last_start, last_end, last_number;
 } Interner;
 
-static int interner_init(Interner *interner, const unsigned char *buffer) {
+static int interner_init(Interner *interner, const unsigned char *buffer, uint64_t seed) {
     static const Py_ssize_t items[] = {8, 8, 8};
     uint64_t size = 1024;
     interner->buffer = buffer;
+    interner->seed = seed;
     interner->mask = size - 1;
     interner->last_number = -1;
     interner->last_start = interner->last_end = 0;
@@ -183,7 +203,8 @@ static int interner_grow(Interner *interner) {
     return 0;
 }
 
-/* The number of the segment [start, end) among the distinct ones; -2 when out of memory. */
+/* The number of the segment [start, end) among the distinct ones; -2 when out of memory,
+ * CROWDED when its probe sequence is longer than MAX_PROBES. */
 static int64_t intern(Interner *interner, int64_t start, int64_t end) {
     const unsigned char *buffer = interner->buffer;
     Py_ssize_t length = (Py_ssize_t)(end - start);
@@ -191,8 +212,9 @@ static int64_t intern(Interner *interner, int64_t start, int64_t end) {
         memcmp(buffer + interner->last_start, buffer + start, (size_t)length) == 0) {
         return interner->last_number;
     }
-    uint64_t hash = segment_hash(buffer + start, length);
+    uint64_t hash = segment_hash(buffer + start, length, interner->seed);
     uint64_t slot = hash & interner->mask;
+    int probes = 0;
     Table *segments = &interner->segments;
     const int64_t *starts = (const int64_t *)segments->data[SEGMENT_START];
     const int64_t *ends = (const int64_t *)segments->data[SEGMENT_END];
@@ -207,6 +229,9 @@ static int64_t intern(Interner *interner, int64_t start, int64_t end) {
         if (hashes[number] == hash && ends[number] - starts[number] == length &&
             memcmp(buffer + starts[number], buffer + start, (size_t)length) == 0) {
             goto found;
+        }
+        if (++probes > MAX_PROBES) {
+            return CROWDED;
         }
         slot = (slot + 1) & interner->mask;
     }
@@ -406,7 +431,7 @@ static int simple_line(Scan *scan, const unsigned char *buffer, int64_t line, in
     if (facts->name == -2 || facts->tags == -2) {
         return -1;
     }
-    return 1;
+    return facts->name != CROWDED && facts->tags != CROWDED;
 }
 
 #define ONES 0x0101010101010101ULL
@@ -483,13 +508,15 @@ static void scan_free(Scan *scan) {
 }
 
 static int scan_buffer(Scan *scan, const unsigned char *buffer, Py_ssize_t size,
-                       Py_ssize_t max_line_bytes, int64_t now_ms, Py_ssize_t max_member_bytes) {
+                       Py_ssize_t max_line_bytes, int64_t now_ms, Py_ssize_t max_member_bytes,
+                       uint64_t seed) {
     static const Py_ssize_t line_items[LINE_COLUMNS] = {8, 8, 1, 1, 8, 8, 8, 8, 8, 8, 8};
     static const Py_ssize_t row_items[ROW_COLUMNS] = {8, 8, 8, 8, 1, 1};
     Py_ssize_t guess = size / 64 + 16;
     if (table_init(&scan->lines, line_items, LINE_COLUMNS, guess) != 0 ||
         table_init(&scan->rows, row_items, ROW_COLUMNS, guess) != 0 ||
-        interner_init(&scan->names, buffer) != 0 || interner_init(&scan->tags, buffer) != 0) {
+        interner_init(&scan->names, buffer, seed) != 0 ||
+        interner_init(&scan->tags, buffer, seed ^ 0x6A09E667F3BCC909ULL) != 0) {
         return -1;
     }
     int64_t start = 0;
@@ -520,16 +547,18 @@ static int put_columns(PyObject *result, Py_ssize_t *at, const Table *table, int
 
 static PyObject *scan(PyObject *module, PyObject *args) {
     (void)module;
-    Py_buffer view;
+    PyObject *data;
     Py_ssize_t max_line_bytes, max_member_bytes;
     long long now_ms;
-    if (!PyArg_ParseTuple(args, "y*nLn", &view, &max_line_bytes, &now_ms, &max_member_bytes)) {
+    unsigned long long seed;
+    /* bytes only: the GIL is released while scanning, so the buffer must be immutable. */
+    if (!PyArg_ParseTuple(args, "SnLnK", &data, &max_line_bytes, &now_ms, &max_member_bytes,
+                          &seed)) {
         return NULL;
     }
-    const unsigned char *buffer = view.buf;
-    Py_ssize_t size = view.len;
+    const unsigned char *buffer = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
     if (size > 0 && buffer[size - 1] != '\n') {
-        PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "the buffer must end with a newline");
         return NULL;
     }
@@ -538,7 +567,7 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     int failed;
     Py_BEGIN_ALLOW_THREADS
     failed = scan_buffer(&state, buffer, size, max_line_bytes, (int64_t)now_ms,
-                         max_member_bytes);
+                         max_member_bytes, (uint64_t)seed);
     Py_END_ALLOW_THREADS
     PyObject *result = NULL;
     if (failed) {
@@ -555,13 +584,12 @@ static PyObject *scan(PyObject *module, PyObject *args) {
         }
     }
     scan_free(&state);
-    PyBuffer_Release(&view);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS,
-     "scan(data, max_line_bytes, now_ms, max_member_bytes) -> tuple of array bytes"},
+     "scan(data, max_line_bytes, now_ms, max_member_bytes, seed) -> tuple of array bytes"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -570,4 +598,16 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__cscan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__cscan(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL) {
+        return NULL;
+    }
+    /* The limits this file shares with the Python parsers (a test checks they agree). */
+    if (PyModule_AddIntConstant(created, "MAX_DIGITS", MAX_DIGITS) != 0 ||
+        PyModule_AddIntConstant(created, "MAX_TIMESTAMP_DIGITS", MAX_TIMESTAMP_DIGITS) != 0) {
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
+}

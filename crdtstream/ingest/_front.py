@@ -31,7 +31,7 @@ from crdtstream.ingest._scan import FIELD_RATE, FIELD_TAGS, FIELD_TIME, Layout, 
 from crdtstream.ingest.batch import KINDS
 from crdtstream.ingest.statsd_reference import MAX_TIMESTAMP_DIGITS
 
-_CompiledScan = Callable[[bytes, int, int, int], tuple[bytes, ...]]
+_CompiledScan = Callable[[bytes, int, int, int, int], tuple[bytes, ...]]
 
 
 def _load_compiled_scan() -> _CompiledScan | None:
@@ -47,9 +47,15 @@ def _load_compiled_scan() -> _CompiledScan | None:
 
 _compiled_scan = _load_compiled_scan()
 
+SCAN_SEED: Final = hash(b"crdtstream.ingest._cscan") & ((1 << 64) - 1)
+"""The key of the compiled scanner's grouping hash: secret per process (it comes from Python's
+own hash secret, so ``PYTHONHASHSEED`` fixes it for a reproducible run), so that names cannot be
+crafted to collide."""
+
 __all__ = [
     "COMPILED",
     "MAX_VECTOR_MEMBER_BYTES",
+    "SCAN_SEED",
     "Front",
     "Rows",
     "Scanner",
@@ -116,8 +122,11 @@ class Front:
     tags: Segments
 
 
-def compiled_front(data: bytes, max_line_bytes: int, now_ms: int) -> Front:
-    """The :class:`Front` of ``data`` (ending with a newline) by the compiled scanner."""
+def compiled_front(
+    data: bytes, max_line_bytes: int, now_ms: int, *, seed: int = SCAN_SEED
+) -> Front:
+    """The :class:`Front` of ``data`` (ending with a newline) by the compiled scanner, its
+    grouping hash keyed with ``seed``."""
     if _compiled_scan is None:
         raise RuntimeError("crdtstream was installed without its compiled scanner")
     (
@@ -142,7 +151,7 @@ def compiled_front(data: bytes, max_line_bytes: int, now_ms: int) -> Front:
         name_ends,
         tags_starts,
         tags_ends,
-    ) = _compiled_scan(data, max_line_bytes, now_ms, MAX_VECTOR_MEMBER_BYTES)
+    ) = _compiled_scan(data, max_line_bytes, now_ms, MAX_VECTOR_MEMBER_BYTES, seed)
     i64, f64 = np.int64, np.float64
     line_count = len(starts) // 8
     simple_lines = np.frombuffer(simple, dtype=np.bool_).copy()

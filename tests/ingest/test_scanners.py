@@ -8,6 +8,7 @@ rates, times, value rows and key segments.
 
 from __future__ import annotations
 
+import importlib
 import random
 
 import numpy as np
@@ -16,7 +17,9 @@ from hypothesis import given
 from bench._statsd import statsd_workload
 from crdtstream.crdt.hashing import hash64
 from crdtstream.ingest._front import COMPILED, Front, Segments, compiled_front, numpy_front
+from crdtstream.ingest._numbers import MAX_DIGITS
 from crdtstream.ingest.statsd import _join
+from crdtstream.ingest.statsd_reference import MAX_TIMESTAMP_DIGITS
 from tests.ingest.test_statsd_oracle import datagrams, mutate
 
 NOW_MS = 1_700_000_000_000
@@ -184,3 +187,47 @@ def test_compiled_member_hashes_are_hash64_at_every_length() -> None:
     assert front.simple.all()
     assert front.members.hashes is not None
     assert front.members.hashes.tolist() == [hash64(member) for member in members]
+
+
+def test_the_compiled_limits_are_the_python_parsers_limits() -> None:
+    module = importlib.import_module("crdtstream.ingest._cscan")
+    assert module.MAX_DIGITS == MAX_DIGITS
+    assert module.MAX_TIMESTAMP_DIGITS == MAX_TIMESTAMP_DIGITS
+
+
+_G, _C = 0x9E3779B97F4A7C15, 0xFF51AFD7ED558CCD
+_MASK = (1 << 64) - 1
+
+
+def colliding_names(count: int, seed: int) -> list[bytes]:
+    """16-byte names whose grouping hash under key 0 is the same: the first word is drawn at
+    random, the second chosen to bring the hash state to one fixed value (the hash is not a
+    secret once its key is known; that is why the real key is secret)."""
+    rng = np.random.default_rng(seed)
+    allowed = bytes(range(0x21, 0x7F)).translate(None, b":|#")  # what a simple name may hold
+    printable = np.frombuffer(allowed, np.uint8)
+    target = 0x4141414141414141
+    names: list[bytes] = []
+    while len(names) < count:
+        first = printable[rng.integers(0, len(printable), (1 << 18, 8))].view("<u8").ravel()
+        state = ((np.uint64((16 * _G) & _MASK) ^ first) * np.uint64(_C)).astype(np.uint64)
+        state ^= state >> np.uint64(29)
+        second = state ^ np.uint64(target)
+        chars = second.view(np.uint8).reshape(-1, 8)
+        ok = np.isin(chars, printable).all(axis=1)
+        for word_1, word_2 in zip(first[ok].tolist(), second[ok].tolist(), strict=True):
+            names.append(word_1.to_bytes(8, "little") + word_2.to_bytes(8, "little"))
+    return names[:count]
+
+
+def test_names_crafted_to_collide_fall_back_to_the_exact_path() -> None:
+    names = colliding_names(400, seed=31)
+    data = _join([b"\n".join(name + b":1|c" for name in names)])
+    crowded = compiled_front(data, 8192, NOW_MS, seed=0)
+    # Under the known key the table gives up on the lines past its probe limit...
+    assert 0 < int(np.count_nonzero(~crowded.simple)) < len(names)
+    # ...which the per-line parser then reads; the secret key spreads them as usual.
+    assert compiled_front(data, 8192, NOW_MS).simple.all()
+    from crdtstream.ingest import StatsdParser, parse_reference
+
+    assert StatsdParser(scanner="compiled").parse(data, NOW_MS) == parse_reference(data, NOW_MS)
