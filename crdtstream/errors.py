@@ -27,6 +27,7 @@ reported with the built-in :class:`ValueError` / :class:`TypeError`, as the stan
 from __future__ import annotations
 
 __all__ = [
+    "MALFORMED_INPUT_ERRORS",
     "ConfigError",
     "CrdtStreamError",
     "DecodeError",
@@ -95,3 +96,16 @@ class NotLeaderError(UnavailableError):
 
 class StorageError(CrdtStreamError):
     """Durable state on disk is unusable and could not be repaired automatically."""
+
+
+MALFORMED_INPUT_ERRORS: tuple[type[Exception], ...] = (
+    CrdtStreamError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
+"""What a hostile or corrupt frame can make decoding, a merge or a protocol core raise: the
+handlers of peers' frames catch these, count the frame as malformed and drop it."""

@@ -20,7 +20,7 @@ from typing import Any, Generic, Protocol
 
 from crdtstream import wire
 from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
-from crdtstream.errors import CrdtStreamError
+from crdtstream.errors import MALFORMED_INPUT_ERRORS
 from crdtstream.gossip.antientropy import AntiEntropy
 from crdtstream.gossip.finality import ProgressTable, window_is_final
 from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
@@ -44,16 +44,7 @@ PROGRESS_PIGGYBACK_OTHERS = 2
 
 _JOIN_TAGS = frozenset({wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY})
 
-_MALFORMED = (
-    CrdtStreamError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    ArithmeticError,
-)
-"""What a hostile or corrupt frame can make decoding, a merge or a core raise: counted, dropped."""
+_MALFORMED = MALFORMED_INPUT_ERRORS
 
 
 class CatalogSync(Protocol):

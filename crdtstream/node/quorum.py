@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from crdtstream import wire
-from crdtstream.errors import CrdtStreamError, MergeError, UnavailableError
+from crdtstream.errors import MALFORMED_INPUT_ERRORS, MergeError, UnavailableError
 from crdtstream.node.requests import FRAME_BYTES_MAX
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
@@ -51,16 +51,7 @@ __all__ = ["QUORUM_TAGS", "RETRY_MS", "Quorum", "QuorumDone", "majority"]
 QUORUM_TAGS: Final = frozenset(
     (wire.Tag.QUORUM_WRITE, wire.Tag.QUORUM_ACK, wire.Tag.QUORUM_READ, wire.Tag.QUORUM_STATE)
 )
-_MALFORMED = (
-    CrdtStreamError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    ArithmeticError,
-)
-"""What a hostile or corrupt frame can make decoding or a merge raise: counted, dropped."""
+_MALFORMED = MALFORMED_INPUT_ERRORS
 
 RETRY_MS: Final = 250
 """A member that has not answered is asked again this often until the deadline."""
