@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from crdtstream import wire
 from crdtstream.clock import Clock
@@ -56,7 +57,31 @@ STRONG_TAGS = frozenset((wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Ta
 
 def _without_future_rows(batch: KindBatch, horizon_ms: int) -> tuple[KindBatch, int]:
     """``batch`` without rows stamped after ``horizon_ms``, and how many were dropped."""
-    keep = batch.timestamps_ms <= horizon_ms
+    return _kept_rows(batch, batch.timestamps_ms <= horizon_ms)
+
+
+def _without_keys(batch: KindBatch, refused: Callable[[str], bool]) -> tuple[KindBatch, int]:
+    """``batch`` without the keys ``refused`` names (their rows and names), and how many rows
+    were dropped."""
+    kept_keys = ~np.fromiter(map(refused, batch.key_names), np.bool_, len(batch.key_names))
+    if kept_keys.all():
+        return batch, 0
+    renumbered = np.cumsum(kept_keys, dtype=np.int64) - 1
+    rows = kept_keys[batch.key_index]
+    names = [name for name, kept in zip(batch.key_names, kept_keys.tolist(), strict=True) if kept]
+    filtered, dropped = _kept_rows(batch, rows)
+    return (
+        dataclasses.replace(
+            filtered,
+            key_names=names,
+            key_index=renumbered[filtered.key_index],
+            key_ids=None if batch.key_ids is None else batch.key_ids[kept_keys],
+        ),
+        dropped,
+    )
+
+
+def _kept_rows(batch: KindBatch, keep: npt.NDArray[np.bool_]) -> tuple[KindBatch, int]:
     dropped = len(keep) - int(np.count_nonzero(keep))
     if not dropped:
         return batch, 0
@@ -123,6 +148,7 @@ class Node:
                 "frames_unsendable",
                 "peers_unusable",
                 "events_future_rejected",
+                "events_strong_refused",
             ),
             0,
         )
@@ -210,11 +236,18 @@ class Node:
         counts["lines_rejected"] += parsed.lines_rejected
         for reason, count in parsed.errors.items():
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
-        accepted = late = conflicts = future = 0
+        accepted = late = conflicts = future = strong = 0
         horizon_ms = self._future_horizon_ms()
+        # A strong key's writes must be acknowledged after Raft commit, which fire-and-forget
+        # statsd cannot carry: its lines are refused and counted, never applied where strong
+        # reads would not see them.
+        strong_rules = any(rule.mode == "strong" for rule in self.policy.rules)
         for kind, parsed_batch in parsed.batches.items():
             batch, dropped = _without_future_rows(parsed_batch, horizon_ms)
             future += dropped
+            if strong_rules:
+                batch, dropped = _without_keys(batch, self._is_strong)
+                strong += dropped
             self._declare(kind, batch.key_names)
             result = self.store.ingest_batch(kind, batch)
             accepted += result.accepted
@@ -224,14 +257,19 @@ class Node:
         counts["events_late"] += late
         counts["events_kind_conflict"] += conflicts
         self.counters["events_future_rejected"] += future
+        self.counters["events_strong_refused"] += strong
         return {
             "accepted": accepted,
             "rejected": parsed.lines_rejected,
             "late": late,
             "kind_conflicts": conflicts,
             "future_rejected": future,
+            "strong_refused": strong,
             "errors": dict(parsed.errors),
         }
+
+    def _is_strong(self, key: str) -> bool:
+        return self.policy.mode_of(key) == "strong"
 
     def status(self) -> dict[str, object]:
         """Members, gossip, transport and ingest counters, as plain data for status pages."""
@@ -250,6 +288,7 @@ class Node:
             "ingest": dict(self.ingest_counts),
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
+            "quorum": dict(self.quorum.counters),
             "catalog": {
                 "keys": len(self.catalog.keys()),
                 "kind_conflicts": self.catalog.conflicts(),

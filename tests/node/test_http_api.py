@@ -140,6 +140,22 @@ def test_statsd_ingest_then_read() -> None:
     run(_statsd_ingest_then_read)
 
 
+async def _statsd_lines_for_strong_keys_are_refused(client: TestClient) -> None:  # type: ignore[type-arg]
+    body = b"quota.api:1|c\nhits:1|c\nquota.api:2|c|#env:prod\nquota.other:3|g"
+    answer = await (await client.post("/v1/ingest", data=body)).json()
+    assert (answer["accepted"], answer["strong_refused"]) == (1, 3)
+    # Refused, not applied somewhere strong reads would not look.
+    assert (await client.get(_url("quota.api"))).status == 404
+    assert (await client.get(_url("quota.api") + "?consistency=eventual")).status == 404
+    status = await (await client.get("/v1/status")).json()
+    assert status["node"]["events_strong_refused"] == 3
+    assert status["quorum"]["writes_confirmed"] == 0
+
+
+def test_statsd_lines_for_strong_keys_are_refused() -> None:
+    run(_statsd_lines_for_strong_keys_are_refused)
+
+
 def test_eventual_writes_and_errors() -> None:
     run(_eventual_writes_and_errors)
 
