@@ -28,7 +28,14 @@ from crdtstream.config import (
 from crdtstream.errors import ConfigError
 from crdtstream.node import NodeConfig, parse_peer
 
-__all__ = ["AGENT_FIELDS", "AgentSettings", "load_settings", "parse_host_port", "parse_policy"]
+__all__ = [
+    "AGENT_FIELDS",
+    "NODE_TUNING",
+    "AgentSettings",
+    "load_settings",
+    "parse_host_port",
+    "parse_policy",
+]
 
 _SECTIONS: dict[str, type[Any]] = {
     "window": WindowConfig,
@@ -48,7 +55,17 @@ AGENT_FIELDS = (
     "policy",
 )
 """Top-level fields of the TOML file; each has a command-line flag of the same name."""
-_TOP_LEVEL = {*AGENT_FIELDS, *_SECTIONS}
+NODE_TUNING = (
+    "snapshot_interval_ms",
+    "tick_interval_ms",
+    "receive_batch_packets",
+    "strong_timeout_ms",
+    "quorum_timeout_ms",
+    "quorum_cluster_size",
+    "event_time_future_ms_max",
+)
+"""The node's own settings a ``[node]`` table may set (the rest have fields of their own)."""
+_TOP_LEVEL = {*AGENT_FIELDS, *_SECTIONS, "node"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +97,18 @@ def _section(name: str, values: object) -> Any:
         return config_class(**values)
     except TypeError as error:
         raise ConfigError(f"{name}: {error}") from error
+
+
+def _node_tuning(values: object) -> dict[str, Any]:
+    """The ``[node]`` table: integers for the fields of :data:`NODE_TUNING`."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"node: must be a table, got {values!r}")
+    for key, value in values.items():
+        if key not in NODE_TUNING:
+            raise ConfigError(f"node.{key}: unknown field (known: {', '.join(NODE_TUNING)})")
+        if type(value) is not int:
+            raise ConfigError(f"node.{key}: must be an integer, got {value!r}")
+    return dict(values)
 
 
 def _read_file(path: Path | None) -> dict[str, Any]:
@@ -136,6 +165,7 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     if any("=" not in voter for voter in voters):
         raise ConfigError(f"raft_voters: each must be ID=ADDRESS, got {voters!r}")
     sections = {name: _section(name, data[name]) for name in _SECTIONS if name in data}
+    tuning = _node_tuning(data.get("node", {}))
     data_dir = data.get("data_dir")
     node = NodeConfig(
         node_id=node_id,
@@ -145,6 +175,7 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
         raft_voters=tuple(parse_peer(v) for v in voters),
         policy=parse_policy(data.get("policy", [])),
         **sections,
+        **tuning,
     )
     statsd = data.get("statsd")
     http = data.get("http")

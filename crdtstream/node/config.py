@@ -50,7 +50,10 @@ class NodeConfig:
     often the store is written to disk; ``tick_interval_ms`` how often the protocol timers run.
     ``raft_voters`` (may include this node) enable strong mode for keys that ``policy`` sends
     there; a strong request not answered within ``strong_timeout_ms`` fails as unavailable, and
-    so does a quorum request not confirmed by a majority within ``quorum_timeout_ms``.
+    so does a quorum request not confirmed by a majority within ``quorum_timeout_ms``. Quorum
+    majorities count the nodes membership knows of, and at least ``quorum_cluster_size`` when
+    set: a node that has not met everyone yet (started with seeds only) then never takes a
+    minority for a majority.
     An event stamped more than ``event_time_future_ms_max`` ahead of the node's clock is
     refused (counted), so one bad clock cannot close every window.
     """
@@ -71,6 +74,7 @@ class NodeConfig:
     policy: tuple[PolicyRule, ...] = ()
     strong_timeout_ms: int = 5_000
     quorum_timeout_ms: int = 2_000
+    quorum_cluster_size: int = 0
     event_time_future_ms_max: int = 300_000
 
     def __post_init__(self) -> None:
@@ -96,6 +100,12 @@ class NodeConfig:
             "node.quorum_timeout_ms",
             "must be > 0",
             self.quorum_timeout_ms,
+        )
+        require(
+            self.quorum_cluster_size >= 0,
+            "node.quorum_cluster_size",
+            "must be >= 0 (0: as many nodes as membership knows)",
+            self.quorum_cluster_size,
         )
         require(
             self.event_time_future_ms_max >= 0,

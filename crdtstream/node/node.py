@@ -325,7 +325,7 @@ class Node:
         """The other members a quorum request goes to, and the cluster size its majority is
         counted against: configured peers and every member gossip knows of, except those that
         left (a member believed dead still counts, so a minority never calls itself a
-        majority)."""
+        majority), and at least ``quorum_cluster_size`` when configured."""
         others = {peer.node_id for peer in self.config.peers}
         for node_id, member in self.gossip.membership.members.items():
             if member.status == "left":
@@ -333,7 +333,7 @@ class Node:
             else:
                 others.add(node_id)
         others.discard(self.config.node_id)
-        return sorted(others), len(others) + 1
+        return sorted(others), max(len(others) + 1, self.config.quorum_cluster_size)
 
     def add_quorum(
         self,

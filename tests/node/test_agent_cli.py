@@ -23,11 +23,13 @@ def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
         'node_id = "n1"\nlisten = "tcp://127.0.0.1:7001"\nhttp = "127.0.0.1:8001"\n'
         'raft_voters = ["n1=tcp://127.0.0.1:7001"]\n'
         '[[policy]]\npattern = "quota.*"\nmode = "strong"\n'
-        "[window]\nsize_ms = 60000\nallowed_lateness_ms = 1000\n",
+        "[window]\nsize_ms = 60000\nallowed_lateness_ms = 1000\n"
+        "[node]\nquorum_cluster_size = 5\nquorum_timeout_ms = 900\n",
     )
     settings = load_settings(path, {"node_id": "n9", "peers": ["n2=tcp://127.0.0.1:7002"]})
     assert settings.node.node_id == "n9"
     assert settings.node.window.size_ms == 60_000
+    assert (settings.node.quorum_cluster_size, settings.node.quorum_timeout_ms) == (5, 900)
     assert settings.http == ("127.0.0.1", 8001)
     assert settings.statsd is None
     assert [(p.node_id, p.address) for p in settings.node.peers] == [("n2", "tcp://127.0.0.1:7002")]
@@ -45,6 +47,9 @@ def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
         ('node_id = "n1"\nraft_voters = ["n2"]\n', "raft_voters"),
         ("listen = 'tcp://127.0.0.1:1'\n", "node_id"),
         ('node_id = "n1"\n[gossip]\nfanout = 0\n', "gossip.fanout"),
+        ('node_id = "n1"\n[node]\nquorum_size = 3\n', "node.quorum_size"),
+        ('node_id = "n1"\n[node]\nquorum_cluster_size = "3"\n', "node.quorum_cluster_size"),
+        ('node_id = "n1"\n[node]\nquorum_cluster_size = -1\n', "node.quorum_cluster_size"),
         ("node_id = \n", "config"),
     ],
 )

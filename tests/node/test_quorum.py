@@ -4,16 +4,19 @@ a minority fails with UnavailableError instead of pretending."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from crdtstream import wire
+from crdtstream.clock import ManualClock
 from crdtstream.config import GossipConfig
 from crdtstream.errors import UnavailableError
-from crdtstream.node import Node, quorum
+from crdtstream.node import Node, NodeConfig, quorum
 from crdtstream.node.quorum import majority
 from crdtstream.window.store import WindowStore
 from tests.node.test_node_simulation import Cluster
-from transports.memory import FaultOptions
+from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 # Delta gossip all but off: whatever a node learns here, it learns through quorum requests.
 SLOW_GOSSIP = GossipConfig(interval_ms=600_000, fanout=1)
@@ -318,3 +321,23 @@ def test_reads_of_many_keys_travel_in_frames_that_fit() -> None:
     assert all(outcome.calls == [None] for outcome in outcomes)
     assert reader.counters["frames_oversize"] == 0
     assert reader.quorum.counters["batches_sent"] > 1
+
+
+def test_a_configured_cluster_size_keeps_a_node_that_knows_too_few_from_a_false_majority() -> None:
+    network = MemoryNetwork(3, FaultOptions())
+    clock = ManualClock(1_000_000)
+
+    def lonely(size: int) -> Node:
+        name = f"n{size}"
+        config = NodeConfig(
+            node_id=name, listen_address=memory_address(name), quorum_cluster_size=size
+        )
+        return Node(config, network.endpoint(name), clock, random.Random(size))
+
+    alone = Outcome()
+    lonely(0).add_quorum("hits", "counter", 1, alone)
+    assert alone.calls == [None]  # it knows no one: a cluster of one
+    told = Outcome()
+    lonely(3).add_quorum("hits", "counter", 1, told)
+    assert isinstance(told.calls[0], UnavailableError)
+    assert "a majority of 3 nodes needs 1 other members, 0 known" in str(told.calls[0])
