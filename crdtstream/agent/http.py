@@ -93,7 +93,9 @@ async def _read_strong(node: Node, key: str) -> web.Response:
     return web.json_response({"key": key, "kind": view.kind, "mode": "strong", "windows": windows})
 
 
-async def _write_strong(node: Node, key: str, body: dict[str, Any]) -> web.Response:
+async def _write_strong(
+    node: Node, key: str, body: dict[str, Any], idempotency_key: str | None
+) -> web.Response:
     op = body["op"]
     if op not in STRONG_OPERATIONS:
         return _error(400, f"unknown op {op!r}; expected one of {sorted(STRONG_OPERATIONS)}")
@@ -103,9 +105,25 @@ async def _write_strong(node: Node, key: str, body: dict[str, Any]) -> web.Respo
         timestamp_ms = body.get("timestamp_ms")
         if timestamp_ms is not None and type(timestamp_ms) is not int:
             raise TypeError(f"timestamp_ms must be an integer, got {timestamp_ms!r}")
-        command = node.new_command(
-            key, kind, operation, body["value"], limit=body.get("limit"), timestamp_ms=timestamp_ms
-        )
+        if idempotency_key is None:
+            command = node.new_command(
+                key,
+                kind,
+                operation,
+                body["value"],
+                limit=body.get("limit"),
+                timestamp_ms=timestamp_ms,
+            )
+        else:
+            command = node.idempotent_command(
+                idempotency_key,
+                key,
+                kind,
+                operation,
+                body["value"],
+                limit=body.get("limit"),
+                timestamp_ms=timestamp_ms,
+            )
     except (TypeError, ValueError) as error:
         return _error(400, str(error))
     try:
@@ -162,7 +180,7 @@ def build_app(node: Node) -> web.Application:
             return _error(400, 'body must be JSON {"op": "<operation>", "value": ...}')
         mode = node.mode_of(key)
         if mode == "strong":
-            return await _write_strong(node, key, body)
+            return await _write_strong(node, key, body, request.headers.get("Idempotency-Key"))
         if op not in OP_ACCEPTING_KINDS:
             return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_ACCEPTING_KINDS)}")
         kind = node.kind_of(key) or OP_KINDS[op]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -52,6 +53,11 @@ __all__ = ["Node"]
 
 SNAPSHOT_FILE = "store.snapshot"
 RAFT_DIRECTORY = "raft"
+IDEMPOTENCY_KEYS_MAX = 4_096
+"""Idempotency keys of strong writes a node remembers (the oldest forgotten first). A retry is
+deduplicated by the state machine only while its sequence is among the session's last
+``session_results_max``; an older one is refused there, never applied twice."""
+
 STRONG_TAGS = frozenset((wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE))
 
 
@@ -173,6 +179,7 @@ class Node:
         self.quorum = Quorum(self.store, self._send_raw, first_id=rng.getrandbits(62))
         self._quorum_flush_pending = False
         self._sequence = 0
+        self._idempotent: OrderedDict[str, tuple[tuple[object, ...], Command]] = OrderedDict()
         self._raft_ticks_done = 0
         self._started_ms = clock.monotonic_ms()
         self._next_tick_ms = 0
@@ -462,6 +469,39 @@ class Node:
         stamp = self._checked_time(timestamp_ms)
         self._sequence += 1
         return Command(self.client_id, self._sequence, key, kind, operation, value, stamp, limit)
+
+    def idempotent_command(
+        self,
+        idempotency_key: str,
+        key: str,
+        kind: str,
+        operation: str,
+        value: float | int | str = 0,
+        *,
+        limit: float | int | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Command:
+        """:meth:`new_command`, or the very command made earlier for ``idempotency_key``: a
+        client retrying a write it got no answer for sends the same session and sequence, so
+        the state machine applies it at most once and returns its first result. The last
+        :data:`IDEMPOTENCY_KEYS_MAX` keys are remembered; a key reused for a different request
+        raises :class:`ValueError`."""
+        request = (key, kind, operation, value, limit, timestamp_ms)
+        known = self._idempotent.get(idempotency_key)
+        if known is not None:
+            if known[0] != request:
+                raise ValueError(
+                    f"idempotency key {idempotency_key!r} was used for another request"
+                )
+            self._idempotent.move_to_end(idempotency_key)
+            return known[1]
+        command = self.new_command(
+            key, kind, operation, value, limit=limit, timestamp_ms=timestamp_ms
+        )
+        self._idempotent[idempotency_key] = (request, command)
+        if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
+            self._idempotent.popitem(last=False)
+        return command
 
     def _timeout_ticks(self, timeout_ms: int | None) -> int:
         timeout = self.config.strong_timeout_ms if timeout_ms is None else timeout_ms

@@ -160,6 +160,27 @@ def test_eventual_writes_and_errors() -> None:
     run(_eventual_writes_and_errors)
 
 
+async def _a_strong_retry_with_an_idempotency_key_applies_once(client: TestClient) -> None:  # type: ignore[type-arg]
+    body = {"op": "add", "value": 5, "timestamp_ms": EVENT_MS}
+    headers = {"Idempotency-Key": "order-17"}
+    first = await client.post(_url("quota.retry"), json=body, headers=headers)
+    again = await client.post(_url("quota.retry"), json=body, headers=headers)
+    assert first.status == again.status == 200
+    assert (await first.json())["value"] == (await again.json())["value"] == 5
+    other = await client.post(_url("quota.retry"), json={**body, "value": 6}, headers=headers)
+    assert other.status == 400
+    assert "used for another request" in (await other.json())["error"]
+    # Without a key every POST is a new write.
+    for _ in range(2):
+        assert (await client.post(_url("quota.retry"), json=body)).status == 200
+    read = await (await client.get(_url("quota.retry"))).json()
+    assert sum(window["value"] for window in read["windows"]) == 15
+
+
+def test_a_strong_retry_with_an_idempotency_key_applies_once() -> None:
+    run(_a_strong_retry_with_an_idempotency_key_applies_once)
+
+
 def test_strong_conditional_adds_stop_at_the_limit() -> None:
     run(_strong_conditional_adds_stop_at_the_limit)
 
