@@ -195,12 +195,8 @@ class Quorum:
         batches, self._batches = self._batches, {}
         for tag, batch in batches.items():
             if tag == wire.Tag.QUORUM_WRITE:
-                try:
-                    delta = _cells_only(self.store.delta_since(min(batch.payloads)))
-                    self._start(batch, batch.dones, functools.partial(_write_frames, delta))
-                except ValueError as error:  # a single cell too large for any frame
-                    for done in batch.dones:
-                        done(UnavailableError(f"quorum write cannot be sent: {error}"))
+                delta = _cells_only(self.store.delta_since(min(batch.payloads)))
+                self._start(batch, batch.dones, functools.partial(_write_frames, delta))
                 continue
             for keys, dones in _read_chunks(batch):
                 self._start(batch, dones, functools.partial(_read_frames, keys))
@@ -213,7 +209,12 @@ class Quorum:
     ) -> None:
         """Send one request: ``frames_for(request id)`` gives its tag and frames."""
         request_id = self._next_id + 1
-        tag, frames = frames_for(request_id)
+        try:
+            tag, frames = frames_for(request_id)
+        except ValueError as error:  # a single cell too large for any frame
+            for done in dones:
+                done(UnavailableError(f"quorum request cannot be sent: {error}"))
+            return
         self._next_id = request_id
         assert batch.deadline_ms is not None, "a batch holds at least one request"
         request = _Request(
