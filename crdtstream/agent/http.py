@@ -105,25 +105,15 @@ async def _write_strong(
         timestamp_ms = body.get("timestamp_ms")
         if timestamp_ms is not None and type(timestamp_ms) is not int:
             raise TypeError(f"timestamp_ms must be an integer, got {timestamp_ms!r}")
-        if idempotency_key is None:
-            command = node.new_command(
-                key,
-                kind,
-                operation,
-                body["value"],
-                limit=body.get("limit"),
-                timestamp_ms=timestamp_ms,
-            )
-        else:
-            command = node.idempotent_command(
-                idempotency_key,
-                key,
-                kind,
-                operation,
-                body["value"],
-                limit=body.get("limit"),
-                timestamp_ms=timestamp_ms,
-            )
+        command = node.new_command(
+            key,
+            kind,
+            operation,
+            body["value"],
+            limit=body.get("limit"),
+            timestamp_ms=timestamp_ms,
+            idempotency_key=idempotency_key,
+        )
     except (TypeError, ValueError) as error:
         return _error(400, str(error))
     try:

@@ -464,43 +464,33 @@ class Node:
         *,
         limit: float | int | None = None,
         timestamp_ms: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Command:
-        """A command in this node's client session (a fresh sequence number)."""
-        stamp = self._checked_time(timestamp_ms)
-        self._sequence += 1
-        return Command(self.client_id, self._sequence, key, kind, operation, value, stamp, limit)
+        """A command in this node's client session (a fresh sequence number).
 
-    def idempotent_command(
-        self,
-        idempotency_key: str,
-        key: str,
-        kind: str,
-        operation: str,
-        value: float | int | str = 0,
-        *,
-        limit: float | int | None = None,
-        timestamp_ms: int | None = None,
-    ) -> Command:
-        """:meth:`new_command`, or the very command made earlier for ``idempotency_key``: a
-        client retrying a write it got no answer for sends the same session and sequence, so
+        With ``idempotency_key``, the very command made earlier for that key when there is one:
+        a client retrying a write it got no answer for sends the same session and sequence, so
         the state machine applies it at most once and returns its first result. The last
         :data:`IDEMPOTENCY_KEYS_MAX` keys are remembered; a key reused for a different request
-        raises :class:`ValueError`."""
+        raises :class:`ValueError`.
+        """
         request = (key, kind, operation, value, limit, timestamp_ms)
-        known = self._idempotent.get(idempotency_key)
-        if known is not None:
-            if known[0] != request:
-                raise ValueError(
-                    f"idempotency key {idempotency_key!r} was used for another request"
-                )
-            self._idempotent.move_to_end(idempotency_key)
-            return known[1]
-        command = self.new_command(
-            key, kind, operation, value, limit=limit, timestamp_ms=timestamp_ms
-        )
-        self._idempotent[idempotency_key] = (request, command)
-        if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
-            self._idempotent.popitem(last=False)
+        if idempotency_key is not None:
+            known = self._idempotent.get(idempotency_key)
+            if known is not None:
+                if known[0] != request:
+                    raise ValueError(
+                        f"idempotency key {idempotency_key!r} was used for another request"
+                    )
+                self._idempotent.move_to_end(idempotency_key)
+                return known[1]
+        stamp = self._checked_time(timestamp_ms)
+        self._sequence += 1
+        command = Command(self.client_id, self._sequence, key, kind, operation, value, stamp, limit)
+        if idempotency_key is not None:
+            self._idempotent[idempotency_key] = (request, command)
+            if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
+                self._idempotent.popitem(last=False)
         return command
 
     def _timeout_ticks(self, timeout_ms: int | None) -> int:
