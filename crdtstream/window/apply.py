@@ -40,6 +40,25 @@ class Batch:
     position_range: tuple[int, int] | None = None
     value_min: float | None = None
 
+    def take(self, rows: Int64Array | npt.NDArray[np.bool_]) -> Batch:
+        """The events at ``rows`` (indices, or a mask), in order."""
+        values = self.values
+        taken: npt.NDArray[np.float64] | npt.NDArray[np.uint64] | Sequence[Item]
+        if isinstance(values, np.ndarray):
+            taken = values[rows]
+        else:
+            index = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+            taken = [values[i] for i in index.tolist()]
+        return Batch(
+            self.keys[rows],
+            self.positions[rows],
+            taken,
+            self.timestamps_ms[rows],
+            None if self.weights is None else self.weights[rows],
+            None if self.relative is None else self.relative[rows],
+            self.key_count,
+        )
+
 
 @dataclass(slots=True)
 class Target:
@@ -81,7 +100,7 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
         _apply_counter(batch, target)
         return
     for position, index in groups_by_slice(batch.positions, batch.position_range):
-        part = batch if index is None else _take(batch, index)
+        part = batch if index is None else batch.take(index)
         state = target.state(position)
         if kind == "gauge":
             _apply_gauge(state, part, target)
@@ -96,20 +115,6 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
             _apply_set(state, part, target)
 
 
-def _take(batch: Batch, index: Int64Array) -> Batch:
-    values = batch.values
-    taken = values[index] if isinstance(values, np.ndarray) else [values[int(i)] for i in index]
-    return Batch(
-        batch.keys[index],
-        batch.positions[index],
-        taken,
-        batch.timestamps_ms[index],
-        None if batch.weights is None else batch.weights[index],
-        None if batch.relative is None else batch.relative[index],
-        batch.key_count,
-    )
-
-
 def _apply_counter(batch: Batch, target: Target) -> None:
     values = np.asarray(batch.values, dtype=np.float64)
     if len(values) == 0:
@@ -118,7 +123,7 @@ def _apply_counter(batch: Batch, target: Target) -> None:
     span, key_count = last - first + 1, batch.key_count
     if span * key_count > _CODE_SPACE_MAX:
         for _position, index in groups_by_slice(batch.positions):
-            part = batch if index is None else _take(batch, index)
+            part = batch if index is None else batch.take(index)
             _apply_counter(part, target)
         return
     if span == 1:

@@ -52,7 +52,7 @@ class Screened:
             0,
         )
         if accepted is not None:
-            return _select_mask(batch, accepted)
+            return batch.take(accepted)
         batch.position_range = self.position_range
         batch.value_min = self.value_range[0]
         return batch
@@ -170,21 +170,3 @@ def and_masks(
 def is_identity(name_ids: Int64Array) -> bool:
     """True when the batch's names map to kind-local ids 0..N-1, so no gather is needed."""
     return bool((name_ids == np.arange(len(name_ids))).all())
-
-
-def _select_mask(batch: Batch, mask: npt.NDArray[np.bool_]) -> Batch:
-    values = batch.values
-    chosen = (
-        values[mask]
-        if isinstance(values, np.ndarray)
-        else [item for item, keep in zip(values, mask, strict=True) if keep]
-    )
-    return Batch(
-        batch.keys[mask],
-        batch.positions[mask],
-        chosen,
-        batch.timestamps_ms[mask],
-        None if batch.weights is None else batch.weights[mask],
-        None if batch.relative is None else batch.relative[mask],
-        batch.key_count,
-    )
