@@ -32,6 +32,19 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``args`` with stdout and stderr appended to ``log_path``."""
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+
+
+def _kill(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL ``process`` if it still runs, and reap it."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 @dataclass
 class Agent:
     """One ``crdtstream agent`` process and how to reach it."""
@@ -66,14 +79,10 @@ class Agent:
             *[item for peer in self.peers for item in ("--peer", peer)],
             *self.extra_args,
         ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-        log.close()
+        self.process = _spawn(args, self.log_path)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        _kill(self.process)
         self.process = None
 
     def stop(self) -> None:
@@ -185,14 +194,10 @@ class EtcdMember:
             *("--initial-cluster-token", "crdtstream-bench", "--logger", "zap"),
             *("--log-level", "warn"),
         ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self.process = _spawn(args, self.log_path)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
+        _kill(self.process)
         self.process = None
 
     def wait_ready(self, deadline_s: float) -> None:
