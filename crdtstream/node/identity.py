@@ -18,8 +18,8 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.errors import DecodeError, StorageError
-from crdtstream.files import write_atomically
 from crdtstream.ids import new_replica_id
+from crdtstream.storage.files import write_atomically
 
 __all__ = ["Identity", "load_identity", "mark_clean", "mark_running"]
 

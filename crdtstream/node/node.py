@@ -40,13 +40,13 @@ from crdtstream.node.quorum import QUORUM_TAGS, Quorum, QuorumDone
 from crdtstream.node.strong import Completion, ReadAnswer, StrongReplica
 from crdtstream.node.strong_client import StrongClient
 from crdtstream.policy import Policy
-from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.state_machine import Command, Result
-from crdtstream.raft.wal import DurableStorage, WalStorage
+from crdtstream.raft.storage import DurableStorage, MemoryStorage
+from crdtstream.storage.snapshot import read_snapshot, write_snapshot
+from crdtstream.storage.wal import WalStorage
 from crdtstream.transport import Transport
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.results import IngestResult, WindowValue
-from crdtstream.window.snapshot import read_snapshot, write_snapshot
 from crdtstream.window.store import WindowStore
 
 __all__ = ["Node"]
@@ -115,7 +115,7 @@ class Node:
         raft_storage: DurableStorage | None = None,
     ) -> None:
         """Open the data directory and start; ``raft_storage`` overrides the on-disk log
-        (simulations pass a :class:`CrashableStorage`)."""
+        (simulations pass one that can crash)."""
         self.config = config
         self.transport = transport
         self.clock = clock
@@ -554,7 +554,7 @@ class Node:
         if storage is not None:
             durable = storage
         elif self.config.data_dir is None:
-            durable = CrashableStorage(sorted(voters))
+            durable = MemoryStorage(sorted(voters))
         else:
             durable = WalStorage.open(self.config.data_dir / RAFT_DIRECTORY, sorted(voters))
         return StrongReplica(

@@ -57,8 +57,8 @@ from crdtstream.raft.state_machine import (
     decode_command,
     encode_command,
 )
+from crdtstream.raft.storage import DurableStorage, persist_ready
 from crdtstream.raft.types import Ready, Role, decode_message, encode_message
-from crdtstream.raft.wal import DurableStorage, persist_ready
 
 __all__ = ["Completion", "ReadAnswer", "StrongReplica"]
 

@@ -20,17 +20,20 @@ from crdtstream.raft.types import (
     ENTRY_OVERHEAD_BYTES,
     Entry,
     HardState,
+    Ready,
     Snapshot,
     SnapshotMeta,
 )
 
 __all__ = [
+    "DurableStorage",
     "LogCompactedError",
     "LogUnavailableError",
     "MemoryStorage",
     "SnapshotOutOfDateError",
     "Storage",
     "limit_size",
+    "persist_ready",
 ]
 
 
@@ -187,3 +190,52 @@ class MemoryStorage:
             raise ValueError(f"compact index {compact_index} beyond last {self.last_index()}")
         placeholder = Entry(self._entries[compact_index - offset].term, compact_index)
         self._entries = [placeholder, *self._entries[compact_index - offset + 1 :]]
+
+    def sync(self) -> None:
+        """Nothing to make durable: a node without a data directory keeps its Raft log in
+        memory, and loses it when the process ends."""
+
+
+class DurableStorage(Storage, Protocol):
+    """The Raft storage plus the write side the driver calls for every ``Ready``
+    (:class:`MemoryStorage` in memory; ``crdtstream.storage.wal.WalStorage`` on disk)."""
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Store entries, replacing any stored entries from the first one's index on."""
+        ...
+
+    def set_hard_state(self, state: HardState) -> None:
+        """Record the hard state (term, vote, commit)."""
+        ...
+
+    def apply_snapshot(self, snapshot: Snapshot) -> None:
+        """Replace the log with a snapshot received from the leader."""
+        ...
+
+    def create_snapshot(self, index: int, voters: Sequence[str], data: bytes) -> Snapshot:
+        """Record a snapshot of the applied state at ``index``; the log stays until compacted."""
+        ...
+
+    def compact(self, compact_index: int) -> None:
+        """Discard entries before ``compact_index``."""
+        ...
+
+    def sync(self) -> None:
+        """Make every write so far durable."""
+        ...
+
+
+def persist_ready(storage: DurableStorage, ready: Ready) -> None:
+    """Persist a Ready in the order that keeps the log consistent, then make it durable.
+
+    The snapshot goes first: the Ready's entries follow it, and applying a snapshot after them
+    would discard them.
+    """
+    if ready.snapshot is not None and not ready.snapshot.is_empty():
+        storage.apply_snapshot(ready.snapshot)
+    if ready.entries:
+        storage.append(ready.entries)
+    if ready.hard_state is not None:
+        storage.set_hard_state(ready.hard_state)
+    if ready.must_sync:
+        storage.sync()

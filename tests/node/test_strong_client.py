@@ -10,8 +10,8 @@ from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
 from crdtstream.node.strong import StrongReplica
 from crdtstream.node.strong_client import StrongClient
-from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.state_machine import Command, Result, encode_command
+from tests.raft.crashable import CrashableStorage
 
 VOTERS = ["v1", "v2", "v3"]
 

@@ -24,7 +24,6 @@ from sim_clients import TIMESTAMP_MS, Client, Workload
 from sim_nemesis import Nemesis
 
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.rawnode import RawNode
 from crdtstream.raft.state_machine import StateMachine
 from crdtstream.raft.types import (
@@ -38,8 +37,9 @@ from crdtstream.raft.types import (
     decode_message,
 )
 from crdtstream.raft.types import encode_message as encode_raft_message
-from crdtstream.raft.wal import WalStorage, persist_ready
+from crdtstream.storage.wal import WalStorage, persist_ready
 from tests.checkers.linearizability import Operation
+from tests.raft.crashable import CrashableStorage
 from transports.memory import FaultOptions, MemoryNetwork, MemoryTransport, memory_address
 
 TICK_MS = 10

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtstream.errors import StorageError
-from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import Entry, HardState, Ready, Snapshot, SnapshotMeta, encode_entry
-from crdtstream.raft.wal import WalStorage, decode_records, encode_record, persist_ready
+from crdtstream.storage.wal import WalStorage, decode_records, encode_record, persist_ready
+from tests.raft.crashable import CrashableStorage
 
 VOTERS = ("a", "b", "c")
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from crdtstream.crdt.hashing import hash64_many
 from crdtstream.errors import DecodeError, MergeError, StorageError
+from crdtstream.storage.snapshot import read_snapshot, restore, snapshot, write_snapshot
 from crdtstream.window.delta import StoreDelta
-from crdtstream.window.snapshot import read_snapshot, restore, snapshot, write_snapshot
 from crdtstream.window.store import WindowStore
 
 from .support import CONFIG, canonical, normal

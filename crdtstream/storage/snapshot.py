@@ -16,7 +16,7 @@ from typing import Any
 from crdtstream import wire
 from crdtstream.config import WindowConfig
 from crdtstream.errors import DecodeError, StorageError
-from crdtstream.files import write_atomically
+from crdtstream.storage.files import write_atomically
 from crdtstream.window.cells import KINDS
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore

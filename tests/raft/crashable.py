@@ -1,6 +1,6 @@
 """An in-memory Raft storage that can crash: what was written but not yet synced is lost.
 
-It has the write side of :class:`~crdtstream.raft.wal.WalStorage` and the same durability rules,
+It has the write side of :class:`~crdtstream.storage.wal.WalStorage` and the same durability rules,
 so a simulation exercises the driver's persist-before-send ordering without touching a disk: a
 write is visible at once (as the page cache makes it), durable only after :meth:`sync`, and
 :meth:`crash` brings the storage back to exactly what the write-ahead log would replay.

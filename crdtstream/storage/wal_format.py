@@ -1,7 +1,7 @@
 """The on-disk format of the write-ahead log, and the replay that reads a directory back.
 
 A record is a big-endian length and :func:`zlib.crc32` of its body, then the body: a wire frame
-holding an entry, a hard state or a snapshot mark (see :mod:`crdtstream.raft.wal` for how the
+holding an entry, a hard state or a snapshot mark (see :mod:`crdtstream.storage.wal` for how the
 log uses them). Replay reads every segment, cuts a torn or corrupt tail of the last one, finds
 the newest snapshot that a durable mark names, and rebuilds a :class:`MemoryStorage` from it.
 """
@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crdtstream import files, wire
+from crdtstream import wire
 from crdtstream.errors import DecodeError, StorageError
-from crdtstream.files import sync_directory, write_atomically
 from crdtstream.raft import types
 from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import Entry, HardState, Snapshot
+from crdtstream.storage import files
+from crdtstream.storage.files import sync_directory, write_atomically
 
 __all__ = [
     "HEADER",

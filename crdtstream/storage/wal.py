@@ -1,5 +1,5 @@
-"""Durable Raft storage: a write-ahead log of checksummed records (its in-memory twin that can
-crash is :mod:`crdtstream.raft.crashable`; the format and replay are in :mod:`.wal_format`).
+"""Durable Raft storage: a write-ahead log of checksummed records (an in-memory twin that can
+crash is ``tests/raft/crashable.py``; the format and replay are in :mod:`.wal_format`).
 
 File-level rules: this module performs file I/O (the driver calls it; the core only reads through
 the :class:`~crdtstream.raft.storage.Storage` protocol). Nothing is durable until :meth:`sync`
@@ -28,13 +28,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 from crdtstream.errors import StorageError
 from crdtstream.raft import types
-from crdtstream.raft.storage import MemoryStorage, Storage
-from crdtstream.raft.types import Entry, HardState, Ready, Snapshot
-from crdtstream.raft.wal_format import (
+from crdtstream.raft.storage import DurableStorage, MemoryStorage, persist_ready
+from crdtstream.raft.types import Entry, HardState, Snapshot
+from crdtstream.storage.wal_format import (
     Files,
     Mark,
     Replay,
@@ -63,50 +62,6 @@ SEGMENT_BYTES_DEFAULT = 8 << 20
 """A segment is closed and a new one begun once it grows past this size."""
 
 _KEPT_SNAPSHOTS = 2
-
-
-class DurableStorage(Storage, Protocol):
-    """The Raft storage plus the write side the driver calls for every ``Ready``."""
-
-    def append(self, entries: Sequence[Entry]) -> None:
-        """Store entries, replacing any stored entries from the first one's index on."""
-        ...
-
-    def set_hard_state(self, state: HardState) -> None:
-        """Record the hard state (term, vote, commit)."""
-        ...
-
-    def apply_snapshot(self, snapshot: Snapshot) -> None:
-        """Replace the log with a snapshot received from the leader."""
-        ...
-
-    def create_snapshot(self, index: int, voters: Sequence[str], data: bytes) -> Snapshot:
-        """Record a snapshot of the applied state at ``index``; the log stays until compacted."""
-        ...
-
-    def compact(self, compact_index: int) -> None:
-        """Discard entries before ``compact_index``."""
-        ...
-
-    def sync(self) -> None:
-        """Make every write so far durable."""
-        ...
-
-
-def persist_ready(storage: DurableStorage, ready: Ready) -> None:
-    """Persist a Ready in the order that keeps the log consistent, then make it durable.
-
-    The snapshot goes first: the Ready's entries follow it, and applying a snapshot after them
-    would discard them.
-    """
-    if ready.snapshot is not None and not ready.snapshot.is_empty():
-        storage.apply_snapshot(ready.snapshot)
-    if ready.entries:
-        storage.append(ready.entries)
-    if ready.hard_state is not None:
-        storage.set_hard_state(ready.hard_state)
-    if ready.must_sync:
-        storage.sync()
 
 
 class WalStorage:
