@@ -94,24 +94,14 @@ def _build(timeout_ms: int) -> list[Node]:
     return nodes
 
 
-async def _write(node: Node, mode: str, key: str) -> None:
-    if mode == "eventual":
-        node.add(key, "counter", 1)
-    elif mode == "quorum":
-        await node.write_quorum(key, "counter", 1)
-    else:
-        await node.write_strong(node.new_command(key, "counter", "add", 1))
+async def _write(node: Node, key: str) -> None:
+    """A counter add; the key's prefix decides its mode, through the node's one write API."""
+    await node.write(key, "add", 1)
 
 
-async def _read(node: Node, mode: str, key: str) -> float:
-    if mode == "eventual":
-        windows = node.read_key(key)
-    elif mode == "quorum":
-        windows = await node.query_quorum(key)
-    else:
-        view = await node.query_strong(key)
-        return 0.0 if view is None else float(sum(value for _, _, value in view.windows))  # type: ignore[misc]
-    return float(sum(window.value for window in windows))  # type: ignore[misc]
+async def _read(node: Node, key: str) -> float:
+    answer = await node.read(key)
+    return float(sum(window.value for window in answer.windows))  # type: ignore[misc]
 
 
 async def _closed_loop(
@@ -145,7 +135,7 @@ async def _wait_for_leader(nodes: list[Node]) -> None:
     deadline = time.monotonic() + 30
     while True:
         try:
-            await nodes[0].write_strong(nodes[0].new_command("st.warmup", "counter", "add", 0))
+            await nodes[0].write("st.warmup", "add", 0)
             return
         except UnavailableError:
             if time.monotonic() > deadline:
@@ -157,8 +147,8 @@ async def _stale_fraction(nodes: list[Node], mode: str, trials: int) -> float:
     for trial in range(trials):
         key = f"{PREFIX[mode]}.fresh.{trial}"
         writer, reader = nodes[trial % 3], nodes[(trial + 1) % 3]
-        await _write(writer, mode, key)
-        if await _read(reader, mode, key) < 1:
+        await _write(writer, key)
+        if await _read(reader, key) < 1:
             stale += 1
     return stale / trials
 
@@ -178,7 +168,7 @@ async def _available_on_minority(
 
     async def attempt(mode: str, trial: int) -> bool:
         try:
-            await _write(nodes[0], mode, f"{PREFIX[mode]}.cut.{trial}")
+            await _write(nodes[0], f"{PREFIX[mode]}.cut.{trial}")
         except UnavailableError:
             return False
         return True
@@ -204,7 +194,7 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
                 nodes,
                 args.seconds,
                 args.concurrency,
-                lambda node, m=mode, k=key: _write(node, m, k),
+                lambda node, k=key: _write(node, k),
             )
             writes[mode] = rate
             report.add(f"{mode}_writes_per_s", rate, "writes/s (closed loop, 3 nodes)")
@@ -213,7 +203,7 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
         for mode in MODES:
             key = f"{PREFIX[mode]}.load"
             rate, _ = await _closed_loop(
-                nodes, args.seconds, args.concurrency, lambda node, m=mode, k=key: _read(node, m, k)
+                nodes, args.seconds, args.concurrency, lambda node, k=key: _read(node, k)
             )
             reads[mode] = rate
             report.add(f"{mode}_reads_per_s", rate, "reads/s (closed loop, 3 nodes)")

@@ -9,7 +9,7 @@ leader; the answer comes back once the write is committed and applied (or the re
 through ReadIndex). That is the path every non-voter node of a deployment takes.
 
 - ``durable_writes_per_s``: closed loop, ``--concurrency`` coroutines each awaiting
-  ``write_strong`` (a counter ``add`` on one key) back to back. All of them share the client
+  ``Node.write`` (a counter ``add`` on one strong key) back to back. All of them share the client
   node's one session; the driver holds back a write that is 64 or more sequences ahead of the
   session's oldest unfinished one (the state machine deduplicates within 64 results), so any
   concurrency is safe. A write refused after commit (``ok`` False) would be counted in
@@ -17,7 +17,7 @@ through ReadIndex). That is the path every non-voter node of a deployment takes.
 - ``commit_latency_ms_p50`` / ``_p99``: open loop at ``--rate`` writes/s, each write started at
   its scheduled time whatever happened to the previous ones; latency counts from the scheduled
   start, so a stall shows in the figures instead of lowering the offered load.
-- ``linearizable_reads_per_s``: closed loop of ``query_strong`` on the same key with
+- ``linearizable_reads_per_s``: closed loop of ``Node.read`` on the same key with
   ``--read-concurrency`` in flight; reads waiting together at a voter share one ReadIndex round.
   Ratio ``linearizable_reads_vs_goal`` against the goal of 10,000 reads/s.
 - etcd anchor, when ``etcd`` is on PATH: three members on loopback (free ports, temporary data
@@ -250,18 +250,19 @@ def _writer(node: Node) -> tuple[Operation, list[int]]:
     """A counter add on :data:`KEY`. A result with ``ok`` False went through the log but was
     refused (a sequence too far behind its session's newest): not a success, counted in the
     list."""
-    from crdtstream.errors import UnavailableError
+    from crdtstream.errors import RefusedError, UnavailableError
 
     refused = [0]
 
     async def write() -> bool | None:
         try:
-            result = await node.write_strong(node.new_command(KEY, "counter", "add", 1))
+            await node.write(KEY, "add", 1)
         except UnavailableError:
             return None
-        if not result.ok:
+        except RefusedError:
             refused[0] += 1
-        return bool(result.ok)
+            return False
+        return True
 
     return write, refused
 
@@ -271,7 +272,7 @@ def _reader(node: Node) -> Operation:
 
     async def read() -> bool | None:
         try:
-            await node.query_strong(KEY)
+            await node.read(KEY)
         except UnavailableError:
             return None
         return True

@@ -12,6 +12,8 @@ operator asked for something impossible.
     ├── MergeError             two states that cannot be joined (e.g. different HLL precisions)
     ├── ConfigError            a configuration value is missing, out of range or inconsistent
     ├── KindConflictError      a key was used with a second kind
+    ├── InvalidValueError      a write's value, operation or time that its key cannot take
+    ├── RefusedError           a request the key's mode does not allow (carries the reason)
     ├── TransportError         a transport could not do what was asked
     │   ├── PeerUnknownError   send to a peer id that was never added (or was removed)
     │   ├── PayloadTooLargeError  a payload over the transport's size limit
@@ -31,11 +33,13 @@ __all__ = [
     "ConfigError",
     "CrdtStreamError",
     "DecodeError",
+    "InvalidValueError",
     "KindConflictError",
     "MergeError",
     "NotLeaderError",
     "PayloadTooLargeError",
     "PeerUnknownError",
+    "RefusedError",
     "StorageError",
     "TransportClosedError",
     "TransportError",
@@ -64,6 +68,21 @@ class ConfigError(CrdtStreamError):
 
 class KindConflictError(CrdtStreamError):
     """A key was written with a kind other than the one it already has."""
+
+
+class InvalidValueError(CrdtStreamError, ValueError):
+    """A write the key cannot take: an unknown operation, a value its kind cannot hold, an
+    event time too far ahead of the clock. Also a :class:`ValueError`, as bad arguments are."""
+
+
+class RefusedError(CrdtStreamError):
+    """A request the key's consistency mode does not allow, such as a write to a ``strong``
+    key that cannot go through Raft, or a read stronger than the key's mode serves.
+    ``reason`` says why, in words meant for the caller."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class TransportError(CrdtStreamError):

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from crdtstream.agent.http import json_value
 from crdtstream.clock import SystemClock
 from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule, WindowConfig
+from crdtstream.engine import Answer
 from crdtstream.errors import UnavailableError
 from crdtstream.node import Node, NodeConfig, PeerAddress
-from crdtstream.raft.state_machine import Result
 from transports.zeromq import ZmqTransport
 
 __all__ = ["DemoOutcome", "run_demo"]
@@ -84,16 +84,18 @@ def _build_nodes(seed: int) -> list[Node]:
     return nodes
 
 
-def _snapshot(node: Node, keys: Sequence[str]) -> tuple[object, ...]:
-    return tuple(
-        tuple((w.start_ms, str(json_value(w.value))) for w in node.read_key(key)) for key in keys
-    )
+async def _snapshot(node: Node, keys: Sequence[str]) -> tuple[object, ...]:
+    views = []
+    for key in keys:
+        answer = await node.read(key)
+        views.append(tuple((w.start_ms, str(json_value(w.value))) for w in answer.windows))
+    return tuple(views)
 
 
 async def _wait_for_convergence(nodes: list[Node], keys: Sequence[str]) -> float:
     start = time.monotonic()
     while time.monotonic() - start < DEADLINE_S:
-        views = {_snapshot(node, keys) for node in nodes}
+        views = {await _snapshot(node, keys) for node in nodes}
         if len(views) == 1:
             return time.monotonic() - start
         await asyncio.sleep(0.02)
@@ -107,39 +109,31 @@ async def _quota_round(nodes: list[Node]) -> tuple[int, tuple[float, ...]]:
     event_ms = nodes[0].clock.now_ms()
     while True:  # wait for a leader: a first write goes through once one is elected
         try:
-            first = nodes[0].new_command(QUOTA_KEY, "counter", "add", 0, timestamp_ms=event_ms)
-            await nodes[0].write_strong(first)
+            await nodes[0].write(QUOTA_KEY, "add", 0, timestamp_ms=event_ms)
             break
         except UnavailableError:
             if time.monotonic() > deadline:
                 raise
     attempts = [
-        nodes[i % len(nodes)].write_strong(
-            nodes[i % len(nodes)].new_command(
-                QUOTA_KEY,
-                "counter",
-                "conditional_add",
-                1,
-                limit=QUOTA_LIMIT,
-                timestamp_ms=event_ms,
-            )
+        nodes[i % len(nodes)].write(
+            QUOTA_KEY, "conditional_add", 1, limit=QUOTA_LIMIT, timestamp_ms=event_ms
         )
         for i in range(QUOTA_ATTEMPTS)
     ]
     results = await asyncio.gather(*attempts, return_exceptions=True)
-    applied = sum(1 for r in results if isinstance(r, Result) and r.applied)
+    applied = sum(1 for r in results if isinstance(r, Answer) and r.applied)
     reads = []
     for node in nodes:
-        view = await node.query_strong(QUOTA_KEY)
-        reads.append(0.0 if view is None else float(sum(w[2] for w in view.windows)))
+        answer = await node.read(QUOTA_KEY)
+        reads.append(float(sum(w.value for w in answer.windows)))  # type: ignore[misc]
     return applied, tuple(reads)
 
 
-def _print_table(nodes: list[Node], keys: Sequence[str]) -> None:
+async def _print_table(nodes: list[Node], keys: Sequence[str]) -> None:
     print(f"{'node':<8} {'key':<36} {'value':<50} final")
     for node in nodes:
         for key in keys:
-            for window in node.read_key(key)[-1:]:
+            for window in (await node.read(key)).windows[-1:]:
                 value = str(json_value(window.value))[:48]
                 print(f"{node.config.node_id:<8} {key:<36} {value:<50} {window.final}")
 
@@ -158,7 +152,7 @@ async def run_demo(seed: int = 1) -> DemoOutcome:
         keys = ("api.requests#region:eu", "api.latency#region:eu", "api.users", "queue.depth")
         seconds = await _wait_for_convergence(nodes, keys)
         print(f"converged: every node reports the same aggregates after {seconds:.2f} s\n")
-        _print_table(nodes, keys)
+        await _print_table(nodes, keys)
         applied, reads = await _quota_round(nodes)
         print(
             f"\nstrong quota {QUOTA_KEY!r}: {QUOTA_ATTEMPTS} concurrent conditional adds "

@@ -11,28 +11,20 @@ from typing import Any
 
 from aiohttp import web
 
-from crdtstream.errors import ConfigError, KindConflictError, UnavailableError
+from crdtstream.engine import Answer
+from crdtstream.errors import (
+    CrdtStreamError,
+    InvalidValueError,
+    KindConflictError,
+    RefusedError,
+    UnavailableError,
+)
 from crdtstream.node import Node
 
-__all__ = ["OP_KINDS", "build_app", "json_value"]
+__all__ = ["build_app", "json_value"]
 
-OP_KINDS = {
-    "add": "counter",
-    "set": "gauge",
-    "observe": "distribution",
-    "insert": "set",
-    "remove": "set",
-}
-"""The kind a new key gets from the first operation written to it over HTTP."""
-
-OP_ACCEPTING_KINDS = {
-    "add": ("counter",),
-    "set": ("gauge",),
-    "observe": ("distribution", "max", "min"),
-    "insert": ("set", "distinct"),
-    "remove": ("set",),
-}
-"""The kinds each operation applies to; an operation on a key of another kind is a 409."""
+REQUEST_ERRORS = (InvalidValueError, KindConflictError, RefusedError, UnavailableError)
+"""The typed errors a write or read fails with; each maps to one HTTP status."""
 
 MAX_BODY_BYTES = 1 << 20
 QUANTILES = (0.5, 0.9, 0.99)
@@ -69,68 +61,24 @@ def _window(start_ms: int, end_ms: int, value: object, final: bool) -> dict[str,
     return {"start_ms": start_ms, "end_ms": end_ms, "value": json_value(value), "final": final}
 
 
-STRONG_OPERATIONS = {
-    "add": ("counter", "add"),
-    "conditional_add": ("counter", "conditional_add"),
-    "set": ("gauge", "set"),
-    "observe": ("distribution", "observe"),
-    "insert": ("set", "add"),
-    "remove": ("set", "remove"),
-}
-"""HTTP op -> (kind, state-machine operation) for strong keys; ``kind`` in the body overrides."""
+def _answer_json(answer: Answer) -> dict[str, Any]:
+    """What every answer says: the key, its kind and mode, and the consistency served."""
+    return {
+        "key": answer.key,
+        "kind": answer.kind,
+        "mode": answer.mode,
+        "consistency": answer.consistency,
+    }
 
 
-async def _read_strong(node: Node, key: str) -> web.Response:
-    try:
-        view = await node.query_strong(key)
-    except (UnavailableError, ConfigError) as error:  # no quorum, or no voters configured
+def _failure(error: CrdtStreamError) -> web.Response:
+    """A typed request error as its HTTP status: 503 when no majority answered in time, 409
+    for a key of another kind, 400 for the rest (bad values, requests the mode refuses)."""
+    if isinstance(error, UnavailableError):
         return _error(503, str(error))
-    if view is None:
-        return _error(404, f"unknown key {key!r}")
-    # A linearizable read: the value is exact as of now; windows may still receive writes
-    # until the replicated watermark passes them, which this read does not report.
-    windows = [_window(start, end, value, False) for start, end, value in view.windows]
-    return web.json_response({"key": key, "kind": view.kind, "mode": "strong", "windows": windows})
-
-
-async def _write_strong(
-    node: Node, key: str, body: dict[str, Any], idempotency_key: str | None
-) -> web.Response:
-    op = body["op"]
-    if op not in STRONG_OPERATIONS:
-        return _error(400, f"unknown op {op!r}; expected one of {sorted(STRONG_OPERATIONS)}")
-    kind, operation = STRONG_OPERATIONS[op]
-    kind = str(body.get("kind", kind))
-    try:
-        timestamp_ms = body.get("timestamp_ms")
-        if timestamp_ms is not None and type(timestamp_ms) is not int:
-            raise TypeError(f"timestamp_ms must be an integer, got {timestamp_ms!r}")
-        command = node.new_command(
-            key,
-            kind,
-            operation,
-            body["value"],
-            limit=body.get("limit"),
-            timestamp_ms=timestamp_ms,
-            idempotency_key=idempotency_key,
-        )
-    except (TypeError, ValueError) as error:
-        return _error(400, str(error))
-    try:
-        result = await node.write_strong(command)
-    except (UnavailableError, ConfigError) as error:  # no quorum, or no voters configured
-        return _error(503, str(error))
-    if not result.ok:
-        return _error(400, result.error)
-    return web.json_response(
-        {
-            "key": key,
-            "kind": kind,
-            "mode": "strong",
-            "applied": result.applied,
-            "value": json_value(result.value),
-        }
-    )
+    if isinstance(error, KindConflictError):
+        return _error(409, str(error))
+    return _error(400, str(error))
 
 
 def build_app(node: Node) -> web.Application:
@@ -140,23 +88,14 @@ def build_app(node: Node) -> web.Application:
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:
         key = request.match_info["key"]
-        mode = request.query.get("consistency", node.mode_of(key))
-        if mode == "strong":
-            return await _read_strong(node, key)
-        if mode not in ("eventual", "quorum"):
-            return _error(400, f"unknown consistency {mode!r}")
-        if mode == "quorum":
-            try:
-                values = await node.query_quorum(key)
-            except UnavailableError as error:
-                return _error(503, str(error))
-        else:
-            values = node.read_key(key)
-        kind = node.kind_of(key)
-        if kind is None:
+        try:
+            answer = await node.read(key, consistency=request.query.get("consistency"))
+        except REQUEST_ERRORS as error:
+            return _failure(error)
+        if answer.kind is None:
             return _error(404, f"unknown key {key!r}")
-        windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in values]
-        return web.json_response({"key": key, "kind": kind, "mode": mode, "windows": windows})
+        windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in answer.windows]
+        return web.json_response({**_answer_json(answer), "windows": windows})
 
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:
@@ -168,38 +107,30 @@ def build_app(node: Node) -> web.Application:
                 raise TypeError("op must be a string")
         except (ValueError, KeyError, TypeError):
             return _error(400, 'body must be JSON {"op": "<operation>", "value": ...}')
-        mode = node.mode_of(key)
-        if mode == "strong":
-            return await _write_strong(node, key, body, request.headers.get("Idempotency-Key"))
-        if op not in OP_ACCEPTING_KINDS:
-            return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_ACCEPTING_KINDS)}")
-        kind = node.kind_of(key) or OP_KINDS[op]
-        if kind not in OP_ACCEPTING_KINDS[op]:
-            return _error(
-                409, f"key {key!r} is a {kind}; {op!r} applies to {OP_ACCEPTING_KINDS[op]}"
-            )
-        quorum = mode == "quorum"
+        kind, limit = body.get("kind"), body.get("limit")
+        if kind is not None and not isinstance(kind, str):
+            return _error(400, f"kind must be a string, got {kind!r}")
         try:
-            if op == "remove":
-                removed = (
-                    await node.delete_quorum(key, value) if quorum else node.remove(key, value)
-                )
-                return web.json_response({"key": key, "mode": mode, "removed": removed})
-            result = (
-                await node.write_quorum(key, kind, value) if quorum else node.add(key, kind, value)
+            answer = await node.write(
+                key,
+                op,
+                value,
+                kind=kind,
+                timestamp_ms=body.get("timestamp_ms"),
+                idempotency_key=request.headers.get("Idempotency-Key"),
+                limit=limit,
             )
-        except (TypeError, ValueError, OverflowError, KindConflictError) as error:
-            return _error(400, str(error))
-        except UnavailableError as error:
-            # Applied here and still spread by gossip; only the majority was not confirmed.
-            return _error(503, f"{error}; the write was kept on this node")
-        if result.rejected:
-            return _error(409, f"key {key!r} already has another kind")
-        if result.invalid:
-            return _error(400, f"invalid value {value!r} for a {kind}")
-        return web.json_response(
-            {"key": key, "kind": kind, "mode": mode, "accepted": result.accepted}
-        )
+        except REQUEST_ERRORS as error:
+            return _failure(error)
+        written = _answer_json(answer)
+        if answer.removed is not None:
+            written["removed"] = answer.removed
+        elif answer.applied is not None:
+            written["applied"] = answer.applied
+            written["value"] = json_value(answer.value)
+        else:
+            written["accepted"] = answer.accepted
+        return web.json_response(written)
 
     @routes.post("/v1/ingest")
     async def ingest(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from crdtstream.config import (
     WindowConfig,
     require,
 )
+from crdtstream.engine.config import EngineConfig
 from crdtstream.ids import is_valid_node_id
 
 __all__ = ["NodeConfig", "PeerAddress", "parse_peer"]
@@ -118,4 +119,23 @@ class NodeConfig:
             "node.receive_batch_packets",
             "must be >= 1",
             self.receive_batch_packets,
+        )
+
+    def engine_config(self) -> EngineConfig:
+        """The protocol settings the engine runs with (everything but disk and transport)."""
+        return EngineConfig(
+            node_id=self.node_id,
+            listen_address=self.listen_address,
+            seeds=tuple(peer.node_id for peer in self.peers),
+            window=self.window,
+            gossip=self.gossip,
+            membership=self.membership,
+            raft=self.raft,
+            tick_interval_ms=self.tick_interval_ms,
+            raft_voters=tuple(peer.node_id for peer in self.raft_voters),
+            policy=self.policy,
+            strong_timeout_ms=self.strong_timeout_ms,
+            quorum_timeout_ms=self.quorum_timeout_ms,
+            quorum_cluster_size=self.quorum_cluster_size,
+            event_time_future_ms_max=self.event_time_future_ms_max,
         )

@@ -117,7 +117,7 @@ async def _quorum_writes_and_reads_on_one_node_and_status(client: TestClient) ->
     assert read["mode"] == "quorum"
     assert sum(window["value"] for window in read["windows"]) == 2
     eventual = await (await client.get(_url("q.x") + "?consistency=eventual")).json()
-    assert eventual["mode"] == "eventual"
+    assert (eventual["mode"], eventual["consistency"]) == ("quorum", "eventual")
     assert (await client.get(_url("q.x") + "?consistency=sometimes")).status == 400
     status = await (await client.get("/v1/status")).json()
     assert status["node_id"] == "solo"

@@ -56,5 +56,5 @@ async def _scenario() -> tuple[Node, Node]:
 
 def test_an_unusable_member_address_is_counted_not_fatal() -> None:
     a, _ = asyncio.run(_scenario())
-    assert "b" in a.gossip.membership.members
-    assert a.counters["peers_unusable"] >= 1
+    assert "b" in a.engine.gossip.membership.members
+    assert a.counters.peers_unusable >= 1

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from crdtstream.config import WindowConfig
+from tests.node.engine_calls import windows, write
 from tests.node.test_node_simulation import STEP_MS, Cluster
 from transports.memory import FaultOptions
 
@@ -50,7 +51,7 @@ class Scenario:
             name = self.rng.choice(self.cluster.names)
             key = self.rng.choice(KEYS)
             amount = self.rng.randint(1, 9)
-            if self.cluster.nodes[name].add(key, "counter", amount).accepted == 1:
+            if write(self.cluster.nodes[name], key, "add", amount).accepted == 1:
                 start = self.cluster.clock.now_ms() // WINDOW.size_ms * WINDOW.size_ms
                 cell = (key, start)
                 self.expected[cell] = self.expected.get(cell, 0) + amount
@@ -88,7 +89,7 @@ class Scenario:
         for name, node in self.cluster.nodes.items():
             cells = {}
             for key in KEYS:
-                for window in node.read_key(key):
+                for window in windows(node, key):
                     cells[(key, window.start_ms)] = float(str(window.value))
             views[name] = cells
         return views
@@ -112,4 +113,4 @@ def test_exact_sums_and_finality_after_faults(seed: int, tmp_path: Path) -> None
     for name, cells in scenario.observed().items():
         assert cells == scenario.expected, f"{context} node={name}"
         for key in KEYS:
-            assert all(w.final for w in cluster.nodes[name].read_key(key)), f"{context} {name}"
+            assert all(w.final for w in windows(cluster.nodes[name], key)), f"{context} {name}"

@@ -10,6 +10,7 @@ import pytest
 from crdtstream.clock import ManualClock
 from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule, WindowConfig
 from crdtstream.node import Node, NodeConfig, PeerAddress
+from tests.node.engine_calls import windows, write
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 WINDOW = WindowConfig(size_ms=1_000, allowed_lateness_ms=500, retention_windows=30)
@@ -24,6 +25,7 @@ def _config(
     snapshot_interval_ms: int = 200,
     window: WindowConfig = WINDOW,
     gossip: GossipConfig = GOSSIP,
+    policy: tuple[PolicyRule, ...] = (),
 ) -> NodeConfig:
     return NodeConfig(
         node_id=node_id,
@@ -35,6 +37,7 @@ def _config(
         membership=MembershipConfig.local(),
         snapshot_interval_ms=snapshot_interval_ms,
         tick_interval_ms=STEP_MS,
+        policy=policy,
     )
 
 
@@ -49,8 +52,10 @@ class Cluster:
         snapshot_interval_ms: int = 200,
         window: WindowConfig = WINDOW,
         gossip: GossipConfig = GOSSIP,
+        policy: tuple[PolicyRule, ...] = (),
     ) -> None:
         self.seed = seed
+        self.policy = policy
         self.gossip = gossip
         self.snapshot_interval_ms = snapshot_interval_ms
         self.window = window
@@ -67,7 +72,15 @@ class Cluster:
         data_dir = None if self.root is None else self.root / name
         others = [other for other in self.names if other != name]
         node = Node(
-            _config(name, others, data_dir, self.snapshot_interval_ms, self.window, self.gossip),
+            _config(
+                name,
+                others,
+                data_dir,
+                self.snapshot_interval_ms,
+                self.window,
+                self.gossip,
+                self.policy,
+            ),
             self.network.endpoint(name),
             self.clock,
             random.Random(self.rng.getrandbits(64)),
@@ -84,7 +97,7 @@ class Cluster:
 
     def totals(self, key: str) -> dict[str, dict[int, object]]:
         return {
-            name: {value.start_ms: value.value for value in node.read_key(key)}
+            name: {value.start_ms: value.value for value in windows(node, key)}
             for name, node in self.nodes.items()
         }
 
@@ -98,7 +111,7 @@ def test_three_nodes_converge_to_the_exact_sums_under_loss() -> None:
     for _ in range(40):
         name = rng.choice(cluster.names)
         amount = rng.randint(1, 9)
-        result = cluster.nodes[name].add("hits", "counter", amount)
+        result = write(cluster.nodes[name], "hits", "add", amount)
         assert result.accepted == 1, f"seed={seed}"
         start = cluster.clock.now_ms() // WINDOW.size_ms * WINDOW.size_ms
         expected[start] = expected.get(start, 0) + amount
@@ -112,51 +125,54 @@ def test_three_nodes_converge_to_the_exact_sums_under_loss() -> None:
 
 def test_windows_become_final_everywhere_once_watermarks_pass() -> None:
     cluster = Cluster(11, ["a", "b", "c"], None)
-    cluster.nodes["a"].add("hits", "counter", 5)
+    write(cluster.nodes["a"], "hits", "add", 5)
     cluster.run(4_000)
     for name, node in cluster.nodes.items():
-        values = node.read_key("hits")
+        values = windows(node, "hits")
         assert [v.value for v in values] == [5.0], name
         assert all(v.final for v in values), name
 
 
 def test_restart_with_data_directory_keeps_and_resumes(tmp_path: Path) -> None:
     cluster = Cluster(3, ["a", "b"], tmp_path)
-    cluster.nodes["a"].add("hits", "counter", 4)
+    write(cluster.nodes["a"], "hits", "add", 4)
     cluster.run(500)
     replica = cluster.nodes["a"].identity.replica
     cluster.nodes.pop("a").close()
     restarted = cluster.start("a")
     assert restarted.identity.resumed
     assert restarted.identity.replica == replica
-    restarted.add("hits", "counter", 6)
+    write(restarted, "hits", "add", 6)
     cluster.run(2_000)
     for name, node in cluster.nodes.items():
-        assert sum(float(str(v.value)) for v in node.read_key("hits")) == 10.0, name
+        assert sum(float(str(v.value)) for v in windows(node, "hits")) == 10.0, name
 
 
 def test_crash_without_clean_shutdown_writes_under_a_new_replica(tmp_path: Path) -> None:
     cluster = Cluster(5, ["a", "b"], tmp_path)
-    cluster.nodes["a"].add("hits", "counter", 4)
+    write(cluster.nodes["a"], "hits", "add", 4)
     cluster.run(1_000)  # gossiped to b and snapshotted
     old = cluster.nodes.pop("a")
     old.transport.close()  # a crash: no final snapshot, no clean mark
     restarted = cluster.start("a")
     assert not restarted.identity.resumed
     assert restarted.identity.replica != old.identity.replica
-    restarted.add("hits", "counter", 6)
+    write(restarted, "hits", "add", 6)
     cluster.run(2_000)
     for name, node in cluster.nodes.items():
-        assert sum(float(str(v.value)) for v in node.read_key("hits")) == 10.0, name
+        assert sum(float(str(v.value)) for v in windows(node, "hits")) == 10.0, name
 
 
 def test_the_key_catalog_spreads_to_every_node() -> None:
     cluster = Cluster(13, ["a", "b", "c"], None)
-    cluster.nodes["a"].add("api.hits", "counter", 1)
-    cluster.nodes["c"].add("api.latency", "distribution", 12.5)
+    write(cluster.nodes["a"], "api.hits", "add", 1)
+    write(cluster.nodes["c"], "api.latency", "observe", 12.5)
     cluster.run(4_000)
     for name, node in cluster.nodes.items():
-        assert node.catalog.keys() == {"api.hits": "counter", "api.latency": "distribution"}, name
+        assert node.engine.catalog.keys() == {
+            "api.hits": "counter",
+            "api.latency": "distribution",
+        }, name
 
 
 def test_nodes_with_different_policies_refuse_each_other() -> None:
@@ -170,12 +186,12 @@ def test_nodes_with_different_policies_refuse_each_other() -> None:
         tick_interval_ms=STEP_MS,
     )
     cluster.nodes["c"] = Node(other, cluster.network.endpoint("c"), cluster.clock, random.Random(1))
-    cluster.nodes["c"].add("hits", "counter", 5)
+    write(cluster.nodes["c"], "hits", "add", 5)
     cluster.run(3_000)
-    assert cluster.nodes["a"].gossip.membership.rules_mismatches == {
-        "c": cluster.nodes["c"].policy.fingerprint
+    assert cluster.nodes["a"].engine.gossip.membership.rules_mismatches == {
+        "c": cluster.nodes["c"].engine.policy.fingerprint
     }
-    assert cluster.nodes["a"].read_key("hits") == []
+    assert windows(cluster.nodes["a"], "hits") == ()
 
 
 def test_far_future_events_are_refused_and_later_writes_still_count() -> None:
@@ -185,7 +201,7 @@ def test_far_future_events_are_refused_and_later_writes_still_count() -> None:
     assert answer["future_rejected"] == 1
     assert answer["accepted"] == 1
     with pytest.raises(ValueError, match="ahead"):
-        node.add("hits", "counter", 1, timestamp_ms=cluster.clock.now_ms() + 10**9)
+        write(node, "hits", "add", 1, timestamp_ms=cluster.clock.now_ms() + 10**9)
     cluster.run(100)
-    assert node.add("hits", "counter", 3).accepted == 1
-    assert sum(float(str(v.value)) for v in node.read_key("hits")) == 5.0
+    assert write(node, "hits", "add", 3).accepted == 1
+    assert sum(float(str(v.value)) for v in windows(node, "hits")) == 5.0

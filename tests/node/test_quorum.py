@@ -10,27 +10,30 @@ import pytest
 
 from crdtstream import wire
 from crdtstream.clock import ManualClock
-from crdtstream.config import GossipConfig
+from crdtstream.config import GossipConfig, PolicyRule
+from crdtstream.engine import Answer, Ticket, quorum
+from crdtstream.engine.quorum import majority
 from crdtstream.errors import UnavailableError
-from crdtstream.node import Node, NodeConfig, quorum
-from crdtstream.node.quorum import majority
+from crdtstream.node import Node, NodeConfig
 from crdtstream.window.store import WindowStore
+from tests.node.engine_calls import OP_OF_KIND, windows
 from tests.node.test_node_simulation import Cluster
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 # Delta gossip all but off: whatever a node learns here, it learns through quorum requests.
 SLOW_GOSSIP = GossipConfig(interval_ms=600_000, fanout=1)
 NAMES = ["a", "b", "c", "d", "e"]
+QUORUM = (PolicyRule("*", "quorum"),)
 
 
 class Outcome:
-    """What a quorum request's ``done`` was called with, and how often."""
+    """What a quorum request completed with (its error, None on success), and how often."""
 
     def __init__(self) -> None:
         self.calls: list[Exception | None] = []
 
-    def __call__(self, error: Exception | None) -> None:
-        self.calls.append(error)
+    def __call__(self, outcome: Ticket | Exception | None) -> None:
+        self.calls.append(outcome.error if isinstance(outcome, Ticket) else outcome)
 
     @property
     def settled(self) -> bool:
@@ -45,18 +48,44 @@ def run_until(cluster: Cluster, outcome: Outcome, limit_ms: int = 5_000) -> None
     assert len(outcome.calls) == 1, f"seed={cluster.seed} calls={outcome.calls}"
 
 
+def quorum_write(
+    node: Node, key: str, kind: str, value: float | str, outcome: Outcome, **options: object
+) -> Ticket:
+    """A write through the engine to a quorum key; ``outcome`` records how it completes."""
+    op = OP_OF_KIND[kind]
+    ticket = node.engine.write(key, op, value, kind=kind, **options)  # type: ignore[arg-type]
+    ticket.on_done(outcome)
+    return ticket
+
+
+def quorum_remove(node: Node, key: str, item: str, outcome: Outcome) -> Ticket:
+    ticket = node.engine.write(key, "remove", item)
+    ticket.on_done(outcome)
+    return ticket
+
+
+def quorum_read(node: Node, key: str, outcome: Outcome) -> Ticket:
+    ticket = node.engine.read(key)
+    ticket.on_done(outcome)
+    return ticket
+
+
+def answer(ticket: Ticket) -> Answer:
+    return ticket.result()
+
+
 def settled_cluster(seed: int) -> Cluster:
-    cluster = Cluster(seed, NAMES, None, gossip=SLOW_GOSSIP)
+    cluster = Cluster(seed, NAMES, None, gossip=SLOW_GOSSIP, policy=QUORUM)
     cluster.run(1_000)  # membership settles
     return cluster
 
 
 def values(node: Node, key: str) -> list[object]:
-    return [window.value for window in node.read_key(key)]
+    return [window.value for window in windows(node, key)]
 
 
 def total(node: Node, key: str) -> float:
-    return sum(float(window.value) for window in node.read_key(key))  # type: ignore[arg-type]
+    return sum(float(window.value) for window in windows(node, key))  # type: ignore[arg-type]
 
 
 def test_majority_sizes() -> None:
@@ -70,17 +99,17 @@ def test_a_quorum_read_sees_a_quorum_write_that_gossip_has_not_spread() -> None:
         # The write reaches only a, b and c (a majority of five).
         network.set_faults(FaultOptions().partitioned(["a", "b", "c"], ["d", "e"]))
         wrote = Outcome()
-        result = cluster.nodes["a"].add_quorum("hits", "counter", 7, wrote)
-        assert result.accepted == 1
+        ticket = quorum_write(cluster.nodes["a"], "hits", "counter", 7, wrote)
         run_until(cluster, wrote)
         assert wrote.calls == [None], f"seed={seed}"
+        assert answer(ticket).accepted == 1
         # e now reaches b, c and d but not a; it has never seen the write. b's and c's
         # answers are held back at first: d's answer alone must not complete the read.
         reachable = FaultOptions().partitioned(["b", "c", "d", "e"], ["a"])
         network.set_faults(reachable.clogged("b", "e").clogged("c", "e"))
         assert values(cluster.nodes["e"], "hits") == [], f"seed={seed}"
         read = Outcome()
-        cluster.nodes["e"].read_quorum("hits", read)
+        quorum_read(cluster.nodes["e"], "hits", read)
         cluster.run(500)
         assert not read.settled, f"seed={seed}"
         network.set_faults(reachable)
@@ -93,7 +122,7 @@ def test_a_minority_cannot_confirm_a_write_or_a_read_but_keeps_the_write() -> No
     cluster = settled_cluster(5)
     cluster.network.set_faults(FaultOptions().partitioned(["a", "b"], ["c", "d", "e"]))
     wrote = Outcome()
-    cluster.nodes["a"].add_quorum("hits", "counter", 3, wrote)
+    quorum_write(cluster.nodes["a"], "hits", "counter", 3, wrote)
     run_until(cluster, wrote)
     error = wrote.calls[0]
     assert isinstance(error, UnavailableError)
@@ -102,17 +131,17 @@ def test_a_minority_cannot_confirm_a_write_or_a_read_but_keeps_the_write() -> No
     assert values(cluster.nodes["a"], "hits") == [3.0]
     assert values(cluster.nodes["b"], "hits") == [3.0]
     read = Outcome()
-    cluster.nodes["b"].read_quorum("hits", read)
+    quorum_read(cluster.nodes["b"], "hits", read)
     run_until(cluster, read)
     assert isinstance(read.calls[0], UnavailableError)
     # The majority side serves both.
     wrote_majority = Outcome()
-    cluster.nodes["c"].add_quorum("hits", "counter", 4, wrote_majority)
+    quorum_write(cluster.nodes["c"], "hits", "counter", 4, wrote_majority)
     run_until(cluster, wrote_majority)
     assert wrote_majority.calls == [None]
     cluster.network.set_faults(FaultOptions())
     read_after_heal = Outcome()
-    cluster.nodes["e"].read_quorum("hits", read_after_heal)
+    quorum_read(cluster.nodes["e"], "hits", read_after_heal)
     run_until(cluster, read_after_heal)
     assert read_after_heal.calls == [None]
     assert total(cluster.nodes["e"], "hits") == 7.0  # both writes, in whatever windows
@@ -129,39 +158,39 @@ def test_quorum_writes_of_every_kind_and_set_removal_reach_the_reader() -> None:
     ]
     for key, kind, value in writes:
         wrote = Outcome()
-        cluster.nodes["a"].add_quorum(key, kind, value, wrote)
+        quorum_write(cluster.nodes["a"], key, kind, value, wrote)
         run_until(cluster, wrote)
         assert wrote.calls == [None], key
     removed = Outcome()
-    assert cluster.nodes["a"].remove_quorum("members", "x", removed)
+    assert quorum_remove(cluster.nodes["a"], "members", "x", removed)
     run_until(cluster, removed)
     assert removed.calls == [None]
     for key, _, _ in writes:
         read = Outcome()
-        cluster.nodes["d"].read_quorum(key, read)
+        quorum_read(cluster.nodes["d"], key, read)
         run_until(cluster, read)
         assert read.calls == [None], key
         assert values(cluster.nodes["d"], key) == values(cluster.nodes["a"], key), key
 
 
 def test_a_single_node_confirms_at_once_and_a_write_not_applied_sends_nothing() -> None:
-    cluster = Cluster(2, ["solo"], None, gossip=SLOW_GOSSIP)
+    cluster = Cluster(2, ["solo"], None, gossip=SLOW_GOSSIP, policy=QUORUM)
     outcome = Outcome()
-    cluster.nodes["solo"].add_quorum("hits", "counter", 1, outcome)
+    quorum_write(cluster.nodes["solo"], "hits", "counter", 1, outcome)
     assert outcome.calls == [None]
     five = settled_cluster(4)
     late = Outcome()
-    sent_before = five.nodes["a"].counters["frames_sent"]
-    result = five.nodes["a"].add_quorum("hits", "counter", 1, late, timestamp_ms=0)
-    assert (result.accepted, result.late) == (0, 1)
+    sent_before = five.nodes["a"].counters.frames_sent
+    ticket = quorum_write(five.nodes["a"], "hits", "counter", 1, late, timestamp_ms=0)
+    assert answer(ticket).accepted == 0  # late: nothing changed, nothing to confirm
     assert late.calls == [None]
-    assert five.nodes["a"].counters["frames_sent"] == sent_before
+    assert five.nodes["a"].counters.frames_sent == sent_before
 
 
 def test_malformed_and_stray_quorum_frames_are_counted_and_change_nothing() -> None:
     cluster = settled_cluster(6)
     node = cluster.nodes["b"]
-    before = node.quorum.counters["malformed"]
+    before = node.engine.quorum.counters["malformed"]
     bad = [
         wire.encode(wire.Tag.QUORUM_WRITE, "not a row"),
         wire.encode(wire.Tag.QUORUM_WRITE, [1, {"not": "a delta"}]),
@@ -169,11 +198,11 @@ def test_malformed_and_stray_quorum_frames_are_counted_and_change_nothing() -> N
         wire.encode(wire.Tag.QUORUM_READ, ["id", "hits"]),
     ]
     for frame in bad:
-        node.quorum.step("a", frame)
-    assert node.quorum.counters["malformed"] == before + len(bad)
+        node.engine.quorum.step("a", frame)
+    assert node.engine.quorum.counters["malformed"] == before + len(bad)
     # Answers to requests this node never made are ignored.
-    node.quorum.step("a", wire.encode(wire.Tag.QUORUM_ACK, [99, None]))
-    assert node.quorum.outstanding == 0
+    node.engine.quorum.step("a", wire.encode(wire.Tag.QUORUM_ACK, [99, None]))
+    assert node.engine.quorum.outstanding == 0
     assert values(node, "hits") == []
 
 
@@ -185,14 +214,14 @@ def test_writes_confirmed_under_loss_are_all_seen_by_quorum_reads(loss: float) -
     for round_number in range(12):
         writer = NAMES[round_number % len(NAMES)]
         wrote = Outcome()
-        cluster.nodes[writer].add_quorum("hits", "counter", 1, wrote)
+        quorum_write(cluster.nodes[writer], "hits", "counter", 1, wrote)
         run_until(cluster, wrote, limit_ms=10_000)
         if wrote.calls == [None]:
             confirmed += 1
     assert confirmed >= 1, f"seed=12 loss={loss}"
     for reader in NAMES:
         read = Outcome()
-        cluster.nodes[reader].read_quorum("hits", read)
+        quorum_read(cluster.nodes[reader], "hits", read)
         run_until(cluster, read, limit_ms=10_000)
         if read.calls == [None]:
             seen = total(cluster.nodes[reader], "hits")
@@ -207,17 +236,19 @@ def test_a_batch_larger_than_a_frame_travels_in_parts_and_confirms_once_all_merg
     writer = cluster.nodes["a"]
     outcomes = [Outcome() for _ in range(6_000)]
     for index, outcome in enumerate(outcomes):
-        writer.add_quorum(f"service.{index:05d}.requests#host:h{index % 7}", "counter", 1, outcome)
-    frames_before = writer.counters["frames_sent"]
+        quorum_write(
+            writer, f"service.{index:05d}.requests#host:h{index % 7}", "counter", 1, outcome
+        )
+    frames_before = writer.counters.frames_sent
     run_until(cluster, outcomes[-1])
     assert all(outcome.calls == [None] for outcome in outcomes)
-    assert writer.quorum.counters["batches_sent"] == 1
+    assert writer.engine.quorum.counters["batches_sent"] == 1
     # One batch, several frames per member (4 members), so several parts each.
-    assert writer.counters["frames_sent"] - frames_before > 3 * 4
+    assert writer.counters.frames_sent - frames_before > 3 * 4
     holders = [
         name
         for name, node in cluster.nodes.items()
-        if len(node.store.kind_keys["counter"]) == len(outcomes)
+        if len(node.engine.store.kind_keys["counter"]) == len(outcomes)
     ]
     assert len(holders) >= majority(len(NAMES)), holders
 
@@ -292,23 +323,24 @@ def test_requests_on_a_shut_down_node_fail_at_once() -> None:
     node = cluster.nodes["a"]
     node.close(leave=False)
     wrote, read = Outcome(), Outcome()
-    node.add_quorum("hits", "counter", 1, wrote)
-    node.read_quorum("hits", read)
+    quorum_write(node, "hits", "counter", 1, wrote)
+    quorum_read(node, "hits", read)
     assert isinstance(wrote.calls[0], UnavailableError)
     assert isinstance(read.calls[0], UnavailableError)
-    assert node.quorum.outstanding == 0
+    assert node.engine.quorum.outstanding == 0
 
 
 def test_a_member_that_refuses_the_cells_does_not_acknowledge() -> None:
     """b and c know ``k`` as a gauge; a's counter write to ``k`` is held by a alone."""
     cluster = settled_cluster(22)
     for name in ("b", "c", "d", "e"):
-        cluster.nodes[name].add("k", "gauge", 1.0)
+        node = cluster.nodes[name]  # a local write, set up without a quorum round
+        node.engine.store.add("k", "gauge", 1.0, cluster.clock.now_ms())
     wrote = Outcome()
-    cluster.nodes["a"].add_quorum("k", "counter", 1, wrote)
+    quorum_write(cluster.nodes["a"], "k", "counter", 1, wrote)
     run_until(cluster, wrote)
     assert isinstance(wrote.calls[0], UnavailableError)
-    assert cluster.nodes["b"].quorum.counters["writes_refused"] >= 1
+    assert cluster.nodes["b"].engine.quorum.counters["writes_refused"] >= 1
 
 
 def test_reads_of_many_keys_travel_in_frames_that_fit() -> None:
@@ -316,11 +348,11 @@ def test_reads_of_many_keys_travel_in_frames_that_fit() -> None:
     reader = cluster.nodes["a"]
     outcomes = [Outcome() for _ in range(30_000)]
     for index, outcome in enumerate(outcomes):
-        reader.read_quorum(f"a.rather.long.key.name.for.reading.{index:06d}#host:h1", outcome)
+        quorum_read(reader, f"a.rather.long.key.name.for.reading.{index:06d}#host:h1", outcome)
     run_until(cluster, outcomes[-1])
     assert all(outcome.calls == [None] for outcome in outcomes)
-    assert reader.counters["frames_oversize"] == 0
-    assert reader.quorum.counters["batches_sent"] > 1
+    assert reader.counters.frames_oversize == 0
+    assert reader.engine.quorum.counters["batches_sent"] > 1
 
 
 def test_a_configured_cluster_size_keeps_a_node_that_knows_too_few_from_a_false_majority() -> None:
@@ -330,14 +362,17 @@ def test_a_configured_cluster_size_keeps_a_node_that_knows_too_few_from_a_false_
     def lonely(size: int) -> Node:
         name = f"n{size}"
         config = NodeConfig(
-            node_id=name, listen_address=memory_address(name), quorum_cluster_size=size
+            node_id=name,
+            listen_address=memory_address(name),
+            quorum_cluster_size=size,
+            policy=QUORUM,
         )
         return Node(config, network.endpoint(name), clock, random.Random(size))
 
     alone = Outcome()
-    lonely(0).add_quorum("hits", "counter", 1, alone)
+    quorum_write(lonely(0), "hits", "counter", 1, alone)
     assert alone.calls == [None]  # it knows no one: a cluster of one
     told = Outcome()
-    lonely(3).add_quorum("hits", "counter", 1, told)
+    quorum_write(lonely(3), "hits", "counter", 1, told)
     assert isinstance(told.calls[0], UnavailableError)
     assert "a majority of 3 nodes needs 1 other members, 0 known" in str(told.calls[0])

@@ -8,8 +8,8 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.node.strong import StrongReplica
-from crdtstream.node.strong_client import StrongClient
+from crdtstream.engine.strong import StrongReplica
+from crdtstream.engine.strong_client import StrongClient
 from crdtstream.raft.state_machine import Command, Result, encode_command
 from tests.raft.crashable import CrashableStorage
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from crdtstream.clock import ManualClock
 from crdtstream.config import PolicyRule, RaftConfig, WindowConfig
+from crdtstream.engine import Answer, Ticket
+from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import UnavailableError
 from crdtstream.node import Node, NodeConfig, PeerAddress
-from crdtstream.node.strong import StrongReplica
-from crdtstream.raft.state_machine import Result
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 STEP_MS = 10
@@ -36,6 +36,11 @@ class Outcomes:
                 self.answers[name] = answer
 
         return done
+
+    def record(self, name: str, ticket: Ticket) -> None:
+        """Record how ``ticket`` completes, under ``name``."""
+        done = self.recorder(name)
+        ticket.on_done(lambda t: done(None if t.error else t.result(), t.error))
 
 
 class StrongCluster:
@@ -74,7 +79,7 @@ class StrongCluster:
         leaders = [
             name
             for name, node in self.nodes.items()
-            if isinstance(node.strong, StrongReplica) and node.strong.is_leader
+            if isinstance(node.engine.strong, StrongReplica) and node.engine.strong.is_leader
         ]
         return leaders[0] if len(leaders) == 1 else None
 
@@ -86,20 +91,20 @@ def test_conditional_adds_never_exceed_the_limit_and_reads_agree() -> None:
     outcomes = Outcomes()
     for index in range(12):
         node = cluster.nodes[["a", "b", "c", "d"][index % 4]]
-        command = node.new_command("quota.api", "counter", "conditional_add", 1, limit=10)
-        node.submit_strong(command, outcomes.recorder(f"w{index}"))
+        ticket = node.engine.write("quota.api", "conditional_add", 1, limit=10)
+        outcomes.record(f"w{index}", ticket)
     cluster.run(2_000)
     assert outcomes.errors == {}
     results = [outcomes.answers[f"w{i}"] for i in range(12)]
-    assert all(isinstance(r, Result) and r.ok for r in results)
-    assert sum(1 for r in results if isinstance(r, Result) and r.applied) == 10
+    assert all(isinstance(r, Answer) and r.applied is not None for r in results)
+    assert sum(1 for r in results if isinstance(r, Answer) and r.applied) == 10
     for name, node in cluster.nodes.items():
-        node.read_strong("quota.api", outcomes.recorder(f"read-{name}"))
+        outcomes.record(f"read-{name}", node.engine.read("quota.api"))
     cluster.run(1_000)
     for name in cluster.nodes:
         view = outcomes.answers[f"read-{name}"]
         assert view is not None, name
-        assert [w[2] for w in view.windows] == [10], name  # type: ignore[attr-defined]
+        assert [w.value for w in view.windows] == [10], name  # type: ignore[attr-defined]
 
 
 def test_a_retried_command_is_applied_once() -> None:
@@ -107,16 +112,15 @@ def test_a_retried_command_is_applied_once() -> None:
     cluster.run(2_000)
     outcomes = Outcomes()
     node = cluster.nodes["b"]
-    command = node.new_command("quota.jobs", "counter", "add", 5)
-    node.submit_strong(command, outcomes.recorder("first"))
+    outcomes.record("first", node.engine.write("quota.jobs", "add", 5, idempotency_key="job-1"))
     cluster.run(1_000)
-    node.submit_strong(command, outcomes.recorder("retry"))
+    outcomes.record("retry", node.engine.write("quota.jobs", "add", 5, idempotency_key="job-1"))
     cluster.run(1_000)
     assert outcomes.answers["first"] == outcomes.answers["retry"]
-    node.read_strong("quota.jobs", outcomes.recorder("read"))
+    outcomes.record("read", node.engine.read("quota.jobs"))
     cluster.run(1_000)
     view = outcomes.answers["read"]
-    assert [w[2] for w in view.windows] == [5]  # type: ignore[attr-defined]
+    assert [w.value for w in view.windows] == [5]  # type: ignore[attr-defined]
 
 
 def test_an_isolated_leader_fails_writes_and_the_majority_carries_on() -> None:
@@ -127,25 +131,23 @@ def test_an_isolated_leader_fails_writes_and_the_majority_carries_on() -> None:
     cluster.network.set_faults(FaultOptions().isolated(old))
     outcomes = Outcomes()
     stranded = cluster.nodes[old]
-    stranded.submit_strong(
-        stranded.new_command("quota.x", "counter", "add", 1), outcomes.recorder("stranded")
-    )
-    stranded.read_strong("quota.x", outcomes.recorder("stale-read"))
+    outcomes.record("stranded", stranded.engine.write("quota.x", "add", 1))
+    outcomes.record("stale-read", stranded.engine.read("quota.x"))
     cluster.run(3_000)
     assert isinstance(outcomes.errors.get("stranded"), UnavailableError)
     assert isinstance(outcomes.errors.get("stale-read"), UnavailableError)
     majority = [name for name in VOTERS if name != old]
     new = cluster.nodes[majority[0]]
-    new.submit_strong(new.new_command("quota.x", "counter", "add", 2), outcomes.recorder("ok"))
+    outcomes.record("ok", new.engine.write("quota.x", "add", 2))
     cluster.run(2_000)
-    assert isinstance(outcomes.answers.get("ok"), Result)
+    assert isinstance(outcomes.answers.get("ok"), Answer)
     cluster.network.set_faults(FaultOptions())
     cluster.run(3_000)
-    stranded.read_strong("quota.x", outcomes.recorder("healed-read"))
+    outcomes.record("healed-read", stranded.engine.read("quota.x"))
     cluster.run(1_000)
     view = outcomes.answers["healed-read"]
     # The stranded write may or may not have been applied (it timed out): 2 or 3, never less.
-    assert [w[2] for w in view.windows] in ([2], [3])  # type: ignore[attr-defined]
+    assert [w.value for w in view.windows] in ([2], [3])  # type: ignore[attr-defined]
 
 
 def test_a_session_never_runs_so_far_ahead_that_a_late_write_is_refused() -> None:
@@ -160,24 +162,20 @@ def test_a_session_never_runs_so_far_ahead_that_a_late_write_is_refused() -> Non
     outcomes = Outcomes()
     cut = frozenset(("d", voter) for voter in VOTERS)
     cluster.network.set_faults(FaultOptions(blocked_links=cut))
-    client.submit_strong(
-        client.new_command("quota.window", "counter", "add", 1), outcomes.recorder("w0")
-    )
+    outcomes.record("w0", client.engine.write("quota.window", "add", 1))
     cluster.run(3 * STEP_MS)  # the first write is lost on the way; it is retried later
     cluster.network.set_faults(FaultOptions())
     writes = 150
     for index in range(1, writes):
-        command = client.new_command("quota.window", "counter", "add", 1)
-        client.submit_strong(command, outcomes.recorder(f"w{index}"))
+        outcomes.record(f"w{index}", client.engine.write("quota.window", "add", 1))
     cluster.run(3_000)
     assert outcomes.errors == {}, f"seed={seed}"
-    refused = {name: r for name, r in outcomes.answers.items() if not r.ok}  # type: ignore[attr-defined]
-    assert refused == {}, f"seed={seed}"
+    # A write refused by the state machine would be among the errors, as a RefusedError.
     assert len(outcomes.answers) == writes, f"seed={seed}"
-    client.read_strong("quota.window", outcomes.recorder("read"))
+    outcomes.record("read", client.engine.read("quota.window"))
     cluster.run(1_000)
     view = outcomes.answers["read"]
-    assert [w[2] for w in view.windows] == [writes], f"seed={seed}"  # type: ignore[attr-defined]
+    assert [w.value for w in view.windows] == [writes], f"seed={seed}"  # type: ignore[attr-defined]
 
 
 def test_a_restarted_node_opens_a_new_client_session(tmp_path: Path) -> None:
@@ -185,21 +183,19 @@ def test_a_restarted_node_opens_a_new_client_session(tmp_path: Path) -> None:
     cluster.run(2_000)
     outcomes = Outcomes()
     node = cluster.nodes["a"]
-    node.submit_strong(node.new_command("quota.s", "counter", "add", 1), outcomes.recorder("w1"))
+    outcomes.record("w1", node.engine.write("quota.s", "add", 1))
     cluster.run(1_000)
     node.close()  # clean: the restarted node resumes its replica id
     again = Node(node.config, cluster.network.endpoint("a"), cluster.clock, random.Random(99))
     assert again.identity.replica == node.identity.replica
-    assert again.client_id != node.client_id
-    command = again.new_command("quota.s", "counter", "add", 1)
-    assert command.sequence == 1
+    assert again.engine.client_id != node.engine.client_id
     cluster.nodes["a"] = again
-    again.submit_strong(command, outcomes.recorder("w2"))
+    outcomes.record("w2", again.engine.write("quota.s", "add", 1))
     cluster.run(2_000)
-    again.read_strong("quota.s", outcomes.recorder("read"))
+    outcomes.record("read", again.engine.read("quota.s"))
     cluster.run(1_000)
     view = outcomes.answers["read"]
-    assert [w[2] for w in view.windows] == [2]  # type: ignore[attr-defined]
+    assert [w.value for w in view.windows] == [2]  # type: ignore[attr-defined]
 
 
 def test_closing_a_node_fails_its_pending_requests_at_once() -> None:
@@ -210,8 +206,8 @@ def test_closing_a_node_fails_its_pending_requests_at_once() -> None:
     cluster.network.set_faults(FaultOptions().isolated(leader))
     outcomes = Outcomes()
     node = cluster.nodes[leader]
-    node.submit_strong(node.new_command("quota.z", "counter", "add", 1), outcomes.recorder("w"))
-    node.read_strong("quota.z", outcomes.recorder("r"))
+    outcomes.record("w", node.engine.write("quota.z", "add", 1))
+    outcomes.record("r", node.engine.read("quota.z"))
     node.pump()
     node.close()
     assert isinstance(outcomes.errors.get("w"), UnavailableError)

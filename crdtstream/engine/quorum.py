@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from crdtstream import wire
+from crdtstream.engine.requests import FRAME_BYTES_MAX
 from crdtstream.errors import MALFORMED_INPUT_ERRORS, MergeError, UnavailableError
-from crdtstream.node.requests import FRAME_BYTES_MAX
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
 

@@ -12,8 +12,7 @@ import random
 from collections.abc import Sequence
 
 from crdtstream import wire
-from crdtstream.errors import DecodeError, UnavailableError
-from crdtstream.node.requests import (
+from crdtstream.engine.requests import (
     RETRY_TICKS,
     SESSION_RESULTS_MAX,
     Completion,
@@ -26,6 +25,7 @@ from crdtstream.node.requests import (
     frames,
     response_from,
 )
+from crdtstream.errors import DecodeError, UnavailableError
 from crdtstream.raft.state_machine import Command, Result, encode_command
 
 __all__ = ["StrongClient"]

@@ -1,6 +1,7 @@
-"""The strong-mode half of the driver: one Raft replica (or a client of one) inside a node.
+"""Strong mode in the engine: one Raft replica (or a client of one) inside a node.
 
-Rules of this file: it performs the driver's duties for Raft and nothing else — persist, then
+Rules of this file: it performs the driver's duties for Raft (the storage it writes is
+injected, so the file itself stays pure) and nothing else — persist, then
 send, then apply, then advance (etcd-io/raft ``node.go``), retry what the network may have lost,
 and fail what cannot finish by its deadline. The protocol itself is :class:`RawNode`'s.
 
@@ -11,7 +12,7 @@ either completes with a :class:`Result` (a write applied exactly once thanks to 
 :class:`~crdtstream.errors.UnavailableError` at its deadline — a failed write may still have
 been applied, as in any replicated system; retrying it with the same sequence is safe.
 
-A node outside the voter set runs a :class:`~crdtstream.node.strong_client.StrongClient`: it
+A node outside the voter set runs a :class:`~crdtstream.engine.strong_client.StrongClient`: it
 forwards requests to a voter (``STRONG_REQUEST``), which runs them as its own and answers
 (``STRONG_RESPONSE``); the client retries other voters until the deadline.
 
@@ -23,7 +24,7 @@ straight to the leader once it knows it. A leader sends its appends before it wr
 log when the Ready allows it (``Ready.send_while_persisting``), so the followers' fsyncs run
 during its own.
 
-The per-session window that keeps retries deduplicable is in :mod:`crdtstream.node.requests`.
+The per-session window that keeps retries deduplicable is in :mod:`crdtstream.engine.requests`.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.errors import CrdtStreamError, DecodeError, UnavailableError
-from crdtstream.node.requests import (
+from crdtstream.engine.requests import (
     RETRY_TICKS,
     Completion,
     ReadAnswer,
@@ -49,6 +49,7 @@ from crdtstream.node.requests import (
     response_row,
     rows_from,
 )
+from crdtstream.errors import CrdtStreamError, DecodeError, UnavailableError
 from crdtstream.raft.rawnode import RawNode, Status
 from crdtstream.raft.state_machine import (
     Command,

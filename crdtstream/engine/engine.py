@@ -1,0 +1,728 @@
+"""The engine: one node's protocol state, and the one place where a key's mode decides how a
+write or a read is served.
+
+Rules of this file: pure (no clock, socket, file, thread or event loop). Time comes in with
+:meth:`Engine.tick` (one clock reading per step; gossip rounds, quorum retries and deadlines and
+Raft ticks are all derived from it here), received frames come in with the same call, and
+everything to send leaves as data in :attr:`Engine.outbox`. Requests leave as
+:class:`~crdtstream.engine.tickets.Ticket` objects that complete with one
+:class:`~crdtstream.engine.tickets.Answer` type for every mode.
+
+Routing by mode happens only here, from the policy (DESIGN.md section 2): a caller names a key,
+an operation and a value, never a mode. It may ask for a weaker read (``consistency=``), never
+write around the key's mode: a write to a ``strong`` key goes through Raft or is refused with a
+:class:`~crdtstream.errors.RefusedError` saying why, whether it comes from the library, HTTP,
+statsd or the bench.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from crdtstream import wire
+from crdtstream.config import MODES, Mode
+from crdtstream.engine.config import EngineConfig
+from crdtstream.engine.quorum import QUORUM_TAGS, Quorum
+from crdtstream.engine.requests import ReadAnswer
+from crdtstream.engine.statsd import without_future_rows, without_keys
+from crdtstream.engine.strong import StrongReplica
+from crdtstream.engine.strong_client import StrongClient
+from crdtstream.engine.tickets import Answer, Ticket
+from crdtstream.errors import (
+    DecodeError,
+    InvalidValueError,
+    KindConflictError,
+    RefusedError,
+    UnavailableError,
+)
+from crdtstream.gossip.catalog import Catalog
+from crdtstream.gossip.core import GossipCore
+from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
+from crdtstream.ingest import StatsdParser
+from crdtstream.policy import Policy
+from crdtstream.raft.state_machine import Command, Result
+from crdtstream.raft.storage import DurableStorage, MemoryStorage
+from crdtstream.window.delta import StoreDelta
+from crdtstream.window.results import IngestResult, WindowValue
+from crdtstream.window.store import WindowStore
+
+if TYPE_CHECKING:
+    from crdtstream.transport import Packet
+
+__all__ = ["OPERATIONS", "Engine", "EngineCounters", "IngestCounters", "Operation"]
+
+STRONG_TAGS: Final = frozenset(
+    (wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE)
+)
+
+IDEMPOTENCY_KEYS_MAX = 4_096
+"""Idempotency keys of strong writes the engine remembers (the oldest forgotten first). A retry
+is deduplicated by the state machine only while its sequence is among the session's last
+``session_results_max``; an older one is refused there, never applied twice."""
+
+SHUTTING_DOWN = "the node is shutting down"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One write operation: the kind a new key gets from it, the kinds it applies to, and its
+    name in the replicated state machine. ``strong_only``: only Raft can serve it."""
+
+    new_kind: str
+    kinds: tuple[str, ...]
+    replicated_name: str
+    strong_only: bool = False
+
+
+OPERATIONS: Final[dict[str, Operation]] = {
+    "add": Operation("counter", ("counter",), "add"),
+    "set": Operation("gauge", ("gauge",), "set"),
+    "observe": Operation("distribution", ("distribution", "max", "min"), "observe"),
+    "insert": Operation("set", ("set", "distinct"), "add"),
+    "remove": Operation("set", ("set",), "remove"),
+    "conditional_add": Operation("counter", ("counter",), "conditional_add", strong_only=True),
+}
+"""Every write operation, one verb each, whatever the key's mode."""
+
+_STRENGTH: Final[dict[str, int]] = {"eventual": 0, "quorum": 1, "strong": 2}
+
+
+@dataclass(slots=True)
+class EngineCounters:
+    """Frames routed and events refused by the engine."""
+
+    packets_received: int = 0
+    packets_malformed: int = 0
+    packets_unroutable: int = 0
+    events_future_rejected: int = 0
+    events_strong_refused: int = 0
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    """statsd lines and events, as ingested by this node."""
+
+    lines_ok: int = 0
+    lines_rejected: int = 0
+    events_accepted: int = 0
+    events_late: int = 0
+    events_kind_conflict: int = 0
+
+
+class Engine:
+    """One node's store, gossip, quorum and strong cores behind one write/read API."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        replica: str,
+        store: WindowStore,
+        rng: random.Random,
+        *,
+        now_ms: int,
+        monotonic_ms: int,
+        raft_storage: DurableStorage | None = None,
+    ) -> None:
+        """Start at the clock reading ``now_ms`` / ``monotonic_ms``; ``store`` may be restored
+        from a snapshot; ``raft_storage`` holds this node's Raft log when it is a voter (a
+        :class:`MemoryStorage` when not given)."""
+        self.config = config
+        self.replica = replica
+        self.store = store
+        self.policy = Policy(config.policy)
+        # Its own memory of keys: a known key costs the parser no string work.
+        self.statsd = StatsdParser()
+        self.catalog = Catalog(replica, rng)
+        self.catalog.set_rules(config.policy)
+        self.gossip: GossipCore[StoreDelta] = GossipCore(
+            config.node_id,
+            config.listen_address,
+            replica,
+            store,
+            StoreDelta.from_bytes,
+            rng=rng,
+            gossip=config.gossip,
+            membership=config.membership,
+            window=config.window,
+            seeds=list(config.seeds),
+            catalog=self.catalog,
+            rules_fingerprint=self.policy.fingerprint,
+        )
+        for kind, keys in store.kind_keys.items():
+            self.catalog.declare_many(keys, kind)
+        self.outbox: list[Outgoing] = []
+        """Frames to send, in order; the driver takes them with :meth:`take_outbox`."""
+        self.counters = EngineCounters()
+        self.ingest_counters = IngestCounters()
+        self.ingest_errors: dict[str, int] = {}
+        self.strong = self._open_strong(rng, raft_storage)
+        # A fresh client session per run: sequences restart at 1, and a resumed replica id must
+        # not make the state machine take new commands for retries of the last run's.
+        self.client_id = f"{replica}/{rng.getrandbits(32):08x}"
+        # Request ids start at random per run: an answer to an earlier run cannot confirm one.
+        self.quorum = Quorum(store, self._send, first_id=rng.getrandbits(62))
+        self._sequence = 0
+        self._idempotent: OrderedDict[str, tuple[tuple[object, ...], Command]] = OrderedDict()
+        self._now_ms = now_ms
+        self._monotonic_ms = monotonic_ms
+        self._started_ms = monotonic_ms
+        self._raft_ticks_done = 0
+        self.next_gossip_ms = 0
+        """The monotonic time of the next gossip round."""
+        self._closed = False
+
+    # ------------------------------------------------------------------ writes
+
+    def write(
+        self,
+        key: str,
+        op: str,
+        value: float | int | str | bytes,
+        *,
+        kind: str | None = None,
+        timestamp_ms: int | None = None,
+        idempotency_key: str | None = None,
+        limit: float | int | None = None,
+        weight: float = 1.0,
+        relative: bool = False,
+        now_ms: int | None = None,
+    ) -> Ticket:
+        """Write ``value`` to ``key`` with operation ``op`` (a key of :data:`OPERATIONS`), as
+        the key's mode says: applied here and gossiped (eventual), confirmed by a majority
+        (quorum), or committed through Raft (strong).
+
+        ``kind`` names the kind of a new key when the operation's default does not fit (say
+        ``distinct`` for ``insert``). ``timestamp_ms`` is the event time (default: now, which is
+        ``now_ms`` or else the time of the last :meth:`tick`). ``idempotency_key`` makes a
+        retried strong write apply at most once; ``limit`` bounds a ``conditional_add``.
+        ``weight`` and ``relative`` are those of :meth:`WindowStore.add` (eventual and quorum).
+        The ticket fails with :class:`InvalidValueError`, :class:`KindConflictError`,
+        :class:`RefusedError` or :class:`UnavailableError`.
+        """
+        ticket = Ticket()
+        mode = self.policy.mode_of(key)
+        try:
+            operation = _operation(op)
+            stamp = self._event_time(timestamp_ms, now_ms)
+            if mode == "strong":
+                command = self._command_for(
+                    key, op, operation, value, kind, stamp, timestamp_ms, idempotency_key, limit
+                )
+                self._submit(ticket, command)
+            else:
+                _check_local(key, mode, op, operation, limit)
+                kind = self._kind_for(key, op, operation, kind, self.store.kind_of(key))
+                self._write_here(ticket, key, mode, op, value, kind, stamp, weight, relative)
+        except (InvalidValueError, KindConflictError, RefusedError) as error:
+            ticket.fail(error)
+        return ticket
+
+    def _write_here(
+        self,
+        ticket: Ticket,
+        key: str,
+        mode: Mode,
+        op: str,
+        value: float | int | str | bytes,
+        kind: str,
+        stamp: int,
+        weight: float,
+        relative: bool,
+    ) -> None:
+        """Apply an eventual or quorum write here; a quorum one completes once confirmed."""
+        version = self.store.version
+        if op == "remove":
+            try:
+                removed = self.store.remove(key, value, stamp)  # type: ignore[arg-type]
+            except (TypeError, ValueError) as error:
+                raise InvalidValueError(str(error)) from error
+            answer = Answer(key, kind, mode, mode, removed=removed)
+        else:
+            self._declare(kind, [key])
+            try:
+                result = self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
+            except (TypeError, ValueError, OverflowError) as error:
+                raise InvalidValueError(str(error)) from error
+            _check_applied(result, key, kind, value)
+            answer = Answer(key, kind, mode, mode, accepted=result.accepted)
+        if mode == "quorum":
+            self._replicate_since(version, ticket, answer)
+        else:
+            ticket.complete(answer)
+
+    @staticmethod
+    def _kind_for(
+        key: str, op: str, operation: Operation, kind: str | None, known: str | None
+    ) -> str:
+        if kind is not None and kind not in operation.kinds:
+            raise InvalidValueError(f"{op!r} applies to {list(operation.kinds)}, not to {kind!r}")
+        if known is not None and known != (kind or known):
+            raise KindConflictError(f"key {key!r} is a {known}, not a {kind}")
+        chosen = known or kind or operation.new_kind
+        if chosen not in operation.kinds:
+            raise KindConflictError(
+                f"key {key!r} is a {chosen}; {op!r} applies to {list(operation.kinds)}"
+            )
+        return chosen
+
+    def _replicate_since(self, version: int, ticket: Ticket, answer: Answer) -> None:
+        """Complete ``ticket`` once a majority holds the store's changes since ``version``."""
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+            return
+        if self.store.version == version:
+            ticket.complete(answer)  # nothing changed: nothing to confirm
+            return
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                ticket.complete(answer)
+            else:
+                # Applied here and still spread by gossip: only the majority is unconfirmed.
+                ticket.fail(UnavailableError(f"{error}; the write was kept on this node"))
+
+        peers, cluster_size = self.quorum_members()
+        self.quorum.write(
+            version, peers, cluster_size, self._monotonic_ms, self.config.quorum_timeout_ms, done
+        )
+
+    def _command_for(
+        self,
+        key: str,
+        op: str,
+        operation: Operation,
+        value: float | int | str | bytes,
+        kind: str | None,
+        stamp: int,
+        timestamp_ms: int | None,
+        idempotency_key: str | None,
+        limit: float | int | None,
+    ) -> Command:
+        """The Raft command of a strong write (refused when no Raft voter is configured)."""
+        self._strong_for(key, "write")
+        kind = kind or operation.new_kind
+        if kind not in operation.kinds:
+            raise InvalidValueError(f"{op!r} applies to {list(operation.kinds)}, not to {kind!r}")
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        return self._command(
+            key, kind, operation.replicated_name, value, limit, stamp, timestamp_ms, idempotency_key
+        )
+
+    def _submit(self, ticket: Ticket, command: Command) -> None:
+        """Replicate ``command``; ``ticket`` completes once it is applied, or fails."""
+        key, kind = command.key, command.kind
+
+        def done(result: Result | ReadAnswer | None, error: Exception | None) -> None:
+            if error is not None:
+                ticket.fail(error)
+                return
+            assert isinstance(result, Result)
+            if not result.ok:
+                ticket.fail(RefusedError(result.error or "refused by the state machine"))
+                return
+            ticket.complete(
+                Answer(
+                    key,
+                    kind,
+                    "strong",
+                    "strong",
+                    accepted=int(result.applied),
+                    applied=result.applied,
+                    value=result.value,
+                )
+            )
+
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+            return
+        self._strong_for(key, "write").submit(command, self._timeout_ticks(), done)
+
+    def _command(
+        self,
+        key: str,
+        kind: str,
+        operation: str,
+        value: float | int | str,
+        limit: float | int | None,
+        stamp: int,
+        timestamp_ms: int | None,
+        idempotency_key: str | None,
+    ) -> Command:
+        """A command in this node's client session (a fresh sequence number).
+
+        With ``idempotency_key``, the very command made earlier for that key when there is one:
+        a retry of a write that got no answer sends the same session and sequence, so the state
+        machine applies it at most once and returns its first result. The last
+        :data:`IDEMPOTENCY_KEYS_MAX` keys are remembered; a key reused for another request is
+        an :class:`InvalidValueError`.
+        """
+        request = (key, kind, operation, value, limit, timestamp_ms)
+        if idempotency_key is not None:
+            known = self._idempotent.get(idempotency_key)
+            if known is not None:
+                if known[0] != request:
+                    raise InvalidValueError(
+                        f"idempotency key {idempotency_key!r} was used for another request"
+                    )
+                self._idempotent.move_to_end(idempotency_key)
+                return known[1]
+        try:
+            command = Command(
+                self.client_id, self._sequence + 1, key, kind, operation, value, stamp, limit
+            )
+        except (TypeError, ValueError) as error:
+            raise InvalidValueError(str(error)) from error
+        self._sequence += 1
+        if idempotency_key is not None:
+            self._idempotent[idempotency_key] = (request, command)
+            if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
+                self._idempotent.popitem(last=False)
+        return command
+
+    def _strong_for(self, key: str, what: str) -> StrongReplica | StrongClient:
+        if self.strong is None:
+            raise RefusedError(
+                f"{key!r} is a strong key and strong {what}s go through Raft, but this node "
+                "has no Raft voters configured (node.raft_voters)"
+            )
+        return self.strong
+
+    def _event_time(self, timestamp_ms: int | None, now_ms: int | None) -> int:
+        """The event time of a write: now, or ``timestamp_ms`` if not too far ahead.
+
+        One far-future event would move the watermark (or a strong key's replicated watermark)
+        past every real window and make all later writes late: refused here, at the edge.
+        """
+        now = self._now_ms if now_ms is None else now_ms
+        if timestamp_ms is None:
+            return now
+        if type(timestamp_ms) is not int:
+            raise InvalidValueError(f"timestamp_ms must be an integer, got {timestamp_ms!r}")
+        if timestamp_ms > now + self.config.event_time_future_ms_max:
+            raise InvalidValueError(
+                f"timestamp_ms {timestamp_ms} is more than "
+                f"{self.config.event_time_future_ms_max} ms ahead of this node's clock"
+            )
+        return timestamp_ms
+
+    def _declare(self, kind: str, key_names: Sequence[str]) -> None:
+        """Put keys this node has not seen before into the replicated key catalog."""
+        unknown = self.store.keys.unknown(key_names)
+        if unknown:
+            self.catalog.declare_many(unknown, kind)
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, key: str, *, consistency: str | None = None) -> Ticket:
+        """Every retained window of ``key`` with its value and finality, served with the key's
+        mode or the weaker ``consistency`` asked for.
+
+        An eventual read answers from this node; a quorum read after merging the key's state
+        from a majority (so it sees every write a majority confirmed); a strong read through
+        Raft's ReadIndex. A strong key read at ``eventual`` answers from this voter's applied
+        state (a node outside the voter set holds none, and refuses). A read stronger than the
+        key's mode is refused, except a quorum read of an eventual key (the same data, merged).
+        """
+        ticket = Ticket()
+        mode = self.policy.mode_of(key)
+        try:
+            served = self._served(key, mode, consistency)
+            if mode == "strong":
+                self._read_strong(ticket, key, served)
+            elif served == "quorum":
+                self._read_quorum(ticket, key, mode)
+            else:
+                ticket.complete(self._local_answer(key, mode, "eventual"))
+        except (InvalidValueError, RefusedError) as error:
+            ticket.fail(error)
+        return ticket
+
+    @staticmethod
+    def _served(key: str, mode: Mode, consistency: str | None) -> Mode:
+        if consistency is None:
+            return mode
+        if consistency not in _STRENGTH:
+            raise InvalidValueError(
+                f"unknown consistency {consistency!r}; expected one of {list(MODES)}"
+            )
+        served: Mode = consistency  # type: ignore[assignment]
+        if mode == "strong" and served == "quorum":
+            raise RefusedError(f"{key!r} is strong: it serves strong or eventual reads")
+        if mode != "strong" and served == "strong":
+            raise RefusedError(f"{key!r} is {mode}: a strong read serves strong keys only")
+        return served
+
+    def _read_strong(self, ticket: Ticket, key: str, served: Mode) -> None:
+        strong = self._strong_for(key, "read")
+        if served == "eventual":
+            if not isinstance(strong, StrongReplica):
+                raise RefusedError(
+                    f"{key!r} is strong and this node is not a Raft voter: it holds no copy to "
+                    "read at eventual consistency"
+                )
+            ticket.complete(_strong_answer(key, strong.machine.read(key), "eventual"))
+            return
+
+        def done(view: Result | ReadAnswer | None, error: Exception | None) -> None:
+            if error is not None:
+                ticket.fail(error)
+            else:
+                assert not isinstance(view, Result)
+                ticket.complete(_strong_answer(key, view, "strong"))
+
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+            return
+        strong.read(key, self._timeout_ticks(), done)
+
+    def _read_quorum(self, ticket: Ticket, key: str, mode: Mode) -> None:
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+            return
+
+        def done(error: Exception | None) -> None:
+            if error is None:
+                ticket.complete(self._local_answer(key, mode, "quorum"))
+            else:
+                ticket.fail(error)
+
+        peers, cluster_size = self.quorum_members()
+        self.quorum.read(
+            key, peers, cluster_size, self._monotonic_ms, self.config.quorum_timeout_ms, done
+        )
+
+    def _local_answer(self, key: str, mode: Mode, served: Mode) -> Answer:
+        windows = tuple(
+            dataclasses.replace(value, final=self.gossip.is_final(value.start_ms, value.end_ms))
+            for value in self.store.read_key(key)
+        )
+        return Answer(key, self.store.kind_of(key), mode, served, windows=windows)
+
+    def mode_of(self, key: str) -> Mode:
+        """The consistency mode of ``key`` under the policy."""
+        return self.policy.mode_of(key)
+
+    # ------------------------------------------------------------------ statsd
+
+    def ingest_statsd(
+        self, data: bytes | Sequence[bytes], *, now_ms: int | None = None
+    ) -> dict[str, object]:
+        """Parse statsd/DogStatsD datagrams and apply them; returns what was accepted/rejected.
+
+        statsd has no acknowledgement, so it cannot carry a strong key's writes (acknowledged
+        after Raft commit): their lines are refused and counted (``strong_refused``), never
+        applied where strong reads would not see them.
+        """
+        now = self._now_ms if now_ms is None else now_ms
+        parsed = self.statsd.parse(data, now)
+        counts = self.ingest_counters
+        counts.lines_ok += parsed.lines_ok
+        counts.lines_rejected += parsed.lines_rejected
+        for reason, count in parsed.errors.items():
+            self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
+        accepted = late = conflicts = future = strong = 0
+        horizon_ms = now + self.config.event_time_future_ms_max
+        strong_rules = any(rule.mode == "strong" for rule in self.policy.rules)
+        for kind, parsed_batch in parsed.batches.items():
+            batch, dropped = without_future_rows(parsed_batch, horizon_ms)
+            future += dropped
+            if strong_rules:
+                batch, dropped = without_keys(batch, self._is_strong)
+                strong += dropped
+            self._declare(kind, batch.key_names)
+            result = self.store.ingest_batch(kind, batch)
+            accepted += result.accepted
+            late += result.late
+            conflicts += result.rejected
+        counts.events_accepted += accepted
+        counts.events_late += late
+        counts.events_kind_conflict += conflicts
+        self.counters.events_future_rejected += future
+        self.counters.events_strong_refused += strong
+        return {
+            "accepted": accepted,
+            "rejected": parsed.lines_rejected,
+            "late": late,
+            "kind_conflicts": conflicts,
+            "future_rejected": future,
+            "strong_refused": strong,
+            "errors": dict(parsed.errors),
+        }
+
+    def _is_strong(self, key: str) -> bool:
+        return self.policy.mode_of(key) == "strong"
+
+    # ------------------------------------------------------------------ time and frames
+
+    def tick(self, now_ms: int, monotonic_ms: int, received: Sequence[Packet] = ()) -> None:
+        """One step at one clock reading: handle ``received`` frames, then run what is due
+        (gossip rounds, quorum retries and deadlines, Raft ticks) and the Raft Ready loop."""
+        self._now_ms, self._monotonic_ms = now_ms, monotonic_ms
+        self.store.advance(now_ms)
+        for packet in received:
+            self._route(packet.source_id, packet.payload)
+        if monotonic_ms >= self.next_gossip_ms:
+            self.next_gossip_ms = monotonic_ms + self.config.tick_interval_ms
+            self.outbox.extend(self.gossip.tick(now_ms))
+        self.quorum.tick(monotonic_ms)
+        self.quorum.flush(monotonic_ms)
+        if self.strong is not None:
+            due = (monotonic_ms - self._started_ms) // self.config.raft.tick_ms
+            while self._raft_ticks_done < due:
+                self._raft_ticks_done += 1
+                self.strong.tick()
+            self.strong.process_ready()
+
+    def flush(self) -> None:
+        """Send the quorum requests made since the last step now, as one batch, rather than at
+        the next :meth:`tick` (the driver calls it at the end of an event-loop turn)."""
+        if not self._closed:
+            self.quorum.flush(self._monotonic_ms)
+
+    def _route(self, source: str, payload: bytes) -> None:
+        self.counters.packets_received += 1
+        try:
+            tag = wire.peek_tag(payload)
+        except DecodeError:
+            self.counters.packets_malformed += 1
+            return
+        if tag in GOSSIP_TAGS:
+            self.outbox.extend(self.gossip.step(source, payload, self._now_ms))
+        elif tag in STRONG_TAGS and self.strong is not None:
+            self.strong.step(source, payload)
+        elif tag in QUORUM_TAGS:
+            self.quorum.step(source, payload)
+        else:
+            self.counters.packets_unroutable += 1
+
+    def _send(self, peer_id: str, payload: bytes) -> None:
+        self.outbox.append(Outgoing(peer_id, payload))
+
+    def take_outbox(self) -> list[Outgoing]:
+        """The frames to send since the last call, in order."""
+        outbox, self.outbox = self.outbox, []
+        return outbox
+
+    def quorum_members(self) -> tuple[list[str], int]:
+        """The other members a quorum request goes to, and the cluster size its majority is
+        counted against: seeds and every member gossip knows of, except those that left (a
+        member believed dead still counts, so a minority never calls itself a majority), and at
+        least ``quorum_cluster_size`` when configured."""
+        others = set(self.config.seeds)
+        for node_id, member in self.gossip.membership.members.items():
+            if member.status == "left":
+                others.discard(node_id)
+            else:
+                others.add(node_id)
+        others.discard(self.config.node_id)
+        return sorted(others), max(len(others) + 1, self.config.quorum_cluster_size)
+
+    def _timeout_ticks(self) -> int:
+        return max(1, self.config.strong_timeout_ms // self.config.raft.tick_ms)
+
+    def _open_strong(
+        self, rng: random.Random, storage: DurableStorage | None
+    ) -> StrongReplica | StrongClient | None:
+        voters = sorted(self.config.raft_voters)
+        if not voters:
+            return None
+        if self.config.node_id not in voters:
+            return StrongClient(voters, rng, self._send)
+        durable = MemoryStorage(voters) if storage is None else storage
+        return StrongReplica(
+            self.config.node_id, durable, self.config.raft, self.config.window, rng, self._send
+        )
+
+    def leave(self) -> None:
+        """Announce that this node leaves the cluster (frames go to the outbox)."""
+        self.outbox.extend(self.gossip.leave(self._now_ms))
+
+    def close(self) -> None:
+        """Fail every request in flight as unavailable; later requests fail the same way."""
+        if self._closed:
+            return
+        self._closed = True
+        self.quorum.fail_all(UnavailableError(SHUTTING_DOWN))
+        if self.strong is not None:
+            self.strong.fail_all(UnavailableError(SHUTTING_DOWN))
+
+    # ------------------------------------------------------------------ inspection
+
+    def status(self) -> dict[str, Any]:
+        """Members, gossip, ingest, Raft, quorum and catalog state, as plain data."""
+        members = {
+            node_id: {"status": m.status, "incarnation": m.incarnation, "address": m.address}
+            for node_id, m in self.gossip.membership.members.items()
+        }
+        return {
+            "replica": self.replica,
+            "watermark_ms": self.store.watermark_ms,
+            "members": members,
+            "gossip": dict(self.gossip.stats),
+            "ingest": dataclasses.asdict(self.ingest_counters),
+            "ingest_errors": dict(self.ingest_errors),
+            "raft": self._raft_status(),
+            "quorum": dict(self.quorum.counters),
+            "catalog": {
+                "keys": len(self.catalog.keys()),
+                "kind_conflicts": self.catalog.conflicts(),
+                "rules_fingerprint": self.policy.fingerprint,
+            },
+        }
+
+    def _raft_status(self) -> dict[str, object] | None:
+        if self.strong is None:
+            return None
+        if isinstance(self.strong, StrongClient):
+            return {"role": "client", "voters": self.strong.voters, **self.strong.counters}
+        status = self.strong.status()
+        return {
+            "role": status.role.name.lower(),
+            "term": status.term,
+            "leader": status.leader,
+            "commit": status.commit,
+            "applied": status.applied,
+            "voters": list(status.voters),
+            **self.strong.counters,
+        }
+
+
+def _operation(op: str) -> Operation:
+    operation = OPERATIONS.get(op) if isinstance(op, str) else None
+    if operation is None:
+        raise InvalidValueError(f"unknown op {op!r}; expected one of {sorted(OPERATIONS)}")
+    return operation
+
+
+def _check_local(
+    key: str, mode: Mode, op: str, operation: Operation, limit: float | int | None
+) -> None:
+    """Refuse what an eventual or quorum key cannot serve."""
+    if operation.strong_only:
+        raise RefusedError(
+            f"{op} needs a strong key (only Raft can hold a limit across nodes); {key!r} is {mode}"
+        )
+    if limit is not None:
+        raise InvalidValueError("limit applies to conditional_add only")
+
+
+def _check_applied(result: IngestResult, key: str, kind: str, value: object) -> None:
+    if result.rejected:
+        raise KindConflictError(f"key {key!r} already has another kind")
+    if result.invalid:
+        raise InvalidValueError(f"invalid value {value!r} for a {kind}")
+
+
+def _strong_answer(key: str, view: ReadAnswer, served: Mode) -> Answer:
+    """A read of the replicated state machine as an :class:`Answer`. Its windows are never
+    reported final: they may take writes until the replicated watermark passes them."""
+    if view is None:
+        return Answer(key, None, "strong", served)
+    windows = tuple(WindowValue(start, end, value, False) for start, end, value in view.windows)
+    return Answer(key, view.kind, "strong", served, windows=windows)

@@ -1,0 +1,29 @@
+"""Synchronous calls of a node's engine for step-by-step simulations (no event loop): a write
+or read whose ticket completes at once, and the same ticket for the ones that wait."""
+
+from __future__ import annotations
+
+from crdtstream.engine import Answer
+from crdtstream.node import Node
+from crdtstream.window.results import WindowValue
+
+OP_OF_KIND = {
+    "counter": "add",
+    "gauge": "set",
+    "distribution": "observe",
+    "max": "observe",
+    "min": "observe",
+    "set": "insert",
+    "distinct": "insert",
+}
+"""The write operation of each kind."""
+
+
+def write(node: Node, key: str, op: str, value: float | int | str, **options: object) -> Answer:
+    """A write that completes at once (an eventual key): its answer, or its error raised."""
+    return node.engine.write(key, op, value, **options).result()  # type: ignore[arg-type]
+
+
+def windows(node: Node, key: str, consistency: str = "eventual") -> tuple[WindowValue, ...]:
+    """``key``'s windows as this node holds them (an eventual read)."""
+    return node.engine.read(key, consistency=consistency).result().windows
