@@ -1,6 +1,10 @@
 """crdtstream: windowed stream aggregation as mergeable CRDT state, gossiped between edge nodes.
 
-The public library surface is re-exported here; ``tests/test_exported_members.py`` pins it.
+The package root exports the library types only: the CRDTs, the windowed store and its values,
+and the error tree, so ``import crdtstream`` for a counter stays light. A node and its engine are
+imported from their packages (``from crdtstream.node import Node``, ``from crdtstream.engine
+import Engine``), as are the transport protocol (``crdtstream.transport``) and its
+implementations. ``tests/test_exported_members.py`` pins this surface.
 """
 
 from __future__ import annotations
@@ -21,18 +25,18 @@ from crdtstream.errors import (
     ConfigError,
     CrdtStreamError,
     DecodeError,
+    InvalidValueError,
     KindConflictError,
     MergeError,
     NotLeaderError,
     PayloadTooLargeError,
     PeerUnknownError,
+    RefusedError,
     StorageError,
     TransportClosedError,
     TransportError,
     UnavailableError,
 )
-from crdtstream.node import Node, NodeConfig, PeerAddress
-from crdtstream.transport import Packet, Transport, TransportStats
 from crdtstream.window import (
     Hopping,
     IngestResult,
@@ -54,26 +58,22 @@ __all__ = [
     "Hopping",
     "HyperLogLog",
     "IngestResult",
+    "InvalidValueError",
     "KindConflictError",
     "LWWRegister",
     "MaxRegister",
     "MergeError",
     "MinRegister",
-    "Node",
-    "NodeConfig",
     "NotLeaderError",
     "ORSet",
     "PNCounter",
-    "Packet",
     "PayloadTooLargeError",
-    "PeerAddress",
     "PeerUnknownError",
+    "RefusedError",
     "StorageError",
     "StoreDelta",
-    "Transport",
     "TransportClosedError",
     "TransportError",
-    "TransportStats",
     "Tumbling",
     "UnavailableError",
     "WindowConfig",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import crdtstream
 
 EXPECTED = {
@@ -12,6 +15,7 @@ EXPECTED = {
     "GCounter",
     "GSet",
     "HyperLogLog",
+    "InvalidValueError",
     "KindConflictError",
     "LWWRegister",
     "MaxRegister",
@@ -22,19 +26,14 @@ EXPECTED = {
     "PNCounter",
     "PayloadTooLargeError",
     "PeerUnknownError",
+    "RefusedError",
     "StorageError",
     "TransportClosedError",
     "TransportError",
     "UnavailableError",
     "Hopping",
     "IngestResult",
-    "Node",
-    "NodeConfig",
-    "Packet",
-    "PeerAddress",
     "StoreDelta",
-    "Transport",
-    "TransportStats",
     "Tumbling",
     "WindowConfig",
     "WindowStore",
@@ -45,6 +44,22 @@ EXPECTED = {
 
 def test_all_is_pinned() -> None:
     assert set(crdtstream.__all__) == EXPECTED
+
+
+def test_the_root_loads_no_driver_engine_or_event_loop() -> None:
+    """``import crdtstream`` for a counter must not drag in the node, the engine, Raft's log,
+    pycrdt or asyncio (a fresh interpreter, since this one has imported them already)."""
+    probe = (
+        "import sys, crdtstream; "
+        "heavy = ('crdtstream.node', 'crdtstream.engine', 'crdtstream.storage', "
+        "'crdtstream.raft', 'crdtstream.gossip', 'pycrdt', 'asyncio'); "
+        "print(sorted(m for m in sys.modules "
+        "if any(m == h or m.startswith(h + '.') for h in heavy)))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
 
 
 def test_every_exported_name_exists() -> None:
