@@ -34,14 +34,16 @@ def _free_port() -> int:
 Scenario = Callable[[TestClient], Awaitable[None]]  # type: ignore[type-arg]
 
 
-async def _with_client(scenario: Scenario, peers: tuple[PeerAddress, ...] = ()) -> None:
+async def _with_client(
+    scenario: Scenario, peers: tuple[PeerAddress, ...] = (), *, voters: bool = True
+) -> None:
     address = f"tcp://127.0.0.1:{_free_port()}"
     config = NodeConfig(
         node_id="solo",
         listen_address=address,
         peers=peers,
         raft=RaftConfig(tick_ms=10),
-        raft_voters=(PeerAddress("solo", address),),
+        raft_voters=(PeerAddress("solo", address),) if voters else (),
         policy=(PolicyRule("quota.*", "strong"), PolicyRule("q.*", "quorum")),
         strong_timeout_ms=3_000,
         quorum_timeout_ms=300,
@@ -59,9 +61,10 @@ async def _with_client(scenario: Scenario, peers: tuple[PeerAddress, ...] = ()) 
         await task
 
 
-def run(scenario: Scenario, peers: tuple[PeerAddress, ...] = ()) -> None:
-    """Run one scenario against a fresh node (with ``peers``) and HTTP server."""
-    asyncio.run(_with_client(scenario, peers))
+def run(scenario: Scenario, peers: tuple[PeerAddress, ...] = (), *, voters: bool = True) -> None:
+    """Run one scenario against a fresh node (with ``peers``; a Raft voter unless ``voters`` is
+    False) and HTTP server."""
+    asyncio.run(_with_client(scenario, peers, voters=voters))
 
 
 def _url(key: str) -> str:
@@ -219,3 +222,36 @@ async def _bad_input_is_400_not_500(client: TestClient) -> None:  # type: ignore
 
 def test_bad_input_is_400_not_500() -> None:
     run(_bad_input_is_400_not_500)
+
+
+async def _a_strong_write_without_raft_is_refused_not_kept(client: TestClient) -> None:  # type: ignore[type-arg]
+    for op in ("add", "conditional_add"):
+        body = (
+            {"op": op, "value": 1, "limit": 5}
+            if op == "conditional_add"
+            else {"op": op, "value": 1}
+        )
+        refused = await client.post(_url("quota.api"), json=body)
+        assert refused.status == 400, await refused.text()
+        assert "raft_voters" in (await refused.json())["error"]
+    # Not applied anywhere a read could find it.
+    assert (await client.get(_url("quota.api") + "?consistency=eventual")).status == 400
+    status = await (await client.get("/v1/status")).json()
+    assert status["catalog"]["keys"] == 0
+
+
+def test_a_strong_write_without_raft_is_refused_not_kept() -> None:
+    run(_a_strong_write_without_raft_is_refused_not_kept, voters=False)
+
+
+async def _a_strong_write_goes_through_raft_not_the_eventual_store(client: TestClient) -> None:  # type: ignore[type-arg]
+    wrote = await client.post(_url("quota.raft"), json={"op": "add", "value": 4})
+    assert wrote.status == 200, await wrote.text()
+    assert (await wrote.json())["applied"] is True
+    status = await (await client.get("/v1/status")).json()
+    assert status["catalog"]["keys"] == 0  # never declared in the eventual key catalog
+    assert status["raft"]["applied"] >= 1
+
+
+def test_a_strong_write_goes_through_raft_not_the_eventual_store() -> None:
+    run(_a_strong_write_goes_through_raft_not_the_eventual_store)

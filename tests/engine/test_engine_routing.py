@@ -1,0 +1,148 @@
+"""The engine alone, stepped by hand: every write and read is routed by the key's mode, and a
+``strong`` key is written through Raft or refused, never applied to the eventual store."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from crdtstream.config import PolicyRule, RaftConfig
+from crdtstream.engine import Answer, Engine, EngineConfig, Ticket
+from crdtstream.engine.strong import StrongReplica
+from crdtstream.errors import InvalidValueError, KindConflictError, RefusedError
+from crdtstream.window.store import WindowStore
+
+START_MS = 1_700_000_000_000
+STEP_MS = 10
+POLICY = (PolicyRule("quota.*", "strong"), PolicyRule("orders.*", "quorum"))
+
+
+def solo(voters: tuple[str, ...] = ("solo",), seed: int = 1) -> Engine:
+    """One engine that is its own cluster (and, with ``voters``, its own Raft voter set)."""
+    config = EngineConfig(
+        node_id="solo",
+        listen_address="memory://solo",
+        raft=RaftConfig(tick_ms=STEP_MS),
+        raft_voters=voters,
+        policy=POLICY,
+    )
+    replica = "solo~0001"
+    return Engine(
+        config,
+        replica,
+        WindowStore(replica),
+        random.Random(seed),
+        now_ms=START_MS,
+        monotonic_ms=0,
+    )
+
+
+def run_until_done(engine: Engine, ticket: Ticket, limit_ms: int = 5_000) -> Answer:
+    elapsed = 0
+    while not ticket.done and elapsed < limit_ms:
+        elapsed += STEP_MS
+        engine.tick(START_MS + elapsed, elapsed)
+    return ticket.result()
+
+
+def test_a_strong_write_goes_through_raft_and_never_into_the_eventual_store() -> None:
+    engine = solo()
+    answer = run_until_done(engine, engine.write("quota.calls", "add", 5))
+    assert (answer.mode, answer.consistency, answer.applied, answer.value) == (
+        "strong",
+        "strong",
+        True,
+        5,
+    )
+    assert engine.store.kind_of("quota.calls") is None
+    assert "quota.calls" not in engine.catalog.keys()
+    assert isinstance(engine.strong, StrongReplica)
+    view = engine.strong.machine.read("quota.calls")
+    assert view is not None and [window[2] for window in view.windows] == [5]
+    read = run_until_done(engine, engine.read("quota.calls"))
+    assert [window.value for window in read.windows] == [5]
+
+
+def test_a_strong_write_without_raft_voters_is_refused_with_its_reason() -> None:
+    engine = solo(voters=())
+    ticket = engine.write("quota.calls", "add", 5)
+    assert ticket.done
+    assert isinstance(ticket.error, RefusedError)
+    assert "raft_voters" in ticket.error.reason
+    assert engine.store.kind_of("quota.calls") is None
+    assert "quota.calls" not in engine.catalog.keys()  # so nothing about it is gossiped
+    with pytest.raises(RefusedError):
+        engine.read("quota.calls").result()
+
+
+def test_statsd_lines_for_strong_keys_are_refused_and_counted() -> None:
+    engine = solo()
+    answer = engine.ingest_statsd(b"quota.calls:1|c\nhits:2|c\nquota.calls:4|c|#env:prod")
+    assert (answer["accepted"], answer["strong_refused"]) == (1, 2)
+    assert engine.counters.events_strong_refused == 2
+    assert engine.store.kind_of("quota.calls") is None
+    assert engine.store.kind_of("hits") == "counter"
+
+
+def test_a_conditional_add_needs_a_strong_key() -> None:
+    engine = solo()
+    for key in ("hits", "orders.eu"):
+        ticket = engine.write(key, "conditional_add", 1, limit=3)
+        assert isinstance(ticket.error, RefusedError), key
+        assert engine.store.kind_of(key) is None, key
+
+
+def test_eventual_writes_complete_at_once_and_quorum_writes_of_one_node_confirm() -> None:
+    engine = solo()
+    eventual = engine.write("hits", "add", 2).result()
+    assert (eventual.mode, eventual.accepted, eventual.applied) == ("eventual", 1, None)
+    quorum = run_until_done(engine, engine.write("orders.eu", "insert", "o-1"))
+    assert (quorum.kind, quorum.mode, quorum.accepted) == ("set", "quorum", 1)
+    removed = run_until_done(engine, engine.write("orders.eu", "remove", "o-1"))
+    assert removed.removed is True
+    read = run_until_done(engine, engine.read("orders.eu"))
+    assert (read.mode, read.consistency) == ("quorum", "quorum")
+
+
+def test_a_read_may_be_weaker_than_the_mode_never_stronger() -> None:
+    engine = solo()
+    engine.write("hits", "add", 2).result()
+    run_until_done(engine, engine.write("quota.calls", "add", 1))
+    weak = engine.read("quota.calls", consistency="eventual").result()
+    assert (weak.mode, weak.consistency, [w.value for w in weak.windows]) == (
+        "strong",
+        "eventual",
+        [1],
+    )
+    assert isinstance(engine.read("hits", consistency="strong").error, RefusedError)
+    assert isinstance(engine.read("quota.calls", consistency="quorum").error, RefusedError)
+    assert isinstance(engine.read("hits", consistency="sometimes").error, InvalidValueError)
+    unknown = engine.read("never.written").result()
+    assert (unknown.kind, unknown.windows) == (None, ())
+
+
+def test_bad_writes_fail_with_typed_errors_and_change_nothing() -> None:
+    engine = solo()
+    engine.write("latency", "observe", 12.5).result()
+    version = engine.store.version
+    failures = [
+        (engine.write("latency", "add", 1), KindConflictError),
+        (engine.write("x", "explode", 1), InvalidValueError),
+        (engine.write("x", "add", "many"), InvalidValueError),
+        (engine.write("x", "add", 1, timestamp_ms=START_MS + 10**9), InvalidValueError),
+        (engine.write("x", "add", 1, limit=4), InvalidValueError),
+        (engine.write("quota.y", "add", 2**70), InvalidValueError),
+    ]
+    for ticket, error_type in failures:
+        assert isinstance(ticket.error, error_type), (ticket.error, error_type)
+    assert engine.store.version == version
+
+
+def test_an_idempotent_strong_retry_is_applied_once() -> None:
+    engine = solo()
+    first = run_until_done(engine, engine.write("quota.jobs", "add", 5, idempotency_key="j-1"))
+    again = run_until_done(engine, engine.write("quota.jobs", "add", 5, idempotency_key="j-1"))
+    assert first.value == again.value == 5
+    other = engine.write("quota.jobs", "add", 6, idempotency_key="j-1")
+    assert isinstance(other.error, InvalidValueError)
