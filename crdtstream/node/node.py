@@ -113,11 +113,13 @@ class Node:
             relative=relative,
             now_ms=self.clock.now_ms(),
         )
-        return await self._settled(ticket)
+        # A write that completed at once (an eventual key) costs no future and no wait.
+        return ticket.result() if ticket.done else await self._settled(ticket)
 
     async def read(self, key: str, *, consistency: str | None = None) -> Answer:
         """:meth:`Engine.read <crdtstream.engine.Engine.read>`, awaited."""
-        return await self._settled(self.engine.read(key, consistency=consistency))
+        ticket = self.engine.read(key, consistency=consistency)
+        return ticket.result() if ticket.done else await self._settled(ticket)
 
     def ingest_statsd(self, data: bytes | Sequence[bytes]) -> dict[str, object]:
         """Parse statsd/DogStatsD datagrams and apply them at the clock's now (see
@@ -125,8 +127,6 @@ class Node:
         return self.engine.ingest_statsd(data, now_ms=self.clock.now_ms())
 
     async def _settled(self, ticket: Ticket) -> Answer:
-        if ticket.done:
-            return ticket.result()
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         ticket.on_done(lambda done: _settle(future, done))
         self._flush_soon()
