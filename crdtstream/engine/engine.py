@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -127,10 +127,14 @@ class Engine:
         now_ms: int,
         monotonic_ms: int,
         raft_storage: DurableStorage | None = None,
+        send_now: Callable[[], None] | None = None,
     ) -> None:
         """Start at the clock reading ``now_ms`` / ``monotonic_ms``; ``store`` may be restored
         from a snapshot; ``raft_storage`` holds this node's Raft log when it is a voter (a
-        :class:`MemoryStorage` when not given)."""
+        :class:`MemoryStorage` when not given). ``send_now``, when given, is called when the
+        outbox should leave before the step ends: a Raft leader's appends, just before it
+        syncs its own log, so that the followers' fsyncs run during its own."""
+        self._send_now = send_now
         self.config = config
         self.replica = replica
         self.store = store
@@ -636,7 +640,13 @@ class Engine:
             return StrongClient(voters, rng, self._send)
         durable = MemoryStorage(voters) if storage is None else storage
         return StrongReplica(
-            self.config.node_id, durable, self.config.raft, self.config.window, rng, self._send
+            self.config.node_id,
+            durable,
+            self.config.raft,
+            self.config.window,
+            rng,
+            self._send,
+            self._send_now,
         )
 
     def leave(self) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Callable
 from typing import Any
 
 from crdtstream import wire
@@ -75,7 +76,11 @@ class StrongReplica:
         window: WindowConfig,
         rng: random.Random,
         send: Send,
+        send_now: Callable[[], None] | None = None,
     ) -> None:
+        """``send`` queues a frame; ``send_now``, when given, has the driver send what is
+        queued at once (called before a leader writes its log, so that its appends travel
+        during its fsync)."""
         self.node_id = node_id
         self.storage = storage
         self.machine = StateMachine(window)
@@ -85,6 +90,7 @@ class StrongReplica:
         self.raw = RawNode(node_id, storage, raft, rng, applied=self.machine.applied_index)
         self.raft_config = raft
         self._send = send
+        self._send_now = send_now
         self._tick = 0
         self._writes: dict[Session, Request] = {}
         self._sessions_by_command: dict[bytes, Session] = {}
@@ -273,6 +279,8 @@ class StrongReplica:
             ready = self.raw.ready()
             if ready.send_while_persisting:
                 self._send_messages(ready)
+                if self._send_now is not None:
+                    self._send_now()
                 persist_ready(self.storage, ready)
             else:
                 persist_ready(self.storage, ready)

@@ -10,7 +10,7 @@ the answers arrive or its deadline passes). Whoever waits attaches a callback wi
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from crdtstream.config import Mode
 from crdtstream.window.results import WindowValue
@@ -18,8 +18,7 @@ from crdtstream.window.results import WindowValue
 __all__ = ["Answer", "Ticket"]
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """The result of one write or read, the same type for every mode.
 
     ``mode`` is the key's mode under the policy; ``consistency`` the guarantee this answer was
@@ -29,6 +28,9 @@ class Answer:
     late event or a refused conditional add), ``removed`` for a set removal, and for a strong
     write ``applied`` (whether the replicated state machine applied it: False for a conditional
     add over its limit) and ``value`` (the key's value in the newest window it touched).
+
+    A named tuple rather than a frozen dataclass: one is built per request, and a tuple is
+    built in a fraction of the time.
     """
 
     key: str

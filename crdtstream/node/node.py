@@ -79,6 +79,7 @@ class Node:
             now_ms=clock.now_ms(),
             monotonic_ms=clock.monotonic_ms(),
             raft_storage=raft_storage if raft_storage is not None else self._open_raft_log(),
+            send_now=self._send_outbox,
         )
         self._flush_pending = False
         self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
