@@ -16,12 +16,16 @@ awaitables.
 """
 
 from crdtstream.engine.config import EngineConfig
-from crdtstream.engine.engine import OPERATIONS, Engine, EngineCounters, IngestCounters, Operation
+from crdtstream.engine.counters import EngineCounters, IngestCounters
+from crdtstream.engine.engine import Engine
+from crdtstream.engine.operations import OPERATIONS, Operation
+from crdtstream.engine.sessions import ClientSession
 from crdtstream.engine.tickets import Answer, Ticket
 
 __all__ = [
     "OPERATIONS",
     "Answer",
+    "ClientSession",
     "Engine",
     "EngineConfig",
     "EngineCounters",

@@ -19,16 +19,25 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from crdtstream import wire
-from crdtstream.config import MODES, Mode
+from crdtstream.config import Mode
 from crdtstream.engine.config import EngineConfig
+from crdtstream.engine.counters import EngineCounters, IngestCounters
+from crdtstream.engine.operations import (
+    Operation,
+    check_applied,
+    check_local,
+    kind_for,
+    operation_named,
+    served_consistency,
+    strong_answer,
+)
 from crdtstream.engine.quorum import QUORUM_TAGS, Quorum
 from crdtstream.engine.requests import ReadAnswer
+from crdtstream.engine.sessions import ClientSession
 from crdtstream.engine.statsd import without_future_rows, without_keys
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.engine.strong_client import StrongClient
@@ -48,70 +57,18 @@ from crdtstream.policy import Policy
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
-from crdtstream.window.results import IngestResult, WindowValue
 from crdtstream.window.store import WindowStore
 
 if TYPE_CHECKING:
     from crdtstream.transport import Packet
 
-__all__ = ["OPERATIONS", "Engine", "EngineCounters", "IngestCounters", "Operation"]
+__all__ = ["Engine"]
 
 STRONG_TAGS: Final = frozenset(
     (wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE)
 )
 
-IDEMPOTENCY_KEYS_MAX = 4_096
-"""Idempotency keys of strong writes the engine remembers (the oldest forgotten first). A retry
-is deduplicated by the state machine only while its sequence is among the session's last
-``session_results_max``; an older one is refused there, never applied twice."""
-
 SHUTTING_DOWN = "the node is shutting down"
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    """One write operation: the kind a new key gets from it, the kinds it applies to, and its
-    name in the replicated state machine. ``strong_only``: only Raft can serve it."""
-
-    new_kind: str
-    kinds: tuple[str, ...]
-    replicated_name: str
-    strong_only: bool = False
-
-
-OPERATIONS: Final[dict[str, Operation]] = {
-    "add": Operation("counter", ("counter",), "add"),
-    "set": Operation("gauge", ("gauge",), "set"),
-    "observe": Operation("distribution", ("distribution", "max", "min"), "observe"),
-    "insert": Operation("set", ("set", "distinct"), "add"),
-    "remove": Operation("set", ("set",), "remove"),
-    "conditional_add": Operation("counter", ("counter",), "conditional_add", strong_only=True),
-}
-"""Every write operation, one verb each, whatever the key's mode."""
-
-_STRENGTH: Final[dict[str, int]] = {"eventual": 0, "quorum": 1, "strong": 2}
-
-
-@dataclass(slots=True)
-class EngineCounters:
-    """Frames routed and events refused by the engine."""
-
-    packets_received: int = 0
-    packets_malformed: int = 0
-    packets_unroutable: int = 0
-    events_future_rejected: int = 0
-    events_strong_refused: int = 0
-
-
-@dataclass(slots=True)
-class IngestCounters:
-    """statsd lines and events, as ingested by this node."""
-
-    lines_ok: int = 0
-    lines_rejected: int = 0
-    events_accepted: int = 0
-    events_late: int = 0
-    events_kind_conflict: int = 0
 
 
 class Engine:
@@ -165,13 +122,9 @@ class Engine:
         self.ingest_counters = IngestCounters()
         self.ingest_errors: dict[str, int] = {}
         self.strong = self._open_strong(rng, raft_storage)
-        # A fresh client session per run: sequences restart at 1, and a resumed replica id must
-        # not make the state machine take new commands for retries of the last run's.
-        self.client_id = f"{replica}/{rng.getrandbits(32):08x}"
+        self.session = ClientSession(replica, rng)
         # Request ids start at random per run: an answer to an earlier run cannot confirm one.
         self.quorum = Quorum(store, self._send, first_id=rng.getrandbits(62))
-        self._sequence = 0
-        self._idempotent: OrderedDict[str, tuple[tuple[object, ...], Command]] = OrderedDict()
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -211,7 +164,7 @@ class Engine:
         ticket = Ticket()
         mode = self.policy.mode_of(key)
         try:
-            operation = _operation(op)
+            operation = operation_named(op)
             stamp = self._event_time(timestamp_ms, now_ms)
             if mode == "strong":
                 command = self._command_for(
@@ -219,8 +172,8 @@ class Engine:
                 )
                 self._submit(ticket, command)
             else:
-                _check_local(key, mode, op, operation, limit)
-                kind = self._kind_for(key, op, operation, kind, self.store.kind_of(key))
+                check_local(key, mode, op, operation, limit)
+                kind = kind_for(key, op, operation, kind, self.store.kind_of(key))
                 self._write_here(ticket, key, mode, op, value, kind, stamp, weight, relative)
         except (InvalidValueError, KindConflictError, RefusedError) as error:
             ticket.fail(error)
@@ -252,27 +205,12 @@ class Engine:
                 result = self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
             except (TypeError, ValueError, OverflowError) as error:
                 raise InvalidValueError(str(error)) from error
-            _check_applied(result, key, kind, value)
+            check_applied(result, key, kind, value)
             answer = Answer(key, kind, mode, mode, accepted=result.accepted)
         if mode == "quorum":
             self._replicate_since(version, ticket, answer)
         else:
             ticket.complete(answer)
-
-    @staticmethod
-    def _kind_for(
-        key: str, op: str, operation: Operation, kind: str | None, known: str | None
-    ) -> str:
-        if kind is not None and kind not in operation.kinds:
-            raise InvalidValueError(f"{op!r} applies to {list(operation.kinds)}, not to {kind!r}")
-        if known is not None and known != (kind or known):
-            raise KindConflictError(f"key {key!r} is a {known}, not a {kind}")
-        chosen = known or kind or operation.new_kind
-        if chosen not in operation.kinds:
-            raise KindConflictError(
-                f"key {key!r} is a {chosen}; {op!r} applies to {list(operation.kinds)}"
-            )
-        return chosen
 
     def _replicate_since(self, version: int, ticket: Ticket, answer: Answer) -> None:
         """Complete ``ticket`` once a majority holds the store's changes since ``version``."""
@@ -314,7 +252,7 @@ class Engine:
             raise InvalidValueError(f"{op!r} applies to {list(operation.kinds)}, not to {kind!r}")
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        return self._command(
+        return self.session.command(
             key, kind, operation.replicated_name, value, limit, stamp, timestamp_ms, idempotency_key
         )
 
@@ -346,48 +284,6 @@ class Engine:
             ticket.fail(UnavailableError(SHUTTING_DOWN))
             return
         self._strong_for(key, "write").submit(command, self._timeout_ticks(), done)
-
-    def _command(
-        self,
-        key: str,
-        kind: str,
-        operation: str,
-        value: float | int | str,
-        limit: float | int | None,
-        stamp: int,
-        timestamp_ms: int | None,
-        idempotency_key: str | None,
-    ) -> Command:
-        """A command in this node's client session (a fresh sequence number).
-
-        With ``idempotency_key``, the very command made earlier for that key when there is one:
-        a retry of a write that got no answer sends the same session and sequence, so the state
-        machine applies it at most once and returns its first result. The last
-        :data:`IDEMPOTENCY_KEYS_MAX` keys are remembered; a key reused for another request is
-        an :class:`InvalidValueError`.
-        """
-        request = (key, kind, operation, value, limit, timestamp_ms)
-        if idempotency_key is not None:
-            known = self._idempotent.get(idempotency_key)
-            if known is not None:
-                if known[0] != request:
-                    raise InvalidValueError(
-                        f"idempotency key {idempotency_key!r} was used for another request"
-                    )
-                self._idempotent.move_to_end(idempotency_key)
-                return known[1]
-        try:
-            command = Command(
-                self.client_id, self._sequence + 1, key, kind, operation, value, stamp, limit
-            )
-        except (TypeError, ValueError) as error:
-            raise InvalidValueError(str(error)) from error
-        self._sequence += 1
-        if idempotency_key is not None:
-            self._idempotent[idempotency_key] = (request, command)
-            if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
-                self._idempotent.popitem(last=False)
-        return command
 
     def _strong_for(self, key: str, what: str) -> StrongReplica | StrongClient:
         if self.strong is None:
@@ -436,7 +332,7 @@ class Engine:
         ticket = Ticket()
         mode = self.policy.mode_of(key)
         try:
-            served = self._served(key, mode, consistency)
+            served = served_consistency(key, mode, consistency)
             if mode == "strong":
                 self._read_strong(ticket, key, served)
             elif served == "quorum":
@@ -447,21 +343,6 @@ class Engine:
             ticket.fail(error)
         return ticket
 
-    @staticmethod
-    def _served(key: str, mode: Mode, consistency: str | None) -> Mode:
-        if consistency is None:
-            return mode
-        if consistency not in _STRENGTH:
-            raise InvalidValueError(
-                f"unknown consistency {consistency!r}; expected one of {list(MODES)}"
-            )
-        served: Mode = consistency  # type: ignore[assignment]
-        if mode == "strong" and served == "quorum":
-            raise RefusedError(f"{key!r} is strong: it serves strong or eventual reads")
-        if mode != "strong" and served == "strong":
-            raise RefusedError(f"{key!r} is {mode}: a strong read serves strong keys only")
-        return served
-
     def _read_strong(self, ticket: Ticket, key: str, served: Mode) -> None:
         strong = self._strong_for(key, "read")
         if served == "eventual":
@@ -470,7 +351,7 @@ class Engine:
                     f"{key!r} is strong and this node is not a Raft voter: it holds no copy to "
                     "read at eventual consistency"
                 )
-            ticket.complete(_strong_answer(key, strong.machine.read(key), "eventual"))
+            ticket.complete(strong_answer(key, strong.machine.read(key), "eventual"))
             return
 
         def done(view: Result | ReadAnswer | None, error: Exception | None) -> None:
@@ -478,7 +359,7 @@ class Engine:
                 ticket.fail(error)
             else:
                 assert not isinstance(view, Result)
-                ticket.complete(_strong_answer(key, view, "strong"))
+                ticket.complete(strong_answer(key, view, "strong"))
 
         if self._closed:
             ticket.fail(UnavailableError(SHUTTING_DOWN))
@@ -701,38 +582,3 @@ class Engine:
             "voters": list(status.voters),
             **self.strong.counters,
         }
-
-
-def _operation(op: str) -> Operation:
-    operation = OPERATIONS.get(op) if isinstance(op, str) else None
-    if operation is None:
-        raise InvalidValueError(f"unknown op {op!r}; expected one of {sorted(OPERATIONS)}")
-    return operation
-
-
-def _check_local(
-    key: str, mode: Mode, op: str, operation: Operation, limit: float | int | None
-) -> None:
-    """Refuse what an eventual or quorum key cannot serve."""
-    if operation.strong_only:
-        raise RefusedError(
-            f"{op} needs a strong key (only Raft can hold a limit across nodes); {key!r} is {mode}"
-        )
-    if limit is not None:
-        raise InvalidValueError("limit applies to conditional_add only")
-
-
-def _check_applied(result: IngestResult, key: str, kind: str, value: object) -> None:
-    if result.rejected:
-        raise KindConflictError(f"key {key!r} already has another kind")
-    if result.invalid:
-        raise InvalidValueError(f"invalid value {value!r} for a {kind}")
-
-
-def _strong_answer(key: str, view: ReadAnswer, served: Mode) -> Answer:
-    """A read of the replicated state machine as an :class:`Answer`. Its windows are never
-    reported final: they may take writes until the replicated watermark passes them."""
-    if view is None:
-        return Answer(key, None, "strong", served)
-    windows = tuple(WindowValue(start, end, value, False) for start, end, value in view.windows)
-    return Answer(key, view.kind, "strong", served, windows=windows)

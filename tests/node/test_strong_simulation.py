@@ -188,7 +188,7 @@ def test_a_restarted_node_opens_a_new_client_session(tmp_path: Path) -> None:
     node.close()  # clean: the restarted node resumes its replica id
     again = Node(node.config, cluster.network.endpoint("a"), cluster.clock, random.Random(99))
     assert again.identity.replica == node.identity.replica
-    assert again.engine.client_id != node.engine.client_id
+    assert again.engine.session.client_id != node.engine.session.client_id
     cluster.nodes["a"] = again
     outcomes.record("w2", again.engine.write("quota.s", "add", 1))
     cluster.run(2_000)
