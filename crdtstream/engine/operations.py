@@ -60,13 +60,15 @@ def kind_for(key: str, op: str, operation: Operation, kind: str | None, known: s
 
 
 def served_consistency(key: str, mode: Mode, consistency: str | None) -> Mode:
+    """The consistency a read of a ``mode`` key is served with: ``consistency`` when the mode
+    allows it (weaker, or a quorum read of an eventual key), else a typed error."""
     if consistency is None:
         return mode
     if consistency not in MODES:
         raise InvalidValueError(
             f"unknown consistency {consistency!r}; expected one of {list(MODES)}"
         )
-    served: Mode = consistency  # type: ignore[assignment]
+    served: Mode = consistency
     if mode == "strong" and served == "quorum":
         raise RefusedError(f"{key!r} is strong: it serves strong or eventual reads")
     if mode != "strong" and served == "strong":
