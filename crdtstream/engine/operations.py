@@ -47,6 +47,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
 
 
 def kind_for(key: str, op: str, operation: Operation, kind: str | None, known: str | None) -> str:
+    """The kind ``op`` writes to ``key``: the one it has (``known``), else the ``kind`` asked
+    for, else the operation's default; a mismatch is a :class:`KindConflictError`."""
     if kind is not None and kind not in operation.kinds:
         raise InvalidValueError(f"{op!r} applies to {list(operation.kinds)}, not to {kind!r}")
     if known is not None and known != (kind or known):
@@ -77,6 +79,7 @@ def served_consistency(key: str, mode: Mode, consistency: str | None) -> Mode:
 
 
 def operation_named(op: str) -> Operation:
+    """The :class:`Operation` called ``op``, or :class:`InvalidValueError`."""
     operation = OPERATIONS.get(op) if isinstance(op, str) else None
     if operation is None:
         raise InvalidValueError(f"unknown op {op!r}; expected one of {sorted(OPERATIONS)}")
@@ -96,6 +99,7 @@ def check_local(
 
 
 def check_applied(result: IngestResult, key: str, kind: str, value: object) -> None:
+    """Raise the typed error of a write the store refused (another kind, an invalid value)."""
     if result.rejected:
         raise KindConflictError(f"key {key!r} already has another kind")
     if result.invalid:
