@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdtstream.config import PolicyRule, RaftConfig
-from crdtstream.engine import Answer, Engine, EngineConfig, Ticket
+from crdtstream.engine import OPERATIONS, Answer, Engine, EngineConfig, Ticket
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import InvalidValueError, KindConflictError, RefusedError
 from crdtstream.window.store import WindowStore
@@ -147,3 +149,46 @@ def test_an_idempotent_strong_retry_is_applied_once() -> None:
     assert first.value == again.value == 5
     other = engine.write("quota.jobs", "add", 6, idempotency_key="j-1")
     assert isinstance(other.error, InvalidValueError)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=5,
+)
+
+
+@given(
+    key=st.sampled_from(["hits", "orders.eu", "quota.calls", "latency", ""]),
+    op=st.sampled_from([*OPERATIONS, "explode", ""]),
+    value=json_values,
+    kind=st.none() | st.sampled_from(["counter", "gauge", "set", "distinct", "max", "bogus"]),
+    timestamp_ms=st.none() | st.integers(min_value=-(2**70), max_value=2**70) | json_values,
+    limit=st.none() | json_values,
+)
+def test_any_write_completes_or_fails_with_a_typed_error(
+    key: str,
+    op: str,
+    value: object,
+    kind: str | None,
+    timestamp_ms: object,
+    limit: object,
+) -> None:
+    """Whatever a client sends (the HTTP body is JSON), the engine answers or names the fault;
+    nothing else escapes, and the engine keeps serving."""
+    engine = solo()
+    ticket = engine.write(
+        key,
+        op,
+        value,  # type: ignore[arg-type]
+        kind=kind,
+        timestamp_ms=timestamp_ms,  # type: ignore[arg-type]
+        limit=limit,  # type: ignore[arg-type]
+    )
+    if ticket.done and ticket.error is not None:
+        assert isinstance(ticket.error, (InvalidValueError, KindConflictError, RefusedError))
+    assert engine.write("probe", "add", 1).result().accepted == 1
