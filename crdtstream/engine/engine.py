@@ -70,6 +70,8 @@ STRONG_TAGS: Final = frozenset(
 
 SHUTTING_DOWN = "the node is shutting down"
 
+_SCALARS = (int, float, str, bytes)
+
 
 class Engine:
     """One node's store, gossip, quorum and strong cores behind one write/read API."""
@@ -165,6 +167,9 @@ class Engine:
         mode = self.policy.mode_of(key)
         try:
             operation = operation_named(op)
+            if not isinstance(value, _SCALARS):
+                # A JSON array or object would reach the store's columns as a shaped array.
+                raise InvalidValueError(f"a value is a number or a string, got {value!r}")
             stamp = self._event_time(timestamp_ms, now_ms)
             if mode == "strong":
                 command = self._command_for(

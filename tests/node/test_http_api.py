@@ -203,6 +203,8 @@ async def _bad_input_is_400_not_500(client: TestClient) -> None:  # type: ignore
         (_url("x"), {"op": ["add"], "value": 1}),
         (_url("x"), {"op": {}, "value": 1}),
         (_url("x"), {"op": "add", "value": 10**400}),
+        (_url("x"), {"op": "add", "value": [None, False]}),
+        (_url("x"), {"op": "observe", "value": {"p": 1}}),
         (_url("quota.y"), {"op": "add", "value": 2**70}),
         (_url("quota.y"), {"op": "add", "value": 1, "timestamp_ms": 2**70}),
         (_url("quota.y"), {"op": "add", "value": 1, "timestamp_ms": far_future_ms}),
