@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from crdtstream.node.quorum import QUORUM_TAGS, Quorum, QuorumDone
 from crdtstream.node.strong import Completion, ReadAnswer, StrongReplica
 from crdtstream.node.strong_client import StrongClient
 from crdtstream.policy import Policy
+from crdtstream.raft.commands import request_digest
 from crdtstream.raft.crashable import CrashableStorage
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.wal import DurableStorage, WalStorage
@@ -53,10 +53,6 @@ __all__ = ["Node"]
 
 SNAPSHOT_FILE = "store.snapshot"
 RAFT_DIRECTORY = "raft"
-IDEMPOTENCY_KEYS_MAX = 4_096
-"""Idempotency keys of strong writes a node remembers (the oldest forgotten first). A retry is
-deduplicated by the state machine only while its sequence is among the session's last
-``session_results_max``; an older one is refused there, never applied twice."""
 
 STRONG_TAGS = frozenset((wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE))
 
@@ -179,7 +175,6 @@ class Node:
         self.quorum = Quorum(self.store, self._send_raw, first_id=rng.getrandbits(62))
         self._quorum_flush_pending = False
         self._sequence = 0
-        self._idempotent: OrderedDict[str, tuple[tuple[object, ...], Command]] = OrderedDict()
         self._raft_ticks_done = 0
         self._started_ms = clock.monotonic_ms()
         self._next_tick_ms = 0
@@ -468,30 +463,29 @@ class Node:
     ) -> Command:
         """A command in this node's client session (a fresh sequence number).
 
-        With ``idempotency_key``, the very command made earlier for that key when there is one:
-        a client retrying a write it got no answer for sends the same session and sequence, so
-        the state machine applies it at most once and returns its first result. The last
-        :data:`IDEMPOTENCY_KEYS_MAX` keys are remembered; a key reused for a different request
-        raises :class:`ValueError`.
+        With ``idempotency_key`` the command carries the key and a digest of the request: the
+        replicated state machine applies at most one command per key, whichever node a retry
+        is sent to and whatever restarts happen in between, and answers a retry with the first
+        result; the same key with another request gets an error result (see
+        :mod:`crdtstream.raft.state_machine`).
         """
-        request = (key, kind, operation, value, limit, timestamp_ms)
-        if idempotency_key is not None:
-            known = self._idempotent.get(idempotency_key)
-            if known is not None:
-                if known[0] != request:
-                    raise ValueError(
-                        f"idempotency key {idempotency_key!r} was used for another request"
-                    )
-                self._idempotent.move_to_end(idempotency_key)
-                return known[1]
         stamp = self._checked_time(timestamp_ms)
-        self._sequence += 1
-        command = Command(self.client_id, self._sequence, key, kind, operation, value, stamp, limit)
+        digest = ""
         if idempotency_key is not None:
-            self._idempotent[idempotency_key] = (request, command)
-            if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
-                self._idempotent.popitem(last=False)
-        return command
+            digest = request_digest(key, kind, operation, value, limit, timestamp_ms)
+        self._sequence += 1
+        return Command(
+            self.client_id,
+            self._sequence,
+            key,
+            kind,
+            operation,
+            value,
+            stamp,
+            limit,
+            idempotency_key or "",
+            digest,
+        )
 
     def _timeout_ticks(self, timeout_ms: int | None) -> int:
         timeout = self.config.strong_timeout_ms if timeout_ms is None else timeout_ms
