@@ -117,6 +117,9 @@ class Node:
         self.clock = clock
         self.identity: Identity = load_identity(config.data_dir, config.node_id, rng)
         self.store = self._open_store()
+        # Before any write: a node that comes back must not take writes to windows its clock
+        # has closed, which the others may have called final meanwhile.
+        self.store.advance(clock.now_ms())
         # Its own memory of keys: a known key costs the parser no string work.
         self.statsd = StatsdParser()
         self.policy = Policy(config.policy)
