@@ -46,8 +46,9 @@ LOSSY = FaultOptions(
 )
 
 
-PAUSE_MS = (5_000, 7_000)
-"""Longer than the failure detector's longest suspicion timeout (4.8 s with these settings)."""
+PAUSE_MS = (7_000, 9_500)
+"""Longer than the failure detector needs: a suspicion times out within 4.8 s with these settings,
+after a probe period that local health awareness may stretch."""
 POLL_EVERY_MS = 50
 
 
