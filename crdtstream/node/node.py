@@ -329,11 +329,11 @@ class Node:
     def quorum_members(self) -> tuple[list[str], int]:
         """The other members a quorum request goes to, and the cluster size its majority is
         counted against: configured peers and every member gossip knows of, except those that
-        left (a member believed dead still counts, so a minority never calls itself a
-        majority), and at least ``quorum_cluster_size`` when configured."""
+        left or were removed (a member believed dead still counts, so a minority never calls
+        itself a majority), and at least ``quorum_cluster_size`` when configured."""
         others = {peer.node_id for peer in self.config.peers}
         for node_id, member in self.gossip.membership.members.items():
-            if member.status == "left":
+            if member.status in ("left", "removed"):
                 others.discard(node_id)
             else:
                 others.add(node_id)
