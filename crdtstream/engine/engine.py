@@ -97,6 +97,9 @@ class Engine:
         self.config = config
         self.replica = replica
         self.store = store
+        # Before any write: a node that comes back must not take writes to windows its clock
+        # has closed, which the others may have called final meanwhile.
+        store.advance(now_ms)
         self.policy = Policy(config.policy)
         # Its own memory of keys: a known key costs the parser no string work.
         self.statsd = StatsdParser()
@@ -501,12 +504,12 @@ class Engine:
 
     def quorum_members(self) -> tuple[list[str], int]:
         """The other members a quorum request goes to, and the cluster size its majority is
-        counted against: seeds and every member gossip knows of, except those that left (a
-        member believed dead still counts, so a minority never calls itself a majority), and at
-        least ``quorum_cluster_size`` when configured."""
+        counted against: seeds and every member gossip knows of, except those that left or were
+        removed (a member believed dead still counts, so a minority never calls itself a
+        majority), and at least ``quorum_cluster_size`` when configured."""
         others = set(self.config.seeds)
         for node_id, member in self.gossip.membership.members.items():
-            if member.status == "left":
+            if member.status in ("left", "removed"):
                 others.discard(node_id)
             else:
                 others.add(node_id)

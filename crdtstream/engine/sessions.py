@@ -1,20 +1,16 @@
-"""The client session of one node's strong writes: a fresh id per run, a sequence number per
-command, and the idempotency keys of recent writes, so a retry is the very same command."""
+"""The client session of one node's strong writes: a fresh id per run and a sequence number
+per command. Idempotency keys travel inside the command and are remembered by the replicated
+state machine, so a retry is recognised at any node, after any restart or leader change."""
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
 
 from crdtstream.errors import InvalidValueError
+from crdtstream.raft.commands import request_digest
 from crdtstream.raft.state_machine import Command
 
-__all__ = ["IDEMPOTENCY_KEYS_MAX", "ClientSession"]
-
-IDEMPOTENCY_KEYS_MAX = 4_096
-"""Idempotency keys of strong writes a session remembers (the oldest forgotten first). A retry
-is deduplicated by the state machine only while its sequence is among the session's last
-``session_results_max``; an older one is refused there, never applied twice."""
+__all__ = ["ClientSession"]
 
 
 class ClientSession:
@@ -25,7 +21,6 @@ class ClientSession:
         # make the state machine take new commands for retries of the last run's.
         self.client_id = f"{replica}/{rng.getrandbits(32):08x}"
         self._sequence = 0
-        self._idempotent: OrderedDict[str, tuple[tuple[object, ...], Command]] = OrderedDict()
 
     def command(
         self,
@@ -40,31 +35,29 @@ class ClientSession:
     ) -> Command:
         """A command in this session (a fresh sequence number), stamped ``stamp``.
 
-        With ``idempotency_key``, the very command made earlier for that key when there is one:
-        a retry of a write that got no answer sends the same session and sequence, so the state
-        machine applies it at most once and returns its first result. The last
-        :data:`IDEMPOTENCY_KEYS_MAX` keys are remembered; a key reused for another request is
-        an :class:`InvalidValueError`, as is a command the state machine could not take.
+        With ``idempotency_key`` the command carries the key and a digest of the request as the
+        client gave it: the replicated state machine applies at most one command per key,
+        whichever node a retry is sent to, and answers a retry with the first result; the same
+        key with another request gets an error result (see :mod:`crdtstream.raft.state_machine`).
+        A command the state machine could not take is an :class:`InvalidValueError`.
         """
-        request = (key, kind, operation, value, limit, timestamp_ms)
+        digest = ""
         if idempotency_key is not None:
-            known = self._idempotent.get(idempotency_key)
-            if known is not None:
-                if known[0] != request:
-                    raise InvalidValueError(
-                        f"idempotency key {idempotency_key!r} was used for another request"
-                    )
-                self._idempotent.move_to_end(idempotency_key)
-                return known[1]
+            digest = request_digest(key, kind, operation, value, limit, timestamp_ms)
         try:
             command = Command(
-                self.client_id, self._sequence + 1, key, kind, operation, value, stamp, limit
+                self.client_id,
+                self._sequence + 1,
+                key,
+                kind,
+                operation,
+                value,
+                stamp,
+                limit,
+                idempotency_key or "",
+                digest,
             )
         except (TypeError, ValueError) as error:
             raise InvalidValueError(str(error)) from error
         self._sequence += 1
-        if idempotency_key is not None:
-            self._idempotent[idempotency_key] = (request, command)
-            if len(self._idempotent) > IDEMPOTENCY_KEYS_MAX:
-                self._idempotent.popitem(last=False)
         return command

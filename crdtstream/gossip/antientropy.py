@@ -26,6 +26,12 @@ CRDTs", ICDE 2019, §4):
   :class:`_InboundTransfers`) and acks each part once merged; the interval counts as delivered
   once every part is acknowledged. A large transfer is resent part by part, not rebuilt, so it
   completes under loss.
+- An interval is addressed to one epoch of its peer (the frame says which; a full state is
+  addressed to any): an interval built on what the peer's previous process acknowledged would
+  hand a restarted peer write counts for cells it no longer has, and a window could look final
+  there before its data arrived. The peer drops such an interval unacknowledged (counted in
+  ``intervals_for_other_epoch``) and the sender, once it sees the new epoch, sends the full
+  state. An interval is only sent to a peer whose epoch is known.
 """
 
 from __future__ import annotations
@@ -51,11 +57,16 @@ _INBOUND_KEPT = 16
 """Incomplete multi-part transfers held at once (parts beyond a gap wait, unacknowledged)."""
 
 
+ANY_EPOCH = -1
+"""The target epoch of a full state: any process of the peer may merge it."""
+
+
 @dataclass(slots=True)
 class _Transfer:
     upto: int
     chunks: list[bytes]
     unacked: set[int]
+    target_epoch: int = ANY_EPOCH
 
 
 @dataclass(slots=True)
@@ -155,6 +166,7 @@ class AntiEntropy(Generic[DeltaT]):
                 "acks_received",
                 "peer_restarts_seen",
                 "groups_truncated",
+                "intervals_for_other_epoch",
             ),
             0,
         )
@@ -261,11 +273,13 @@ class AntiEntropy(Generic[DeltaT]):
             transfer_id, transfer = pending
             self.stats["chunks_resent"] += len(transfer.unacked)
             return self._chunk_messages(peer_id, transfer_id, transfer, sorted(transfer.unacked))
+        full = self._needs_full_state(progress)
         payload = self._payload_for(peer_id, progress)
         if payload is None:
             return []
         chunks = [part.to_bytes() for part in payload.split(self._delta_bytes_max)]
-        transfer = _Transfer(self._sequence, chunks, set(range(len(chunks))))
+        target = ANY_EPOCH if full or progress.epoch is None else progress.epoch
+        transfer = _Transfer(self._sequence, chunks, set(range(len(chunks))), target)
         transfer_id = self._next_transfer_id
         self._next_transfer_id += 1
         progress.transfers[transfer_id] = transfer
@@ -282,17 +296,24 @@ class AntiEntropy(Generic[DeltaT]):
                 return transfer_id, transfer
         return None
 
+    def _needs_full_state(self, progress: _PeerProgress) -> bool:
+        return (
+            progress.acked is None or progress.epoch is None or progress.acked < self._buffer_start
+        )
+
     def _payload_for(self, peer_id: str, progress: _PeerProgress) -> DeltaT | None:
-        if progress.acked is None or progress.acked < self._buffer_start:
+        if self._needs_full_state(progress):
             full = self.lattice.full_state()
             if full.is_empty():
                 progress.acked = self._sequence
                 return None
             self.stats["full_states_sent"] += 1
             return full
+        acked = progress.acked
+        assert acked is not None  # _needs_full_state covers None
         groups = [
             delta
-            for delta, origin in (self._buffer[k] for k in range(progress.acked, self._sequence))
+            for delta, origin in (self._buffer[k] for k in range(acked, self._sequence))
             if origin != peer_id
         ]
         if not groups:
@@ -311,7 +332,14 @@ class AntiEntropy(Generic[DeltaT]):
             Message(
                 peer_id,
                 wire.Tag.GOSSIP_DELTA,
-                [self.epoch, transfer_id, index, count, transfer.chunks[index]],
+                [
+                    self.epoch,
+                    transfer_id,
+                    index,
+                    count,
+                    transfer.chunks[index],
+                    transfer.target_epoch,
+                ],
             )
             for index in indexes
         ]
@@ -329,18 +357,29 @@ class AntiEntropy(Generic[DeltaT]):
         return True
 
     def _receive_delta(self, source: str, body: Any) -> list[Message]:
-        sender_epoch, transfer_id, index, count, data = body
+        # A sixth field names the epoch the part is addressed to (absent: any, as full states).
+        sender_epoch, transfer_id, index, count, data, *rest = body
+        target_epoch = rest[0] if len(rest) == 1 else ANY_EPOCH
         if not (
             isinstance(sender_epoch, int)
             and isinstance(transfer_id, int)
             and isinstance(index, int)
             and isinstance(count, int)
+            and isinstance(target_epoch, int)
+            and len(rest) <= 1
             and 0 <= index < count
             and isinstance(data, bytes)
         ):
-            raise TypeError("delta body must be [epoch, transfer, index, count, bytes]")
+            raise TypeError("delta body must be [epoch, transfer, index, count, bytes, target]")
         delta = self._decode(data)
         self._observe_epoch(source, sender_epoch)
+        if target_epoch not in (ANY_EPOCH, self.epoch):
+            # Built on what an earlier process of this node acknowledged: not ours to merge. An
+            # empty acknowledgement tells the sender our epoch, so it sends the full state next.
+            self.stats["intervals_for_other_epoch"] += 1
+            return [
+                Message(source, wire.Tag.GOSSIP_ACK, [sender_epoch, self.epoch, transfer_id, []])
+            ]
         self.stats["deltas_received"] += 1
         released = self._inbound.accept((source, sender_epoch, transfer_id), index, count, delta)
         for _, part in released:

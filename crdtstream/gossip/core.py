@@ -15,7 +15,7 @@ and the piggyback is dropped from a frame that would otherwise be too large.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Generic, Protocol
 
 from crdtstream import wire
@@ -45,6 +45,9 @@ PROGRESS_PIGGYBACK_OTHERS = 2
 _JOIN_TAGS = frozenset({wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY})
 
 _MALFORMED = MALFORMED_INPUT_ERRORS
+
+_GONE = ("left", "removed")
+"""Member states whose replica will write no more (see ``crdtstream.gossip.finality``)."""
 
 
 class CatalogSync(Protocol):
@@ -127,6 +130,11 @@ class GossipCore(Generic[DeltaT]):
         self._progress_sent_ms: dict[str, int] = {}
         self._progress_version = -1
         self._progress_watermark_ms: int | None = -1
+        self._progress_sealed: frozenset[str] = frozenset()
+        # Replicas other nodes sealed: they only seal replicas known to be retired.
+        self._learned_retired: set[str] = set()
+        self._own_prefix = f"{node_id}~"
+        self._own_predecessors: set[str] = set()
 
     def tick(self, now_ms: int) -> list[Outgoing]:
         """Advance every timer; return the frames to send."""
@@ -172,18 +180,47 @@ class GossipCore(Generic[DeltaT]):
         """Leave the cluster gracefully; send the returned frames, then stop."""
         return self._encode(self.membership.leave(now_ms), now_ms)
 
+    def remove_member(self, node_id: str, now_ms: int) -> bool:
+        """Remove a member that is gone for good (see :meth:`Membership.remove`)."""
+        return self.membership.remove(node_id, now_ms)
+
+    def retired_replicas(self) -> frozenset[str]:
+        """Replica ids known to write no more, ever: replaced by a restart, left, or removed."""
+        membership = self.membership
+        retired = set(membership.retired_replicas) | self._learned_retired
+        current = set()
+        for member in membership.members.values():
+            if member.status in _GONE:
+                retired.add(member.replica)
+            else:
+                current.add(member.replica)
+        # This node's own earlier incarnations (found in restored or merged state): one process
+        # per node id runs at a time, so they are certainly gone.
+        retired.update(self._own_predecessors)
+        # A replica that is some member's current one again (a node that left and came back
+        # with its data) writes again: it must close windows itself.
+        retired -= current
+        retired.discard(self.replica)
+        return frozenset(retired)
+
     def is_final(self, start_ms: int, end_ms: int) -> bool:
-        """Whether the window ``[start_ms, end_ms)`` is final on this node."""
+        """Whether the window ``[start_ms, end_ms)`` is final on this node: its value here will
+        never change again (the rule is in :mod:`crdtstream.gossip.finality`)."""
         self._refresh_own_progress()
         if not self.membership.joined:
             return False  # members not heard of yet could still hold writes to the window
-        live = [member.replica for member in self.membership.live_members()]
+        reporters = [
+            member.replica
+            for member in self.membership.members.values()
+            if member.status not in _GONE
+        ]
         return window_is_final(
             start_ms,
             end_ms,
-            live,
+            reporters,
             self.progress.records,
             self.lattice.window_versions(start_ms),
+            self.retired_replicas(),
         )
 
     def _dispatch(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
@@ -195,29 +232,51 @@ class GossipCore(Generic[DeltaT]):
             return [] if self.catalog is None else self.catalog.step(source, body)
         return self.membership.step(source, tag, body, now_ms)
 
+    def _note_own_predecessors(self, replicas: Iterable[str]) -> None:
+        """Remember this node's earlier incarnations among ``replicas`` (ids start with the node
+        id, see :func:`crdtstream.ids.new_replica_id`)."""
+        for replica in replicas:
+            if replica.startswith(self._own_prefix) and replica != self.replica:
+                self._own_predecessors.add(replica)
+
     def _merge_progress(self, record: Progress) -> None:
+        self._note_own_predecessors((record.replica,))
         if record.replica not in self.progress.records:
             self._progress_order.append(record.replica)
+        if record.replica != self.replica:
+            self._learned_retired.update(record.sealed)
         self.progress.merge(record)
 
     def _refresh_own_progress(self) -> None:
         lattice = self.lattice
+        sealed = self.retired_replicas()
         if (
             lattice.version == self._progress_version
             and lattice.watermark_ms == self._progress_watermark_ms
+            and sealed == self._progress_sealed
         ):
             return
         self._progress_version = lattice.version
         self._progress_watermark_ms = lattice.watermark_ms
+        self._progress_sealed = sealed
         writes = {}
+        held: dict[int, dict[str, int]] = {}
         for start in lattice.window_starts():
-            count = lattice.window_versions(start).get(self.replica, 0)
+            versions = dict(lattice.window_versions(start))
+            count = versions.pop(self.replica, 0)
+            self._note_own_predecessors(versions)
             if count:
                 writes[start] = count
+            others = {replica: count for replica, count in versions.items() if count}
+            if others:
+                held[start] = others
         watermark_ms = lattice.watermark_ms
         if watermark_ms is None:
             watermark_ms = NO_WATERMARK_MS
-        self._merge_progress(Progress(self.replica, watermark_ms, writes))
+        sealed = self._progress_sealed = self.retired_replicas()
+        # The holdings go out with the seals in one record: held counts of a sealed replica
+        # are taken after this node knew it retired (see finality.py, rule 2b).
+        self._merge_progress(Progress(self.replica, watermark_ms, writes, held, sealed))
 
     def _piggyback_progress(self, peer_id: str, now_ms: int) -> list[Progress]:
         # Records are a few hundred bytes (a count per retained window): at most one batch per

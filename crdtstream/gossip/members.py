@@ -122,12 +122,21 @@ class Member:
         )
 
 
-_PRECEDENCE = {"alive": 0, "suspect": 1, "dead": 2, "left": 3}
+_PRECEDENCE = {"alive": 0, "suspect": 1, "dead": 2, "left": 3, "removed": 4}
 
 
 def supersedes(update: MemberUpdate, current: Member) -> bool:
     """SWIM's order: a higher incarnation wins; at the same one, suspect beats alive and dead
-    or left beats both (alive needs a strictly higher incarnation to overturn anything)."""
+    or left beats both (alive needs a strictly higher incarnation to overturn anything).
+
+    A removal is an operator's decision, not a guess: it overturns any claim about the same
+    replica whatever its incarnation, and nothing but a new replica (a new life of the node,
+    with its data wiped) overturns it.
+    """
+    if current.status == "removed":
+        return update.replica != current.replica and update.incarnation > current.incarnation
+    if update.status == "removed":
+        return update.replica == current.replica
     if update.incarnation != current.incarnation:
         return update.incarnation > current.incarnation
     return _PRECEDENCE[update.status] > _PRECEDENCE[current.status] and update.status != "alive"

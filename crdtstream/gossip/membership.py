@@ -114,6 +114,9 @@ class Membership:
         self.members: dict[str, Member] = {
             node_id: Member(node_id, address, 0, "alive", replica, 0)
         }
+        # Replica ids whose process is gone for good: a member's row moved on to another replica
+        # (its node restarted), or this node's own earlier incarnations. Finality needs them.
+        self.retired_replicas: set[str] = set()
         self.awareness = 0
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -153,6 +156,17 @@ class Membership:
             if node_id != self.node_id and member.status in _LIVE
         )
 
+    def remove(self, node_id: str, now_ms: int) -> bool:
+        """An operator's removal of a member that is gone for good (its data with it): its
+        replica is marked removed, a claim every node applies and spreads whatever incarnation
+        it holds, so it no longer holds finality back. Removing a node that is in fact only
+        paused breaks the promise that a final value never changes; a removed node must come
+        back with a wiped data directory. True when the table changed."""
+        member = self.members.get(node_id)
+        if member is None or node_id == self.node_id or member.status == "removed":
+            return False
+        return self.apply(member_update(member, "removed", self.node_id), now_ms)
+
     def live_members(self) -> list[Member]:
         """Every member alive or suspect, this node included."""
         return [m for m in self.members.values() if m.status in _LIVE]
@@ -191,7 +205,7 @@ class Membership:
         candidates = sorted(
             node_id
             for node_id, m in self.members.items()
-            if node_id != self.node_id and m.status != "left"
+            if node_id != self.node_id and m.status not in ("left", "removed")
         )
         if not candidates:
             return []
@@ -363,6 +377,8 @@ class Membership:
             if update.status == "suspect" and current.status == "suspect":
                 self._confirm(update)
             return False
+        if current.replica and current.replica != update.replica:
+            self.retired_replicas.add(current.replica)  # a newer incarnation replaced it
         current.incarnation = update.incarnation
         current.address, current.replica = update.address, update.replica
         current.status, current.status_since_ms = update.status, now_ms
@@ -411,12 +427,14 @@ class Membership:
 
     def _refute_if_needed(self, update: MemberUpdate) -> None:
         me = self.me
-        if me.status == "left":
+        if me.status in ("left", "removed"):
             return
-        accused = update.status in ("suspect", "dead", "left")
+        accused = update.status in ("suspect", "dead", "left", "removed")
         # A row for this node's id from an earlier life (another replica or address) is
         # overturned the same way as an accusation.
         stale = update.replica != me.replica or update.address != me.address
+        if update.replica and update.replica != me.replica:
+            self.retired_replicas.add(update.replica)  # an earlier incarnation of this node
         same = update.incarnation == me.incarnation
         if update.incarnation > me.incarnation or (same and (accused or stale)):
             me.incarnation = update.incarnation + 1

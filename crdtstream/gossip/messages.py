@@ -32,8 +32,9 @@ __all__ = [
 NO_WATERMARK_MS = -(1 << 62)
 """The watermark of a replica that has seen no time yet (closes no window)."""
 
-STATUS_CODES = ("alive", "suspect", "dead", "left")
-"""Member states; their index is the wire code."""
+STATUS_CODES = ("alive", "suspect", "dead", "left", "removed")
+"""Member states; their index is the wire code. ``removed`` is an operator's verdict that a
+replica is gone for good (see ``Membership.remove``)."""
 
 GOSSIP_TAGS = frozenset(
     {
@@ -70,7 +71,8 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class MemberUpdate:
-    """What one node says about a member: alive, suspect, dead or left, at an incarnation.
+    """What one node says about a member: alive, suspect, dead, left or removed, at an
+    incarnation.
 
     ``origin`` is the node that made the claim (it counts as an independent confirmation of a
     suspicion, Lifeguard §4.2); ``replica`` is the member's current replica id.
@@ -101,34 +103,72 @@ class MemberUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """A replica's watermark and its own writes per window: what finality compares against.
+    """A replica's watermark, its own writes per window, and what finality needs of the rest.
 
-    Records of one replica form a lattice (watermark by max, each window's count by max), so
-    they can be gossiped transitively, duplicated and reordered freely.
+    ``held`` maps a window start to the writes of *other* replicas this replica's node has
+    merged there; ``sealed`` names the replicas it knows retired (their process gone for good),
+    so its ``held`` counts of them were taken after they could no longer grow at their source
+    (see :mod:`crdtstream.gossip.finality`). Records of one replica form a lattice (watermark
+    and every count by max, ``sealed`` by union), so they can be gossiped transitively,
+    duplicated and reordered freely.
     """
 
     replica: str
     watermark_ms: int
     window_writes: dict[int, int] = field(default_factory=dict)
+    held: dict[int, dict[str, int]] = field(default_factory=dict)
+    sealed: frozenset[str] = frozenset()
 
     def join(self, other: Progress) -> Progress:
         """Pointwise max with another record of the same replica."""
         writes = dict(self.window_writes)
         for start, count in other.window_writes.items():
             writes[start] = max(writes.get(start, 0), count)
-        return Progress(self.replica, max(self.watermark_ms, other.watermark_ms), writes)
+        held = {start: dict(counts) for start, counts in self.held.items()}
+        for start, counts in other.held.items():
+            joined = held.setdefault(start, {})
+            for replica, count in counts.items():
+                joined[replica] = max(joined.get(replica, 0), count)
+        return Progress(
+            self.replica,
+            max(self.watermark_ms, other.watermark_ms),
+            writes,
+            held,
+            self.sealed | other.sealed,
+        )
 
     def to_wire(self) -> list[Any]:
-        """The plain list that travels."""
-        return [self.replica, self.watermark_ms, [[s, c] for s, c in self.window_writes.items()]]
+        """The plain list that travels (three fields when nothing is held or sealed)."""
+        body: list[Any] = [
+            self.replica,
+            self.watermark_ms,
+            [[s, c] for s, c in self.window_writes.items()],
+        ]
+        if self.held or self.sealed:
+            held = [[s, [[r, c] for r, c in counts.items()]] for s, counts in self.held.items()]
+            body += [held, sorted(self.sealed)]
+        return body
 
     @classmethod
     def from_wire(cls, raw: Any) -> Progress:
         """Rebuild from :meth:`to_wire` output; raises on a wrong shape."""
-        replica, watermark_ms, writes = raw
+        replica, watermark_ms, writes, *rest = raw
         if not isinstance(replica, str):
             raise TypeError("progress replica must be a string")
-        return cls(replica, int(watermark_ms), {int(s): int(c) for s, c in writes})
+        held: dict[int, dict[str, int]] = {}
+        sealed: frozenset[str] = frozenset()
+        if rest:
+            held_raw, sealed_raw = rest
+            for start, counts in held_raw:
+                held[int(start)] = {_text(r): int(c) for r, c in counts}
+            sealed = frozenset(_text(r) for r in sealed_raw)
+        return cls(replica, int(watermark_ms), {int(s): int(c) for s, c in writes}, held, sealed)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("replica ids must be strings")
+    return value
 
 
 @dataclass(frozen=True, slots=True)

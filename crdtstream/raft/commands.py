@@ -1,13 +1,17 @@
 """Commands of the replicated state machine and their results, as they travel and sit in the log.
 
 A command names a key, its kind, an operation and the event's ``timestamp_ms``; it carries the
-client's ``(client_id, sequence)`` so that a retry is applied at most once. Both commands and
-results go through :mod:`crdtstream.wire`; a decoder raises
+client's ``(client_id, sequence)`` so that a retry is applied at most once. A command may also
+carry the client's ``idempotency_key`` and a digest of the request it came with
+(:func:`request_digest`): the state machine remembers both in its replicated table, so a retry
+of the same request under the same key, made at any node, is applied at most once too. Both
+commands and results go through :mod:`crdtstream.wire`; a decoder raises
 :class:`~crdtstream.errors.DecodeError` and nothing else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +30,13 @@ __all__ = [
     "decode_result",
     "encode_command",
     "encode_result",
+    "request_digest",
     "result_body",
     "result_from",
 ]
+
+IDEMPOTENCY_KEY_CHARS_MAX = 256
+"""The longest idempotency key accepted (keys are remembered in the replicated state)."""
 
 OPERATIONS: dict[str, frozenset[str]] = {
     "counter": frozenset({"add", "conditional_add", "read"}),
@@ -59,6 +67,10 @@ class Command:
     value: Number | str = 0
     timestamp_ms: int = 0
     limit: Number | None = None
+    idempotency_key: str = ""
+    """The client's idempotency key ("" for none): at most one command per key is applied."""
+    request_digest: str = ""
+    """A digest of the request behind ``idempotency_key`` (see :func:`request_digest`)."""
 
     def __post_init__(self) -> None:
         if self.kind not in OPERATIONS:
@@ -75,6 +87,30 @@ class Command:
             raise ValueError("a limit is required by conditional_add and only by it")
         if self.limit is not None:
             check_value("counter", self.limit)
+        if not isinstance(self.idempotency_key, str) or not isinstance(self.request_digest, str):
+            raise TypeError("idempotency_key and request_digest must be strings")
+        if len(self.idempotency_key) > IDEMPOTENCY_KEY_CHARS_MAX:
+            raise ValueError(
+                f"an idempotency key has at most {IDEMPOTENCY_KEY_CHARS_MAX} characters"
+            )
+        if bool(self.idempotency_key) != bool(self.request_digest):
+            raise ValueError("an idempotency key needs a request digest and only it has one")
+
+
+def request_digest(
+    key: str,
+    kind: str,
+    operation: str,
+    value: object,
+    limit: object,
+    timestamp_ms: int | None,
+) -> str:
+    """A digest of a write request as the client made it (its event time as given, ``None`` for
+    "now"): two retries of one request agree on it at every node; another request does not."""
+    body = wire.encode(
+        wire.Tag.RAFT_MACHINE_COMMAND, [key, kind, operation, value, limit, timestamp_ms]
+    )
+    return hashlib.blake2b(body, digest_size=16).hexdigest()
 
 
 INT_MAX = (1 << 63) - 1
@@ -123,12 +159,15 @@ def encode_command(command: Command) -> bytes:
         command.timestamp_ms,
         command.limit,
     ]
+    if command.idempotency_key:
+        body += [command.idempotency_key, command.request_digest]
     return wire.encode(wire.Tag.RAFT_MACHINE_COMMAND, body)
 
 
 def _command_from(body: Any) -> Command:
-    if not isinstance(body, list) or len(body) != 8:
-        raise ValueError("a command must have 8 fields")
+    # Ten fields with an idempotency key, eight without (as every command before keys had).
+    if not isinstance(body, list) or len(body) not in (8, 10):
+        raise ValueError("a command must have 8 or 10 fields")
     return Command(*body)
 
 

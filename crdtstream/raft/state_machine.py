@@ -12,6 +12,16 @@ Quotas use ``conditional_add``: it applies only when every window it touches sta
 and its result says whether it applied. Client sessions give exactly-once semantics (Raft §8):
 every command carries ``(client_id, sequence)``; a retried command is not applied again and the
 first result is returned.
+
+Idempotency keys extend that across nodes and restarts (Ongaro's thesis §6.3: the session table
+is part of the replicated state, registered and expired by a clock every replica agrees on). A
+command carrying a client's ``idempotency_key`` is registered with its request digest and its
+result; a later command with the same key and digest — a retry sent to any node, before or after
+any restart or leader change — is not applied and gets the first result; one with another digest
+is refused everywhere. The table's clock is the machine's watermark (the newest event time
+applied, so every replica reads the same clock at the same log index): a key is forgotten
+``idempotency_ttl_ms`` after it was registered, and the oldest keys go first beyond
+``idempotency_keys_max``. The table is part of snapshots.
 """
 
 from __future__ import annotations
@@ -70,6 +80,19 @@ class _Key:
     windows: dict[int, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _Registration:
+    """An idempotency key's request digest, first result and the machine clock it came at."""
+
+    digest: str
+    result: Result
+    registered_ms: int
+
+
+IDEMPOTENCY_REUSED = "idempotency key {key!r} was used for another request"
+"""The error of a command whose idempotency key was registered with another request."""
+
+
 @dataclass(slots=True)
 class _Session:
     highest: int = -1
@@ -85,9 +108,17 @@ class StateMachine:
         *,
         session_results_max: int = 64,
         sessions_max: int = 10_000,
+        idempotency_keys_max: int = 100_000,
+        idempotency_ttl_ms: int = 24 * 3_600_000,
     ) -> None:
-        if session_results_max < 1 or sessions_max < 1:
-            raise ValueError("session_results_max and sessions_max must be >= 1")
+        if session_results_max < 1 or sessions_max < 1 or idempotency_keys_max < 1:
+            raise ValueError(
+                "session_results_max, sessions_max and idempotency_keys_max must be >= 1"
+            )
+        if idempotency_ttl_ms < 1:
+            raise ValueError("idempotency_ttl_ms must be >= 1")
+        self.idempotency_keys_max = idempotency_keys_max
+        self.idempotency_ttl_ms = idempotency_ttl_ms
         self.window = window if window is not None else WindowConfig()
         self.session_results_max = session_results_max
         self.sessions_max = sessions_max
@@ -98,6 +129,8 @@ class StateMachine:
         self.late_commands = 0
         self._keys: dict[str, _Key] = {}
         self._sessions: dict[str, _Session] = {}
+        # Idempotency key -> registration, in log order (so also in order of registered_ms).
+        self._idempotent: dict[str, _Registration] = {}
 
     # -- applying --
 
@@ -126,13 +159,48 @@ class StateMachine:
             return session.results[command.sequence]
         if command.sequence <= session.highest - self.session_results_max:
             return Result(ok=False, error=f"sequence {command.sequence} is too old to dedupe")
-        result = self._execute(command)
+        result = self._execute_once(command)
         session.results[command.sequence] = result
         session.highest = max(session.highest, command.sequence)
         floor = session.highest - self.session_results_max
         for sequence in [s for s in session.results if s <= floor]:
             del session.results[sequence]
         return result
+
+    def _execute_once(self, command: Command) -> Result:
+        """Execute ``command`` unless its idempotency key was registered already."""
+        if not command.idempotency_key or command.operation == "read":
+            return self._execute(command)
+        registered = self._idempotent.get(command.idempotency_key)
+        if registered is not None:
+            if registered.digest != command.request_digest:
+                self.rejected_commands += 1
+                return Result(
+                    ok=False, error=IDEMPOTENCY_REUSED.format(key=command.idempotency_key)
+                )
+            return registered.result
+        result = self._execute(command)
+        self._expire_idempotency_keys()
+        self._idempotent[command.idempotency_key] = _Registration(
+            command.request_digest, result, self.watermark_ms
+        )
+        if len(self._idempotent) > self.idempotency_keys_max:
+            del self._idempotent[next(iter(self._idempotent))]
+        return result
+
+    def _expire_idempotency_keys(self) -> None:
+        """Forget keys registered ``idempotency_ttl_ms`` or longer ago by the machine clock."""
+        horizon_ms = self.watermark_ms - self.idempotency_ttl_ms
+        table = self._idempotent
+        while table:
+            oldest = next(iter(table))
+            if table[oldest].registered_ms > horizon_ms:
+                break
+            del table[oldest]
+
+    def idempotency_keys(self) -> int:
+        """How many idempotency keys the replicated table remembers now."""
+        return len(self._idempotent)
 
     def _session(self, client_id: str) -> _Session:
         """The client's session, moved to the most recently used end; the least recently used
@@ -252,6 +320,10 @@ class StateMachine:
             ]
             for client, session in self._sessions.items()
         ]
+        idempotent = [
+            [key, entry.digest, result_body(entry.result), entry.registered_ms]
+            for key, entry in self._idempotent.items()
+        ]
         body = [
             [self.window.size_ms, self.window.effective_slide_ms],
             self.applied_index,
@@ -260,6 +332,7 @@ class StateMachine:
             self.late_commands,
             keys,
             sessions,
+            idempotent,
         ]
         return wire.encode(wire.Tag.RAFT_MACHINE_SNAPSHOT, body)
 
@@ -288,15 +361,21 @@ class StateMachine:
             "late_commands",
             "_keys",
             "_sessions",
+            "_idempotent",
         ):
             setattr(self, name, getattr(fresh, name))
 
     def _restored(self, body: Any) -> StateMachine:
-        _, applied, watermark, rejected, late, keys, sessions = body
+        # Snapshots taken before idempotency keys were replicated have no table.
+        _, applied, watermark, rejected, late, keys, sessions, *rest = body
+        if len(rest) > 1:
+            raise ValueError("a state machine snapshot has 7 or 8 fields")
         machine = StateMachine(
             self.window,
             session_results_max=self.session_results_max,
             sessions_max=self.sessions_max,
+            idempotency_keys_max=self.idempotency_keys_max,
+            idempotency_ttl_ms=self.idempotency_ttl_ms,
         )
         for value, name in (
             (applied, "applied_index"),
@@ -318,6 +397,11 @@ class StateMachine:
                 raise TypeError("a session is [client id, highest sequence, results]")
             stored = {_int(sequence): result_from(result) for sequence, result in results}
             machine._sessions[client] = _Session(highest, stored)
+        for key, digest, result, registered_ms in rest[0] if rest else []:
+            if not (isinstance(key, str) and isinstance(digest, str)):
+                raise TypeError("an idempotency entry is [key, digest, result, registered_ms]")
+            check_count(registered_ms, "registered_ms")
+            machine._idempotent[key] = _Registration(digest, result_from(result), registered_ms)
         return machine
 
 

@@ -1,4 +1,11 @@
-"""Randomised fault scenarios for the gossip simulation, each fully determined by its seed."""
+"""Randomised fault scenarios for the gossip simulation, each fully determined by its seed.
+
+Crashes: with the data directory ("disk"), without it ("no_disk": a new replica id), twice in
+quick succession ("disk_twice", "no_disk_twice": the second life is a few hundred milliseconds
+long and takes writes), for good ("forever": an operator removes the node later), or a pause
+("pause": SIGSTOP for longer than the failure detector needs to declare the node dead, then
+SIGCONT). Finality is polled on every node after every step (``Cluster.watch_finality``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from gossip_simulation import Cluster
 from transports.memory import FaultOptions
 
 STEP_MS = 50
+PAUSE_MS_MIN = 5_000
+"""Longer than the failure detector's longest suspicion timeout in these runs (4.8 s)."""
 INGEST_UNTIL_MS = 4_000
 QUIET_DEADLINE_MS = 40_000
 CHECK_EVERY_MS = 500
@@ -38,6 +47,8 @@ class Plan:
     victim: str
     crash_at_ms: int
     restart_at_ms: int
+    second_crash_at_ms: int = -1
+    second_restart_at_ms: int = -1
 
     @classmethod
     def draw(cls, seed: int) -> Plan:
@@ -46,17 +57,35 @@ class Plan:
         node_count = rng.randint(3, 5)
         partition_at_ms = rng.randrange(300, 2_000, STEP_MS)
         crash_at_ms = rng.randrange(500, 3_500, STEP_MS)
-        crashes = ["disk", "no_disk", "forever"] if node_count >= 4 else ["disk", "no_disk"]
+        crashes = ["disk", "no_disk", "disk_twice", "no_disk_twice", "pause"]
+        if node_count >= 4:
+            crashes.append("forever")
+        crash = rng.choice(crashes)
+        restart_at_ms = crash_at_ms + rng.randrange(200, 2_500, STEP_MS)
+        second_crash_at_ms = second_restart_at_ms = -1
+        if crash == "pause":
+            restart_at_ms = crash_at_ms + rng.randrange(PAUSE_MS_MIN, PAUSE_MS_MIN + 3_000, STEP_MS)
+        elif crash.endswith("_twice"):
+            restart_at_ms = crash_at_ms + rng.randrange(200, 800, STEP_MS)
+            second_crash_at_ms = restart_at_ms + rng.randrange(100, 500, STEP_MS)
+            second_restart_at_ms = second_crash_at_ms + rng.randrange(200, 800, STEP_MS)
         return cls(
             node_count=node_count,
             partition=rng.choice(["halves", "isolate", "none"]),
             partition_at_ms=partition_at_ms,
             heal_at_ms=partition_at_ms + rng.randrange(500, 2_500, STEP_MS),
-            crash=rng.choice(crashes),
+            crash=crash,
             victim=f"n{rng.randrange(node_count)}",
             crash_at_ms=crash_at_ms,
-            restart_at_ms=crash_at_ms + rng.randrange(200, 2_500, STEP_MS),
+            restart_at_ms=restart_at_ms,
+            second_crash_at_ms=second_crash_at_ms,
+            second_restart_at_ms=second_restart_at_ms,
         )
+
+    @property
+    def last_event_ms(self) -> int:
+        """When the last planned fault ends."""
+        return max(self.heal_at_ms, self.restart_at_ms, self.second_restart_at_ms)
 
 
 def _apply_events(cluster: Cluster, plan: Plan) -> None:
@@ -69,9 +98,23 @@ def _apply_events(cluster: Cluster, plan: Plan) -> None:
         cluster.network.set_faults(LOSSY.isolated(node_ids[-1]))
     if now_ms == plan.heal_at_ms:
         cluster.network.set_faults(LOSSY.healed())
+    keep_disk = plan.crash.startswith("disk")
     if now_ms == plan.crash_at_ms:
-        cluster.crash(plan.victim, keep_disk=plan.crash == "disk")
-    if now_ms == plan.restart_at_ms and plan.crash != "forever":
+        if plan.crash == "pause":
+            cluster.pause(plan.victim)
+        else:
+            cluster.crash(plan.victim, keep_disk=keep_disk)
+    if now_ms == plan.restart_at_ms:
+        if plan.crash == "pause":
+            cluster.note_pause_verdicts(plan.victim)
+            cluster.resume(plan.victim)
+        elif plan.crash == "forever":
+            cluster.remove(plan.victim)
+        else:
+            cluster.start(plan.victim)
+    if now_ms == plan.second_crash_at_ms:
+        cluster.crash(plan.victim, keep_disk=keep_disk)
+    if now_ms == plan.second_restart_at_ms:
         cluster.start(plan.victim)
 
 
@@ -90,13 +133,15 @@ def run_scenario(
     while cluster.now_ms < INGEST_UNTIL_MS:
         cluster.step(STEP_MS)
         _apply_events(cluster, plan)
+        cluster.watch_finality()
         running = [node.node_id for node in cluster.running_nodes()]
         if ingest.random() < 0.7:
             cluster.ingest(ingest.choice(running), ingest.choice(KEYS), ingest.randint(1, 5))
     while cluster.now_ms < QUIET_DEADLINE_MS:
         cluster.step(STEP_MS)
         _apply_events(cluster, plan)
-        settled = cluster.now_ms > max(plan.heal_at_ms, plan.restart_at_ms)
+        cluster.watch_finality()
+        settled = cluster.now_ms > plan.last_event_ms
         checking = settled and cluster.now_ms % CHECK_EVERY_MS == 0
         if checking and cluster.converged() and cluster.all_final():
             return cluster, plan, True

@@ -9,6 +9,14 @@ it was (the driver snapshots on every acknowledged write); a node whose disk is 
 never comes back, is *retired*: its replica's writes count as far as they reached another
 store before the crash (a replica's slot is a running total, so any copy is a prefix of its
 writes) — nothing more (no double counting) and nothing less (no loss of what was gossiped).
+A paused node (SIGSTOP) keeps its core, lattice and endpoint but neither reads, ticks nor
+takes writes until it resumes; packets sent to it wait.
+
+Finality is watched all along (:meth:`Cluster.watch_finality`, called after every step): the
+first value any node reports final for a window is remembered, and from then on every node that
+reports the window final must report exactly that value, and a node that reported it final
+must keep that value for as long as it runs — a violation is recorded in
+:attr:`Cluster.finality_violations` with the time and node.
 """
 
 from __future__ import annotations
@@ -57,6 +65,12 @@ class Cluster:
     acknowledged: dict[CellKey, int] = field(init=False)
     retired: dict[CellKey, int] = field(init=False)
     retired_replicas: set[str] = field(init=False)
+    paused: set[str] = field(init=False)
+    final_values: dict[int, dict[str, float]] = field(init=False)
+    final_on: dict[str, set[int]] = field(init=False)
+    finality_violations: list[str] = field(init=False)
+    finals_seen: int = field(init=False)
+    pause_verdicts: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -65,6 +79,12 @@ class Cluster:
         self.acknowledged = {}
         self.retired = {}
         self.retired_replicas = set()
+        self.paused = set()
+        self.final_values = {}
+        self.final_on = {}
+        self.finality_violations = []
+        self.finals_seen = 0
+        self.pause_verdicts = -1
         for index in range(self.node_count):
             node_id = f"n{index}"
             replica = new_replica_id(node_id, self.rng)
@@ -84,12 +104,74 @@ class Cluster:
         return self.network.now_ms
 
     def running_nodes(self) -> list[SimNode]:
-        """The nodes that are up."""
-        return [node for node in self.nodes.values() if node.running]
+        """The nodes that are up (and not paused)."""
+        return [
+            node for node in self.nodes.values() if node.running and node.node_id not in self.paused
+        ]
+
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP: the node keeps everything but does nothing until :meth:`resume`."""
+        self.paused.add(node_id)
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT."""
+        self.paused.discard(node_id)
+
+    def note_pause_verdicts(self, node_id: str) -> None:
+        """Before a paused node resumes: count the running nodes that declared it dead."""
+        self.pause_verdicts = sum(
+            1
+            for node in self.running_nodes()
+            if node.core is not None
+            and node.core.membership.members.get(node_id) is not None
+            and node.core.membership.members[node_id].status == "dead"
+        )
+
+    def remove(self, node_id: str) -> None:
+        """An operator removes ``node_id`` (gone for good) through one running node."""
+        for node in self.running_nodes():
+            assert node.core is not None
+            if node.core.remove_member(node_id, self.now_ms):
+                return
+
+    def totals_of(self, node: SimNode) -> dict[tuple[str, int], float]:
+        """Every (key, window start)'s value on ``node``."""
+        return {cell: float(value) for cell, value in node.lattice.totals().items()}
+
+    def watch_finality(self) -> None:
+        """Poll every running node's ``is_final`` for every window holding a write; record any
+        value reported final that differs from the first one, or that a node changes later."""
+        starts = sorted({cell[1] for cell in self.acknowledged})
+        for node in self.running_nodes():
+            assert node.core is not None
+            totals = self.totals_of(node)
+            watched = self.final_on.setdefault(node.node_id, set())
+            for start in starts:
+                value = {key: v for (key, s), v in totals.items() if s == start and v}
+                final = node.core.is_final(start, start + WINDOW.size_ms)
+                if final:
+                    self.finals_seen += 1
+                    first = self.final_values.setdefault(start, value)
+                    watched.add(start)
+                else:
+                    first = self.final_values.get(start, {})
+                    if start not in watched:
+                        continue
+                if value != first:
+                    changed = {
+                        key: (first.get(key, 0), value.get(key, 0))
+                        for key in set(first) | set(value)
+                        if first.get(key, 0) != value.get(key, 0)
+                    }
+                    self.finality_violations.append(
+                        f"t={self.now_ms} {node.node_id} window {start} "
+                        f"({'final' if final else 'was final'}): (final, now) {changed}"
+                    )
 
     def start(self, node_id: str) -> None:
         """Start (or restart) a node on its current lattice, with fresh volatile state."""
         node = self.nodes[node_id]
+        self.final_on.pop(node_id, None)  # a new process: it promised nothing yet
         transport = self.network.endpoint(node_id)
         for other in self.nodes:
             if other != node_id:

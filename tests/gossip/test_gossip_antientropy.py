@@ -242,3 +242,26 @@ def test_deltas_go_only_to_overlay_neighbours_that_lack_something() -> None:
             sync.step(message.peer_id, wire.Tag.GOSSIP_ACK, ack)
     assert targets == set(neighbours)
     assert sync.tick(10_000, peers) == []
+
+
+def test_an_interval_built_for_a_peers_previous_process_is_refused_and_the_full_state_follows() -> (
+    None
+):
+    """A restarted peer that has not spoken yet must not merge an interval computed from what
+    its previous process acknowledged: it would get write counts without the cells they count
+    (a window would look final there too early)."""
+    a, b = Replica("a", 1), Replica("b", 2)
+    replicas = {"a": a, "b": b}
+    a.lattice.add("early", 10, 1)
+    deliver(a.sync.tick(0, ["b"]), a, replicas)  # b acknowledged "early"
+    replicas["b"] = b_again = Replica("b", 99)  # b lost its disk and came back, silent so far
+    a.lattice.add("late", 10, 1)
+    interval = a.sync.tick(100, ["b"])
+    assert shipped(interval).cells.keys() == {("late", 0, "a~0")}  # built on the old ack
+    deliver(interval, a, replicas)
+    assert b_again.lattice.window_versions(0) == {}  # refused: no counts without their cells
+    assert b_again.sync.stats["intervals_for_other_epoch"] == 1
+    assert a.sync.stats["peer_restarts_seen"] == 1  # told by the empty acknowledgement
+    deliver(a.sync.tick(200, ["b"]), a, replicas)
+    assert b_again.lattice.slot("early", 0, "a~0") == 1
+    assert b_again.lattice.window_versions(0) == {"a~0": 2}

@@ -1,4 +1,5 @@
-"""Window finality: every live member's watermark passed the window and its writes are merged."""
+"""Window finality: every reporter closed the window, every replica that may hold writes to it
+is closed by itself or retired and sealed by every reporter, and all of it is merged here."""
 
 from __future__ import annotations
 
@@ -13,8 +14,13 @@ from crdtstream.gossip.reference import SlotCounters, SlotDelta, decode_slot_del
 LATENESS_MS = 500
 
 
-def final(progress: dict[str, Progress], merged: dict[str, int], live: list[str]) -> bool:
-    return window_is_final(0, 1_000, live, progress, merged)
+def final(
+    progress: dict[str, Progress],
+    merged: dict[str, int],
+    live: list[str],
+    retired: frozenset[str] = frozenset(),
+) -> bool:
+    return window_is_final(0, 1_000, live, progress, merged, retired)
 
 
 def test_not_final_while_a_live_members_watermark_has_not_reached_the_window_end() -> None:
@@ -35,10 +41,50 @@ def test_a_member_never_heard_from_holds_finality_back() -> None:
     assert not final({"a": Progress("a", 9_000, {})}, {}, ["a", "b"])
 
 
-def test_a_dead_member_no_longer_holds_finality_back() -> None:
+def test_a_writer_neither_closed_by_itself_nor_retired_holds_finality_back() -> None:
+    # b is no reporter (say, its member row is gone) but wrote to the window: it may write more.
     progress = {"a": Progress("a", 9_000, {0: 1}), "b": Progress("b", 100, {0: 5})}
-    assert not final(progress, {"a": 1, "b": 2}, ["a", "b"])
-    assert final(progress, {"a": 1, "b": 2}, ["a"])
+    assert not final(progress, {"a": 1, "b": 2}, ["a"])
+    closed = {**progress, "b": Progress("b", 1_000, {0: 2})}
+    assert final(closed, {"a": 1, "b": 2}, ["a"])  # b closed the window itself at 2 writes
+
+
+def test_a_replica_only_another_reporter_holds_is_waited_for() -> None:
+    # a has merged nothing of b~1, but c reports holding 3 of its writes: a must wait for them.
+    progress = {
+        "a": Progress("a", 9_000),
+        "c": Progress("c", 9_000, {}, {0: {"b~1": 3}}),
+    }
+    assert not final(progress, {}, ["a", "c"])
+    assert not final(progress, {"b~1": 3}, ["a", "c"])  # b~1 is neither closed nor retired
+
+
+def test_a_retired_replica_needs_every_reporters_seal_and_the_largest_count_held() -> None:
+    retired = frozenset({"b~1"})
+    sealed = frozenset({"b~1"})
+    progress = {
+        "a": Progress("a", 9_000, {}, {0: {"b~1": 2}}, sealed),
+        "c": Progress("c", 9_000, {}, {0: {"b~1": 4}}),  # c has not sealed b~1 yet
+    }
+    assert not final(progress, {"b~1": 4}, ["a", "c"], retired)
+    progress["c"] = Progress("c", 9_000, {}, {0: {"b~1": 4}}, sealed)
+    assert not final(progress, {"b~1": 2}, ["a", "c"], retired)  # c holds more than merged
+    assert final(progress, {"b~1": 4}, ["a", "c"], retired)
+
+
+def test_a_dead_members_replica_still_holds_finality_back() -> None:
+    # The reporters are every member that has not left, dead ones included.
+    progress = {"a": Progress("a", 9_000, {0: 1}), "b": Progress("b", 100, {0: 5})}
+    assert not final(progress, {"a": 1, "b": 5}, ["a", "b"])
+
+
+def test_progress_records_carry_holdings_and_seals_and_join_them() -> None:
+    first = Progress("a", 10, {0: 1}, {0: {"b": 2}}, frozenset({"x"}))
+    second = Progress("a", 20, {0: 1}, {0: {"b": 1, "c": 3}}, frozenset({"y"}))
+    joined = first.join(second)
+    assert joined == Progress("a", 20, {0: 1}, {0: {"b": 2, "c": 3}}, frozenset({"x", "y"}))
+    assert Progress.from_wire(joined.to_wire()) == joined
+    assert len(Progress("a", 1, {0: 1}).to_wire()) == 3  # nothing held: the old three fields
 
 
 def test_progress_records_join_by_pointwise_max_and_keep_the_newest_windows() -> None:
@@ -86,7 +132,7 @@ def _run(
             queue.extend((item.peer_id, reply) for reply in replies)
 
 
-def test_a_window_goes_final_everywhere_and_a_crashed_member_stops_blocking_once_dead() -> None:
+def test_a_crashed_member_holds_finality_back_until_it_is_removed() -> None:
     cores = {name: _core(name, seed) for seed, name in enumerate("abc")}
     _run(cores, 0, 300, set())
     for name, (_, lattice) in cores.items():
@@ -96,10 +142,12 @@ def test_a_window_goes_final_everywhere_and_a_crashed_member_stops_blocking_once
     _run(cores, 1_400, 3_000, set())
     assert all(core.is_final(0, 1_000) for core, _ in cores.values())
     cores["c"][1].add("hits.c", 3_100, 1)  # a write to the next window that never leaves c
-    _run(cores, 3_000, 3_200, {"c"})
-    _run(cores, 3_200, 5_000, {"c"})
-    assert cores["a"][0].membership.members["c"].status in ("alive", "suspect")
-    assert not cores["a"][0].is_final(3_000, 4_000)  # c is not known to be dead yet
-    _run(cores, 5_000, 20_000, {"c"})
+    _run(cores, 3_000, 20_000, {"c"})
     assert cores["a"][0].membership.members["c"].status == "dead"
-    assert cores["a"][0].is_final(3_000, 4_000)
+    # c may only be paused: it still holds a write to [3000, 4000) that nobody else has.
+    assert not cores["a"][0].is_final(3_000, 4_000)
+    assert cores["a"][0].is_final(0, 1_000)  # c had closed the older window before it went down
+    assert cores["a"][0].remove_member("c", 20_000)  # an operator: c is gone for good
+    _run(cores, 20_000, 22_000, {"c"})
+    assert all(cores[name][0].is_final(3_000, 4_000) for name in "ab")
+    assert cores["b"][0].membership.members["c"].status == "removed"

@@ -219,3 +219,32 @@ def test_a_peer_with_other_policy_rules_is_refused_on_both_sides() -> None:
     group.run(2_000)
     assert sorted(group.nodes["a"].members) == ["a", "b", "c"]
     assert group.nodes["a"].rules_mismatches == {}
+
+
+def test_a_replica_replaced_by_a_restart_is_known_retired_everywhere() -> None:
+    group = Group(["a", "b", "c"])
+    group.run(1_000)
+    group.nodes["c"] = Membership(
+        "c", "memory://c", "c~new", CONFIG, random.Random(99), seeds=["a"]
+    )
+    group.run(3_000)
+    assert all("c~0" in group.nodes[name].retired_replicas for name in "abc")
+    assert not any("c~new" in group.nodes[name].retired_replicas for name in "abc")
+
+
+def test_a_removal_sticks_to_the_replica_and_only_a_new_one_comes_back() -> None:
+    group = Group(["a", "b", "c"])
+    group.run(1_000)
+    group.down.add("c")  # c only paused: it will answer again with its old replica
+    assert group.nodes["a"].remove("c", group.now_ms)
+    group.run(3_000)
+    assert {group.status(name, "c") for name in "ab"} == {"removed"}
+    group.down.clear()
+    group.run(6_000)  # c refutes with higher incarnations: ignored, its replica is removed
+    assert {group.status(name, "c") for name in "ab"} == {"removed"}
+    group.nodes["c"] = Membership(
+        "c", "memory://c", "c~wiped", CONFIG, random.Random(98), seeds=["a"]
+    )
+    group.run(3_000)
+    assert {group.status(name, "c") for name in "ab"} == {"alive"}
+    assert {group.nodes[name].members["c"].replica for name in "ab"} == {"c~wiped"}

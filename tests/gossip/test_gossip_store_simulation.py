@@ -49,6 +49,9 @@ class StoreCluster(Cluster):
             for value in store.read_key(key)
         }
 
+    def totals_of(self, node: Any) -> dict[tuple[str, int], float]:
+        return self.store_totals(node.lattice)
+
     def converged(self) -> bool:
         expected = self.expected_totals()
         return all(self.store_totals(n.lattice) == expected for n in self.running_nodes())
@@ -67,4 +70,8 @@ def test_stores_converge_to_the_acknowledged_sums_and_go_final(seed: int) -> Non
     for node in cluster.running_nodes():
         held = cluster.store_totals(node.lattice)
         assert held == expected, f"seed={seed} plan={plan} node={node.node_id}"
+    assert not cluster.finality_violations, (
+        f"seed={seed} plan={plan}: a value reported final changed: "
+        f"{cluster.finality_violations[:5]}"
+    )
     assert settled, f"seed={seed} plan={plan}: converged but windows not final in time"

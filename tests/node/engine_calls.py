@@ -20,7 +20,9 @@ OP_OF_KIND = {
 
 
 def write(node: Node, key: str, op: str, value: float | int | str, **options: object) -> Answer:
-    """A write that completes at once (an eventual key): its answer, or its error raised."""
+    """A write that completes at once (an eventual key), at the node's clock reading as
+    :meth:`Node.write` makes it: its answer, or its error raised."""
+    options.setdefault("now_ms", node.clock.now_ms())
     return node.engine.write(key, op, value, **options).result()  # type: ignore[arg-type]
 
 

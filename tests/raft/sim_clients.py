@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from crdtstream.errors import NotLeaderError
+from crdtstream.raft.commands import request_digest
 from crdtstream.raft.state_machine import Command, Result, decode_command, encode_command
 from tests.checkers.linearizability import HistoryRecorder, Operation
 
@@ -45,6 +46,16 @@ class Client:
     @property
     def client_id(self) -> str:
         return f"client-{self.number}"
+
+    @property
+    def uses_idempotency_keys(self) -> bool:
+        return self.number % 2 == 1
+
+    def attempt_session(self) -> str:
+        """The session an attempt is made in: a fresh one per attempt with idempotency keys."""
+        if self.uses_idempotency_keys:
+            return f"{self.client_id}/attempt-{self.attempts}"
+        return self.client_id
 
 
 class Workload:
@@ -130,18 +141,35 @@ class Workload:
         client.attempts = 0
         if operation.kind != "read":
             client.sequence += 1
-            command = Command(
-                client.client_id,
-                client.sequence,
+        self._attempt(client)
+
+    def _command(self, client: Client) -> bytes:
+        operation = client.operation
+        assert operation is not None
+        key = digest = ""
+        if client.uses_idempotency_keys:
+            key = f"{client.client_id}:{client.sequence}"
+            digest = request_digest(
                 operation.key,
                 "counter",
                 operation.kind,
                 operation.amount,
-                TIMESTAMP_MS,
                 operation.limit,
+                TIMESTAMP_MS,
             )
-            client.command = encode_command(command)
-        self._attempt(client)
+        command = Command(
+            client.attempt_session(),
+            client.sequence,
+            operation.key,
+            "counter",
+            operation.kind,
+            operation.amount,
+            TIMESTAMP_MS,
+            operation.limit,
+            key,
+            digest,
+        )
+        return encode_command(command)
 
     def _attempt(self, client: Client) -> None:
         assert client.operation is not None
@@ -156,7 +184,8 @@ class Workload:
             node.dirty = True
             node.raw.read_index(client.read_context)
             return
-        node.writes[(client.client_id, client.sequence)] = client
+        client.command = self._command(client)
+        node.writes[(client.attempt_session(), client.sequence)] = client
         node.dirty = True
         with contextlib.suppress(NotLeaderError):  # not taken: the deadline brings a retry
             node.raw.propose(client.command)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from crdtstream.config import WindowConfig
 from crdtstream.errors import ConfigError, DecodeError
+from crdtstream.raft.commands import request_digest
 from crdtstream.raft.state_machine import (
     OPERATIONS,
     Command,
@@ -252,9 +253,17 @@ def random_commands(rng: random.Random, count: int) -> list[bytes]:
         limit = rng.randint(0, 50) if operation == "conditional_add" else None
         timestamp = rng.randint(0, 60_000)
         client = f"client-{rng.randint(1, 4)}"
+        # Some commands carry an idempotency key: retries from other sessions, reused keys.
+        idempotency = ("", "")
+        if rng.random() < 0.3:
+            idempotency = (f"key-{rng.randint(1, 6)}", f"digest-{rng.randint(1, 2)}")
         log.append(
-            encode_command(Command(client, sequence, key, kind, operation, value, timestamp, limit))
-        )  # type: ignore[arg-type]
+            encode_command(
+                Command(
+                    client, sequence, key, kind, operation, value, timestamp, limit, *idempotency
+                )  # type: ignore[arg-type]
+            )
+        )
     return log
 
 
@@ -307,3 +316,92 @@ def test_integers_beyond_the_codec_are_refused_not_fatal() -> None:
     assert "overflow" in second.error
     machine.snapshot()  # still encodes: the overflowing add changed nothing
     assert machine.value("k", 0) == big
+
+
+# -- idempotency keys: the replicated table --
+
+
+def keyed(
+    client_id: str,
+    sequence: int,
+    value: int,
+    *,
+    key: str = "order-17",
+    timestamp_ms: int = 1_000,
+    limit: int | None = None,
+) -> bytes:
+    operation = "add" if limit is None else "conditional_add"
+    digest = request_digest("hits", "counter", operation, value, limit, timestamp_ms)
+    command = Command(
+        client_id, sequence, "hits", "counter", operation, value, timestamp_ms, limit, key, digest
+    )
+    return encode_command(command)
+
+
+def test_a_key_retried_from_other_sessions_is_applied_once_with_the_first_result() -> None:
+    machine = StateMachine(TUMBLING)
+    first = machine.apply(keyed("node-a/1", 1, 5))
+    # The same request retried at two other nodes (their own sessions and sequences).
+    assert machine.apply(keyed("node-b/7", 3, 5)) == first
+    assert machine.apply(keyed("node-c/2", 9, 5)) == first
+    assert first == Result(ok=True, applied=True, value=5)
+    assert newest_value(machine, "hits") == 5
+    assert machine.idempotency_keys() == 1
+
+
+def test_a_conditional_add_retried_elsewhere_keeps_its_first_answer() -> None:
+    machine = StateMachine(TUMBLING)
+    refused = machine.apply(keyed("a", 1, 5, limit=3))
+    assert refused.ok
+    assert not refused.applied
+    machine.apply(keyed("a", 2, 1, key="other"))
+    # Retried after the window changed: still the first answer, still not applied.
+    assert machine.apply(keyed("b", 1, 5, limit=3)) == refused
+    assert newest_value(machine, "hits") == 1
+
+
+def test_a_key_reused_for_another_request_is_refused_and_changes_nothing() -> None:
+    machine = StateMachine(TUMBLING)
+    machine.apply(keyed("a", 1, 5))
+    other = machine.apply(keyed("b", 1, 6))
+    assert not other.ok
+    assert "used for another request" in other.error
+    assert newest_value(machine, "hits") == 5
+    assert machine.rejected_commands == 1
+
+
+def test_keys_expire_by_the_replicated_clock_and_the_table_is_bounded() -> None:
+    machine = StateMachine(TUMBLING, idempotency_ttl_ms=10_000, idempotency_keys_max=3)
+    machine.apply(keyed("a", 1, 1, key="k1", timestamp_ms=1_000))
+    second = machine.apply(keyed("a", 2, 1, key="k2", timestamp_ms=5_000))
+    assert machine.idempotency_keys() == 2
+    # The clock (newest event time applied) moves to 11_000: k1, registered at 1_000, expires.
+    machine.apply(keyed("a", 3, 1, key="k3", timestamp_ms=11_000))
+    assert machine.idempotency_keys() == 2
+    assert machine.apply(keyed("b", 1, 1, key="k1", timestamp_ms=11_000)).applied  # new again
+    assert machine.apply(keyed("b", 2, 1, key="k2", timestamp_ms=5_000)) == second  # kept
+    for number in range(4, 8):
+        machine.apply(keyed("a", number, 1, key=f"k{number}", timestamp_ms=11_000))
+    assert machine.idempotency_keys() == 3  # the oldest registrations went first
+
+
+def test_the_table_survives_a_snapshot_and_restore() -> None:
+    machine = StateMachine(TUMBLING)
+    first = machine.apply(keyed("a", 1, 5))
+    restored = StateMachine(TUMBLING)
+    restored.restore(machine.snapshot())
+    assert restored.apply(keyed("b", 1, 5)) == first
+    assert not restored.apply(keyed("c", 1, 6)).ok
+    assert newest_value(restored, "hits") == 5
+    assert restored.snapshot() != StateMachine(TUMBLING).snapshot()
+
+
+def test_commands_without_a_key_keep_the_old_eight_field_frame() -> None:
+    plain = Command("a", 1, "hits", "counter", "add", 1, 0)
+    assert decode_command(encode_command(plain)) == plain
+    with_key = decode_command(keyed("a", 1, 5))
+    assert with_key.idempotency_key == "order-17"
+    assert with_key.request_digest == request_digest("hits", "counter", "add", 5, None, 1_000)
+    assert request_digest("hits", "counter", "add", 5, None, None) != with_key.request_digest
+    with pytest.raises(ValueError, match="digest"):
+        Command("a", 1, "hits", "counter", "add", 1, 0, None, "key-without-digest")
