@@ -1,38 +1,42 @@
 """The agent's HTTP JSON API (aiohttp is imported here and nowhere else).
 
-Routes (DESIGN.md §4): ``GET /v1/keys/{key}``, ``POST /v1/keys/{key}``, ``POST /v1/ingest``,
-``GET /v1/status``. Bad input answers 400 with ``{"error": ...}``; nothing else is affected.
+Routes (DESIGN.md §4): ``GET /v1/keys`` (listing), ``GET /v1/keys/{key}``,
+``POST /v1/keys/{key}``, ``POST /v1/ingest``, ``GET /v1/status``, ``GET /metrics``. What a
+request may carry is checked in :mod:`crdtstream.agent.http_input` before anything is written;
+a refusal answers 4xx with ``{"error": ..., "reason": ...}`` and is counted by reason. An
+exception escaping a handler is a bug: it is logged with its traceback, counted, and answered
+500 without details.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from crdtstream.agent.aggregates import RunningAggregates, node_window_source
+from crdtstream.agent.http_input import (
+    OPERATIONS,
+    HttpStats,
+    InputError,
+    WriteBody,
+    parse_key,
+    parse_list_query,
+    parse_write_body,
+)
+from crdtstream.agent.metrics import MetricsExporter, SelfMetrics, http_families
 from crdtstream.errors import ConfigError, KindConflictError, UnavailableError
 from crdtstream.node import Node
+from crdtstream.node.strong import StrongReplica
 
 __all__ = ["OP_KINDS", "build_app", "json_value"]
 
-OP_KINDS = {
-    "add": "counter",
-    "set": "gauge",
-    "observe": "distribution",
-    "insert": "set",
-    "remove": "set",
-}
-"""The kind a new key gets from the first operation written to it over HTTP."""
+logger = logging.getLogger("crdtstream.http")
 
-OP_ACCEPTING_KINDS = {
-    "add": ("counter",),
-    "set": ("gauge",),
-    "observe": ("distribution", "max", "min"),
-    "insert": ("set", "distinct"),
-    "remove": ("set",),
-}
-"""The kinds each operation applies to; an operation on a key of another kind is a 409."""
+OP_KINDS = {op: kinds[0] for op, kinds in OPERATIONS.items()}
+"""The kind a new key gets from the first operation written to it over HTTP."""
 
 MAX_BODY_BYTES = 1 << 20
 QUANTILES = (0.5, 0.9, 0.99)
@@ -61,8 +65,8 @@ def json_value(value: object) -> Any:
     return float(value)  # type: ignore[arg-type]
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, reason: str = "unavailable") -> web.Response:
+    return web.json_response({"error": message, "reason": reason}, status=status)
 
 
 def _window(start_ms: int, end_ms: int, value: object, final: bool) -> dict[str, Any]:
@@ -86,46 +90,63 @@ async def _read_strong(node: Node, key: str) -> web.Response:
     except (UnavailableError, ConfigError) as error:  # no quorum, or no voters configured
         return _error(503, str(error))
     if view is None:
-        return _error(404, f"unknown key {key!r}")
+        raise InputError(404, "unknown_key", f"unknown key {key!r}")
     # A linearizable read: the value is exact as of now; windows may still receive writes
     # until the replicated watermark passes them, which this read does not report.
     windows = [_window(start, end, value, False) for start, end, value in view.windows]
     return web.json_response({"key": key, "kind": view.kind, "mode": "strong", "windows": windows})
 
 
+def _read_strong_locally(node: Node, key: str, consistency: str) -> web.Response | None:
+    """A weaker read of a strong key: this voter's applied state, which may trail the leader.
+
+    None when this node holds no replica of the log (a client only); then the caller serves a
+    strong read, stronger than asked.
+    """
+    if not isinstance(node.strong, StrongReplica):
+        return None
+    view = node.strong.machine.read(key)
+    if view is None:
+        raise InputError(404, "unknown_key", f"unknown key {key!r}")
+    windows = [_window(start, end, value, False) for start, end, value in view.windows]
+    return web.json_response(
+        {
+            "key": key,
+            "kind": view.kind,
+            "mode": consistency,
+            "key_mode": "strong",
+            "note": "this replica's applied state; a strong read may be newer",
+            "windows": windows,
+        }
+    )
+
+
 async def _write_strong(
-    node: Node, key: str, body: dict[str, Any], idempotency_key: str | None
+    node: Node, key: str, body: WriteBody, idempotency_key: str | None
 ) -> web.Response:
-    op = body["op"]
-    if op not in STRONG_OPERATIONS:
-        return _error(400, f"unknown op {op!r}; expected one of {sorted(STRONG_OPERATIONS)}")
-    kind, operation = STRONG_OPERATIONS[op]
-    kind = str(body.get("kind", kind))
+    operation = STRONG_OPERATIONS[body.op][1]
     try:
-        timestamp_ms = body.get("timestamp_ms")
-        if timestamp_ms is not None and type(timestamp_ms) is not int:
-            raise TypeError(f"timestamp_ms must be an integer, got {timestamp_ms!r}")
         command = node.new_command(
             key,
-            kind,
+            body.kind,
             operation,
-            body["value"],
-            limit=body.get("limit"),
-            timestamp_ms=timestamp_ms,
+            body.value,
+            limit=body.limit,
+            timestamp_ms=body.timestamp_ms,
             idempotency_key=idempotency_key,
         )
-    except (TypeError, ValueError) as error:
-        return _error(400, str(error))
+    except ValueError as error:  # a far-future timestamp, an idempotency key reused
+        raise InputError(400, "bad_request", str(error)) from None
     try:
         result = await node.write_strong(command)
     except (UnavailableError, ConfigError) as error:  # no quorum, or no voters configured
         return _error(503, str(error))
     if not result.ok:
-        return _error(400, result.error)
+        raise InputError(400, "refused_by_state_machine", str(result.error))
     return web.json_response(
         {
             "key": key,
-            "kind": kind,
+            "kind": body.kind,
             "mode": "strong",
             "applied": result.applied,
             "value": json_value(result.value),
@@ -133,18 +154,86 @@ async def _write_strong(
     )
 
 
-def build_app(node: Node) -> web.Application:
-    """The aiohttp application serving ``node``."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_AIOHTTP_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _counting_middleware(stats: HttpStats) -> Any:
+    """Counts every answer by route and status, turns :class:`InputError` into its 4xx answer,
+    and a handler's unexpected exception into a logged, counted 500."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        try:
+            response = await handler(request)
+        except InputError as error:
+            stats.count_refusal(error.reason)
+            response = _error(error.status, str(error), error.reason)
+        except web.HTTPException as error:
+            if 400 <= error.status < 500:
+                stats.count_refusal(_AIOHTTP_REASONS.get(error.status, f"http_{error.status}"))
+            stats.count_request(route, request.method, error.status)
+            raise
+        except Exception:
+            # A bug: no request input may cause this. Logged with its traceback and counted.
+            logger.exception("internal error serving %s %s", request.method, route)
+            stats.internal_errors += 1
+            response = _error(500, "internal error (logged)", "internal_error")
+        stats.count_request(route, request.method, response.status)
+        return response
+
+    return middleware
+
+
+def _consistency_of(request: web.Request, key_mode: str) -> str:
+    consistency = request.query.get("consistency", key_mode)
+    if consistency not in ("eventual", "quorum", "strong"):
+        raise InputError(400, "unknown_consistency", f"unknown consistency {consistency!r}")
+    return consistency
+
+
+def _list_keys(node: Node, request: web.Request) -> dict[str, Any]:
+    query = parse_list_query(request.query)
+    kinds = dict(node.catalog.keys())
+    if isinstance(node.strong, StrongReplica):
+        for key in node.strong.machine.key_names():
+            view = node.strong.machine.read(key)
+            if view is not None:
+                kinds.setdefault(key, view.kind)
+    names = sorted(k for k in kinds if k.startswith(query.prefix) and k > query.after)
+    page = names[: query.limit]
+    return {
+        "keys": [{"key": k, "kind": kinds[k], "mode": node.mode_of(k)} for k in page],
+        "next_after": page[-1] if len(names) > query.limit else None,
+    }
+
+
+def build_app(node: Node, exporter: MetricsExporter | None = None) -> web.Application:
+    """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
+    the node is made when not given)."""
     routes = web.RouteTableDef()
+    stats = HttpStats()
+    if exporter is None:
+        exporter = MetricsExporter(
+            SelfMetrics(node.status),
+            RunningAggregates(node_window_source(node)),
+            node.clock.now_ms,
+        )
+    exporter.self_metrics.extra.append(lambda: http_families(stats))
 
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:
-        key = request.match_info["key"]
-        mode = request.query.get("consistency", node.mode_of(key))
+        key = parse_key(request.match_info["key"])
+        key_mode = node.mode_of(key)
+        mode = _consistency_of(request, key_mode)
         if mode == "strong":
             return await _read_strong(node, key)
-        if mode not in ("eventual", "quorum"):
-            return _error(400, f"unknown consistency {mode!r}")
+        if key_mode == "strong":
+            local = _read_strong_locally(node, key, mode)
+            return local if local is not None else await _read_strong(node, key)
         if mode == "quorum":
             try:
                 values = await node.query_quorum(key)
@@ -154,52 +243,51 @@ def build_app(node: Node) -> web.Application:
             values = node.read_key(key)
         kind = node.kind_of(key)
         if kind is None:
-            return _error(404, f"unknown key {key!r}")
+            raise InputError(404, "unknown_key", f"unknown key {key!r}")
         windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in values]
-        return web.json_response({"key": key, "kind": kind, "mode": mode, "windows": windows})
+        return web.json_response(
+            {"key": key, "kind": kind, "mode": mode, "key_mode": key_mode, "windows": windows}
+        )
 
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:
-        key = request.match_info["key"]
-        try:
-            body = json.loads(await request.read())
-            op, value = body["op"], body["value"]
-            if not isinstance(op, str):
-                raise TypeError("op must be a string")
-        except (ValueError, KeyError, TypeError):
-            return _error(400, 'body must be JSON {"op": "<operation>", "value": ...}')
+        key = parse_key(request.match_info["key"])
         mode = node.mode_of(key)
+        body = parse_write_body(await request.read(), node.kind_of(key))
         if mode == "strong":
             return await _write_strong(node, key, body, request.headers.get("Idempotency-Key"))
-        if op not in OP_ACCEPTING_KINDS:
-            return _error(400, f"unknown op {op!r}; expected one of {sorted(OP_ACCEPTING_KINDS)}")
-        kind = node.kind_of(key) or OP_KINDS[op]
-        if kind not in OP_ACCEPTING_KINDS[op]:
-            return _error(
-                409, f"key {key!r} is a {kind}; {op!r} applies to {OP_ACCEPTING_KINDS[op]}"
-            )
+        if body.op == "conditional_add":
+            raise InputError(400, "unknown_op", "conditional_add applies to strong keys only")
+        value, kind = body.value, body.kind
         quorum = mode == "quorum"
         try:
-            if op == "remove":
+            if body.op == "remove":
+                assert isinstance(value, str)  # checked: a set's items are strings
                 removed = (
                     await node.delete_quorum(key, value) if quorum else node.remove(key, value)
                 )
                 return web.json_response({"key": key, "mode": mode, "removed": removed})
             result = (
-                await node.write_quorum(key, kind, value) if quorum else node.add(key, kind, value)
+                await node.write_quorum(key, kind, value)
+                if quorum
+                else node.add(key, kind, value, timestamp_ms=body.timestamp_ms)
             )
         except (TypeError, ValueError, OverflowError, KindConflictError) as error:
-            return _error(400, str(error))
+            raise InputError(400, "bad_request", str(error)) from None
         except UnavailableError as error:
             # Applied here and still spread by gossip; only the majority was not confirmed.
             return _error(503, f"{error}; the write was kept on this node")
         if result.rejected:
-            return _error(409, f"key {key!r} already has another kind")
+            raise InputError(409, "kind_conflict", f"key {key!r} already has another kind")
         if result.invalid:
-            return _error(400, f"invalid value {value!r} for a {kind}")
+            raise InputError(400, "invalid_value", f"invalid value {value!r} for a {kind}")
         return web.json_response(
             {"key": key, "kind": kind, "mode": mode, "accepted": result.accepted}
         )
+
+    @routes.get("/v1/keys")
+    async def list_keys(request: web.Request) -> web.Response:
+        return web.json_response(_list_keys(node, request))
 
     @routes.post("/v1/ingest")
     async def ingest(request: web.Request) -> web.Response:
@@ -210,6 +298,18 @@ def build_app(node: Node) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(node.status())
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        provisional = request.query.get("provisional", "0")
+        if provisional not in ("0", "1"):
+            raise InputError(400, "bad_parameter", "provisional must be 0 or 1")
+        body, content_type = exporter.exposition(
+            request.headers.get("Accept", ""), provisional=provisional == "1"
+        )
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_counting_middleware(stats)])
     app.add_routes(routes)
     return app
