@@ -4,8 +4,9 @@ A window's value is a per-window aggregate (a counter's sum over ten seconds); P
 a counter that only grows. :class:`RunningAggregates` folds every **final** window into per-key
 running values once, in window order, and keeps them after the window itself has expired:
 
-- a counter's running total is the sum of the key's values over every final window this process
-  has folded since it started (so ``rate()`` gives the per-second rate of the statsd counter).
+- a counter's running total is the sum of the key's values over every final window this
+  process has folded since it started (so ``rate()`` gives the per-second rate of the statsd
+  counter); a window with a negative sum is left out and counted (:meth:`Aggregate.fold`).
   It starts at 0 when the process starts (the ``_created`` time is the start of the first window
   folded), which Prometheus treats as an ordinary counter reset;
 - a distribution's count and sum are running the same way; its quantiles are those of the newest
@@ -44,15 +45,24 @@ class Aggregate:
     created_ms: int = 0
     seen_end_ms: int = 0
 
-    def fold(self, value: object, start_ms: int, end_ms: int) -> None:
-        """Add one window's value (windows arrive oldest first)."""
+    def fold(self, value: object, end_ms: int) -> str | None:
+        """Add one window's value (windows arrive oldest first); returns why it was refused,
+        or None. A Prometheus counter or summary never goes below zero (OpenMetrics 1.0), so a
+        counter window with a negative sum, or a distribution window holding a negative value,
+        is not folded."""
+        self.seen_end_ms = max(self.seen_end_ms, end_ms)
         if self.kind == "counter":
-            self.total += float(value)  # type: ignore[arg-type]
+            amount = float(value)  # type: ignore[arg-type]
+            if amount < 0:
+                return "negative_counter_sum"
+            self.total += amount
         elif self.kind == "distribution":
+            if float(getattr(value, "minimum", 0.0)) < 0:
+                return "negative_distribution_value"
             self.count += float(getattr(value, "count", 0.0))
             self.total += float(getattr(value, "total", 0.0))
         self.latest = value
-        self.seen_end_ms = max(self.seen_end_ms, end_ms)
+        return None
 
     def copy(self) -> Aggregate:
         """An independent copy (provisional windows are folded into copies)."""
@@ -83,6 +93,8 @@ class RunningAggregates:
         self.folded_through_ms: int | None = None
         """The start of the newest window folded; windows at or before it are never read again."""
         self.keys_expired = 0
+        self.windows_refused: dict[str, int] = {}
+        """Key windows not folded, by reason (see :meth:`Aggregate.fold`)."""
 
     def _pending_starts(self) -> list[int]:
         size = self.source.size_ms
@@ -118,7 +130,9 @@ class RunningAggregates:
                 aggregate = into[key] = Aggregate(kind, created_ms=start)
             elif copy and aggregate is self.aggregates.get(key):
                 aggregate = into[key] = aggregate.copy()
-            aggregate.fold(value, start, end)
+            refused = aggregate.fold(value, end)
+            if refused is not None and not copy:
+                self.windows_refused[refused] = self.windows_refused.get(refused, 0) + 1
 
     def _expire(self, now_ms: int) -> None:
         horizon = now_ms - self.idle_ttl_ms

@@ -26,7 +26,7 @@ from crdtstream.agent.http_input import (
     parse_list_query,
     parse_write_body,
 )
-from crdtstream.agent.metrics import MetricsExporter, SelfMetrics, http_families
+from crdtstream.agent.metrics import MetricsExporter, http_families, node_self_metrics
 from crdtstream.errors import ConfigError, KindConflictError, UnavailableError
 from crdtstream.node import Node
 from crdtstream.node.strong import StrongReplica
@@ -218,7 +218,7 @@ def build_app(node: Node, exporter: MetricsExporter | None = None) -> web.Applic
     stats = HttpStats()
     if exporter is None:
         exporter = MetricsExporter(
-            SelfMetrics(node.status),
+            node_self_metrics(node),
             RunningAggregates(node_window_source(node)),
             node.clock.now_ms,
         )

@@ -30,8 +30,15 @@ from crdtstream.agent.aggregates import Aggregate, RunningAggregates, items_sort
 from crdtstream.agent.http_input import HttpStats
 from crdtstream.agent.naming import series_of
 from crdtstream.ingest import REASONS
+from crdtstream.node import Node
 
-__all__ = ["QUANTILES", "MetricsExporter", "SelfMetrics", "http_families"]
+__all__ = [
+    "QUANTILES",
+    "MetricsExporter",
+    "SelfMetrics",
+    "http_families",
+    "node_self_metrics",
+]
 
 QUANTILES = (0.5, 0.9, 0.99)
 _SECONDS_PER_MS = 1e-3
@@ -217,6 +224,8 @@ _TYPE_OF_KIND = {
 
 def _latest_number(aggregate: Aggregate) -> float:
     latest = aggregate.latest
+    if latest is None:
+        return math.nan
     if isinstance(latest, frozenset | set):
         return float(len(latest))
     return float(latest)  # type: ignore[arg-type]
@@ -310,7 +319,14 @@ class MetricsExporter:
         keys.add_sample(keys.name, {}, float(len(self.aggregates.aggregates)))
         expired = _counter("crdtstream_export_keys_expired", "keys dropped after idle_ttl_ms")
         expired.add_sample(expired.name + "_total", {}, float(self.aggregates.keys_expired))
-        families = [keys, expired]
+        refused = _labelled_counter(
+            "crdtstream_export_windows_refused",
+            "key windows not folded into running values (they would go below zero), by reason",
+            "reason",
+            dict.fromkeys(("negative_counter_sum", "negative_distribution_value"), 0)
+            | self.aggregates.windows_refused,
+        )
+        families = [keys, expired, refused]
         lag_ms = self.aggregates.finality_lag_ms(now_ms)
         if lag_ms is not None:
             lag = _gauge(
@@ -340,3 +356,25 @@ def http_families(stats: HttpStats) -> list[Metric]:
     errors = _counter("crdtstream_http_internal_errors", "HTTP 500 answers: each one a bug")
     errors.add_sample(errors.name + "_total", {}, float(stats.internal_errors))
     return [requests, refusals, errors]
+
+
+def _gossip_families(node: Node) -> list[Metric]:
+    """Anti-entropy rounds and transfers, and how far each replica's watermark trails ours."""
+    families = counter_group(
+        "gossip_antientropy", node.gossip.anti_entropy.stats, "anti-entropy rounds and transfers"
+    )
+    own_ms = node.store.watermark_ms
+    lag = _gauge(
+        "crdtstream_replica_watermark_lag_seconds",
+        "how far each replica's last reported watermark trails this node's",
+    )
+    if own_ms is not None:
+        for replica, record in sorted(node.gossip.progress.records.items()):
+            seconds = max(0, own_ms - record.watermark_ms) * _SECONDS_PER_MS
+            lag.add_sample(lag.name, {"replica": replica}, seconds)
+    return [*families, lag]
+
+
+def node_self_metrics(node: Node) -> SelfMetrics:
+    """The self-metrics of ``node``: its status document plus gossip internals."""
+    return SelfMetrics(node.status, [lambda: _gossip_families(node)])
