@@ -10,8 +10,10 @@ exception escaping a handler is a bug: it is logged with its traceback, counted,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -168,6 +170,13 @@ def _counting_middleware(stats: HttpStats) -> Any:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
         try:
+            if request.can_read_body:
+                # Read (and decoded) here, for every route: a body that cannot be decoded is the
+                # client's 400, never a dropped connection after the handler answered.
+                try:
+                    await request.read()
+                except web.RequestPayloadError as error:
+                    raise InputError(400, "bad_payload", str(error)) from None
             response = await handler(request)
         except InputError as error:
             stats.count_refusal(error.reason)
@@ -312,4 +321,24 @@ def build_app(node: Node, exporter: MetricsExporter | None = None) -> web.Applic
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_counting_middleware(stats)])
     app.add_routes(routes)
+    app.cleanup_ctx.append(_folding(exporter, node.config.window.size_ms))
     return app
+
+
+def _folding(exporter: MetricsExporter, size_ms: int) -> Any:
+    """Folds newly final windows twice a window between scrapes, so a window cannot expire
+    from the store before the running values took it, however rarely ``/metrics`` is read."""
+
+    async def fold_while_serving(app: web.Application) -> AsyncIterator[None]:
+        async def fold_forever() -> None:
+            while True:
+                await asyncio.sleep(size_ms / 2_000)
+                exporter.aggregates.fold(exporter.now_ms())
+
+        task = asyncio.create_task(fold_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return fold_while_serving

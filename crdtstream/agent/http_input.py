@@ -118,7 +118,8 @@ def parse_json(data: bytes, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise InputError(413, "body_too_large", f"the body is over {max_bytes} bytes")
     try:
-        parsed = json.loads(data, parse_constant=_refuse_constant)
+        # Decoded here: json.loads would guess UTF-16 or UTF-32 from the first bytes.
+        parsed = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except InputError:
         raise
     except RecursionError:
