@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -28,7 +28,12 @@ from crdtstream.agent.http_input import (
     parse_list_query,
     parse_write_body,
 )
-from crdtstream.agent.metrics import MetricsExporter, http_families, node_self_metrics
+from crdtstream.agent.metrics import (
+    MetricsExporter,
+    counter_group,
+    http_families,
+    node_self_metrics,
+)
 from crdtstream.errors import ConfigError, KindConflictError, UnavailableError
 from crdtstream.node import Node
 from crdtstream.node.strong import StrongReplica
@@ -220,9 +225,15 @@ def _list_keys(node: Node, request: web.Request) -> dict[str, Any]:
     }
 
 
-def build_app(node: Node, exporter: MetricsExporter | None = None) -> web.Application:
+def build_app(
+    node: Node,
+    exporter: MetricsExporter | None = None,
+    *,
+    raft_counters: Callable[[], Mapping[str, int]] | None = None,
+) -> web.Application:
     """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
-    the node is made when not given)."""
+    the node is made when not given); ``raft_counters`` adds counters the agent derives (leader
+    changes) to it."""
     routes = web.RouteTableDef()
     stats = HttpStats()
     if exporter is None:
@@ -232,6 +243,11 @@ def build_app(node: Node, exporter: MetricsExporter | None = None) -> web.Applic
             node.clock.now_ms,
         )
     exporter.self_metrics.extra.append(lambda: http_families(stats))
+    if raft_counters is not None:
+        counters = raft_counters
+        exporter.self_metrics.extra.append(
+            lambda: counter_group("raft", counters(), "Raft events this agent observed")
+        )
 
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:

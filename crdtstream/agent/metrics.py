@@ -36,6 +36,7 @@ __all__ = [
     "QUANTILES",
     "MetricsExporter",
     "SelfMetrics",
+    "counter_group",
     "http_families",
     "node_self_metrics",
 ]

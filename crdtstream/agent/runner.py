@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 import random
 import signal
+from collections.abc import Iterator
 
 from aiohttp import web
 
+from crdtstream.agent.events import ClusterObserver, log_event, log_start
 from crdtstream.agent.http import build_app
 from crdtstream.agent.settings import AgentSettings
 from crdtstream.clock import SystemClock
+from crdtstream.errors import ConfigError, TransportError
 from crdtstream.node import Node
 from transports.zeromq import ZmqTransport
 
 __all__ = ["StatsdProtocol", "run_agent"]
 
 STATSD_BATCH_DATAGRAMS = 4_096
+OBSERVE_INTERVAL_S = 0.25
+"""How often membership, leadership and refused peers are compared for the log."""
 
 
 class StatsdProtocol(asyncio.DatagramProtocol):
@@ -57,7 +64,8 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
     final snapshot; then the node leaves, snapshots and closes.
     """
     config = settings.node
-    transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
+    with _naming("--listen", config.listen_address):
+        transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
     node = Node(config, transport, SystemClock(), random.Random())
     shutdown = asyncio.Event()
     node_stop = asyncio.Event()
@@ -66,24 +74,32 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, shutdown.set)
     node_task = asyncio.create_task(node.run(node_stop))
+    observer = ClusterObserver(node)
+    observer_task = asyncio.create_task(_observe(observer))
     runner: web.AppRunner | None = None
     udp: asyncio.DatagramTransport | None = None
     statsd_protocol: StatsdProtocol | None = None
     try:
         if settings.statsd is not None:
-            udp, statsd_protocol = await loop.create_datagram_endpoint(
-                lambda: StatsdProtocol(node), local_addr=settings.statsd
-            )
+            with _naming("--statsd", settings.statsd):
+                udp, statsd_protocol = await loop.create_datagram_endpoint(
+                    lambda: StatsdProtocol(node), local_addr=settings.statsd
+                )
         if settings.http is not None:
-            runner = web.AppRunner(build_app(node), access_log=None, shutdown_timeout=10.0)
+            app = build_app(node, raft_counters=observer.counters)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
-            await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
+            with _naming("--http", settings.http):
+                await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
+        log_start(node, settings.statsd, settings.http)
         if ready is not None:
             ready.set()
         waiter = asyncio.create_task(shutdown.wait())
         await asyncio.wait([waiter, node_task], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
     finally:
+        log_event(logging.INFO, "agent stopping", node_id=config.node_id)
+        observer_task.cancel()
         if udp is not None:
             udp.close()
         if statsd_protocol is not None:
@@ -96,4 +112,31 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
     if node_task.done() and not node_task.cancelled():
         failure = node_task.exception()
         if failure is not None:
+            log_event(
+                logging.ERROR, "node loop failed", error=f"{type(failure).__name__}: {failure}"
+            )
             raise failure  # the node loop died: the agent exits non-zero with the cause
+    log_event(logging.INFO, "agent stopped", node_id=config.node_id)
+
+
+async def _observe(observer: ClusterObserver) -> None:
+    while True:
+        observer.observe()
+        await asyncio.sleep(OBSERVE_INTERVAL_S)
+
+
+@contextlib.contextmanager
+def _naming(flag: str, address: object) -> Iterator[None]:
+    """Turn a failure to bind or resolve ``address`` into a :class:`ConfigError` naming the
+    flag that gave it, so the agent exits 2 with one line an operator can act on."""
+    try:
+        yield
+    except (OSError, TransportError) as error:
+        if isinstance(address, tuple):
+            address = ":".join(str(part) for part in address)
+        detail = str(error)
+        if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+            detail = os.strerror(error.errno).lower()  # asyncio wraps it in a longer message
+        elif isinstance(error, OSError) and error.strerror:
+            detail = error.strerror  # a resolver error (its errno is negative)
+        raise ConfigError(f"{flag} {address}: {detail}") from error
