@@ -75,8 +75,6 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
-    # aiohttp's own tracebacks for connections it closes are the client's doing.
-    logging.getLogger("aiohttp.server").addHandler(handler)
 
 
 def log_event(level: int, message: str, **fields: Any) -> None:
