@@ -251,13 +251,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def _window_value(value: object) -> str:
     if isinstance(value, dict):
         return " ".join(
-            f"{name}={number:g}" if isinstance(number, float) else f"{name}={number}"
+            f"{name}={number:.10g}" if isinstance(number, float) else f"{name}={number}"
             for name, number in value.items()
         )
     if isinstance(value, list):
         return "{" + ", ".join(str(item) for item in value) + "}"
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value:.10g}"
     return str(value)
 
 
