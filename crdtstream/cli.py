@@ -109,6 +109,11 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     agent_parser.add_argument("--statsd", help="statsd UDP HOST:PORT (off when absent)")
     agent_parser.add_argument("--http", help="HTTP API HOST:PORT (off when absent)")
     agent_parser.add_argument(
+        "--graphite",
+        help="push final windows to Graphite's plaintext HOST:PORT, one node per key and "
+        "window across the cluster (off when absent)",
+    )
+    agent_parser.add_argument(
         "--data-dir", dest="data_dir", help="snapshots and identity (none: nothing kept)"
     )
     agent_parser.add_argument(

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 
 from crdtstream.node import Node
 
+RESERVED_PREFIX = "__crdtstream."
+"""Keys the agent keeps for its own bookkeeping (:mod:`crdtstream.agent.export`)."""
+
 __all__ = ["Aggregate", "RunningAggregates", "WindowSource", "node_window_source"]
 
 DEFAULT_IDLE_TTL_MS = 600_000
@@ -122,6 +125,8 @@ class RunningAggregates:
     def _fold_window(self, into: dict[str, Aggregate], start: int, *, copy: bool) -> None:
         end = start + self.source.size_ms
         for key, value in self.source.values(start).items():
+            if key.startswith(RESERVED_PREFIX):
+                continue
             aggregate = into.get(key)
             if aggregate is None:
                 kind = self.source.kind_of(key)

@@ -35,6 +35,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from crdtstream.agent.aggregates import RESERVED_PREFIX
 from crdtstream.agent.sinks import Point, Sink
 from crdtstream.node import Node
 
@@ -46,8 +47,6 @@ __all__ = [
     "rendezvous_owner",
 ]
 
-RESERVED_PREFIX = "__crdtstream."
-"""Keys the agent keeps for itself; never exported, listed or written over HTTP."""
 DONE_KEY = RESERVED_PREFIX + "export_done#node:{}"
 FROM_KEY = RESERVED_PREFIX + "export_from#node:{}"
 QUANTILES = (0.5, 0.9, 0.99)
@@ -201,6 +200,12 @@ class ClusterExporter:
                 points += points_of(key, kind, values[key], start_ms)
         self.sink.enqueue(points)
         return len(points)
+
+    def all_counters(self) -> dict[str, int]:
+        """The exporter's and its sink's counts, for ``/metrics``."""
+        stats = getattr(self.sink, "stats", None)
+        sink = stats.as_dict() if stats is not None else {}
+        return {**self.counters, **sink}
 
     async def flush(self) -> bool:
         """Flush the sink; once it holds nothing older, advance this node's ``done`` marker."""

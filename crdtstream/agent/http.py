@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from crdtstream.agent.aggregates import RunningAggregates, node_window_source
+from crdtstream.agent.aggregates import RESERVED_PREFIX, RunningAggregates, node_window_source
 from crdtstream.agent.http_input import (
     OPERATIONS,
     HttpStats,
@@ -30,7 +30,7 @@ from crdtstream.agent.http_input import (
 )
 from crdtstream.agent.metrics import (
     MetricsExporter,
-    counter_group,
+    counter_families,
     http_families,
     node_self_metrics,
 )
@@ -217,7 +217,11 @@ def _list_keys(node: Node, request: web.Request) -> dict[str, Any]:
             view = node.strong.machine.read(key)
             if view is not None:
                 kinds.setdefault(key, view.kind)
-    names = sorted(k for k in kinds if k.startswith(query.prefix) and k > query.after)
+    names = sorted(
+        k
+        for k in kinds
+        if k.startswith(query.prefix) and k > query.after and not k.startswith(RESERVED_PREFIX)
+    )
     page = names[: query.limit]
     return {
         "keys": [{"key": k, "kind": kinds[k], "mode": node.mode_of(k)} for k in page],
@@ -229,11 +233,11 @@ def build_app(
     node: Node,
     exporter: MetricsExporter | None = None,
     *,
-    raft_counters: Callable[[], Mapping[str, int]] | None = None,
+    counters: Mapping[str, Callable[[], Mapping[str, int]]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
-    the node is made when not given); ``raft_counters`` adds counters the agent derives (leader
-    changes) to it."""
+    the node is made when not given); ``counters`` adds the agent's own counter groups to it
+    (``{"raft": ...}`` gives ``crdtstream_raft_<name>_total``)."""
     routes = web.RouteTableDef()
     stats = HttpStats()
     if exporter is None:
@@ -243,11 +247,8 @@ def build_app(
             node.clock.now_ms,
         )
     exporter.self_metrics.extra.append(lambda: http_families(stats))
-    if raft_counters is not None:
-        counters = raft_counters
-        exporter.self_metrics.extra.append(
-            lambda: counter_group("raft", counters(), "Raft events this agent observed")
-        )
+    for group, values in (counters or {}).items():
+        exporter.self_metrics.extra.append(counter_families(group, values))
 
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:
@@ -277,6 +278,8 @@ def build_app(
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:
         key = parse_key(request.match_info["key"])
+        if key.startswith(RESERVED_PREFIX):
+            raise InputError(403, "reserved_key", f"keys under {RESERVED_PREFIX!r} are the agent's")
         mode = node.mode_of(key)
         body = parse_write_body(await request.read(), node.kind_of(key))
         if mode == "strong":

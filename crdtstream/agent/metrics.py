@@ -36,6 +36,7 @@ __all__ = [
     "QUANTILES",
     "MetricsExporter",
     "SelfMetrics",
+    "counter_families",
     "counter_group",
     "http_families",
     "node_self_metrics",
@@ -379,3 +380,10 @@ def _gossip_families(node: Node) -> list[Metric]:
 def node_self_metrics(node: Node) -> SelfMetrics:
     """The self-metrics of ``node``: its status document plus gossip internals."""
     return SelfMetrics(node.status, [lambda: _gossip_families(node)])
+
+
+def counter_families(
+    group: str, values: Callable[[], Mapping[str, int]]
+) -> Callable[[], list[Metric]]:
+    """A scrape-time source of ``crdtstream_<group>_<name>_total`` counters."""
+    return lambda: counter_group(group, values(), f"agent {group} counters")

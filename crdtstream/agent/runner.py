@@ -17,8 +17,10 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from crdtstream.agent.events import ClusterObserver, log_event, log_start
+from crdtstream.agent.export import ClusterExporter
 from crdtstream.agent.http import build_app
 from crdtstream.agent.settings import AgentSettings
+from crdtstream.agent.sinks import GraphiteSink
 from crdtstream.clock import SystemClock
 from crdtstream.errors import ConfigError, TransportError
 from crdtstream.node import Node
@@ -29,6 +31,7 @@ __all__ = ["StatsdProtocol", "run_agent"]
 STATSD_BATCH_DATAGRAMS = 4_096
 OBSERVE_INTERVAL_S = 0.25
 """How often membership, leadership and refused peers are compared for the log."""
+EXPORT_BACKOFF_S_MAX = 30.0
 
 
 class StatsdProtocol(asyncio.DatagramProtocol):
@@ -76,6 +79,11 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
     node_task = asyncio.create_task(node.run(node_stop))
     observer = ClusterObserver(node)
     observer_task = asyncio.create_task(_observe(observer))
+    exporter: ClusterExporter | None = None
+    background = [observer_task]
+    if settings.graphite is not None:
+        exporter = ClusterExporter(node, GraphiteSink(*settings.graphite))
+        background.append(asyncio.create_task(_export(exporter, settings.graphite)))
     runner: web.AppRunner | None = None
     udp: asyncio.DatagramTransport | None = None
     statsd_protocol: StatsdProtocol | None = None
@@ -86,7 +94,10 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
                     lambda: StatsdProtocol(node), local_addr=settings.statsd
                 )
         if settings.http is not None:
-            app = build_app(node, raft_counters=observer.counters)
+            counters = {"raft": observer.counters}
+            if exporter is not None:
+                counters["export"] = exporter.all_counters
+            app = build_app(node, counters=counters)
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             with _naming("--http", settings.http):
@@ -99,7 +110,8 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
         waiter.cancel()
     finally:
         log_event(logging.INFO, "agent stopping", node_id=config.node_id)
-        observer_task.cancel()
+        for task in background:
+            task.cancel()
         if udp is not None:
             udp.close()
         if statsd_protocol is not None:
@@ -117,6 +129,23 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
             )
             raise failure  # the node loop died: the agent exits non-zero with the cause
     log_event(logging.INFO, "agent stopped", node_id=config.node_id)
+
+
+async def _export(exporter: ClusterExporter, address: tuple[str, int]) -> None:
+    """Collect and flush final windows twice a window; back off while the backend is down."""
+    interval_s = exporter.size_ms / 2_000
+    delay_s = interval_s
+    while True:
+        exporter.collect(exporter.node.clock.now_ms())
+        if await exporter.flush():
+            if delay_s > interval_s:
+                log_event(logging.INFO, "graphite reachable again", graphite=address)
+            delay_s = interval_s
+        else:
+            if delay_s == interval_s:
+                log_event(logging.WARNING, "graphite unreachable; retrying", graphite=address)
+            delay_s = min(EXPORT_BACKOFF_S_MAX, delay_s * 2)
+        await asyncio.sleep(delay_s)
 
 
 async def _observe(observer: ClusterObserver) -> None:

@@ -56,6 +56,7 @@ AGENT_FIELDS = (
     "data_dir",
     "raft_voters",
     "policy",
+    "graphite",
 )
 """Top-level fields of the TOML file; each has a command-line flag of the same name."""
 NODE_TUNING = (
@@ -79,6 +80,7 @@ class AgentSettings:
     node: NodeConfig
     statsd: tuple[str, int] | None
     http: tuple[str, int] | None
+    graphite: tuple[str, int] | None = None
 
 
 def parse_host_port(text: str, field_path: str) -> tuple[str, int]:
@@ -188,7 +190,7 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     node_id = data.get("node_id")
     if not isinstance(node_id, str):
         raise ConfigError(f"node_id: required, got {node_id!r}")
-    for field_name in ("listen", "statsd", "http", "data_dir"):
+    for field_name in ("listen", "statsd", "http", "data_dir", "graphite"):
         if field_name in data and not isinstance(data[field_name], str):
             raise ConfigError(f"{field_name}: must be a string, got {data[field_name]!r}")
     listen = data.get("listen", DEFAULT_LISTEN)
@@ -211,8 +213,10 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     )
     statsd = data.get("statsd")
     http = data.get("http")
+    graphite = data.get("graphite")
     return AgentSettings(
         node=node,
         statsd=None if statsd is None else parse_host_port(str(statsd), "statsd"),
         http=None if http is None else parse_host_port(str(http), "http"),
+        graphite=None if graphite is None else parse_host_port(str(graphite), "graphite"),
     )
