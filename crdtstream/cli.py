@@ -109,6 +109,11 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     agent_parser.add_argument("--statsd", help="statsd UDP HOST:PORT (off when absent)")
     agent_parser.add_argument("--http", help="HTTP API HOST:PORT (off when absent)")
     agent_parser.add_argument(
+        "--mapping-config",
+        dest="mapping_config",
+        help="a prometheus/statsd_exporter mapping file for /metrics names (none)",
+    )
+    agent_parser.add_argument(
         "--graphite",
         help="push final windows to Graphite's plaintext HOST:PORT, one node per key and "
         "window across the cluster (off when absent)",

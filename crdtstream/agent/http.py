@@ -28,6 +28,7 @@ from crdtstream.agent.http_input import (
     parse_list_query,
     parse_write_body,
 )
+from crdtstream.agent.mapping import Mapper
 from crdtstream.agent.metrics import (
     MetricsExporter,
     counter_families,
@@ -234,6 +235,7 @@ def build_app(
     exporter: MetricsExporter | None = None,
     *,
     counters: Mapping[str, Callable[[], Mapping[str, int]]] | None = None,
+    mapper: Mapper | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
     the node is made when not given); ``counters`` adds the agent's own counter groups to it
@@ -245,6 +247,7 @@ def build_app(
             node_self_metrics(node),
             RunningAggregates(node_window_source(node)),
             node.clock.now_ms,
+            mapper,
         )
     exporter.self_metrics.extra.append(lambda: http_families(stats))
     for group, values in (counters or {}).items():

@@ -28,7 +28,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from crdtstream.agent.aggregates import Aggregate, RunningAggregates, items_sorted
 from crdtstream.agent.http_input import HttpStats
-from crdtstream.agent.naming import series_of
+from crdtstream.agent.mapping import Mapper
+from crdtstream.agent.naming import series_of, tag_labels
 from crdtstream.ingest import REASONS
 from crdtstream.node import Node
 
@@ -36,9 +37,11 @@ __all__ = [
     "QUANTILES",
     "MetricsExporter",
     "SelfMetrics",
+    "aggregate_families",
     "counter_families",
     "counter_group",
     "http_families",
+    "mapped_series",
     "node_self_metrics",
 ]
 
@@ -252,8 +255,23 @@ def _add_series(family: Metric, aggregate: Aggregate, labels: dict[str, str]) ->
         family.add_sample(name, labels, _latest_number(aggregate))
 
 
+Series = Callable[[str, str], "tuple[str, dict[str, str]] | None"]
+"""(key, kind) -> metric name and labels, or None for a key mapped to nothing (dropped)."""
+
+
+def _default_series(key: str, kind: str) -> tuple[str, dict[str, str]] | None:
+    return series_of(key)
+
+
+def mapped_series(mapper: Mapper) -> Series:
+    """Series through statsd_exporter-style mapping rules."""
+    return lambda key, kind: mapper.series(key.partition("#")[0], tag_labels(key), kind)
+
+
 def aggregate_families(
-    aggregates: Mapping[str, Aggregate], taken: Iterable[Metric]
+    aggregates: Mapping[str, Aggregate],
+    taken: Iterable[Metric],
+    series_of_key: Series = _default_series,
 ) -> tuple[list[Metric], int]:
     """Metric families for ``aggregates`` and the number of keys left out as conflicting."""
     claims = _Claims(taken)
@@ -262,7 +280,12 @@ def aggregate_families(
     conflicts = 0
     for key, aggregate in items_sorted(aggregates):
         typ = _TYPE_OF_KIND.get(aggregate.kind)
-        name, labels = series_of(key)
+        mapped = series_of_key(key, aggregate.kind)
+        if mapped is None:
+            continue  # dropped by a mapping rule
+        name, labels = mapped
+        if typ == "counter" and name.endswith("_total") and len(name) > 6:
+            name = name.removesuffix("_total")  # the exposition adds it back
         series = (name, frozenset(labels.items()))
         if typ is None or series in claims.series or not claims.take(name, typ, taken_types):
             conflicts += 1
@@ -289,11 +312,16 @@ class MetricsExporter:
     """Builds the ``/metrics`` exposition from the node's counters and running aggregates."""
 
     def __init__(
-        self, self_metrics: SelfMetrics, aggregates: RunningAggregates, now_ms: Callable[[], int]
+        self,
+        self_metrics: SelfMetrics,
+        aggregates: RunningAggregates,
+        now_ms: Callable[[], int],
+        mapper: Mapper | None = None,
     ) -> None:
         self.self_metrics = self_metrics
         self.aggregates = aggregates
         self.now_ms = now_ms
+        self.series: Series = _default_series if mapper is None else mapped_series(mapper)
         self._process = ProcessCollector(registry=None)
         self._platform = PlatformCollector(registry=None)
 
@@ -307,7 +335,7 @@ class MetricsExporter:
             families += extra()
         families += self._export_families(now_ms)
         exported, conflicts = aggregate_families(
-            self.aggregates.snapshot(provisional=provisional), families
+            self.aggregates.snapshot(provisional=provisional), families, self.series
         )
         conflict_family = _gauge(
             "crdtstream_export_series_conflicts",

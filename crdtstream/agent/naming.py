@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["RESERVED_LABELS", "label_name", "metric_name", "series_of"]
+__all__ = ["RESERVED_LABELS", "label_name", "metric_name", "series_of", "tag_labels"]
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 RESERVED_LABELS = frozenset(("quantile", "le"))
@@ -34,13 +34,18 @@ def label_name(tag_name: str) -> str:
     return escaped
 
 
-def series_of(key: str) -> tuple[str, dict[str, str]]:
-    """The metric name and labels of ``key``: ``"api.hits#env:prod"`` ->
-    ``("api_hits", {"env": "prod"})``."""
-    name, _, tags = key.partition("#")
+def tag_labels(key: str) -> dict[str, str]:
+    """The labels of ``key``'s tags: ``"api.hits#env:prod"`` -> ``{"env": "prod"}``."""
+    _, _, tags = key.partition("#")
     labels: dict[str, list[str]] = {}
     if tags:
         for tag in tags.split(","):
             tag_name, separator, value = tag.partition(":")
             labels.setdefault(label_name(tag_name), []).append(value if separator else "true")
-    return metric_name(name), {label: ",".join(sorted(v)) for label, v in labels.items()}
+    return {label: ",".join(sorted(v)) for label, v in labels.items()}
+
+
+def series_of(key: str) -> tuple[str, dict[str, str]]:
+    """The metric name and labels of ``key``: ``"api.hits#env:prod"`` ->
+    ``("api_hits", {"env": "prod"})``."""
+    return metric_name(key.partition("#")[0]), tag_labels(key)

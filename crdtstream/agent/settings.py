@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crdtstream.agent.mapping import Mapper, load_mapping
 from crdtstream.config import (
     MODES,
     GossipConfig,
@@ -57,6 +58,7 @@ AGENT_FIELDS = (
     "raft_voters",
     "policy",
     "graphite",
+    "mapping_config",
 )
 """Top-level fields of the TOML file; each has a command-line flag of the same name."""
 NODE_TUNING = (
@@ -81,6 +83,7 @@ class AgentSettings:
     statsd: tuple[str, int] | None
     http: tuple[str, int] | None
     graphite: tuple[str, int] | None = None
+    mapping: Mapper | None = None
 
 
 def parse_host_port(text: str, field_path: str) -> tuple[str, int]:
@@ -190,7 +193,7 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     node_id = data.get("node_id")
     if not isinstance(node_id, str):
         raise ConfigError(f"node_id: required, got {node_id!r}")
-    for field_name in ("listen", "statsd", "http", "data_dir", "graphite"):
+    for field_name in ("listen", "statsd", "http", "data_dir", "graphite", "mapping_config"):
         if field_name in data and not isinstance(data[field_name], str):
             raise ConfigError(f"{field_name}: must be a string, got {data[field_name]!r}")
     listen = data.get("listen", DEFAULT_LISTEN)
@@ -214,9 +217,11 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     statsd = data.get("statsd")
     http = data.get("http")
     graphite = data.get("graphite")
+    mapping_config = data.get("mapping_config")
     return AgentSettings(
         node=node,
         statsd=None if statsd is None else parse_host_port(str(statsd), "statsd"),
         http=None if http is None else parse_host_port(str(http), "http"),
         graphite=None if graphite is None else parse_host_port(str(graphite), "graphite"),
+        mapping=None if mapping_config is None else load_mapping(Path(str(mapping_config))),
     )
