@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 
 import pytest
 from aiohttp import ClientResponseError
@@ -141,7 +142,7 @@ def _fuzz_text(rng: random.Random) -> str:
 def _fuzz_body(rng: random.Random) -> bytes:
     scalars: list[object] = [1, -1, 0.5, 1e308, 2**80, True, None, "x", "", [], {}, "\u0000"]
     ops = ["add", "set", "observe", "insert", "remove", "conditional_add", "explode", 3]
-    shapes = [
+    shapes: list[Callable[[], bytes]] = [
         lambda: json.dumps({"op": rng.choice(ops), "value": rng.choice(scalars)}).encode(),
         lambda: json.dumps(
             {

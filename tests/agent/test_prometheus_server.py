@@ -67,11 +67,12 @@ async def _wait_for(prometheus_port: int, expression: str, expected: float) -> N
     last: object = None
     while loop.time() < deadline:
         try:
-            last = await asyncio.to_thread(_query, prometheus_port, expression)
+            result = await asyncio.to_thread(_query, prometheus_port, expression)
         except OSError as error:  # Prometheus still starting
             last = error
         else:
-            values = [float(series["value"][1]) for series in last]  # type: ignore[index]
+            last = result
+            values = [float(series["value"][1]) for series in result]  # type: ignore[index]
             if values == [expected]:
                 return
         await asyncio.sleep(0.5)
