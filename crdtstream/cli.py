@@ -114,6 +114,12 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a prometheus/statsd_exporter mapping file for /metrics names (none)",
     )
     agent_parser.add_argument(
+        "--metrics-idle-ttl-ms",
+        dest="metrics_idle_ttl_ms",
+        type=int,
+        help="a key with no window this recent leaves /metrics (default: 600000)",
+    )
+    agent_parser.add_argument(
         "--graphite",
         help="push final windows to Graphite's plaintext HOST:PORT, one node per key and "
         "window across the cluster (off when absent)",

@@ -30,7 +30,14 @@ from crdtstream.node import Node
 RESERVED_PREFIX = "__crdtstream."
 """Keys the agent keeps for its own bookkeeping (:mod:`crdtstream.agent.export`)."""
 
-__all__ = ["Aggregate", "RunningAggregates", "WindowSource", "node_window_source"]
+__all__ = [
+    "DEFAULT_IDLE_TTL_MS",
+    "RESERVED_PREFIX",
+    "Aggregate",
+    "RunningAggregates",
+    "WindowSource",
+    "node_window_source",
+]
 
 DEFAULT_IDLE_TTL_MS = 600_000
 

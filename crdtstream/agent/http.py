@@ -18,7 +18,12 @@ from typing import Any
 
 from aiohttp import web
 
-from crdtstream.agent.aggregates import RESERVED_PREFIX, RunningAggregates, node_window_source
+from crdtstream.agent.aggregates import (
+    DEFAULT_IDLE_TTL_MS,
+    RESERVED_PREFIX,
+    RunningAggregates,
+    node_window_source,
+)
 from crdtstream.agent.http_input import (
     OPERATIONS,
     HttpStats,
@@ -236,16 +241,18 @@ def build_app(
     *,
     counters: Mapping[str, Callable[[], Mapping[str, int]]] | None = None,
     mapper: Mapper | None = None,
+    idle_ttl_ms: int = DEFAULT_IDLE_TTL_MS,
 ) -> web.Application:
     """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
     the node is made when not given); ``counters`` adds the agent's own counter groups to it
-    (``{"raft": ...}`` gives ``crdtstream_raft_<name>_total``)."""
+    (``{"raft": ...}`` gives ``crdtstream_raft_<name>_total``); ``mapper`` and ``idle_ttl_ms``
+    shape the exporter made here (statsd_exporter mapping rules; when idle keys drop out)."""
     routes = web.RouteTableDef()
     stats = HttpStats()
     if exporter is None:
         exporter = MetricsExporter(
             node_self_metrics(node),
-            RunningAggregates(node_window_source(node)),
+            RunningAggregates(node_window_source(node), idle_ttl_ms),
             node.clock.now_ms,
             mapper,
         )

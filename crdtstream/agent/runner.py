@@ -97,7 +97,12 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
             counters = {"raft": observer.counters}
             if exporter is not None:
                 counters["export"] = exporter.all_counters
-            app = build_app(node, counters=counters, mapper=settings.mapping)
+            app = build_app(
+                node,
+                counters=counters,
+                mapper=settings.mapping,
+                idle_ttl_ms=settings.metrics_idle_ttl_ms,
+            )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             with _naming("--http", settings.http):

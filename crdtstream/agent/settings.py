@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crdtstream.agent.aggregates import DEFAULT_IDLE_TTL_MS
 from crdtstream.agent.mapping import Mapper, load_mapping
 from crdtstream.config import (
     MODES,
@@ -59,6 +60,7 @@ AGENT_FIELDS = (
     "policy",
     "graphite",
     "mapping_config",
+    "metrics_idle_ttl_ms",
 )
 """Top-level fields of the TOML file; each has a command-line flag of the same name."""
 NODE_TUNING = (
@@ -84,6 +86,7 @@ class AgentSettings:
     http: tuple[str, int] | None
     graphite: tuple[str, int] | None = None
     mapping: Mapper | None = None
+    metrics_idle_ttl_ms: int = DEFAULT_IDLE_TTL_MS
 
 
 def parse_host_port(text: str, field_path: str) -> tuple[str, int]:
@@ -224,4 +227,11 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
         http=None if http is None else parse_host_port(str(http), "http"),
         graphite=None if graphite is None else parse_host_port(str(graphite), "graphite"),
         mapping=None if mapping_config is None else load_mapping(Path(str(mapping_config))),
+        metrics_idle_ttl_ms=_idle_ttl_ms(data.get("metrics_idle_ttl_ms", DEFAULT_IDLE_TTL_MS)),
     )
+
+
+def _idle_ttl_ms(value: object) -> int:
+    if type(value) is not int or value <= 0:
+        raise ConfigError(f"metrics_idle_ttl_ms: must be a positive integer, got {value!r}")
+    return value

@@ -4,6 +4,7 @@ fuzz run that must never see a 5xx."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ from aiohttp import ClientResponseError
 from aiohttp.test_utils import TestClient
 
 from crdtstream.agent.http_input import InputError, parse_key, parse_write_body
+from crdtstream.node import Node
 from tests.node.test_http_api import _url, run
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -202,3 +204,32 @@ async def _fuzz(client: TestClient) -> None:  # type: ignore[type-arg]
 
 def test_fuzzed_requests_never_get_a_server_error() -> None:
     run(_fuzz)
+
+
+async def _a_bug_is_a_counted_500(client: TestClient) -> None:  # type: ignore[type-arg]
+    response = await client.get("/v1/status")
+    assert response.status == 500
+    assert (await response.json())["reason"] == "internal_error"
+    metrics = await (await client.get("/metrics")).text()
+    assert "crdtstream_http_internal_errors_total 1.0" in metrics
+    assert 'route="/v1/status",status="500"' in metrics
+
+
+def test_an_escaping_exception_is_a_logged_counted_500(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_status(self: Node) -> dict[str, object]:
+        raise RuntimeError("a bug in a handler")
+
+    # The status document also feeds /metrics: break it for the HTTP route only, once.
+    calls = {"count": 0}
+    original = Node.status
+
+    def first_call_breaks(self: Node) -> dict[str, object]:
+        calls["count"] += 1
+        return broken_status(self) if calls["count"] == 1 else original(self)
+
+    monkeypatch.setattr(Node, "status", first_call_breaks)
+    with caplog.at_level(logging.ERROR, logger="crdtstream.http"):
+        run(_a_bug_is_a_counted_500)
+    assert any("internal error serving GET /v1/status" in r.getMessage() for r in caplog.records)
