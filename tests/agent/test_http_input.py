@@ -65,6 +65,11 @@ async def _hygiene(client: TestClient) -> None:  # type: ignore[type-arg]
     deep = await client.post(_url("fresh"), data=b"[" * 60_000)
     assert deep.status == 400
     assert (await client.get(_url("with space"))).status == 400
+    # "/" is allowed, as statsd allows it, sent as %2F.
+    assert (await client.post(_url("a/b"), json={"op": "add", "value": 1})).status == 200
+    assert (await (await client.get("/v1/keys/a%2Fb")).json())["key"] == "a/b"
+    reserved = await client.post(_url("__crdtstream.export_done"), json={"op": "add", "value": 1})
+    assert reserved.status == 403
     # A strong key read at a weaker consistency is served from this replica and labelled.
     body = {"op": "add", "value": 4, "timestamp_ms": 1_700_000_000_000}
     assert (await client.post(_url("quota.api"), json=body)).status == 200
