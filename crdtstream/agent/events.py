@@ -82,7 +82,7 @@ def log_event(level: int, message: str, **fields: Any) -> None:
     logger.log(level, message, extra={"fields": fields})
 
 
-def log_start(node: Node, statsd: object, http: object) -> None:
+def log_start(node: Node, **addresses: object) -> None:
     """The start-up line: addresses, rules, data directory, identity and what was restored."""
     config = node.config
     log_event(
@@ -90,8 +90,7 @@ def log_start(node: Node, statsd: object, http: object) -> None:
         "agent started",
         node_id=config.node_id,
         listen=config.listen_address,
-        statsd=statsd,
-        http=http,
+        **{name: address for name, address in addresses.items() if address is not None},
         data_dir=config.data_dir,
         replica=node.identity.replica,
         replica_resumed=node.identity.resumed,

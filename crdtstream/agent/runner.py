@@ -87,6 +87,7 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
     runner: web.AppRunner | None = None
     udp: asyncio.DatagramTransport | None = None
     statsd_protocol: StatsdProtocol | None = None
+    started = False
     try:
         if settings.statsd is not None:
             with _naming("--statsd", settings.statsd):
@@ -107,14 +108,16 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
             await runner.setup()
             with _naming("--http", settings.http):
                 await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
-        log_start(node, settings.statsd, settings.http)
+        log_start(node, statsd=settings.statsd, http=settings.http, graphite=settings.graphite)
+        started = True
         if ready is not None:
             ready.set()
         waiter = asyncio.create_task(shutdown.wait())
         await asyncio.wait([waiter, node_task], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
     finally:
-        log_event(logging.INFO, "agent stopping", node_id=config.node_id)
+        if started:  # a start-up failure is the command line's one line, nothing more
+            log_event(logging.INFO, "agent stopping", node_id=config.node_id)
         for task in background:
             task.cancel()
         if udp is not None:
