@@ -14,11 +14,12 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from crdtstream.agent.aggregates import Aggregate
-from crdtstream.agent.metrics import aggregate_families
+from crdtstream.agent.aggregates import Aggregate, RunningAggregates, node_window_source
+from crdtstream.agent.metrics import MetricsExporter, aggregate_families, node_self_metrics
 from crdtstream.ingest import LineRejectedError, canonical_key
 from crdtstream.window.kinds.distribution import DistributionValue
 from tests.agent.support import START_MS, Solo
+from tests.node.test_node_simulation import Cluster
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -216,3 +217,25 @@ def test_the_distribution_value_type_gives_quantiles() -> None:
     assert isinstance(aggregate.latest, DistributionValue)
     samples = _samples(solo.scrape(accept="application/openmetrics-text; version=1.0.0"))
     assert _one(samples, "d_count") == 4.0
+
+
+def test_each_replica_has_a_watermark_lag_and_members_a_state() -> None:
+    cluster = Cluster(5, ["a", "b"], None)
+    cluster.nodes["b"].add("hits", "counter", 1)
+    cluster.run(3_000)
+    node = cluster.nodes["a"]
+    exporter = MetricsExporter(
+        node_self_metrics(node), RunningAggregates(node_window_source(node)), cluster.clock.now_ms
+    )
+    samples = _samples(exporter.exposition("")[0].decode())
+    lags = {
+        dict(labels)["replica"]: value
+        for (name, labels), value in samples.items()
+        if name == "crdtstream_replica_watermark_lag_seconds"
+    }
+    replicas = {n.identity.replica for n in cluster.nodes.values()}
+    assert set(lags) == replicas
+    assert all(0.0 <= lag < 1.0 for lag in lags.values()), lags
+    assert _one(samples, "crdtstream_member_state", member="b", state="alive") == 1.0
+    assert _one(samples, "crdtstream_gossip_antientropy_rounds_total") > 0
+    assert _one(samples, "hits_total") == 1.0
