@@ -11,11 +11,13 @@ escape to the same label name keep their values joined by ``,`` in sorted order.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["RESERVED_LABELS", "label_name", "metric_name", "series_of", "tag_labels"]
 
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
+SERIES_CACHE_KEYS = 100_000
 RESERVED_LABELS = frozenset(("quantile", "le"))
 """Label names a tag may not take as they are: the exposition uses them itself."""
 
@@ -45,7 +47,9 @@ def tag_labels(key: str) -> dict[str, str]:
     return {label: ",".join(sorted(v)) for label, v in labels.items()}
 
 
+@functools.lru_cache(maxsize=SERIES_CACHE_KEYS)
 def series_of(key: str) -> tuple[str, dict[str, str]]:
     """The metric name and labels of ``key``: ``"api.hits#env:prod"`` ->
-    ``("api_hits", {"env": "prod"})``."""
+    ``("api_hits", {"env": "prod"})``. Cached, as every scrape asks again for every key: the
+    labels returned are shared and must not be modified."""
     return metric_name(key.partition("#")[0]), tag_labels(key)
