@@ -40,6 +40,7 @@ __all__ = [
     "aggregate_families",
     "counter_families",
     "counter_group",
+    "encode",
     "http_families",
     "mapped_series",
     "node_self_metrics",
@@ -369,8 +370,13 @@ class MetricsExporter:
 
     def exposition(self, accept: str, *, provisional: bool = False) -> tuple[bytes, str]:
         """The body and content type for a scrape with this ``Accept`` header."""
-        encoder, content_type = choose_encoder(accept)
-        return encoder(_Families(self.families(provisional=provisional))), content_type
+        return encode(self.families(provisional=provisional), accept)
+
+
+def encode(families: list[Metric], accept: str) -> tuple[bytes, str]:
+    """``families`` in the format ``accept`` asks for (Prometheus text or OpenMetrics)."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_Families(families)), content_type
 
 
 def http_families(stats: HttpStats) -> list[Metric]:
