@@ -14,6 +14,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from crdtstream.agent.events import LOG_FORMATS, LOG_LEVELS
+from crdtstream.agent.settings import DEFAULT_LISTEN
 
 __all__ = ["build_parser", "main"]
 
@@ -56,6 +60,8 @@ def _add_keygen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="write a CurveZMQ key pair for a node",
         description="Write <node-id>.key (public, to share) and <node-id>.key_secret (mode 0600, "
         "to keep) into DIR. Existing files are never overwritten.",
+        epilog="example:\n  crdtstream keygen --node-id edge-1 --dir keys",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     keygen_parser.add_argument("--node-id", required=True, help="the node the keys are for")
     keygen_parser.add_argument("--dir", default=".", help="where to write (default: .)")
@@ -81,11 +87,18 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     agent_parser = subparsers.add_parser(
         "agent",
         help="run an edge node: statsd in, HTTP JSON out, gossip with peers",
-        description="Flags override the TOML file given with --config.",
+        description="Flags override the TOML file given with --config.\nStart-up failures "
+        "(a bad value, an address in use or unknown) exit 2\nwith one line naming the flag.",
+        epilog="example:\n  crdtstream agent --node-id n1 --listen tcp://127.0.0.1:7001 "
+        "--peer n2=tcp://127.0.0.1:7002 --statsd 127.0.0.1:8125 --http 127.0.0.1:8001 "
+        "--policy 'quota.*=strong' --raft-voter n1=tcp://127.0.0.1:7001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    agent_parser.add_argument("--config", type=Path, help="TOML configuration file")
-    agent_parser.add_argument("--node-id", dest="node_id", help="this node's id")
-    agent_parser.add_argument("--listen", help="gossip address, e.g. tcp://127.0.0.1:7946")
+    agent_parser.add_argument("--config", type=Path, help="TOML configuration file (none)")
+    agent_parser.add_argument("--node-id", dest="node_id", help="this node's id (required)")
+    agent_parser.add_argument(
+        "--listen", help=f"gossip address (default: {DEFAULT_LISTEN}, from the TOML if set)"
+    )
     agent_parser.add_argument(
         "--peer",
         dest="peers",
@@ -95,7 +108,25 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     agent_parser.add_argument("--statsd", help="statsd UDP HOST:PORT (off when absent)")
     agent_parser.add_argument("--http", help="HTTP API HOST:PORT (off when absent)")
-    agent_parser.add_argument("--data-dir", dest="data_dir", help="snapshots and identity")
+    agent_parser.add_argument(
+        "--mapping-config",
+        dest="mapping_config",
+        help="a prometheus/statsd_exporter mapping file for /metrics names (none)",
+    )
+    agent_parser.add_argument(
+        "--metrics-idle-ttl-ms",
+        dest="metrics_idle_ttl_ms",
+        type=int,
+        help="a key with no window this recent leaves /metrics (default: 600000)",
+    )
+    agent_parser.add_argument(
+        "--graphite",
+        help="push final windows to Graphite's plaintext HOST:PORT, one node per key and "
+        "window across the cluster (off when absent)",
+    )
+    agent_parser.add_argument(
+        "--data-dir", dest="data_dir", help="snapshots and identity (none: nothing kept)"
+    )
     agent_parser.add_argument(
         "--raft-voter",
         dest="raft_voters",
@@ -107,7 +138,17 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--policy",
         action="append",
         default=[],
-        help="a key rule PATTERN=MODE (eventual, quorum, strong), first match wins; repeatable",
+        help="a key rule PATTERN=MODE (eventual, quorum, strong), first match wins; repeatable "
+        "(default: every key eventual)",
+    )
+    agent_parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="info", help="least severe event logged (info)"
+    )
+    agent_parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="one line per event, as text or JSON (text)",
     )
     agent_parser.set_defaults(handler=_run_agent)
 
@@ -115,19 +156,20 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _run_agent(args: argparse.Namespace) -> int:
     import asyncio
 
+    from crdtstream.agent.events import configure_logging
     from crdtstream.agent.runner import run_agent
     from crdtstream.agent.settings import AGENT_FIELDS, load_settings
     from crdtstream.errors import ConfigError, CrdtStreamError
 
     overrides = {name: getattr(args, name) for name in AGENT_FIELDS}
+    configure_logging(args.log_level, args.log_format)
     try:
         settings = load_settings(args.config, overrides)
-    except ConfigError as error:
+        asyncio.run(run_agent(settings))
+    except ConfigError as error:  # a bad value, or an address in use or not resolvable
         print(f"crdtstream agent: {error}", file=sys.stderr)
         return 2
-    try:
-        asyncio.run(run_agent(settings))
-    except (CrdtStreamError, OSError) as error:  # an address in use, an unwritable directory
+    except (CrdtStreamError, OSError) as error:  # an unwritable directory, a broken snapshot
         print(f"crdtstream agent: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
@@ -135,9 +177,12 @@ def _run_agent(args: argparse.Namespace) -> int:
 
 def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo_parser = subparsers.add_parser(
-        "demo", help="run a three-node cluster on loopback and show it converge"
+        "demo",
+        help="run a three-node cluster on loopback and show it converge",
+        epilog="example:\n  crdtstream demo --seed 7",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo_parser.add_argument("--seed", type=int, default=1, help="seed of the demo traffic")
+    demo_parser.add_argument("--seed", type=int, default=1, help="seed of the demo traffic (1)")
     demo_parser.set_defaults(handler=_run_demo)
 
 
@@ -152,47 +197,149 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    query_parser = subparsers.add_parser("query", help="read a key from a running agent")
+    query_parser = subparsers.add_parser(
+        "query",
+        help="read a key from a running agent",
+        epilog="example:\n  crdtstream query 'api.hits#env:prod' --node http://127.0.0.1:8001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     query_parser.add_argument("key", help="the key, e.g. 'api.hits#env:prod'")
-    query_parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the agent's HTTP URL")
+    query_parser.add_argument(
+        "--node", default=DEFAULT_NODE_URL, help=f"the agent's HTTP URL ({DEFAULT_NODE_URL})"
+    )
     query_parser.add_argument(
         "--consistency",
         choices=("eventual", "quorum", "strong"),
-        help="override the key's mode for this read",
+        help="override the key's mode for this read (default: the key's own mode)",
     )
+    query_parser.add_argument("--json", action="store_true", help="print the JSON answer")
     query_parser.set_defaults(handler=_run_query)
-    status_parser = subparsers.add_parser("status", help="show a running agent's status")
-    status_parser.add_argument("--node", default=DEFAULT_NODE_URL, help="the agent's HTTP URL")
+    status_parser = subparsers.add_parser(
+        "status",
+        help="show a running agent's status",
+        epilog="example:\n  crdtstream status --node http://127.0.0.1:8001 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status_parser.add_argument(
+        "--node", default=DEFAULT_NODE_URL, help=f"the agent's HTTP URL ({DEFAULT_NODE_URL})"
+    )
+    status_parser.add_argument("--json", action="store_true", help="print the JSON answer")
     status_parser.set_defaults(handler=_run_status)
 
 
-def _http_get(url: str) -> int:
+def _http_get(url: str) -> tuple[int, Any]:
+    """Exit code and parsed JSON answer (None after printing why there is none)."""
+    import json
     import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
-            print(response.read().decode())
-            return 0
+            return 0, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        print(error.read().decode(), file=sys.stderr)
-        return 1
+        body = error.read().decode("utf-8", "replace")
+        try:
+            message = json.loads(body).get("error", body)
+        except (ValueError, AttributeError):
+            message = body
+        print(f"crdtstream: {error.code}: {message}", file=sys.stderr)
+        return 1, None
     except (urllib.error.URLError, OSError) as error:
         print(f"crdtstream: cannot reach {url}: {error}", file=sys.stderr)
-        return 1
+        return 1, None
+    except ValueError as error:
+        print(f"crdtstream: {url} answered something that is not JSON: {error}", file=sys.stderr)
+        return 1, None
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Rows under headers, columns padded to their widest cell."""
+    cells = [[str(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in cells
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _window_value(value: object) -> str:
+    if isinstance(value, dict):
+        return " ".join(
+            f"{name}={number:.10g}" if isinstance(number, float) else f"{name}={number}"
+            for name, number in value.items()
+        )
+    if isinstance(value, list):
+        return "{" + ", ".join(str(item) for item in value) + "}"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
 
 
 def _run_query(args: argparse.Namespace) -> int:
+    import json
+    import time
     from urllib.parse import quote
 
     url = f"{args.node.rstrip('/')}/v1/keys/{quote(args.key, safe='')}"
     if args.consistency:
         url += f"?consistency={args.consistency}"
-    return _http_get(url)
+    code, answer = _http_get(url)
+    if answer is None:
+        return code
+    if args.json:
+        print(json.dumps(answer))
+        return code
+    print(f"{answer['key']}  kind={answer['kind']}  read={answer['mode']}")
+    rows = [
+        (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(window["start_ms"] / 1000)),
+            f"{(window['end_ms'] - window['start_ms']) / 1000:g}s",
+            "final" if window["final"] else "provisional",
+            _window_value(window["value"]),
+        )
+        for window in answer["windows"]
+    ]
+    print(_table(("window start (UTC)", "length", "state", "value"), rows))
+    return code
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    return _http_get(f"{args.node.rstrip('/')}/v1/status")
+    import json
+
+    code, answer = _http_get(f"{args.node.rstrip('/')}/v1/status")
+    if answer is None:
+        return code
+    if args.json:
+        print(json.dumps(answer))
+        return code
+    print(f"node {answer['node_id']}  replica {answer['replica']}")
+    print(f"watermark_ms {answer['watermark_ms']}")
+    members = [
+        (node_id, member["status"], member["incarnation"], member["address"])
+        for node_id, member in sorted(answer["members"].items())
+    ]
+    print(_table(("member", "state", "incarnation", "address"), members))
+    raft = answer.get("raft")
+    if raft:
+        print()
+        print(_table(tuple(raft), [tuple(raft.values())]))
+    for group in ("ingest", "ingest_errors", "gossip", "quorum", "node", "transport"):
+        values = answer.get(group) or {}
+        if values:
+            print()
+            print(_table((group, "count"), sorted(values.items())))
+    return code
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("crdtstream")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crdtstream",
         description="CRDT stream aggregation: edge agent, benchmarks and tools.",
+        epilog="example:\n  crdtstream agent --node-id n1 --http 127.0.0.1:8001\n"
+        "  crdtstream status",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_bench(subparsers)
     _add_keygen(subparsers)

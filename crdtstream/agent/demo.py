@@ -129,13 +129,35 @@ async def _quota_round(nodes: list[Node]) -> tuple[int, tuple[float, ...]]:
     return applied, tuple(reads)
 
 
+WINDOW_STATES = (
+    "Each row is a key's newest 10 s window on one node. A window is 'provisional' while some\n"
+    "node may still add events to it, and 'final' once every node's watermark has passed its\n"
+    "end (plus the allowed lateness) and every node's writes to it are merged here: a final\n"
+    "value never changes. The newest window is still open, so it shows as provisional."
+)
+
+
+def describe(value: object) -> str:
+    """A window value in full: numbers as numbers, a distribution as its summary fields, a set
+    by its size and members."""
+    shown = json_value(value)
+    if isinstance(shown, dict):
+        return " ".join(f"{name}={number:.10g}" for name, number in shown.items())
+    if isinstance(shown, list):
+        return f"{len(shown)} items: " + ", ".join(str(item) for item in shown)
+    if isinstance(shown, float):
+        return f"{shown:.10g}"  # every digit a count or a sum of a few decimals has
+    return str(shown)
+
+
 async def _print_table(nodes: list[Node], keys: Sequence[str]) -> None:
-    print(f"{'node':<8} {'key':<36} {'value':<50} final")
+    print(WINDOW_STATES + "\n")
+    print(f"{'node':<8} {'key':<24} {'window':<11} value")
     for node in nodes:
         for key in keys:
             for window in (await node.read(key)).windows[-1:]:
-                value = str(json_value(window.value))[:48]
-                print(f"{node.config.node_id:<8} {key:<36} {value:<50} {window.final}")
+                state = "final" if window.final else "provisional"
+                print(f"{node.config.node_id:<8} {key:<24} {state:<11} {describe(window.value)}")
 
 
 async def run_demo(seed: int = 1) -> DemoOutcome:

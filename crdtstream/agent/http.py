@@ -1,19 +1,47 @@
 """The agent's HTTP JSON API (aiohttp is imported here and nowhere else).
 
-Routes (DESIGN.md §4): ``GET /v1/keys/{key}``, ``POST /v1/keys/{key}``, ``POST /v1/ingest``,
-``GET /v1/status``. Bad input answers 400 with ``{"error": ...}``; nothing else is affected.
+Routes (DESIGN.md §4): ``GET /v1/keys`` (listing), ``GET /v1/keys/{key}``,
+``POST /v1/keys/{key}``, ``POST /v1/ingest``, ``GET /v1/status``, ``GET /metrics``. What a
+request may carry is checked in :mod:`crdtstream.agent.http_input` before anything is written;
+a refusal answers 4xx with ``{"error": ..., "reason": ...}`` and is counted by reason. An
+exception escaping a handler is a bug: it is logged with its traceback, counted, and answered
+500 without details.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 
+from crdtstream.agent.aggregates import (
+    DEFAULT_IDLE_TTL_MS,
+    RESERVED_PREFIX,
+    RunningAggregates,
+    node_window_source,
+)
+from crdtstream.agent.http_input import (
+    OPERATIONS,
+    HttpStats,
+    InputError,
+    parse_key,
+    parse_list_query,
+    parse_write_body,
+)
+from crdtstream.agent.mapping import Mapper
+from crdtstream.agent.metrics import (
+    MetricsExporter,
+    counter_families,
+    http_families,
+    node_self_metrics,
+)
 from crdtstream.engine import Answer
+from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import (
-    CrdtStreamError,
     InvalidValueError,
     KindConflictError,
     RefusedError,
@@ -21,10 +49,12 @@ from crdtstream.errors import (
 )
 from crdtstream.node import Node
 
-__all__ = ["build_app", "json_value"]
+__all__ = ["OP_KINDS", "build_app", "json_value"]
 
-REQUEST_ERRORS = (InvalidValueError, KindConflictError, RefusedError, UnavailableError)
-"""The typed errors a write or read fails with; each maps to one HTTP status."""
+logger = logging.getLogger("crdtstream.http")
+
+OP_KINDS = {op: kinds[0] for op, kinds in OPERATIONS.items()}
+"""The kind a new key gets from the first operation written to it over HTTP."""
 
 MAX_BODY_BYTES = 1 << 20
 QUANTILES = (0.5, 0.9, 0.99)
@@ -53,8 +83,8 @@ def json_value(value: object) -> Any:
     return float(value)  # type: ignore[arg-type]
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, reason: str = "unavailable") -> web.Response:
+    return web.json_response({"error": message, "reason": reason}, status=status)
 
 
 def _window(start_ms: int, end_ms: int, value: object, final: bool) -> dict[str, Any]:
@@ -62,7 +92,8 @@ def _window(start_ms: int, end_ms: int, value: object, final: bool) -> dict[str,
 
 
 def _answer_json(answer: Answer) -> dict[str, Any]:
-    """What every answer says: the key, its kind and mode, and the consistency served."""
+    """What every answer says: the key, its kind, the key's mode and the consistency served
+    (weaker than the mode when the caller asked for a weaker read)."""
     return {
         "key": answer.key,
         "kind": answer.kind,
@@ -71,57 +102,148 @@ def _answer_json(answer: Answer) -> dict[str, Any]:
     }
 
 
-def _failure(error: CrdtStreamError) -> web.Response:
-    """A typed request error as its HTTP status: 503 when no majority answered in time, 409
-    for a key of another kind, 400 for the rest (bad values, requests the mode refuses)."""
-    if isinstance(error, UnavailableError):
-        return _error(503, str(error))
-    if isinstance(error, KindConflictError):
-        return _error(409, str(error))
-    return _error(400, str(error))
+async def _settled(request: Awaitable[Answer]) -> Answer:
+    """The engine's answer, or its typed error as a counted refusal; an unavailable majority
+    propagates (a 503, not a client error)."""
+    try:
+        return await request
+    except KindConflictError as error:
+        raise InputError(409, "kind_conflict", str(error)) from None
+    except RefusedError as error:
+        raise InputError(400, "refused", str(error)) from None
+    except InvalidValueError as error:
+        raise InputError(400, "invalid_value", str(error)) from None
 
 
-def build_app(node: Node) -> web.Application:
-    """The aiohttp application serving ``node``."""
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_AIOHTTP_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+def _counting_middleware(stats: HttpStats) -> Any:
+    """Counts every answer by route and status, turns :class:`InputError` into its 4xx answer,
+    and a handler's unexpected exception into a logged, counted 500."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        try:
+            if request.can_read_body:
+                # Read (and decoded) here, for every route: a body that cannot be decoded is the
+                # client's 400, never a dropped connection after the handler answered.
+                try:
+                    await request.read()
+                except web.RequestPayloadError as error:
+                    raise InputError(400, "bad_payload", str(error)) from None
+            response = await handler(request)
+        except InputError as error:
+            stats.count_refusal(error.reason)
+            response = _error(error.status, str(error), error.reason)
+        except web.HTTPException as error:
+            if 400 <= error.status < 500:
+                stats.count_refusal(_AIOHTTP_REASONS.get(error.status, f"http_{error.status}"))
+            stats.count_request(route, request.method, error.status)
+            raise
+        except Exception:
+            # A bug: no request input may cause this. Logged with its traceback and counted.
+            logger.exception("internal error serving %s %s", request.method, route)
+            stats.internal_errors += 1
+            response = _error(500, "internal error (logged)", "internal_error")
+        stats.count_request(route, request.method, response.status)
+        return response
+
+    return middleware
+
+
+def _consistency_of(request: web.Request, key_mode: str) -> str:
+    consistency = request.query.get("consistency", key_mode)
+    if consistency not in ("eventual", "quorum", "strong"):
+        raise InputError(400, "unknown_consistency", f"unknown consistency {consistency!r}")
+    return consistency
+
+
+def _list_keys(node: Node, request: web.Request) -> dict[str, Any]:
+    query = parse_list_query(request.query)
+    kinds = dict(node.engine.catalog.keys())
+    strong = node.engine.strong
+    if isinstance(strong, StrongReplica):
+        for key in strong.machine.key_names():
+            view = strong.machine.read(key)
+            if view is not None:
+                kinds.setdefault(key, view.kind)
+    names = sorted(
+        k
+        for k in kinds
+        if k.startswith(query.prefix) and k > query.after and not k.startswith(RESERVED_PREFIX)
+    )
+    page = names[: query.limit]
+    return {
+        "keys": [{"key": k, "kind": kinds[k], "mode": node.engine.mode_of(k)} for k in page],
+        "next_after": page[-1] if len(names) > query.limit else None,
+    }
+
+
+def build_app(
+    node: Node,
+    exporter: MetricsExporter | None = None,
+    *,
+    counters: Mapping[str, Callable[[], Mapping[str, int]]] | None = None,
+    mapper: Mapper | None = None,
+    idle_ttl_ms: int = DEFAULT_IDLE_TTL_MS,
+) -> web.Application:
+    """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
+    the node is made when not given); ``counters`` adds the agent's own counter groups to it
+    (``{"raft": ...}`` gives ``crdtstream_raft_<name>_total``); ``mapper`` and ``idle_ttl_ms``
+    shape the exporter made here (statsd_exporter mapping rules; when idle keys drop out)."""
     routes = web.RouteTableDef()
+    stats = HttpStats()
+    if exporter is None:
+        exporter = MetricsExporter(
+            node_self_metrics(node),
+            RunningAggregates(node_window_source(node), idle_ttl_ms),
+            node.clock.now_ms,
+            mapper,
+        )
+    exporter.self_metrics.extra.append(lambda: http_families(stats))
+    for group, values in (counters or {}).items():
+        exporter.self_metrics.extra.append(counter_families(group, values))
 
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:
-        key = request.match_info["key"]
+        key = parse_key(request.match_info["key"])
+        consistency = _consistency_of(request, node.engine.mode_of(key))
         try:
-            answer = await node.read(key, consistency=request.query.get("consistency"))
-        except REQUEST_ERRORS as error:
-            return _failure(error)
+            answer = await _settled(node.read(key, consistency=consistency))
+        except UnavailableError as error:
+            return _error(503, str(error))
         if answer.kind is None:
-            return _error(404, f"unknown key {key!r}")
+            raise InputError(404, "unknown_key", f"unknown key {key!r}")
         windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in answer.windows]
         return web.json_response({**_answer_json(answer), "windows": windows})
 
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:
-        key = request.match_info["key"]
+        key = parse_key(request.match_info["key"])
+        if key.startswith(RESERVED_PREFIX):
+            raise InputError(403, "reserved_key", f"keys under {RESERVED_PREFIX!r} are the agent's")
+        body = parse_write_body(await request.read(), node.engine.store.kind_of(key))
         try:
-            body = json.loads(await request.read())
-            op, value = body["op"], body["value"]
-            if not isinstance(op, str):
-                raise TypeError("op must be a string")
-        except (ValueError, KeyError, TypeError):
-            return _error(400, 'body must be JSON {"op": "<operation>", "value": ...}')
-        kind, limit = body.get("kind"), body.get("limit")
-        if kind is not None and not isinstance(kind, str):
-            return _error(400, f"kind must be a string, got {kind!r}")
-        try:
-            answer = await node.write(
-                key,
-                op,
-                value,
-                kind=kind,
-                timestamp_ms=body.get("timestamp_ms"),
-                idempotency_key=request.headers.get("Idempotency-Key"),
-                limit=limit,
+            answer = await _settled(
+                node.write(
+                    key,
+                    body.op,
+                    body.value,
+                    kind=body.kind,
+                    timestamp_ms=body.timestamp_ms,
+                    idempotency_key=request.headers.get("Idempotency-Key"),
+                    limit=body.limit,
+                )
             )
-        except REQUEST_ERRORS as error:
-            return _failure(error)
+        except UnavailableError as error:
+            # An eventual or quorum write stays applied here and still spreads by gossip; only
+            # the majority was not confirmed. A strong write's outcome is unknown.
+            return _error(503, str(error))
         written = _answer_json(answer)
         if answer.removed is not None:
             written["removed"] = answer.removed
@@ -132,6 +254,10 @@ def build_app(node: Node) -> web.Application:
             written["accepted"] = answer.accepted
         return web.json_response(written)
 
+    @routes.get("/v1/keys")
+    async def list_keys(request: web.Request) -> web.Response:
+        return web.json_response(_list_keys(node, request))
+
     @routes.post("/v1/ingest")
     async def ingest(request: web.Request) -> web.Response:
         data = await request.read()
@@ -141,6 +267,38 @@ def build_app(node: Node) -> web.Application:
     async def status(request: web.Request) -> web.Response:
         return web.json_response(node.status())
 
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    @routes.get("/metrics")
+    async def metrics(request: web.Request) -> web.Response:
+        provisional = request.query.get("provisional", "0")
+        if provisional not in ("0", "1"):
+            raise InputError(400, "bad_parameter", "provisional must be 0 or 1")
+        body, content_type = exporter.exposition(
+            request.headers.get("Accept", ""), provisional=provisional == "1"
+        )
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_counting_middleware(stats)])
     app.add_routes(routes)
+    app.cleanup_ctx.append(_folding(exporter, node.config.window.size_ms))
     return app
+
+
+def _folding(exporter: MetricsExporter, size_ms: int) -> Any:
+    """Folds newly final windows twice a window between scrapes, so a window cannot expire
+    from the store before the running values took it, however rarely ``/metrics`` is read."""
+
+    async def fold_while_serving(app: web.Application) -> AsyncIterator[None]:
+        async def fold_forever() -> None:
+            while True:
+                await asyncio.sleep(size_ms / 2_000)
+                exporter.aggregates.fold(exporter.now_ms())
+
+        task = asyncio.create_task(fold_forever())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return fold_while_serving

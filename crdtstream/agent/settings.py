@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from crdtstream.agent.aggregates import DEFAULT_IDLE_TTL_MS
+from crdtstream.agent.mapping import Mapper, load_mapping
 from crdtstream.config import (
     MODES,
     GossipConfig,
@@ -30,6 +34,7 @@ from crdtstream.node import NodeConfig, parse_peer
 
 __all__ = [
     "AGENT_FIELDS",
+    "DEFAULT_LISTEN",
     "NODE_TUNING",
     "AgentSettings",
     "load_settings",
@@ -53,6 +58,9 @@ AGENT_FIELDS = (
     "data_dir",
     "raft_voters",
     "policy",
+    "graphite",
+    "mapping_config",
+    "metrics_idle_ttl_ms",
 )
 """Top-level fields of the TOML file; each has a command-line flag of the same name."""
 NODE_TUNING = (
@@ -66,6 +74,7 @@ NODE_TUNING = (
 )
 """The node's own settings a ``[node]`` table may set (the rest have fields of their own)."""
 _TOP_LEVEL = {*AGENT_FIELDS, *_SECTIONS, "node"}
+DEFAULT_LISTEN = "tcp://127.0.0.1:7946"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,9 @@ class AgentSettings:
     node: NodeConfig
     statsd: tuple[str, int] | None
     http: tuple[str, int] | None
+    graphite: tuple[str, int] | None = None
+    mapping: Mapper | None = None
+    metrics_idle_ttl_ms: int = DEFAULT_IDLE_TTL_MS
 
 
 def parse_host_port(text: str, field_path: str) -> tuple[str, int]:
@@ -85,14 +97,39 @@ def parse_host_port(text: str, field_path: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _accepts(hint: object, value: object) -> bool:
+    """Whether a TOML value fits a config field's type (a boolean is never a number)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is float and type(value) in (int, float):
+            return True
+        if option in (int, bool, str) and type(value) is option:
+            return True
+    return False
+
+
+def _expected(hint: object) -> str:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    names = [_TYPE_NAMES.get(option, str(option)) for option in options if option is not type(None)]
+    return " or ".join(names)
+
+
 def _section(name: str, values: object) -> Any:
     config_class = _SECTIONS[name]
     if not isinstance(values, Mapping):
         raise ConfigError(f"{name}: must be a table, got {values!r}")
     known = {f.name for f in dataclasses.fields(config_class)}
-    for key in values:
+    hints = typing.get_type_hints(config_class)
+    for key, value in values.items():
         if key not in known:
             raise ConfigError(f"{name}.{key}: unknown field (known: {', '.join(sorted(known))})")
+        if not _accepts(hints[key], value):
+            raise ConfigError(f"{name}.{key}: must be {_expected(hints[key])}, got {value!r}")
     try:
         return config_class(**values)
     except TypeError as error:
@@ -159,7 +196,10 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     node_id = data.get("node_id")
     if not isinstance(node_id, str):
         raise ConfigError(f"node_id: required, got {node_id!r}")
-    listen = data.get("listen", "tcp://127.0.0.1:7946")
+    for field_name in ("listen", "statsd", "http", "data_dir", "graphite", "mapping_config"):
+        if field_name in data and not isinstance(data[field_name], str):
+            raise ConfigError(f"{field_name}: must be a string, got {data[field_name]!r}")
+    listen = data.get("listen", DEFAULT_LISTEN)
     peers = _string_list(data, "peers")
     voters = _string_list(data, "raft_voters")
     if any("=" not in voter for voter in voters):
@@ -179,8 +219,19 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
     )
     statsd = data.get("statsd")
     http = data.get("http")
+    graphite = data.get("graphite")
+    mapping_config = data.get("mapping_config")
     return AgentSettings(
         node=node,
         statsd=None if statsd is None else parse_host_port(str(statsd), "statsd"),
         http=None if http is None else parse_host_port(str(http), "http"),
+        graphite=None if graphite is None else parse_host_port(str(graphite), "graphite"),
+        mapping=None if mapping_config is None else load_mapping(Path(str(mapping_config))),
+        metrics_idle_ttl_ms=_idle_ttl_ms(data.get("metrics_idle_ttl_ms", DEFAULT_IDLE_TTL_MS)),
     )
+
+
+def _idle_ttl_ms(value: object) -> int:
+    if type(value) is not int or value <= 0:
+        raise ConfigError(f"metrics_idle_ttl_ms: must be a positive integer, got {value!r}")
+    return value

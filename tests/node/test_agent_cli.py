@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,66 @@ def test_agent_exits_two_with_one_line_on_bad_config(
     assert error == "crdtstream agent: window.size_ms: must be > 0, got -5"
 
 
-def test_agent_exits_one_when_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["agent", "--node-id", "n1", "--listen", "bogus://here"]) == 1
-    assert "TransportError" in capsys.readouterr().err
+def test_agent_exits_two_naming_the_flag_when_it_cannot_listen(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["agent", "--node-id", "n1", "--listen", "bogus://here"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("crdtstream agent: --listen bogus://here: ")
+    assert "\n" not in error
+
+
+def _busy_port() -> socket.socket:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    return busy
+
+
+def test_an_http_port_in_use_exits_two_naming_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _busy_port() as busy:
+        port = busy.getsockname()[1]
+        listen = f"tcp://127.0.0.1:{_free_port()}"
+        code = main(["agent", "--node-id", "n1", "--listen", listen, "--http", f"127.0.0.1:{port}"])
+    assert code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"crdtstream agent: --http 127.0.0.1:{port}: address already in use"]
+
+
+def test_an_unknown_host_exits_two_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    listen = f"tcp://127.0.0.1:{_free_port()}"
+    code = main(
+        ["agent", "--node-id", "n1", "--listen", listen, "--statsd", "no-such-host.invalid:8125"]
+    )
+    assert code == 2
+    assert "crdtstream agent: --statsd no-such-host.invalid:8125: " in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_wrong_toml_type_names_the_field_and_the_type(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^window.size_ms: must be an integer, got '10'$"):
+        load_settings(_toml(tmp_path, 'node_id = "n1"\n[window]\nsize_ms = "10"\n'), {})
+    with pytest.raises(ConfigError, match=r"^raft.pre_vote: must be true or false, got 1$"):
+        load_settings(_toml(tmp_path, 'node_id = "n1"\n[raft]\npre_vote = 1\n'), {})
+
+
+def test_version_and_help_show_defaults_and_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("crdtstream ")
+    for command in ("agent", "query", "status", "keygen", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "example:" in text, command
+    with pytest.raises(SystemExit):
+        main(["agent", "--help"])
+    assert "tcp://127.0.0.1:7946" in capsys.readouterr().out

@@ -74,9 +74,9 @@ def test_exact_sums_converge_across_kill_and_restart(
     status = victim.request("GET", "/v1/status")
     assert set(status["members"]) >= {"n1", "n2", "n3"}
     node_url = f"http://127.0.0.1:{victim.http_port}"
-    assert main(["query", key, "--node", node_url]) == 0
+    assert main(["query", key, "--node", node_url, "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert sum(window["value"] for window in answer["windows"]) == expected
-    assert main(["status", "--node", node_url]) == 0
+    assert main(["status", "--node", node_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["node_id"] == "n2"
     assert main(["query", "never.written", "--node", node_url]) == 1
