@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.errors import CrdtStreamError, DecodeError, UnavailableError
+from crdtstream.errors import DecodeError, ProtocolViolationError, UnavailableError
 from crdtstream.node.requests import (
     RETRY_TICKS,
     Completion,
@@ -49,7 +50,7 @@ from crdtstream.node.requests import (
     response_row,
     rows_from,
 )
-from crdtstream.raft.rawnode import RawNode, Status
+from crdtstream.raft.rawnode import RawNode, Status, refusal
 from crdtstream.raft.state_machine import (
     Command,
     Result,
@@ -61,6 +62,16 @@ from crdtstream.raft.types import Ready, Role, decode_message, encode_message
 from crdtstream.raft.wal import DurableStorage, persist_ready
 
 __all__ = ["Completion", "ReadAnswer", "StrongReplica"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Forwarded:
+    """A request forwarded by a strong client, decoded and checked."""
+
+    request_id: int
+    command: Command | None
+    key: str | None
+    timeout_ticks: int
 
 
 class StrongReplica:
@@ -215,35 +226,59 @@ class StrongReplica:
         return f"strong {what} timed out: no quorum reached (leader: {leader}, term {status.term})"
 
     def step(self, source: str, payload: bytes) -> None:
-        """Handle one Raft or forwarded-request frame; malformed frames are counted, ignored."""
+        """Handle one Raft or forwarded-request frame; malformed frames are counted, ignored.
+
+        A frame is judged while it is decoded (:class:`DecodeError`) and checked against what
+        a correct peer sends (:func:`~crdtstream.raft.rawnode.refusal`, the sender being the
+        transport's peer); what follows runs outside any ``except`` but the one for
+        :class:`ProtocolViolationError` (an append against committed entries, found only
+        against the log), so a bug raises.
+        """
         try:
             tag = wire.peek_tag(payload)
             if tag == wire.Tag.RAFT_MESSAGE:
                 message = decode_message(payload)
-                if message.sender == source:
-                    self.raw.step(message)
-                else:
-                    self.counters["malformed"] += 1
             elif tag == wire.Tag.STRONG_REQUEST:
-                self._serve_forwarded(source, payload)
+                requests = self._decode_forwarded(payload)
             else:
-                self.counters["malformed"] += 1
-        except (CrdtStreamError, ValueError):
+                raise DecodeError(f"tag {tag} is neither a Raft message nor a strong request")
+        except DecodeError:
+            self.counters["malformed"] += 1
+            return
+        if tag == wire.Tag.STRONG_REQUEST:
+            self._serve_forwarded(source, requests)
+            return
+        if message.sender != source or refusal(message, self.node_id) is not None:
+            self.counters["malformed"] += 1
+            return
+        try:
+            self.raw.step(message)
+        except ProtocolViolationError:
             self.counters["malformed"] += 1
 
-    def _serve_forwarded(self, source: str, payload: bytes) -> None:
+    def _decode_forwarded(self, payload: bytes) -> list[_Forwarded]:
+        """The requests of a ``STRONG_REQUEST`` frame; a bad request is counted and left out
+        (the others in its frame are served), a bad frame raises :class:`DecodeError`."""
         rows = wire.decode_as(payload, wire.Tag.STRONG_REQUEST, rows_from)
-        for row in rows:  # one bad request is counted; the others in its frame are served
+        requests = []
+        for row in rows:
             try:
                 request_id, data, key, timeout_ticks = wire.build_checked(row, forwarded_from)
-                answer = self._answer_to(source, request_id)
-                if data is not None:
-                    self.submit(decode_command(data), timeout_ticks, answer)
-                else:
-                    assert key is not None
-                    self.read(key, timeout_ticks, answer)
+                command = None if data is None else decode_command(data)
             except DecodeError:
                 self.counters["malformed"] += 1
+                continue
+            requests.append(_Forwarded(request_id, command, key, timeout_ticks))
+        return requests
+
+    def _serve_forwarded(self, source: str, requests: list[_Forwarded]) -> None:
+        for request in requests:
+            answer = self._answer_to(source, request.request_id)
+            if request.command is not None:
+                self.submit(request.command, request.timeout_ticks, answer)
+            else:
+                assert request.key is not None
+                self.read(request.key, request.timeout_ticks, answer)
 
     def _answer_to(self, source: str, request_id: int) -> Completion:
         def answer(result: Result | ReadAnswer | None, error: Exception | None) -> None:

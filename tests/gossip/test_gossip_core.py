@@ -13,7 +13,13 @@ from crdtstream.config import GossipConfig, MembershipConfig
 from crdtstream.errors import DecodeError
 from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
-from crdtstream.gossip.messages import MemberUpdate, Progress, decode_frame, encode_frame
+from crdtstream.gossip.messages import (
+    MemberUpdate,
+    Ping,
+    Progress,
+    decode_frame,
+    encode_frame,
+)
 from crdtstream.gossip.reference import SlotCounters, SlotDelta, decode_slot_delta
 
 SMALL_FRAMES = GossipConfig(interval_ms=50, fanout=3, chunk_bytes_max=2048)
@@ -54,7 +60,7 @@ def test_a_frame_round_trips_with_its_piggyback() -> None:
     frame = decode_frame(encode_frame(wire.Tag.SWIM_PING, [7, "n1"], [update], [progress]))
     assert (frame.tag, frame.body, frame.updates, frame.progress) == (
         wire.Tag.SWIM_PING,
-        [7, "n1"],
+        Ping(7, "n1"),
         [update],
         [progress],
     )
