@@ -35,7 +35,12 @@ from typing import Any
 
 from crdtstream import wire
 from crdtstream.config import RaftConfig, WindowConfig
-from crdtstream.errors import DecodeError, ProtocolViolationError, UnavailableError
+from crdtstream.errors import (
+    ConfigError,
+    DecodeError,
+    ProtocolViolationError,
+    UnavailableError,
+)
 from crdtstream.node.requests import (
     RETRY_TICKS,
     Completion,
@@ -58,7 +63,7 @@ from crdtstream.raft.state_machine import (
     decode_command,
     encode_command,
 )
-from crdtstream.raft.types import Ready, Role, decode_message, encode_message
+from crdtstream.raft.types import Message, Ready, Role, decode_message, encode_message
 from crdtstream.raft.wal import DurableStorage, persist_ready
 
 __all__ = ["Completion", "ReadAnswer", "StrongReplica"]
@@ -72,6 +77,14 @@ class _Forwarded:
     command: Command | None
     key: str | None
     timeout_ticks: int
+
+
+def _checked_command(command: Command) -> Command:
+    """``command`` if its text fields are text; :class:`DecodeError` otherwise (the session
+    ``(client_id, sequence)`` becomes a table key, so a list there would break it)."""
+    if not all(type(text) is str for text in (command.client_id, command.key)):
+        raise DecodeError("a command's client id and key must be strings")
+    return command
 
 
 class StrongReplica:
@@ -238,6 +251,7 @@ class StrongReplica:
             tag = wire.peek_tag(payload)
             if tag == wire.Tag.RAFT_MESSAGE:
                 message = decode_message(payload)
+                self._check_snapshot(message)
             elif tag == wire.Tag.STRONG_REQUEST:
                 requests = self._decode_forwarded(payload)
             else:
@@ -256,6 +270,22 @@ class StrongReplica:
         except ProtocolViolationError:
             self.counters["malformed"] += 1
 
+    def _check_snapshot(self, message: Message) -> None:
+        """Raise :class:`DecodeError` unless a snapshot the message carries restores here: once
+        stepped, it would be stored and applied, and fail only then."""
+        snapshot = message.snapshot
+        if snapshot is None or snapshot.is_empty():
+            return
+        scratch = StateMachine(
+            self.machine.window,
+            session_results_max=self.machine.session_results_max,
+            sessions_max=self.machine.sessions_max,
+        )
+        try:
+            scratch.restore(snapshot.data)
+        except ConfigError as error:  # taken with other windows: not a snapshot for us
+            raise DecodeError(f"snapshot refused: {error}") from error
+
     def _decode_forwarded(self, payload: bytes) -> list[_Forwarded]:
         """The requests of a ``STRONG_REQUEST`` frame; a bad request is counted and left out
         (the others in its frame are served), a bad frame raises :class:`DecodeError`."""
@@ -264,7 +294,7 @@ class StrongReplica:
         for row in rows:
             try:
                 request_id, data, key, timeout_ticks = wire.build_checked(row, forwarded_from)
-                command = None if data is None else decode_command(data)
+                command = None if data is None else _checked_command(decode_command(data))
             except DecodeError:
                 self.counters["malformed"] += 1
                 continue

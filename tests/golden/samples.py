@@ -30,7 +30,7 @@ from crdtstream.gossip.messages import MemberUpdate, Progress, encode_frame
 from crdtstream.node.quorum import Quorum
 from crdtstream.node.requests import response_row
 from crdtstream.raft.commands import Command, Result, encode_command, encode_result
-from crdtstream.raft.state_machine import KeyView
+from crdtstream.raft.state_machine import KeyView, StateMachine
 from crdtstream.raft.types import (
     ConfChange,
     ConfChangeKind,
@@ -164,7 +164,8 @@ def _raft_frames() -> dict[str, bytes]:
     command = encode_command(Command("client", 1, "quota.k", "counter", "add", 1))
     change = encode_conf_change(ConfChange(ConfChangeKind.ADD_VOTER, "n3"))
     entries = (Entry(2, 5, EntryKind.NORMAL, command), Entry(2, 6, EntryKind.EMPTY))
-    snapshot = Snapshot(SnapshotMeta(9, 2, ("n1", "n2", "n3")), b"machine image")
+    image = StateMachine(WindowConfig()).snapshot()
+    snapshot = Snapshot(SnapshotMeta(9, 2, ("n1", "n2", "n3")), image)
     messages = {
         "raft_append": Message(
             MessageType.APP, "n1", "n2", 2, log_term=1, index=4, entries=entries, commit=4
