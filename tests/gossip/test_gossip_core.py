@@ -51,6 +51,8 @@ def run(cores: dict[str, GossipCore[SlotDelta]], start_ms: int, end_ms: int) -> 
             sent.append(item.payload)
             replies = cores[item.peer_id].step(source, item.payload, now_ms)
             queue.extend((item.peer_id, reply) for reply in replies)
+    malformed = {name: core.stats["malformed_received"] for name, core in cores.items()}
+    assert not any(malformed.values()), f"frames of correct peers counted malformed: {malformed}"
     return sent
 
 

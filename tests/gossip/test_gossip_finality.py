@@ -84,6 +84,8 @@ def _run(
                 continue
             replies = cores[item.peer_id][0].step(source, item.payload, now_ms)
             queue.extend((item.peer_id, reply) for reply in replies)
+    malformed = {name: core.stats["malformed_received"] for name, (core, _) in cores.items()}
+    assert not any(malformed.values()), f"frames of correct peers counted malformed: {malformed}"
 
 
 def test_a_window_goes_final_everywhere_and_a_crashed_member_stops_blocking_once_dead() -> None:

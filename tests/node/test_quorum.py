@@ -160,6 +160,7 @@ def test_a_single_node_confirms_at_once_and_a_write_not_applied_sends_nothing() 
 
 def test_malformed_and_stray_quorum_frames_are_counted_and_change_nothing() -> None:
     cluster = settled_cluster(6)
+    cluster.corrupts_frames = True
     node = cluster.nodes["b"]
     before = node.quorum.counters["malformed"]
     bad = [
