@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import socket
 import time
@@ -110,7 +111,7 @@ async def _read(node: Node, mode: str, key: str) -> float:
         windows = await node.query_quorum(key)
     else:
         view = await node.query_strong(key)
-        return 0.0 if view is None else float(sum(value for _, _, value in view.windows))  # type: ignore[misc]
+        return 0.0 if view is None else float(sum(value for _, _, value in view.windows))
     return float(sum(window.value for window in windows))  # type: ignore[misc]
 
 
@@ -204,7 +205,7 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
                 nodes,
                 args.seconds,
                 args.concurrency,
-                lambda node, m=mode, k=key: _write(node, m, k),
+                functools.partial(_write, mode=mode, key=key),
             )
             writes[mode] = rate
             report.add(f"{mode}_writes_per_s", rate, "writes/s (closed loop, 3 nodes)")
@@ -213,7 +214,7 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
         for mode in MODES:
             key = f"{PREFIX[mode]}.load"
             rate, _ = await _closed_loop(
-                nodes, args.seconds, args.concurrency, lambda node, m=mode, k=key: _read(node, m, k)
+                nodes, args.seconds, args.concurrency, functools.partial(_read, mode=mode, key=key)
             )
             reads[mode] = rate
             report.add(f"{mode}_reads_per_s", rate, "reads/s (closed loop, 3 nodes)")

@@ -7,7 +7,7 @@ import random
 from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.finality import ProgressTable, window_is_final
-from crdtstream.gossip.messages import Progress
+from crdtstream.gossip.messages import Outgoing, Progress
 from crdtstream.gossip.reference import SlotCounters, SlotDelta, decode_slot_delta
 
 LATENESS_MS = 500
@@ -73,7 +73,7 @@ def _run(
     down: set[str],
 ) -> None:
     for now_ms in range(start, end, 10):
-        queue = []
+        queue: list[tuple[str, Outgoing]] = []
         for name, (core, lattice) in cores.items():
             if name not in down:
                 lattice.advance(now_ms)
