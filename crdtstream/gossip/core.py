@@ -214,8 +214,8 @@ class GossipCore(Generic[DeltaT]):
             if self.catalog is None:
                 return []
             try:
-                # The Yjs library decodes and applies a sync message in one call; it refuses
-                # bad bytes with DecodeError before applying anything.
+                # The Yjs library decodes and applies a sync message in one call, so its
+                # refusal of bad bytes (translated to DecodeError in catalog.py) comes here.
                 return self.catalog.step(source, [body.flags, body.message])
             except DecodeError:
                 self.stats["malformed_received"] += 1
