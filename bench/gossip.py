@@ -28,7 +28,7 @@ from bench.report import Report
 from crdtstream import wire
 from crdtstream.config import GossipConfig
 from crdtstream.gossip.antientropy import AntiEntropy
-from crdtstream.gossip.messages import Message, decode_frame, encode_frame
+from crdtstream.gossip.messages import DeltaPart, Message, decode_frame, encode_frame
 from crdtstream.gossip.reference import SlotCounters, decode_slot_delta
 
 __all__ = ["add_arguments", "run"]
@@ -133,7 +133,9 @@ def _full_push_round(cluster: _Cluster, rng: random.Random) -> None:
                 body = [0, 0, 0, 1, part.to_bytes()]
                 payload = encode_frame(wire.Tag.GOSSIP_DELTA, body, [], [])
                 cluster.wire_bytes += len(payload)
-                delta = decode_slot_delta(decode_frame(payload).body[4])
+                received = decode_frame(payload).body
+                assert isinstance(received, DeltaPart)
+                delta = decode_slot_delta(received.data)
                 cluster.nodes[peer].lattice.merge(delta)
 
 

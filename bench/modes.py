@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import socket
 import time
@@ -194,7 +195,7 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
                 nodes,
                 args.seconds,
                 args.concurrency,
-                lambda node, k=key: _write(node, k),
+                functools.partial(_write, key=key),
             )
             writes[mode] = rate
             report.add(f"{mode}_writes_per_s", rate, "writes/s (closed loop, 3 nodes)")
@@ -203,7 +204,7 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
         for mode in MODES:
             key = f"{PREFIX[mode]}.load"
             rate, _ = await _closed_loop(
-                nodes, args.seconds, args.concurrency, lambda node, k=key: _read(node, k)
+                nodes, args.seconds, args.concurrency, functools.partial(_read, key=key)
             )
             reads[mode] = rate
             report.add(f"{mode}_reads_per_s", rate, "reads/s (closed loop, 3 nodes)")

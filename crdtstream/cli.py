@@ -225,16 +225,38 @@ def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     )
     status_parser.add_argument("--json", action="store_true", help="print the JSON answer")
     status_parser.set_defaults(handler=_run_status)
+    remove_parser = subparsers.add_parser(
+        "remove-member",
+        help="remove a member that is gone for good, so windows go final without it",
+        description=(
+            "A member that is down holds back every window it had not closed, so that a value "
+            "reported final never changes. Remove a member only when it will never come back "
+            "with its data; it may rejoin later only with a wiped data directory."
+        ),
+        epilog="example:\n  crdtstream remove-member n3 --node http://127.0.0.1:8001",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    remove_parser.add_argument("member", help="the node id of the member to remove")
+    remove_parser.add_argument(
+        "--node", default=DEFAULT_NODE_URL, help=f"the agent's HTTP URL ({DEFAULT_NODE_URL})"
+    )
+    remove_parser.add_argument(
+        "--force",
+        action="store_true",
+        help="remove it even though this node still believes it alive or suspect",
+    )
+    remove_parser.set_defaults(handler=_run_remove_member)
 
 
-def _http_get(url: str) -> tuple[int, Any]:
+def _http_get(url: str, *, method: str = "GET") -> tuple[int, Any]:
     """Exit code and parsed JSON answer (None after printing why there is none)."""
     import json
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        request = urllib.request.Request(url, method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
             return 0, json.loads(response.read())
     except urllib.error.HTTPError as error:
         body = error.read().decode("utf-8", "replace")
@@ -291,7 +313,10 @@ def _run_query(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer))
         return code
-    print(f"{answer['key']}  kind={answer['kind']}  read={answer['mode']}")
+    print(
+        f"{answer['key']}  kind={answer['kind']}  mode={answer['mode']}"
+        f"  read={answer['consistency']}"
+    )
     rows = [
         (
             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(window["start_ms"] / 1000)),
@@ -330,6 +355,18 @@ def _run_status(args: argparse.Namespace) -> int:
         if values:
             print()
             print(_table((group, "count"), sorted(values.items())))
+    return code
+
+
+def _run_remove_member(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    url = f"{args.node.rstrip('/')}/v1/members/{quote(args.member, safe='')}/remove"
+    code, answer = _http_get(url + ("?force=1" if args.force else ""), method="POST")
+    if answer is None:
+        return code
+    state = "removed" if answer["removed"] else "was already removed"
+    print(f"member {answer['member']} {state}")
     return code
 
 

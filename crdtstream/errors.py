@@ -9,6 +9,7 @@ operator asked for something impossible.
 
     CrdtStreamError
     ├── DecodeError            malformed, truncated, oversized or unknown bytes (remote fault)
+    ├── ProtocolViolationError a well-formed message no correct peer sends (remote fault)
     ├── MergeError             two states that cannot be joined (e.g. different HLL precisions)
     ├── ConfigError            a configuration value is missing, out of range or inconsistent
     ├── KindConflictError      a key was used with a second kind
@@ -22,6 +23,12 @@ operator asked for something impossible.
     │   └── NotLeaderError     this node is not the Raft leader (carries the leader's id if known)
     └── StorageError           durable state on disk is unusable beyond automatic repair
 
+A handler of peers' frames decides at decode time whether a frame is malformed: decoders raise
+:class:`DecodeError` and nothing else, and the handler counts and drops such a frame. Only
+:class:`DecodeError`, :class:`ProtocolViolationError` and :class:`MergeError` (a peer's store
+parameters differ) are caught around a peer's input, each where it can be raised; any other
+exception from handling a frame is a bug and propagates.
+
 Programming errors (a negative increment on a grow-only counter, a quantile outside [0, 1]) are
 reported with the built-in :class:`ValueError` / :class:`TypeError`, as the standard library does.
 """
@@ -29,7 +36,6 @@ reported with the built-in :class:`ValueError` / :class:`TypeError`, as the stan
 from __future__ import annotations
 
 __all__ = [
-    "MALFORMED_INPUT_ERRORS",
     "ConfigError",
     "CrdtStreamError",
     "DecodeError",
@@ -39,6 +45,7 @@ __all__ = [
     "NotLeaderError",
     "PayloadTooLargeError",
     "PeerUnknownError",
+    "ProtocolViolationError",
     "RefusedError",
     "StorageError",
     "TransportClosedError",
@@ -53,6 +60,11 @@ class CrdtStreamError(Exception):
 
 class DecodeError(CrdtStreamError):
     """Bytes that do not decode: truncated, corrupt, wrong tag or version, oversized."""
+
+
+class ProtocolViolationError(CrdtStreamError, ValueError):
+    """A message that decodes but that no correct peer sends, found against local state (a
+    Raft append that would overwrite committed entries, say). Nothing was changed."""
 
 
 class MergeError(CrdtStreamError):
@@ -115,16 +127,3 @@ class NotLeaderError(UnavailableError):
 
 class StorageError(CrdtStreamError):
     """Durable state on disk is unusable and could not be repaired automatically."""
-
-
-MALFORMED_INPUT_ERRORS: tuple[type[Exception], ...] = (
-    CrdtStreamError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    ArithmeticError,
-)
-"""What a hostile or corrupt frame can make decoding, a merge or a protocol core raise: the
-handlers of peers' frames catch these, count the frame as malformed and drop it."""

@@ -2,7 +2,7 @@
 
 Every node holds every key, so a naive push from each node would multiply the data by the
 cluster size. Instead, when a window becomes final on a node, the node fixes the window's plan:
-the **eligible** members (not dead or left, and exporting since this window or earlier) and,
+the **eligible** members (not left or removed, and exporting since this window or earlier) and,
 for each key, its **owner** by rendezvous hashing of the key over them. A node enqueues the
 keys it owns. Finality makes the plan the same on every node: a window is final only once
 every live member's writes to it are merged, and every exporting member writes its markers
@@ -14,17 +14,19 @@ like any key (``max`` registers, so they merge and spread by gossip):
 - ``__crdtstream.export_from#node:ID``: the first window this run of ID exports;
 - ``__crdtstream.export_done#node:ID``: every window up to this one has left ID's sink.
 
-**Takeover.** When an owner is declared dead (or left) and its ``done`` marker is older than
-a window, the keys it owned in that window are re-owned by rendezvous over the eligible members
-that remain, and the new owner exports them. When the owner flushed and then died, its ``done``
-marker (written after the flush succeeded) tells the others not to export again.
+**Takeover.** When an owner has left or been removed by an operator and its ``done`` marker is
+older than a window, the keys it owned in that window are re-owned by rendezvous over the
+eligible members that remain, and the new owner exports them. When the owner flushed and then
+left, its ``done`` marker (written after the flush succeeded) tells the others not to export
+again. A member merely believed dead is not taken over: the verdict is a guess (a paused or
+partitioned node may still be flushing), as it is for window finality, so its keys wait until
+it comes back or is removed.
 
-What this does not promise, honestly: an owner that flushes and dies within one gossip round,
-before its ``done`` marker spreads, is exported twice (at-least-once, with a window of about
-``gossip.interval_ms``); a member declared dead while still alive (a partition longer than the
-suspicion timeout) and still flushing is exported twice too; a node restarted faster than the
-suspicion timeout loses what it had buffered but not flushed; a sink buffer that overflows
-drops its oldest points (counted). Graphite itself keeps one value per series and timestamp,
+What this does not promise, honestly: an owner that flushes and is removed within one gossip
+round, before its ``done`` marker spreads, is exported twice (at-least-once, with a window of
+about ``gossip.interval_ms``); so is one an operator removes while it is in fact still alive;
+a node that crashes and restarts loses what it had buffered but not flushed; a sink buffer
+that overflows drops its oldest points (counted). Graphite itself keeps one value per series and timestamp,
 so a duplicate of a final value overwrites the same point with the same value.
 """
 
@@ -50,7 +52,8 @@ __all__ = [
 DONE_KEY = RESERVED_PREFIX + "export_done#node:{}"
 FROM_KEY = RESERVED_PREFIX + "export_from#node:{}"
 QUANTILES = (0.5, 0.9, 0.99)
-_GONE = ("dead", "left", "removed")
+_GONE = ("left", "removed")
+"""Member states whose keys are re-owned: a dead verdict is only a guess (see the module)."""
 
 
 def is_reserved(key: str) -> bool:

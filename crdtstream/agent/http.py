@@ -258,6 +258,18 @@ def build_app(
     async def list_keys(request: web.Request) -> web.Response:
         return web.json_response(_list_keys(node, request))
 
+    @routes.post("/v1/members/{node_id}/remove")
+    async def remove_member(request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        force = request.query.get("force", "0")
+        if force not in ("0", "1"):
+            raise InputError(400, "bad_parameter", "force must be 0 or 1")
+        try:
+            removed = node.engine.remove_member(node_id, force=force == "1")
+        except RefusedError as error:
+            raise InputError(409, "member_not_removable", str(error)) from None
+        return web.json_response({"member": node_id, "removed": removed})
+
     @routes.post("/v1/ingest")
     async def ingest(request: web.Request) -> web.Response:
         data = await request.read()

@@ -538,6 +538,28 @@ class Engine:
             self._send_now,
         )
 
+    def remove_member(self, node_id: str, *, force: bool = False) -> bool:
+        """An operator's removal of ``node_id``, a member gone for good (with its data): its
+        replica no longer holds windows back from going final, on every node (the verdict
+        spreads by gossip), and it may only come back with a wiped data directory.
+
+        Only a member this node believes dead or left is removed, unless ``force``: removing
+        one that is merely paused or partitioned would let a final value change. Raises
+        :class:`RefusedError` for this node itself, an unknown member, or a live one without
+        ``force``; returns False when it was removed already.
+        """
+        if node_id == self.config.node_id:
+            raise RefusedError("a node cannot remove itself; remove it from another node")
+        member = self.gossip.membership.members.get(node_id)
+        if member is None:
+            raise RefusedError(f"unknown member {node_id!r}")
+        if member.status in ("alive", "suspect") and not force:
+            raise RefusedError(
+                f"member {node_id!r} is {member.status}: only a dead or departed member is "
+                "removed (force it only if that node is gone for good)"
+            )
+        return self.gossip.remove_member(node_id, self._now_ms)
+
     def leave(self) -> None:
         """Announce that this node leaves the cluster (frames go to the outbox)."""
         self.outbox.extend(self.gossip.leave(self._now_ms))

@@ -42,16 +42,27 @@ from typing import Any, Final
 
 from crdtstream import wire
 from crdtstream.engine.requests import FRAME_BYTES_MAX
-from crdtstream.errors import MALFORMED_INPUT_ERRORS, MergeError, UnavailableError
+from crdtstream.errors import DecodeError, MergeError, UnavailableError
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
 
-__all__ = ["QUORUM_TAGS", "RETRY_MS", "Quorum", "QuorumDone", "majority"]
+__all__ = [
+    "QUORUM_TAGS",
+    "RETRY_MS",
+    "Quorum",
+    "QuorumDone",
+    "QuorumMessage",
+    "ReadRequest",
+    "StatePart",
+    "WriteAck",
+    "WritePart",
+    "decode_quorum",
+    "majority",
+]
 
 QUORUM_TAGS: Final = frozenset(
     (wire.Tag.QUORUM_WRITE, wire.Tag.QUORUM_ACK, wire.Tag.QUORUM_READ, wire.Tag.QUORUM_STATE)
 )
-_MALFORMED = MALFORMED_INPUT_ERRORS
 
 RETRY_MS: Final = 250
 """A member that has not answered is asked again this often until the deadline."""
@@ -249,47 +260,59 @@ class Quorum:
                 self._send_request(request)
 
     def step(self, source: str, payload: bytes) -> None:
-        """Handle one ``QUORUM_*`` frame from ``source``: answer a request, or count an answer."""
-        try:
-            tag, body = wire.decode(payload)
-            if tag == wire.Tag.QUORUM_WRITE:
-                request_id, index, count, content = wire.build_checked(body, _part_row)
-                delta = wire.build_checked(content, StoreDelta.from_wire)
-                refused_before = self.store.merge_rejected_cells
-                self._merge(delta)
-                if self.store.merge_rejected_cells > refused_before:
-                    self.counters["writes_refused"] += 1  # not held here: no acknowledgement
-                    return
-                self._send(source, wire.encode(wire.Tag.QUORUM_ACK, [request_id, index]))
-            elif tag == wire.Tag.QUORUM_READ:
-                request_id, keys = wire.build_checked(body, _read_row)
-                state = StoreDelta.join_all([self.store.key_state(key) for key in keys])
-                self._next_answer += 1
-                for frame in _part_frames(
-                    wire.Tag.QUORUM_STATE, request_id, state, answer=self._next_answer
-                ):
-                    self._send(source, frame)
-            elif tag == wire.Tag.QUORUM_STATE:
-                request_id, answer, index, count, content = wire.build_checked(body, _answer_row)
-                if self._expects(request_id, source, wire.Tag.QUORUM_READ):
-                    self._merge(wire.build_checked(content, StoreDelta.from_wire))
-                    self._part_in(request_id, source, answer, index, count)
-            elif tag == wire.Tag.QUORUM_ACK:
-                request_id, index = wire.build_checked(body, _ack_row)
-                request = self._requests.get(request_id)
-                if request is not None and self._expects(request_id, source, wire.Tag.QUORUM_WRITE):
-                    self._part_in(request_id, source, 0, index, len(request.frames))
-            else:
-                raise ValueError(f"not a quorum frame: tag {tag}")
-        except _MALFORMED:
-            self.counters["malformed"] += 1
+        """Handle one ``QUORUM_*`` frame from ``source``: answer a request, or count an answer.
 
-    def _merge(self, delta: StoreDelta) -> None:
+        A frame is malformed or not as soon as it is decoded (:func:`decode_quorum`, which
+        raises :class:`~crdtstream.errors.DecodeError` only): such a frame is counted and
+        dropped. The handling that follows runs outside any ``except`` but the one for a
+        store that refuses a peer's parameters, so a bug in it raises.
+        """
+        try:
+            message = decode_quorum(payload)
+        except DecodeError:
+            self.counters["malformed"] += 1
+            return
+        if isinstance(message, WritePart):
+            refused_before = self.store.merge_rejected_cells
+            if not self._merge(message.delta):
+                return
+            if self.store.merge_rejected_cells > refused_before:
+                self.counters["writes_refused"] += 1  # not held here: no acknowledgement
+                return
+            ack = wire.encode(wire.Tag.QUORUM_ACK, [message.request_id, message.index])
+            self._send(source, ack)
+        elif isinstance(message, ReadRequest):
+            state = StoreDelta.join_all([self.store.key_state(key) for key in message.keys])
+            self._next_answer += 1
+            for frame in _part_frames(
+                wire.Tag.QUORUM_STATE, message.request_id, state, answer=self._next_answer
+            ):
+                self._send(source, frame)
+        elif isinstance(message, StatePart):
+            request_id = message.request_id
+            if self._expects(request_id, source, wire.Tag.QUORUM_READ) and self._merge(
+                message.delta
+            ):
+                self._part_in(request_id, source, message.answer, message.index, message.count)
+        else:
+            request = self._requests.get(message.request_id)
+            if request is None or not self._expects(
+                message.request_id, source, wire.Tag.QUORUM_WRITE
+            ):
+                return  # an answer to a request that finished, or not to this node's
+            if message.index >= len(request.frames):
+                self.counters["malformed"] += 1  # acknowledges a part this request lacks
+                return
+            self._part_in(message.request_id, source, 0, message.index, len(request.frames))
+
+    def _merge(self, delta: StoreDelta) -> bool:
+        """Merge a peer's cells; False (nothing applied) when the store refuses its parameters."""
         try:
             self.store.merge(delta)
         except MergeError:
             self.counters["merge_refused"] += 1
-            raise
+            return False
+        return True
 
     def _expects(self, request_id: int, source: str, tag: int) -> bool:
         request = self._requests.get(request_id)
@@ -297,8 +320,6 @@ class Quorum:
 
     def _part_in(self, request_id: int, source: str, answer: int, index: int, count: int) -> None:
         request = self._requests[request_id]
-        if not 0 <= index < count:
-            raise ValueError(f"part {index} of {count}")
         parts = request.parts_in.setdefault(source, {}).setdefault(answer, set())
         parts.add(index)
         if len(parts) < count:
@@ -377,41 +398,101 @@ def _read_chunks(batch: _Batch) -> list[tuple[list[str], list[QuorumDone]]]:
     return chunks
 
 
-def _request_id(value: Any) -> int:
+@dataclass(frozen=True, slots=True)
+class WritePart:
+    """``QUORUM_WRITE``: part ``index`` of ``count`` of a write batch."""
+
+    request_id: int
+    index: int
+    count: int
+    delta: StoreDelta
+
+
+@dataclass(frozen=True, slots=True)
+class WriteAck:
+    """``QUORUM_ACK``: the member holds part ``index`` of the write batch."""
+
+    request_id: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """``QUORUM_READ``: the member's state of ``keys`` is asked for (distinct, non-empty)."""
+
+    request_id: int
+    keys: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StatePart:
+    """``QUORUM_STATE``: part ``index`` of ``count`` of the member's answer ``answer``."""
+
+    request_id: int
+    answer: int
+    index: int
+    count: int
+    delta: StoreDelta
+
+
+QuorumMessage = WritePart | WriteAck | ReadRequest | StatePart
+"""A decoded and checked quorum frame."""
+
+
+def decode_quorum(payload: bytes) -> QuorumMessage:
+    """Decode and check one ``QUORUM_*`` frame; raise :class:`DecodeError` and nothing else
+    for another tag or a malformed body (the cells' decoding included)."""
+    tag, body = wire.decode(payload)
+    if tag == wire.Tag.QUORUM_WRITE:
+        request_id, index, count, content = _part_row(_fields(body, 4, "quorum write"))
+        return WritePart(request_id, index, count, _store_delta(content))
+    if tag == wire.Tag.QUORUM_ACK:
+        request_id, index = _fields(body, 2, "quorum acknowledgement")
+        return WriteAck(_integer(request_id, "request id"), _natural(index, "acked part"))
+    if tag == wire.Tag.QUORUM_READ:
+        request_id, keys = _fields(body, 2, "quorum read")
+        if not isinstance(keys, list) or not keys:
+            raise DecodeError("a quorum read names its keys as a non-empty list")
+        if not all(type(key) is str for key in keys):
+            raise DecodeError("a quorum read names its keys as strings")
+        return ReadRequest(_integer(request_id, "request id"), list(dict.fromkeys(keys)))
+    if tag == wire.Tag.QUORUM_STATE:
+        request_id, answer, index, count, content = _fields(body, 5, "quorum state")
+        request_id, index, count, content = _part_row([request_id, index, count, content])
+        return StatePart(
+            request_id, _integer(answer, "answer id"), index, count, _store_delta(content)
+        )
+    raise DecodeError(f"not a quorum frame: tag {tag}")
+
+
+def _fields(body: Any, count: int, what: str) -> list[Any]:
+    if not isinstance(body, list) or len(body) != count:
+        raise DecodeError(f"a {what} is an array of {count} fields")
+    return body
+
+
+def _integer(value: Any, what: str) -> int:
     if type(value) is not int:
-        raise TypeError("a quorum request id must be an integer")
+        raise DecodeError(f"a quorum {what} must be an integer, got {value!r}")
     return value
 
 
-def _part_row(body: Any) -> tuple[int, int, int, Any]:
+def _natural(value: Any, what: str) -> int:
+    if _integer(value, what) < 0:
+        raise DecodeError(f"a quorum {what} must be >= 0, got {value!r}")
+    return int(value)
+
+
+def _part_row(body: list[Any]) -> tuple[int, int, int, Any]:
     request_id, index, count, content = body
-    if type(index) is not int or type(count) is not int or not 0 <= index < count:
-        raise ValueError("a quorum part needs 0 <= part < parts")
-    return _request_id(request_id), index, count, content
+    index, count = _natural(index, "part"), _natural(count, "part count")
+    if not index < count:
+        raise DecodeError("a quorum part needs 0 <= part < parts")
+    return _integer(request_id, "request id"), index, count, content
 
 
-def _answer_row(body: Any) -> tuple[int, int, int, int, Any]:
-    request_id, answer, index, count, content = body
-    if type(answer) is not int:
-        raise TypeError("a quorum answer id must be an integer")
-    _, index, count, content = _part_row([request_id, index, count, content])
-    return _request_id(request_id), answer, index, count, content
-
-
-def _ack_row(body: Any) -> tuple[int, int]:
-    request_id, index = body
-    if type(index) is not int:
-        raise TypeError("a quorum acknowledgement names its part as an integer")
-    return _request_id(request_id), index
-
-
-def _read_row(body: Any) -> tuple[int, list[str]]:
-    request_id, keys = body
-    if not isinstance(keys, list) or not keys:
-        raise TypeError("a quorum read names its keys as a non-empty list")
-    if not all(isinstance(key, str) for key in keys):
-        raise TypeError("a quorum read names its keys as strings")
-    return _request_id(request_id), list(dict.fromkeys(keys))
+def _store_delta(content: Any) -> StoreDelta:
+    return wire.build_checked(content, StoreDelta.from_wire)
 
 
 def _shortfall(request: _Request) -> str:

@@ -184,7 +184,17 @@ def response_from(body: Any) -> tuple[int, Result | ReadAnswer | None, Exception
         if payload is None:
             return request_id, None, None
         view_kind, windows = payload
-        return request_id, KeyView(str(view_kind), tuple(tuple(w) for w in windows)), None
+        if type(view_kind) is not str or not isinstance(windows, list):
+            raise TypeError("a read answer is [kind, [[start_ms, end_ms, value], ...]]")
+        checked = []
+        for window in windows:
+            if not (isinstance(window, list) and len(window) == 3):
+                raise TypeError("a read answer's window is [start_ms, end_ms, value]")
+            start_ms, end_ms, value = window
+            if type(start_ms) is not int or type(end_ms) is not int:
+                raise TypeError("a read answer's window bounds are integers")
+            checked.append((start_ms, end_ms, value))
+        return request_id, KeyView(view_kind, tuple(checked)), None
     raise ValueError(f"unknown response kind {kind!r}")
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from crdtstream import wire
@@ -50,8 +51,13 @@ from crdtstream.engine.requests import (
     response_row,
     rows_from,
 )
-from crdtstream.errors import CrdtStreamError, DecodeError, UnavailableError
-from crdtstream.raft.rawnode import RawNode, Status
+from crdtstream.errors import (
+    ConfigError,
+    DecodeError,
+    ProtocolViolationError,
+    UnavailableError,
+)
+from crdtstream.raft.rawnode import RawNode, Status, refusal
 from crdtstream.raft.state_machine import (
     Command,
     Result,
@@ -60,9 +66,27 @@ from crdtstream.raft.state_machine import (
     encode_command,
 )
 from crdtstream.raft.storage import DurableStorage, persist_ready
-from crdtstream.raft.types import Ready, Role, decode_message, encode_message
+from crdtstream.raft.types import Message, Ready, Role, decode_message, encode_message
 
 __all__ = ["Completion", "ReadAnswer", "StrongReplica"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Forwarded:
+    """A request forwarded by a strong client, decoded and checked."""
+
+    request_id: int
+    command: Command | None
+    key: str | None
+    timeout_ticks: int
+
+
+def _checked_command(command: Command) -> Command:
+    """``command`` if its text fields are text; :class:`DecodeError` otherwise (the session
+    ``(client_id, sequence)`` becomes a table key, so a list there would break it)."""
+    if not all(type(text) is str for text in (command.client_id, command.key)):
+        raise DecodeError("a command's client id and key must be strings")
+    return command
 
 
 class StrongReplica:
@@ -222,35 +246,76 @@ class StrongReplica:
         return f"strong {what} timed out: no quorum reached (leader: {leader}, term {status.term})"
 
     def step(self, source: str, payload: bytes) -> None:
-        """Handle one Raft or forwarded-request frame; malformed frames are counted, ignored."""
+        """Handle one Raft or forwarded-request frame; malformed frames are counted, ignored.
+
+        A frame is judged while it is decoded (:class:`DecodeError`) and checked against what
+        a correct peer sends (:func:`~crdtstream.raft.rawnode.refusal`, the sender being the
+        transport's peer); what follows runs outside any ``except`` but the one for
+        :class:`ProtocolViolationError` (an append against committed entries, found only
+        against the log), so a bug raises.
+        """
         try:
             tag = wire.peek_tag(payload)
             if tag == wire.Tag.RAFT_MESSAGE:
                 message = decode_message(payload)
-                if message.sender == source:
-                    self.raw.step(message)
-                else:
-                    self.counters["malformed"] += 1
+                self._check_snapshot(message)
             elif tag == wire.Tag.STRONG_REQUEST:
-                self._serve_forwarded(source, payload)
+                requests = self._decode_forwarded(payload)
             else:
-                self.counters["malformed"] += 1
-        except (CrdtStreamError, ValueError):
+                raise DecodeError(f"tag {tag} is neither a Raft message nor a strong request")
+        except DecodeError:
+            self.counters["malformed"] += 1
+            return
+        if tag == wire.Tag.STRONG_REQUEST:
+            self._serve_forwarded(source, requests)
+            return
+        if message.sender != source or refusal(message, self.node_id) is not None:
+            self.counters["malformed"] += 1
+            return
+        try:
+            self.raw.step(message)
+        except ProtocolViolationError:
             self.counters["malformed"] += 1
 
-    def _serve_forwarded(self, source: str, payload: bytes) -> None:
+    def _check_snapshot(self, message: Message) -> None:
+        """Raise :class:`DecodeError` unless a snapshot the message carries restores here: once
+        stepped, it would be stored and applied, and fail only then."""
+        snapshot = message.snapshot
+        if snapshot is None or snapshot.is_empty():
+            return
+        scratch = StateMachine(
+            self.machine.window,
+            session_results_max=self.machine.session_results_max,
+            sessions_max=self.machine.sessions_max,
+        )
+        try:
+            scratch.restore(snapshot.data)
+        except ConfigError as error:  # taken with other windows: not a snapshot for us
+            raise DecodeError(f"snapshot refused: {error}") from error
+
+    def _decode_forwarded(self, payload: bytes) -> list[_Forwarded]:
+        """The requests of a ``STRONG_REQUEST`` frame; a bad request is counted and left out
+        (the others in its frame are served), a bad frame raises :class:`DecodeError`."""
         rows = wire.decode_as(payload, wire.Tag.STRONG_REQUEST, rows_from)
-        for row in rows:  # one bad request is counted; the others in its frame are served
+        requests = []
+        for row in rows:
             try:
                 request_id, data, key, timeout_ticks = wire.build_checked(row, forwarded_from)
-                answer = self._answer_to(source, request_id)
-                if data is not None:
-                    self.submit(decode_command(data), timeout_ticks, answer)
-                else:
-                    assert key is not None
-                    self.read(key, timeout_ticks, answer)
+                command = None if data is None else _checked_command(decode_command(data))
             except DecodeError:
                 self.counters["malformed"] += 1
+                continue
+            requests.append(_Forwarded(request_id, command, key, timeout_ticks))
+        return requests
+
+    def _serve_forwarded(self, source: str, requests: list[_Forwarded]) -> None:
+        for request in requests:
+            answer = self._answer_to(source, request.request_id)
+            if request.command is not None:
+                self.submit(request.command, request.timeout_ticks, answer)
+            else:
+                assert request.key is not None
+                self.read(request.key, request.timeout_ticks, answer)
 
     def _answer_to(self, source: str, request_id: int) -> Completion:
         def answer(result: Result | ReadAnswer | None, error: Exception | None) -> None:

@@ -44,8 +44,9 @@ from typing import Any, Generic
 
 from crdtstream import wire
 from crdtstream.config import GossipConfig
+from crdtstream.errors import MergeError
 from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
-from crdtstream.gossip.messages import Message
+from crdtstream.gossip.messages import ANY_EPOCH, DeltaAck, DeltaPart, Message, decode_body
 from crdtstream.gossip.overlay import finger_neighbours
 
 __all__ = ["AntiEntropy"]
@@ -55,10 +56,6 @@ _TRANSFERS_KEPT = 4
 
 _INBOUND_KEPT = 16
 """Incomplete multi-part transfers held at once (parts beyond a gap wait, unacknowledged)."""
-
-
-ANY_EPOCH = -1
-"""The target epoch of a full state: any process of the peer may merge it."""
 
 
 @dataclass(slots=True)
@@ -167,6 +164,7 @@ class AntiEntropy(Generic[DeltaT]):
                 "peer_restarts_seen",
                 "groups_truncated",
                 "intervals_for_other_epoch",
+                "merges_refused",
             ),
             0,
         )
@@ -218,12 +216,22 @@ class AntiEntropy(Generic[DeltaT]):
         return messages
 
     def step(self, source: str, tag: int, body: Any) -> list[Message]:
-        """Handle a ``GOSSIP_DELTA`` or ``GOSSIP_ACK`` body; return the replies."""
-        if tag == wire.Tag.GOSSIP_DELTA:
-            return self._receive_delta(source, body)
-        if tag == wire.Tag.GOSSIP_ACK:
-            self._receive_ack(source, body)
+        """Handle a ``GOSSIP_DELTA`` or ``GOSSIP_ACK`` body, plain or already checked by
+        :func:`~crdtstream.gossip.messages.decode_frame`; return the replies.
+
+        A plain body (and a delta's bytes) is checked first: a malformed one raises
+        :class:`~crdtstream.errors.DecodeError` and changes nothing.
+        """
+        checked = body if isinstance(body, (DeltaPart, DeltaAck)) else decode_body(tag, body)
+        if isinstance(checked, DeltaPart):
+            return self.receive_delta(source, checked, self.decode_delta(checked))
+        if isinstance(checked, DeltaAck):
+            self.receive_ack(source, checked)
         return []
+
+    def decode_delta(self, part: DeltaPart) -> DeltaT:
+        """The delta a checked part carries; raises :class:`~crdtstream.errors.DecodeError`."""
+        return self._decode(part.data)
 
     def neighbours(self, peers: Sequence[str]) -> list[str]:
         """The peers this node ships deltas to: its finger overlay (every peer without a
@@ -356,22 +364,16 @@ class AntiEntropy(Generic[DeltaT]):
             return False
         return True
 
-    def _receive_delta(self, source: str, body: Any) -> list[Message]:
-        # A sixth field names the epoch the part is addressed to (absent: any, as full states).
-        sender_epoch, transfer_id, index, count, data, *rest = body
-        target_epoch = rest[0] if len(rest) == 1 else ANY_EPOCH
-        if not (
-            isinstance(sender_epoch, int)
-            and isinstance(transfer_id, int)
-            and isinstance(index, int)
-            and isinstance(count, int)
-            and isinstance(target_epoch, int)
-            and len(rest) <= 1
-            and 0 <= index < count
-            and isinstance(data, bytes)
-        ):
-            raise TypeError("delta body must be [epoch, transfer, index, count, bytes, target]")
-        delta = self._decode(data)
+    def receive_delta(self, source: str, part: DeltaPart, delta: DeltaT) -> list[Message]:
+        """Merge a checked delta part (its delta decoded by :meth:`decode_delta`); return the
+        acknowledgement. Raises nothing for input the decoders accept."""
+        sender_epoch, transfer_id, index, count = (
+            part.epoch,
+            part.transfer_id,
+            part.index,
+            part.count,
+        )
+        target_epoch = part.target_epoch
         self._observe_epoch(source, sender_epoch)
         if target_epoch not in (ANY_EPOCH, self.epoch):
             # Built on what an earlier process of this node acknowledged: not ours to merge. An
@@ -382,8 +384,14 @@ class AntiEntropy(Generic[DeltaT]):
             ]
         self.stats["deltas_received"] += 1
         released = self._inbound.accept((source, sender_epoch, transfer_id), index, count, delta)
-        for _, part in released:
-            self._merge(source, part)
+        for _, piece in released:
+            try:
+                self._merge(source, piece)
+            except MergeError:
+                # A peer whose store parameters differ (say, another HLL precision): nothing
+                # of the piece was applied; no acknowledgement, so it is never counted as held.
+                self.stats["merges_refused"] += 1
+                return []
         if not released:
             return []  # held until the parts before it arrive; acknowledged once merged
         ack = [sender_epoch, self.epoch, transfer_id, [i for i, _ in released]]
@@ -397,8 +405,14 @@ class AntiEntropy(Generic[DeltaT]):
             self.stats["deltas_inflating"] += 1
             self._append(inflating, source)
 
-    def _receive_ack(self, source: str, body: Any) -> None:
-        target_epoch, acker_epoch, transfer_id, indexes = body
+    def receive_ack(self, source: str, ack: DeltaAck) -> None:
+        """Count a checked acknowledgement of delta parts."""
+        target_epoch, acker_epoch, transfer_id, indexes = (
+            ack.target_epoch,
+            ack.acker_epoch,
+            ack.transfer_id,
+            ack.indexes,
+        )
         self.stats["acks_received"] += 1
         if target_epoch != self.epoch or not self._observe_epoch(source, acker_epoch):
             return

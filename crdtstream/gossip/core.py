@@ -20,14 +20,19 @@ from typing import Any, Generic, Protocol
 
 from crdtstream import wire
 from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
-from crdtstream.errors import MALFORMED_INPUT_ERRORS
+from crdtstream.errors import DecodeError
 from crdtstream.gossip.antientropy import AntiEntropy
 from crdtstream.gossip.finality import ProgressTable, window_is_final
 from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
 from crdtstream.gossip.membership import Membership
 from crdtstream.gossip.messages import (
     NO_WATERMARK_MS,
+    Body,
+    CatalogBody,
+    DeltaAck,
+    DeltaPart,
     Message,
+    NoBody,
     Outgoing,
     Progress,
     decode_frame,
@@ -43,8 +48,6 @@ PROGRESS_PIGGYBACK_OTHERS = 2
 """Other replicas' progress records attached to each frame, besides this node's own."""
 
 _JOIN_TAGS = frozenset({wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY})
-
-_MALFORMED = MALFORMED_INPUT_ERRORS
 
 _GONE = ("left", "removed")
 """Member states whose replica will write no more (see ``crdtstream.gossip.finality``)."""
@@ -153,27 +156,37 @@ class GossipCore(Generic[DeltaT]):
         return self._encode(messages, now_ms)
 
     def step(self, source: str, payload: bytes, now_ms: int) -> list[Outgoing]:
-        """Handle one received packet; malformed input is counted and ignored."""
+        """Handle one received packet; malformed input is counted and ignored.
+
+        Whether a packet is malformed is decided while decoding it (the frame, its piggyback,
+        its body and a delta's bytes), before any state changes; the handlers then run outside
+        any ``except``, so an exception they raise is a bug and propagates.
+        """
         self.stats["frames_received"] += 1
         self.stats["bytes_received"] += len(payload)
         try:
             frame = decode_frame(payload)
-            # A table exchange decides whether the peer's rules match before its piggyback is
-            # believed; any other frame from a refused peer is dropped.
-            joining = frame.tag in _JOIN_TAGS
-            messages = self._dispatch(source, frame.tag, frame.body, now_ms) if joining else []
-            if source in self.membership.rules_mismatches:
-                self.stats["refused_rules_mismatch"] += 1
-                return self._encode(messages, now_ms)
-            for update in frame.updates:
-                self.membership.apply(update, now_ms)
-            for record in frame.progress:
-                self._merge_progress(record)
-            if not joining:
-                messages = self._dispatch(source, frame.tag, frame.body, now_ms)
-        except _MALFORMED:
+            delta = (
+                self.anti_entropy.decode_delta(frame.body)
+                if isinstance(frame.body, DeltaPart)
+                else None
+            )
+        except DecodeError:
             self.stats["malformed_received"] += 1
             return []
+        # A table exchange decides whether the peer's rules match before its piggyback is
+        # believed; any other frame from a refused peer is dropped.
+        joining = frame.tag in _JOIN_TAGS
+        messages = self._dispatch(source, frame.tag, frame.body, delta, now_ms) if joining else []
+        if source in self.membership.rules_mismatches:
+            self.stats["refused_rules_mismatch"] += 1
+            return self._encode(messages, now_ms)
+        for update in frame.updates:
+            self.membership.apply(update, now_ms)
+        for record in frame.progress:
+            self._merge_progress(record)
+        if not joining:
+            messages = self._dispatch(source, frame.tag, frame.body, delta, now_ms)
         return self._encode(messages, now_ms)
 
     def leave(self, now_ms: int) -> list[Outgoing]:
@@ -223,14 +236,28 @@ class GossipCore(Generic[DeltaT]):
             self.retired_replicas(),
         )
 
-    def _dispatch(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
-        if tag in (wire.Tag.GOSSIP_DELTA, wire.Tag.GOSSIP_ACK):
-            return self.anti_entropy.step(source, tag, body)
-        if tag == wire.Tag.GOSSIP_PROGRESS:
+    def _dispatch(
+        self, source: str, tag: int, body: Body, delta: DeltaT | None, now_ms: int
+    ) -> list[Message]:
+        if isinstance(body, DeltaPart):
+            assert delta is not None, "a delta part arrives with its decoded delta"
+            return self.anti_entropy.receive_delta(source, body, delta)
+        if isinstance(body, DeltaAck):
+            self.anti_entropy.receive_ack(source, body)
+            return []
+        if isinstance(body, NoBody):
             return []  # its piggyback was all it carried
-        if tag == wire.Tag.CATALOG_SYNC:
-            return [] if self.catalog is None else self.catalog.step(source, body)
-        return self.membership.step(source, tag, body, now_ms)
+        if isinstance(body, CatalogBody):
+            if self.catalog is None:
+                return []
+            try:
+                # The Yjs library decodes and applies a sync message in one call, so its
+                # refusal of bad bytes (translated to DecodeError in catalog.py) comes here.
+                return self.catalog.step(source, [body.flags, body.message])
+            except DecodeError:
+                self.stats["malformed_received"] += 1
+                return []
+        return self.membership.receive(source, tag, body, now_ms)
 
     def _note_own_predecessors(self, replicas: Iterable[str]) -> None:
         """Remember this node's earlier incarnations among ``replicas`` (ids start with the node

@@ -41,7 +41,16 @@ from crdtstream.gossip.members import (
     member_update,
     supersedes,
 )
-from crdtstream.gossip.messages import MemberUpdate, Message
+from crdtstream.gossip.messages import (
+    Body,
+    MemberTable,
+    MemberUpdate,
+    Message,
+    Nack,
+    Ping,
+    ProbeAck,
+    decode_body,
+)
 
 __all__ = [
     "AWARENESS_MAX_MULTIPLIER",
@@ -299,36 +308,45 @@ class Membership:
     # ------------------------------------------------------------------ messages
 
     def step(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
-        """Handle one SWIM message body from ``source``; return the replies."""
-        if tag == wire.Tag.SWIM_PING:
-            return [Message(source, wire.Tag.SWIM_ACK, [int(body[0]), self.node_id])]
-        if tag == wire.Tag.SWIM_ACK:
-            return self._receive_ack(int(body[0]))
-        if tag == wire.Tag.SWIM_PING_REQ:
-            return self._relay_ping(source, int(body[0]), str(body[1]), now_ms)
-        if tag == wire.Tag.SWIM_NACK:
-            if self._probe is not None and self._probe.sequence == int(body[0]):
+        """Handle one plain SWIM message body from ``source``; return the replies.
+
+        The body is checked first: a malformed one raises
+        :class:`~crdtstream.errors.DecodeError` and changes nothing.
+        """
+        return self.receive(source, tag, decode_body(tag, body), now_ms)
+
+    def receive(self, source: str, tag: int, body: Body, now_ms: int) -> list[Message]:
+        """Handle one checked SWIM message body (from :func:`decode_frame`); return the
+        replies. Raises nothing for any body :func:`decode_body` accepts."""
+        if isinstance(body, Ping) and tag == wire.Tag.SWIM_PING:
+            return [Message(source, wire.Tag.SWIM_ACK, [body.sequence, self.node_id])]
+        if isinstance(body, Ping):
+            return self._relay_ping(source, body.sequence, body.target, now_ms)
+        if isinstance(body, ProbeAck):
+            return self._receive_ack(body.sequence)
+        if isinstance(body, Nack):
+            if self._probe is not None and self._probe.sequence == body.sequence:
                 self._probe.nacks += 1
                 self.stats["nacks"] += 1
             return []
-        if tag in (wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY):
+        if isinstance(body, MemberTable):
             return self._receive_sync(source, tag, body, now_ms)
         return []
 
-    def _receive_sync(self, source: str, tag: int, body: Any, now_ms: int) -> list[Message]:
-        rows, fingerprint = body
+    def _receive_sync(self, source: str, tag: int, body: MemberTable, now_ms: int) -> list[Message]:
+        fingerprint = body.rules_fingerprint
         if fingerprint != self.rules_fingerprint:
             # DESIGN §3: all nodes must hold the same policy rules; a mismatch is refused
             # (counted, and the peer is listed in ``rules_mismatches`` for status pages). The
             # reply carries our fingerprint only, so the other side refuses us as well.
             self.stats["refused_rules_mismatch"] += 1
-            self.rules_mismatches[source] = str(fingerprint)
+            self.rules_mismatches[source] = fingerprint
             if tag == wire.Tag.SWIM_SYNC:
                 return [Message(source, wire.Tag.SWIM_SYNC_REPLY, [[], self.rules_fingerprint])]
             return []
         self.rules_mismatches.pop(source, None)
-        for raw in rows:
-            self.apply(MemberUpdate.from_wire(raw), now_ms)
+        for update in body.rows:
+            self.apply(update, now_ms)
         if tag == wire.Tag.SWIM_SYNC:
             return [self._sync_messages(source, wire.Tag.SWIM_SYNC_REPLY)]
         return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from crdtstream.errors import ProtocolViolationError
 from crdtstream.raft.storage import LogCompactedError, LogUnavailableError, Storage, limit_size
 from crdtstream.raft.types import Entry, Snapshot
 
@@ -154,7 +155,9 @@ class RaftLog:
         if conflict:
             if conflict <= self.committed:
                 # No correct leader sends this (leader completeness): refuse it whole.
-                raise ValueError(f"entry {conflict} conflicts with committed {self.committed}")
+                raise ProtocolViolationError(
+                    f"entry {conflict} conflicts with committed {self.committed}"
+                )
             self.append(entries[conflict - index - 1 :])
         self.commit_to(min(committed, last_new))
         return last_new

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from crdtstream.config import RaftConfig
+from crdtstream.errors import DecodeError, ProtocolViolationError
 from crdtstream.ids import validate_node_id
 from crdtstream.raft.raft import Raft
 from crdtstream.raft.storage import Storage
@@ -41,7 +42,7 @@ from crdtstream.raft.types import (
     is_response,
 )
 
-__all__ = ["RawNode", "Status"]
+__all__ = ["RawNode", "Status", "refusal"]
 
 _FORWARDED = frozenset({MessageType.PROP, MessageType.READ_INDEX, MessageType.TRANSFER_LEADER})
 
@@ -117,13 +118,16 @@ class RawNode:
     def step(self, message: Message) -> None:
         """Handle a message received from a peer.
 
-        Raises :class:`ValueError` or :class:`~crdtstream.errors.DecodeError`, changing
-        nothing, for a message no correct peer sends: a local-only type, our own id as sender,
-        an append whose entries do not follow on or conflict with committed ones, a proposed
-        membership change that does not decode. Stale or misdirected messages are dropped
+        Raises :class:`~crdtstream.errors.ProtocolViolationError` (a :class:`ValueError`),
+        changing nothing in the log, for a message no correct peer sends: one :func:`refusal`
+        names (a local-only type, our own id as sender, an append whose entries do not follow
+        on, a proposed membership change that does not decode), or an append that conflicts
+        with committed entries. Stale or misdirected messages are dropped
         silently, as the protocol expects them.
         """
-        _check_shape(message, self.raft.id)
+        reason = refusal(message, self.raft.id)
+        if reason is not None:
+            raise ProtocolViolationError(reason)
         if (message.term == 0) != (message.type in _FORWARDED):
             return  # forwarded requests, and only they, travel without a term
         if is_response(message.type) and message.sender not in self.raft.tracker.progress:
@@ -252,23 +256,30 @@ class RawNode:
         return self.raft.hard_state()
 
 
-def _check_shape(message: Message, self_id: str) -> None:
-    """Refuse what no correct peer sends, before it can touch any state."""
+def refusal(message: Message, self_id: str) -> str | None:
+    """Why :meth:`RawNode.step` of node ``self_id`` would refuse ``message`` (no correct peer
+    sends it), or None. Decides it before the message can touch any state, so a driver can
+    count such a message as malformed and step the others outside any ``except``."""
     if message.type in LOCAL_MESSAGE_TYPES:
-        raise ValueError(f"{message.type.name} is a local message and cannot be received")
+        return f"{message.type.name} is a local message and cannot be received"
     if message.sender is None or message.sender == self_id:
-        raise ValueError(f"{message.type.name} with sender {message.sender!r} refused")
+        return f"{message.type.name} with sender {message.sender!r} refused"
     if message.type is MessageType.APP:
-        _check_append(message)
-    elif message.type is MessageType.PROP:
+        return _append_refusal(message)
+    if message.type is MessageType.PROP:
         for entry in message.entries:
             if entry.kind is EntryKind.CONF_CHANGE:
-                decode_conf_change(entry.data)  # DecodeError here, not at every replica's apply
+                try:
+                    decode_conf_change(entry.data)  # here, not at every replica's apply
+                except DecodeError as error:
+                    return f"a proposed membership change does not decode: {error}"
+    return None
 
 
-def _check_append(message: Message) -> None:
+def _append_refusal(message: Message) -> str | None:
     previous_index, previous_term = message.index, message.log_term
     for entry in message.entries:
         if entry.index != previous_index + 1 or not previous_term <= entry.term <= message.term:
-            raise ValueError(f"append entries do not follow on at index {entry.index}")
+            return f"append entries do not follow on at index {entry.index}"
         previous_index, previous_term = entry.index, entry.term
+    return None

@@ -1,5 +1,5 @@
 """Durable Raft storage: a write-ahead log of checksummed records (an in-memory twin that can
-crash is ``tests/raft/crashable.py``; the format and replay are in :mod:`.wal_format`).
+crash is ``tests/crashable.py``; the format and replay are in :mod:`.wal_format`).
 
 File-level rules: this module performs file I/O (the driver calls it; the core only reads through
 the :class:`~crdtstream.raft.storage.Storage` protocol). Nothing is durable until :meth:`sync`

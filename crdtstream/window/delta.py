@@ -174,8 +174,9 @@ class StoreDelta:
         """Rebuild a delta from :meth:`to_wire`, validating everything (ValueError/TypeError)."""
         precision = validate_precision(body["precision"])
         accuracy = body["accuracy"]
-        if not (isinstance(accuracy, float) and 0.0 < accuracy < 1.0):
-            raise ValueError("relative_accuracy must be a float in (0, 1)")
+        # The range WindowConfig allows: far smaller values make the bucket bound divide by 0.
+        if not (isinstance(accuracy, float) and 0.0005 <= accuracy < 1.0):
+            raise ValueError("relative_accuracy must be a float in [0.0005, 1)")
         keys, replicas = _names(body["keys"]), _names(body["replicas"])
         cells: dict[str, KindCells] = {}
         for kind, cell_body in dict(body["cells"]).items():

@@ -20,7 +20,7 @@ async def _query_and_status(client: TestClient, capsys: pytest.CaptureFixture[st
     code = await asyncio.to_thread(main, ["query", "api.latency", "--node", node_url])
     assert code == 0
     table = capsys.readouterr().out
-    assert "api.latency  kind=distribution  read=eventual" in table
+    assert "api.latency  kind=distribution  mode=eventual  read=eventual" in table
     assert "provisional" in table
     assert "count=3 sum=265.75 min=3.25 max=250" in table
     code = await asyncio.to_thread(main, ["query", "api.latency", "--node", node_url, "--json"])

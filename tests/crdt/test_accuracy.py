@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from crdtstream.crdt import Distribution, HyperLogLog
@@ -71,12 +73,13 @@ def assert_quantiles_accurate(
 @pytest.mark.parametrize("shape", ["lognormal", "normal", "signed", "with_zeros"])
 def test_distribution_quantiles_within_relative_accuracy(shape: str, accuracy: float) -> None:
     rng = np.random.default_rng(SEED)
-    values = {
+    draws: dict[str, Callable[[], npt.NDArray[np.float64]]] = {
         "lognormal": lambda: rng.lognormal(0.0, 3.0, 20_000),
         "normal": lambda: rng.normal(1_000.0, 50.0, 20_000),
         "signed": lambda: rng.normal(0.0, 10.0, 20_000),
         "with_zeros": lambda: np.where(rng.random(20_000) < 0.3, 0.0, rng.exponential(5, 20_000)),
-    }[shape]()
+    }
+    values = draws[shape]()
     # Four replicas, each taking a quarter, some one at a time and some in batches.
     replicas = [Distribution(f"r{i}", accuracy) for i in range(4)]
     for index, chunk in enumerate(np.array_split(values, 4)):

@@ -45,7 +45,8 @@ def test_counters_sum_replicas_and_ignore_duplicate_deltas() -> None:
 
 def test_sets_support_membership_and_length() -> None:
     gset, orset = GSet("a"), ORSet("a")
-    for item in ["x", b"y", 3]:
+    items: list[str | bytes | int] = ["x", b"y", 3]
+    for item in items:
         gset.add(item)
         orset.add(item)
     assert "x" in gset
@@ -129,8 +130,7 @@ def test_lww_refuses_values_the_codec_cannot_carry() -> None:
 
 def test_extremum_registers_start_empty_and_refuse_nan() -> None:
     high, low = MaxRegister("a"), MinRegister("a")
-    assert high.value is None
-    assert low.value is None
+    assert (high.value, low.value) == (None, None)
     for x in [3.0, -1.0, 7.5]:
         high.observe(x)
         low.observe(x)

@@ -94,14 +94,18 @@ def _apply_events(cluster: Cluster, plan: Plan) -> None:
     if now_ms == plan.partition_at_ms and plan.partition == "halves":
         half = len(node_ids) // 2
         cluster.network.set_faults(LOSSY.partitioned(node_ids[:half], node_ids[half:]))
+        cluster.events["partitions"] += 1
     elif now_ms == plan.partition_at_ms and plan.partition == "isolate":
         cluster.network.set_faults(LOSSY.isolated(node_ids[-1]))
+        cluster.events["partitions"] += 1
     if now_ms == plan.heal_at_ms:
         cluster.network.set_faults(LOSSY.healed())
+        cluster.events["heals"] += 1
     keep_disk = plan.crash.startswith("disk")
     if now_ms == plan.crash_at_ms:
         if plan.crash == "pause":
             cluster.pause(plan.victim)
+            cluster.events["pauses"] += 1
         else:
             cluster.crash(plan.victim, keep_disk=keep_disk)
     if now_ms == plan.restart_at_ms:
@@ -110,12 +114,15 @@ def _apply_events(cluster: Cluster, plan: Plan) -> None:
             cluster.resume(plan.victim)
         elif plan.crash == "forever":
             cluster.remove(plan.victim)
+            cluster.events["removals"] += 1
         else:
             cluster.start(plan.victim)
+            cluster.events["restarts"] += 1
     if now_ms == plan.second_crash_at_ms:
         cluster.crash(plan.victim, keep_disk=keep_disk)
     if now_ms == plan.second_restart_at_ms:
         cluster.start(plan.victim)
+        cluster.events["restarts"] += 1
 
 
 def run_scenario(
@@ -144,5 +151,27 @@ def run_scenario(
         settled = cluster.now_ms > plan.last_event_ms
         checking = settled and cluster.now_ms % CHECK_EVERY_MS == 0
         if checking and cluster.converged() and cluster.all_final():
-            return cluster, plan, True
-    return cluster, plan, False
+            return _checked(cluster, plan, settled=True)
+    return _checked(cluster, plan, settled=False)
+
+
+def _checked(cluster: Cluster, plan: Plan, *, settled: bool) -> tuple[Cluster, Plan, bool]:
+    """The network loses, duplicates and reorders but never corrupts: no frame is malformed,
+    and the plan's faults all happened."""
+    malformed = cluster.stat_total("malformed_received")
+    assert malformed == 0, f"seed={cluster.seed} plan={plan}: {malformed} malformed frames"
+    lives_lost = {"pause": 0, "forever": 1}.get(
+        plan.crash, 2 if plan.crash.endswith("_twice") else 1
+    )
+    expected = {
+        "crashes": lives_lost,
+        "restarts": 0 if plan.crash == "forever" else lives_lost,
+        "disks_lost": 0 if plan.crash.startswith("disk") else lives_lost,
+        "removals": 1 if plan.crash == "forever" else 0,
+        "pauses": 1 if plan.crash == "pause" else 0,
+        "partitions": 0 if plan.partition == "none" else 1,
+        "heals": 1,
+    }
+    happened = {name: cluster.events[name] for name in expected}
+    assert happened == expected, f"seed={cluster.seed} plan={plan}: faults {happened}"
+    return cluster, plan, settled

@@ -71,8 +71,16 @@ class Cluster:
     finality_violations: list[str] = field(init=False)
     finals_seen: int = field(init=False)
     pause_verdicts: int = field(init=False)
+    events: dict[str, int] = field(init=False)
+    """What the run did to the cluster: crashes, restarts, partitions, heals."""
+    gone_stats: dict[str, int] = field(init=False)
+    """The counters of cores that crashed, summed (see :meth:`stat_total`)."""
 
     def __post_init__(self) -> None:
+        self.events = dict.fromkeys(
+            ("crashes", "restarts", "disks_lost", "removals", "pauses", "partitions", "heals"), 0
+        )
+        self.gone_stats = {}
         self.rng = random.Random(self.seed)
         self.network = MemoryNetwork(self.rng.getrandbits(32), self.faults)
         self.nodes = {}
@@ -195,11 +203,23 @@ class Cluster:
         """Stop a node at once; without its disk it comes back as a new replica."""
         node = self.nodes[node_id]
         assert node.transport is not None
+        assert node.core is not None
+        self.events["crashes"] += 1
+        self.events["disks_lost"] += not keep_disk
+        for name, value in _core_stats(node.core).items():
+            self.gone_stats[name] = self.gone_stats.get(name, 0) + value
         node.transport.close()
         node.core, node.transport = None, None
         if not keep_disk:
             self.retire(node.lattice.replica)
             node.lattice = self.new_lattice(new_replica_id(node_id, self.rng))
+
+    def stat_total(self, name: str) -> int:
+        """A counter of the gossip core, its membership or anti-entropy (e.g.
+        ``malformed_received``, ``declared_dead``, ``peer_restarts_seen``), summed over every
+        core of the run, crashed ones included."""
+        running = sum(_core_stats(node.core)[name] for node in self.running_nodes() if node.core)
+        return running + self.gone_stats.get(name, 0)
 
     def retire(self, replica: str) -> None:
         """From now on ``replica`` writes nothing: expect what other stores hold of it."""
@@ -270,3 +290,7 @@ class Cluster:
                 if not node.core.is_final(start, start + WINDOW.size_ms):
                     return False
         return True
+
+
+def _core_stats(core: GossipCore[SlotDelta]) -> dict[str, int]:
+    return {**core.anti_entropy.stats, **core.membership.stats, **core.stats}

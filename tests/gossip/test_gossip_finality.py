@@ -8,7 +8,7 @@ import random
 from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.finality import ProgressTable, window_is_final
-from crdtstream.gossip.messages import Progress
+from crdtstream.gossip.messages import Outgoing, Progress
 from crdtstream.gossip.reference import SlotCounters, SlotDelta, decode_slot_delta
 
 LATENESS_MS = 500
@@ -119,7 +119,7 @@ def _run(
     down: set[str],
 ) -> None:
     for now_ms in range(start, end, 10):
-        queue = []
+        queue: list[tuple[str, Outgoing]] = []
         for name, (core, lattice) in cores.items():
             if name not in down:
                 lattice.advance(now_ms)
@@ -130,6 +130,8 @@ def _run(
                 continue
             replies = cores[item.peer_id][0].step(source, item.payload, now_ms)
             queue.extend((item.peer_id, reply) for reply in replies)
+    malformed = {name: core.stats["malformed_received"] for name, (core, _) in cores.items()}
+    assert not any(malformed.values()), f"frames of correct peers counted malformed: {malformed}"
 
 
 def test_a_crashed_member_holds_finality_back_until_it_is_removed() -> None:

@@ -67,6 +67,27 @@ def test_the_plans_cover_every_kind_of_fault() -> None:
     assert {plan.crash for plan in ci_plans} == crashes
 
 
+def test_over_the_seeds_every_fault_happened_and_every_seed_converged() -> None:
+    """The scenarios check per seed that their plan's crashes, restarts and partitions
+    happened; here, summed over seeds, that the failure detector and anti-entropy saw them."""
+    seeds = range(24)
+    outcomes = [run_scenario(seed) for seed in seeds]
+    unsettled = [seed for seed, (_, _, settled) in zip(seeds, outcomes, strict=True) if not settled]
+    assert not unsettled, f"seeds that did not converge and go final: {unsettled}"
+    totals = {
+        name: sum(cluster.stat_total(name) for cluster, _, _ in outcomes)
+        for name in ("suspected", "declared_dead", "refuted", "peer_restarts_seen")
+    }
+    totals.update(
+        {
+            name: sum(cluster.events[name] for cluster, _, _ in outcomes)
+            for name in ("crashes", "restarts", "disks_lost", "pauses", "partitions")
+        }
+    )
+    never = [name for name, count in totals.items() if count == 0]
+    assert not never, f"seeds {seeds}: never happened: {never} ({totals})"
+
+
 def test_a_seed_reproduces_the_same_run() -> None:
     """Everything random comes from the seed, so a failing seed replays exactly."""
 

@@ -8,7 +8,7 @@ slot-level oracle of ``test_gossip_simulation`` covers disk loss with the refere
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from gossip_scenarios import KEYS, Plan, run_scenario
@@ -23,14 +23,14 @@ SEEDS = range(40)
 class StoreCluster(Cluster):
     """A cluster whose nodes replicate a :class:`WindowStore`."""
 
-    decode_delta = staticmethod(StoreDelta.from_bytes)
+    decode_delta = staticmethod(StoreDelta.from_bytes)  # type: ignore[assignment]  # its lattice
     totals: dict[tuple[str, int], float]
 
     def new_lattice(self, replica: str) -> Any:
         return WindowStore(replica, WINDOW)
 
     def ingest(self, node_id: str, key: str, amount: int) -> None:
-        store = self.nodes[node_id].lattice
+        store = cast(WindowStore, self.nodes[node_id].lattice)
         if store.add(key, "counter", float(amount), self.now_ms).accepted == 1:
             start = self.now_ms - self.now_ms % WINDOW.size_ms
             cell = (key, start, store.replica)
@@ -42,7 +42,8 @@ class StoreCluster(Cluster):
             totals[(key, start)] = totals.get((key, start), 0.0) + amount
         return totals
 
-    def store_totals(self, store: WindowStore) -> dict[tuple[str, int], float]:
+    def store_totals(self, lattice: object) -> dict[tuple[str, int], float]:
+        store = cast(WindowStore, lattice)  # the base cluster is typed for its own lattice
         return {
             (key, value.start_ms): float(value.value)  # type: ignore[arg-type]
             for key in KEYS

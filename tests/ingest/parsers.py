@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import pytest
 
@@ -14,7 +15,9 @@ from crdtstream.ingest.statsd import COMPILED
 Parser = Callable[..., ParseResult]
 # Without a C compiler at install time only the numpy scanner exists; test_scanners then fails
 # once, saying so, instead of every parser test failing.
-SCANNERS = ("compiled", "numpy") if COMPILED else ("numpy",)
+SCANNERS: tuple[Literal["compiled", "numpy"], ...] = (
+    ("compiled", "numpy") if COMPILED else ("numpy",)
+)
 VECTORISED: dict[str, Parser] = {
     scanner: functools.partial(parse, scanner=scanner) for scanner in SCANNERS
 }

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.timeout(90)]
 def test_demo_converges_and_the_quota_holds(capsys: pytest.CaptureFixture[str]) -> None:
     outcome = asyncio.run(run_demo(seed=3))
     assert outcome.quota_applied == QUOTA_LIMIT
-    assert outcome.quota_reads == (QUOTA_LIMIT,) * 3
+    assert outcome.quota_reads == (float(QUOTA_LIMIT),) * 3
     assert "converged" in capsys.readouterr().out
 
 

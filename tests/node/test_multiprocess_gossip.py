@@ -12,6 +12,7 @@ import pytest
 
 from bench.processes import Agent, make_agents, running
 from crdtstream.cli import main
+from tests.node.malformed import assert_no_malformed
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(120)]
 
@@ -80,3 +81,5 @@ def test_exact_sums_converge_across_kill_and_restart(
     assert main(["status", "--node", node_url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["node_id"] == "n2"
     assert main(["query", "never.written", "--node", node_url]) == 1
+    statuses = {agent.node_id: agent.request("GET", "/v1/status") for agent in agents}
+    assert_no_malformed(statuses, "three agents, one killed and restarted:")

@@ -15,6 +15,7 @@ import pytest
 
 from bench.processes import Agent, make_voters, running
 from tests.checkers.linearizability import HistoryRecorder, Operation, Verdict, check_history
+from tests.node.malformed import assert_no_malformed
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(180)]
 
@@ -179,3 +180,5 @@ def test_history_stays_linearizable_across_a_leader_kill(voters: list[Agent]) ->
     for node_id, value in final_values.items():
         assert value is not None, node_id
         assert acknowledged <= value <= acknowledged + unknown, (node_id, value, acknowledged)
+    statuses = {agent.node_id: agent.request("GET", "/v1/status") for agent in voters}
+    assert_no_malformed(statuses, "three voters, one killed and restarted:")

@@ -11,6 +11,7 @@ from crdtstream.clock import ManualClock
 from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule, WindowConfig
 from crdtstream.node import Node, NodeConfig, PeerAddress
 from tests.node.engine_calls import windows, write
+from tests.node.malformed import assert_no_malformed
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 WINDOW = WindowConfig(size_ms=1_000, allowed_lateness_ms=500, retention_windows=30)
@@ -65,6 +66,9 @@ class Cluster:
         self.names = names
         self.root = root
         self.nodes: dict[str, Node] = {}
+        # A test that feeds nodes bad frames on purpose sets this; every other run must count
+        # no malformed frame at all.
+        self.corrupts_frames = False
         for name in names:
             self.start(name)
 
@@ -94,6 +98,9 @@ class Cluster:
             self.network.advance(STEP_MS)
             for node in self.nodes.values():
                 node.pump()
+        if not self.corrupts_frames:
+            statuses = {name: node.status() for name, node in self.nodes.items()}
+            assert_no_malformed(statuses, f"seed={self.seed}")
 
     def totals(self, key: str) -> dict[str, dict[int, object]]:
         return {

@@ -5,6 +5,7 @@ a minority fails with UnavailableError instead of pretending."""
 from __future__ import annotations
 
 import random
+from typing import cast
 
 import pytest
 
@@ -85,7 +86,7 @@ def values(node: Node, key: str) -> list[object]:
 
 
 def total(node: Node, key: str) -> float:
-    return sum(float(window.value) for window in windows(node, key))  # type: ignore[arg-type]
+    return sum(float(window.value) for window in windows(node, key))  # type: ignore[arg-type,misc]
 
 
 def test_majority_sizes() -> None:
@@ -149,7 +150,7 @@ def test_a_minority_cannot_confirm_a_write_or_a_read_but_keeps_the_write() -> No
 
 def test_quorum_writes_of_every_kind_and_set_removal_reach_the_reader() -> None:
     cluster = settled_cluster(9)
-    writes = [
+    writes: list[tuple[str, str, float | str]] = [
         ("latency", "distribution", 12.5),
         ("queue", "gauge", 3.0),
         ("users", "distinct", "u1"),
@@ -189,6 +190,7 @@ def test_a_single_node_confirms_at_once_and_a_write_not_applied_sends_nothing() 
 
 def test_malformed_and_stray_quorum_frames_are_counted_and_change_nothing() -> None:
     cluster = settled_cluster(6)
+    cluster.corrupts_frames = True
     node = cluster.nodes["b"]
     before = node.engine.quorum.counters["malformed"]
     bad = [
@@ -295,8 +297,8 @@ def test_parts_of_two_different_answers_never_complete_a_read(
         for frame in second[:-1]:
             reader.step("b", frame)
     assert outcome.calls == [None]
-    seen = set().union(*[window.value for window in c_store.read_key("members")])
-    assert seen == set().union(*[window.value for window in b_store.read_key("members")])
+    seen: set[object] = set().union(*[cast(set[str], w.value) for w in c_store.read_key("members")])
+    assert seen == set().union(*[cast(set[str], w.value) for w in b_store.read_key("members")])
 
 
 def test_an_answer_to_an_earlier_run_does_not_confirm_a_new_write() -> None:

@@ -11,7 +11,7 @@ from crdtstream.config import RaftConfig, WindowConfig
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.engine.strong_client import StrongClient
 from crdtstream.raft.state_machine import Command, Result, encode_command
-from tests.raft.crashable import CrashableStorage
+from tests.crashable import CrashableStorage
 
 VOTERS = ["v1", "v2", "v3"]
 
@@ -105,7 +105,7 @@ def test_a_voter_answers_the_requests_of_one_pump_in_one_frame_naming_the_leader
         replica.tick()
         replica.process_ready()
     assert replica.is_leader
-    rows = [[i, encode_command(command(i + 1)), None, 50] for i in range(20)]
+    rows: list[list[object]] = [[i, encode_command(command(i + 1)), None, 50] for i in range(20)]
     rows.append([20, None, "quota.k", 50])
     replica.step("c1", wire.encode(wire.Tag.STRONG_REQUEST, rows))
     replica.process_ready()

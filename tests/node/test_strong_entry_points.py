@@ -28,8 +28,8 @@ async def _node_write(node: Node, key: str) -> object:
     return await node.write(key, "add", 1)
 
 
-async def _bench_write(node: Node, key: str) -> object:
-    return await bench_write(node, key)
+async def _bench_write(node: Node, key: str) -> None:
+    await bench_write(node, key)
 
 
 def _run(voters: bool, scenario: Callable[[Node], Awaitable[None]]) -> None:

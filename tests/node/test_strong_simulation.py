@@ -12,6 +12,7 @@ from crdtstream.engine import Answer, Ticket
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import UnavailableError
 from crdtstream.node import Node, NodeConfig, PeerAddress
+from tests.node.malformed import assert_no_malformed
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
 STEP_MS = 10
@@ -74,6 +75,7 @@ class StrongCluster:
             self.network.advance(STEP_MS)
             for node in self.nodes.values():
                 node.pump()
+        assert_no_malformed({name: node.status() for name, node in self.nodes.items()})
 
     def leader(self) -> str | None:
         leaders = [

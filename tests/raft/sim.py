@@ -39,7 +39,7 @@ from crdtstream.raft.types import (
 from crdtstream.raft.types import encode_message as encode_raft_message
 from crdtstream.storage.wal import WalStorage, persist_ready
 from tests.checkers.linearizability import Operation
-from tests.raft.crashable import CrashableStorage
+from tests.crashable import CrashableStorage
 from transports.memory import FaultOptions, MemoryNetwork, MemoryTransport, memory_address
 
 TICK_MS = 10
@@ -81,6 +81,10 @@ class Report:
     terms: int = 0
     snapshots_installed: int = 0
     conf_changes_applied: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    partitions: int = 0
+    """Network faults the nemesis set (isolations, partitions, bridges, rings)."""
 
 
 @dataclass
@@ -133,6 +137,9 @@ class Simulation:
         self.nemesis = Nemesis(self)
         self.snapshots_installed = 0
         self.conf_changes_applied = 0
+        self.crashes = 0
+        self.restarts = 0
+        self.partitions = 0
 
     # -- setup --
 
@@ -185,6 +192,7 @@ class Simulation:
 
     def crash(self, node: SimNode, restart_after_ms: int | None) -> None:
         assert node.endpoint is not None
+        self.crashes += 1
         node.endpoint.close()
         node.storage.crash()
         if isinstance(node.storage, WalStorage):
@@ -337,6 +345,7 @@ class Simulation:
             node.crash_in_next_ready = node.crash_after_vote = False
             if not node.alive:
                 self.start(node)
+                self.restarts += 1
 
     def _converged(self) -> bool:
         if self.workload.busy():
@@ -380,6 +389,9 @@ class Simulation:
             terms=len(self.leader_by_term),
             snapshots_installed=self.snapshots_installed,
             conf_changes_applied=self.conf_changes_applied,
+            crashes=self.crashes,
+            restarts=self.restarts,
+            partitions=self.partitions,
         )
 
     def _final_values(self) -> dict[str, dict[str, object]]:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from sim import Simulation
 
 
+_PARTITIONS = frozenset({"isolate-leader", "minority", "bridge", "majority-ring"})
+
+
 class Nemesis:
     """Strikes every 100-400 ms of simulated time until the final phase, then restores voters."""
 
@@ -33,6 +36,7 @@ class Nemesis:
             restart_at_ms = node.restart_at_ms
             if not node.alive and restart_at_ms is not None and self.sim.now_ms >= restart_at_ms:
                 self.sim.start(node)
+                self.sim.restarts += 1
                 self.sim.nemesis_log.append(f"{self.sim.now_ms}: restart {node.node_id}")
         if self.sim.final_phase:
             self._restore_voters()
@@ -54,6 +58,7 @@ class Nemesis:
         faults = actions[name]()
         if faults is not None:
             self.sim.network.set_faults(faults)
+            self.sim.partitions += name in _PARTITIONS
         self.sim.nemesis_log.append(f"{self.sim.now_ms}: {name}")
 
     def _isolate_leader(self) -> FaultOptions:

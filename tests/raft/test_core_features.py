@@ -229,7 +229,7 @@ def test_proposals_batch_into_one_append_per_follower() -> None:
     ready = cluster.process_ready("n1")
     assert ready is not None
     appends = [m for m in ready.messages if m.type is MessageType.APP]
-    assert sorted(m.to for m in appends) == ["n2", "n3"]
+    assert sorted(str(m.to) for m in appends) == ["n2", "n3"]
     assert all(len(m.entries) == 100 for m in appends)
 
 
@@ -240,7 +240,7 @@ def test_proposals_stepped_one_by_one_share_one_append_per_follower() -> None:
     ready = cluster.process_ready("n1")
     assert ready is not None
     appends = [m for m in ready.messages if m.type is MessageType.APP]
-    assert sorted(m.to for m in appends) == ["n2", "n3"]
+    assert sorted(str(m.to) for m in appends) == ["n2", "n3"]
     assert all([e.data for e in m.entries] == [b"%d" % i for i in range(20)] for m in appends)
 
 
@@ -257,7 +257,7 @@ def test_a_commit_advance_rides_on_the_next_append_with_new_entries() -> None:
     assert ready is not None
     appends = [m for m in ready.messages if m.type is MessageType.APP]
     last = cluster.node("n1").status().last_index
-    assert sorted(m.to for m in appends) == ["n2", "n3"]
+    assert sorted(str(m.to) for m in appends) == ["n2", "n3"]
     assert all(m.commit == last - 1 and [e.data for e in m.entries] == [b"b"] for m in appends)
 
 
@@ -273,7 +273,7 @@ def test_a_commit_advance_alone_sends_one_empty_append_per_follower() -> None:
     assert ready is not None
     appends = [m for m in ready.messages if m.type is MessageType.APP]
     last = cluster.node("n1").status().last_index
-    assert sorted(m.to for m in appends) == ["n2", "n3"]
+    assert sorted(str(m.to) for m in appends) == ["n2", "n3"]
     assert all(m.commit == last and not m.entries for m in appends)
 
 

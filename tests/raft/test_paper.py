@@ -12,13 +12,13 @@ import random
 from dataclasses import replace
 
 import pytest
-from harness import Cluster, flush, make_node, outbox
+from harness import Cluster, Peer, flush, make_node, outbox
 
 from crdtstream.config import RaftConfig
 from crdtstream.errors import NotLeaderError
 from crdtstream.raft.rawnode import RawNode
 from crdtstream.raft.storage import MemoryStorage
-from crdtstream.raft.types import Entry, EntryKind, HardState, Message, MessageType, Role
+from crdtstream.raft.types import Entry, EntryKind, HardState, Message, MessageType, Ready, Role
 
 CLASSIC = RaftConfig(
     election_timeout_ticks=10, heartbeat_ticks=1, pre_vote=False, check_quorum=False
@@ -729,7 +729,7 @@ class CheckedCluster(Cluster):
         super().__init__(node_ids, config, seed)
         self.read_floors: dict[bytes, int] = {}
 
-    def process_ready(self, node_id: str):  # type: ignore[no-untyped-def]
+    def process_ready(self, node_id: str) -> Ready | None:
         peer = self.peers[node_id]
         if not peer.node.has_ready():
             return None
@@ -758,7 +758,7 @@ class EarlySendCluster(CheckedCluster):
         self.crash_rng = random.Random(seed)
         self.crashes = 0
 
-    def process_ready(self, node_id: str):  # type: ignore[no-untyped-def]
+    def process_ready(self, node_id: str) -> Ready | None:
         peer = self.peers[node_id]
         if not peer.node.has_ready():
             return None
@@ -776,7 +776,7 @@ class EarlySendCluster(CheckedCluster):
             return ready
         return self._finish(peer, ready, durable, sent=True)
 
-    def _finish(self, peer, ready, durable, sent):  # type: ignore[no-untyped-def]
+    def _finish(self, peer: Peer, ready: Ready, durable: HardState, sent: bool) -> Ready:
         if ready.snapshot is not None:
             peer.storage.apply_snapshot(ready.snapshot)
         peer.storage.append(ready.entries)
@@ -792,7 +792,9 @@ class EarlySendCluster(CheckedCluster):
         return ready
 
 
-def _check_durable_before_send(message, durable, storage, seed) -> None:  # type: ignore[no-untyped-def]
+def _check_durable_before_send(
+    message: Message, durable: HardState, storage: MemoryStorage, seed: int
+) -> None:
     if message.type in (MessageType.PRE_VOTE, MessageType.PRE_VOTE_RESP) or message.term == 0:
         return
     assert message.term <= durable.term, f"term not durable (seed={seed})"

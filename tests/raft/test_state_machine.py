@@ -249,7 +249,9 @@ def random_commands(rng: random.Random, count: int) -> list[bytes]:
         key = rng.choice(list(kinds))
         kind = kinds[key]
         operation = rng.choice(sorted(OPERATIONS[kind]))
-        value: object = rng.choice("abcdef") if kind in ("set", "distinct") else rng.randint(-5, 20)
+        value: str | int = (
+            rng.choice("abcdef") if kind in ("set", "distinct") else rng.randint(-5, 20)
+        )
         limit = rng.randint(0, 50) if operation == "conditional_add" else None
         timestamp = rng.randint(0, 60_000)
         client = f"client-{rng.randint(1, 4)}"
@@ -261,7 +263,7 @@ def random_commands(rng: random.Random, count: int) -> list[bytes]:
             encode_command(
                 Command(
                     client, sequence, key, kind, operation, value, timestamp, limit, *idempotency
-                )  # type: ignore[arg-type]
+                )
             )
         )
     return log

@@ -16,7 +16,7 @@ from crdtstream.errors import StorageError
 from crdtstream.raft.storage import MemoryStorage
 from crdtstream.raft.types import Entry, HardState, Ready, Snapshot, SnapshotMeta, encode_entry
 from crdtstream.storage.wal import WalStorage, decode_records, encode_record, persist_ready
-from tests.raft.crashable import CrashableStorage
+from tests.crashable import CrashableStorage
 
 VOTERS = ("a", "b", "c")
 

@@ -240,7 +240,12 @@ def test_wait_readable_times_out_empty_and_wakes_on_arrival(harness: Harness) ->
     async def scenario() -> tuple[bool, bool]:
         quiet = await b.wait_readable(20)
         loop = asyncio.get_running_loop()
-        loop.call_soon(lambda: (a.send("b", b"wake up"), harness.flush()))
+
+        def wake() -> None:
+            a.send("b", b"wake up")
+            harness.flush()
+
+        loop.call_soon(wake)
         woken = await b.wait_readable(10_000)
         return quiet, woken
 

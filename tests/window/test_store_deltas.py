@@ -168,7 +168,7 @@ def test_snapshot_round_trip(tmp_path: Path) -> None:
 
 def _mutate(body: object, rng: random.Random) -> object:
     """Replace one randomly chosen leaf of a nested list/dict body with junk of another shape."""
-    junk = [
+    junk: list[object] = [
         None,
         -1,
         2**63 - 1,

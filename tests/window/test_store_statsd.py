@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -50,7 +52,7 @@ def test_lasting_key_ids_give_the_same_state_as_names() -> None:
     for number, datagram in enumerate(datagrams):
         for kind, batch in parse(datagram, now_ms=5_000).batches.items():
             arrays = (batch.key_names, batch.key_index, batch.values, batch.timestamps_ms)
-            options = {"weights": batch.weights, "relative": batch.relative}
+            options: dict[str, Any] = {"weights": batch.weights, "relative": batch.relative}
             named = by_name.ingest(kind, *arrays, **options)
             # The last batch comes under a fresh numbering: the store must not trust old ids.
             space = batch.key_space if number < 2 else object()
