@@ -26,8 +26,8 @@ What this does not promise, honestly: an owner that flushes and is removed withi
 round, before its ``done`` marker spreads, is exported twice (at-least-once, with a window of
 about ``gossip.interval_ms``); so is one an operator removes while it is in fact still alive;
 a node that crashes and restarts loses what it had buffered but not flushed; a sink buffer
-that overflows drops its oldest points (counted). Graphite itself keeps one value per series and timestamp,
-so a duplicate of a final value overwrites the same point with the same value.
+that overflows drops its oldest points (counted). Graphite itself keeps one value per series
+and timestamp, so a duplicate of a final value overwrites the same point with the same value.
 """
 
 from __future__ import annotations
