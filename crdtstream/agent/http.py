@@ -7,6 +7,7 @@ Routes (DESIGN.md §4): ``GET /v1/keys/{key}``, ``POST /v1/keys/{key}``, ``POST 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -133,8 +134,12 @@ async def _write_strong(
     )
 
 
-def build_app(node: Node) -> web.Application:
-    """The aiohttp application serving ``node``."""
+def build_app(
+    node: Node, *, status_sections: Mapping[str, Callable[[], object]] | None = None
+) -> web.Application:
+    """The aiohttp application serving ``node``; ``status_sections`` adds named sections to
+    ``GET /v1/status`` (the agent's inputs report their counters there)."""
+    sections = dict(status_sections or {})
     routes = web.RouteTableDef()
 
     @routes.get("/v1/keys/{key}")
@@ -208,7 +213,9 @@ def build_app(node: Node) -> web.Application:
 
     @routes.get("/v1/status")
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(node.status())
+        answer = node.status()
+        answer.update({name: section() for name, section in sections.items()})
+        return web.json_response(answer)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.add_routes(routes)

@@ -1,60 +1,57 @@
-"""Run one agent: a node over ZeroMQ, a statsd UDP listener and the HTTP API, until a signal.
+"""Run one agent: a node over ZeroMQ, a statsd input and the HTTP API, until a signal.
 
-The statsd listener batches what arrives between two loop iterations and hands the whole batch
-to the vectorised parser, so a burst of datagrams costs one parse, not one per datagram.
+The statsd input (:mod:`crdtstream.agent.statsd_input`) reads in a thread of its own and hands
+the node whole batches of datagrams, so a burst costs a few parses, not one per datagram.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import signal
+import time
 
 from aiohttp import web
 
 from crdtstream.agent.http import build_app
 from crdtstream.agent.settings import AgentSettings
+from crdtstream.agent.statsd_input import StatsdInput
 from crdtstream.clock import SystemClock
 from crdtstream.node import Node
 from transports.zeromq import ZmqTransport
 
-__all__ = ["StatsdProtocol", "run_agent"]
+__all__ = ["FINAL_PUSH_TIMEOUT_S", "push_final_deltas", "run_agent"]
 
-STATSD_BATCH_DATAGRAMS = 4_096
+_log = logging.getLogger(__name__)
+
+FINAL_PUSH_TIMEOUT_S = 3.0
+"""How long a stopping agent waits for its gossip neighbours to acknowledge its last changes."""
 
 
-class StatsdProtocol(asyncio.DatagramProtocol):
-    """Collects datagrams and feeds them to the node in batches."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.pending: list[bytes] = []
-        self._scheduled = False
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        """Queue one datagram; the batch is parsed on the next loop iteration."""
-        self.pending.append(data)
-        if len(self.pending) >= STATSD_BATCH_DATAGRAMS:
-            self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Parse and apply everything queued."""
-        self._scheduled = False
-        batch, self.pending = self.pending, []
-        if batch:
-            self.node.ingest_statsd(batch)
+async def push_final_deltas(node: Node, timeout_s: float = FINAL_PUSH_TIMEOUT_S) -> bool:
+    """Keep the node pumping until every live gossip neighbour acknowledged every local change,
+    or ``timeout_s`` passed; True when they all did. The node's own loop keeps running
+    meanwhile, and its next gossip rounds carry the changes."""
+    deadline = time.monotonic() + timeout_s
+    # The node takes its local changes into the gossip buffer on its next tick.
+    await asyncio.sleep(2 * node.config.tick_interval_ms / 1_000)
+    while node.peers_behind():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(node.config.tick_interval_ms / 1_000)
+    return True
 
 
 async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or cancellation), then shut down in order.
 
-    The inputs stop first (statsd listener flushed, HTTP server stopped) while the node still
-    runs, so requests in flight finish or reach their deadlines and nothing is accepted after the
-    final snapshot; then the node leaves, snapshots and closes.
+    The inputs stop first while the node still runs: the statsd reader stops, drains what the
+    kernel still holds and everything queued is applied; the HTTP server stops, so requests in
+    flight finish or reach their deadlines and nothing is accepted after the final snapshot.
+    Then the last changes are pushed to the gossip neighbours (bounded by
+    :data:`FINAL_PUSH_TIMEOUT_S`), and the node leaves, snapshots and closes.
     """
     config = settings.node
     transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
@@ -67,15 +64,21 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
             loop.add_signal_handler(signum, shutdown.set)
     node_task = asyncio.create_task(node.run(node_stop))
     runner: web.AppRunner | None = None
-    udp: asyncio.DatagramTransport | None = None
-    statsd_protocol: StatsdProtocol | None = None
+    statsd: StatsdInput | None = None
     try:
         if settings.statsd is not None:
-            udp, statsd_protocol = await loop.create_datagram_endpoint(
-                lambda: StatsdProtocol(node), local_addr=settings.statsd
+            statsd = StatsdInput(node, settings.statsd)
+            await statsd.start()
+            _log.info(
+                "statsd on %s, receive buffer %d bytes granted (%d asked)",
+                settings.statsd.address,
+                statsd.receive_buffer_bytes_granted,
+                settings.statsd.receive_buffer_bytes,
             )
         if settings.http is not None:
-            runner = web.AppRunner(build_app(node), access_log=None, shutdown_timeout=10.0)
+            sections = {} if statsd is None else {"statsd": statsd.status}
+            app = build_app(node, status_sections=sections)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
         if ready is not None:
@@ -84,12 +87,12 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
         await asyncio.wait([waiter, node_task], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
     finally:
-        if udp is not None:
-            udp.close()
-        if statsd_protocol is not None:
-            statsd_protocol.flush()
+        if statsd is not None:
+            await statsd.stop()
         if runner is not None:
             await runner.cleanup()
+        if not node_task.done():
+            await push_final_deltas(node)
         node_stop.set()
         await asyncio.gather(node_task, return_exceptions=True)
         node.close()

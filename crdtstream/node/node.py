@@ -275,6 +275,19 @@ class Node:
             "errors": dict(parsed.errors),
         }
 
+    def peers_behind(self) -> list[str]:
+        """Live gossip neighbours that have not acknowledged every local change yet: a stopping
+        agent pumps until there are none (or a deadline), so its last deltas are not lost."""
+        anti_entropy = self.gossip.anti_entropy
+        sequence = anti_entropy.sequence
+        neighbours = anti_entropy.neighbours(self.gossip.membership.live_peers())
+        behind = []
+        for peer in neighbours:
+            acknowledged = anti_entropy.acknowledged(peer)
+            if sequence and (acknowledged is None or acknowledged < sequence):
+                behind.append(peer)
+        return behind
+
     def _is_strong(self, key: str) -> bool:
         return self.policy.mode_of(key) == "strong"
 
