@@ -46,9 +46,9 @@ LOSS_MAX = 0.01
 WARM_UP_LINES_PER_S = 50_000
 FIXED_RATES = {"multi": 25_000, "single": 5_000}
 """Lines per second of the fixed CPU-per-line steps."""
-MULTI_RATES = (100_000, 200_000, 400_000, 800_000, 1_200_000, 1_600_000)
-SINGLE_RATES = (20_000, 40_000, 60_000, 90_000, 130_000, 180_000)
-BUILD_S = 2.0
+MULTI_RATES = (200_000, 400_000, 800_000, 1_600_000, 3_200_000, 6_400_000)
+SINGLE_RATES = (20_000, 40_000, 80_000, 160_000, 320_000, 640_000)
+BUILD_S = 1.0
 """Time the senders get to build their datagrams before the step's clock starts."""
 DRAIN_S_MAX = 5.0
 SETTLE_S = 0.5
@@ -58,7 +58,13 @@ SENDER_SHORTFALL = 0.95
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Rates, step length, senders and where the anchors are."""
-    parser.add_argument("--step-seconds", type=float, default=2.0, help="seconds per step")
+    parser.add_argument("--step-seconds", type=float, default=1.5, help="seconds per step")
+    parser.add_argument(
+        "--fixed-step-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of the fixed-rate CPU steps (CPU time is counted in 10 ms ticks)",
+    )
     parser.add_argument("--senders", type=int, default=2, help="load generator processes")
     parser.add_argument(
         "--multi-rates", default=",".join(map(str, MULTI_RATES)), help="lines/s steps, multi"
@@ -124,6 +130,10 @@ class Server:
         """Lines counted so far (None: count by the kernel's drops instead)."""
         raise NotImplementedError
 
+    def apply_seconds(self) -> float | None:
+        """Seconds spent parsing and applying so far, where the server tells."""
+        return None
+
     def drained(self) -> bool:
         state = udp_socket_state(self.port)
         return state is None or state[0] == 0
@@ -172,6 +182,9 @@ class AgentServer(Server):
 
     def drained(self) -> bool:
         return super().drained() and self.status()["statsd"]["queue_bytes"] == 0
+
+    def apply_seconds(self) -> float:
+        return float(self.status()["statsd"]["apply_seconds_total"])
 
 
 @dataclass
@@ -270,6 +283,7 @@ class Step:
     counted_lines: float
     cpu_s: float
     loop_lag_ms_p99: float | None
+    apply_s: float | None
 
     @property
     def loss(self) -> float:
@@ -295,7 +309,12 @@ def _lines_per_datagram(shape: str, dialect: str) -> float:
 
 
 def _run_senders(
-    server: Server, shape: str, dialect: str, lines_per_s: float, args: argparse.Namespace
+    server: Server,
+    shape: str,
+    dialect: str,
+    lines_per_s: float,
+    seconds: float,
+    args: argparse.Namespace,
 ) -> tuple[list[dict[str, Any]], float]:
     """Start the senders, take the server's CPU when they start sending; their reports."""
     per_sender = lines_per_s / _lines_per_datagram(shape, dialect) / args.senders
@@ -304,7 +323,7 @@ def _run_senders(
         subprocess.Popen(
             [
                 *(sys.executable, "-m", "bench._loadgen", "--port", str(server.port)),
-                *("--rate", str(per_sender), "--seconds", str(args.step_seconds)),
+                *("--rate", str(per_sender), "--seconds", str(seconds)),
                 *("--shape", shape, "--dialect", dialect, "--seed", str(index + 1)),
                 *("--start-at", str(start_at)),
             ],
@@ -317,7 +336,7 @@ def _run_senders(
         cpu_start = cpu_seconds({"s": server.pid}).get("s", 0.0)
         reports = []
         for sender in senders:
-            out, _ = sender.communicate(timeout=args.step_seconds + BUILD_S + 60)
+            out, _ = sender.communicate(timeout=seconds + BUILD_S + 60)
             reports.append(json.loads(out.decode().strip().splitlines()[-1]))
     finally:
         for sender in senders:
@@ -328,11 +347,18 @@ def _run_senders(
 
 
 def _run_step(
-    server: Server, shape: str, dialect: str, lines_per_s: float, args: argparse.Namespace
+    server: Server,
+    shape: str,
+    dialect: str,
+    lines_per_s: float,
+    args: argparse.Namespace,
+    seconds: float | None = None,
 ) -> Step:
     counted_before = server.counted_lines()
     drops_before = (udp_socket_state(server.port) or (0, 0))[1]
-    reports, cpu_start = _run_senders(server, shape, dialect, lines_per_s, args)
+    apply_before = server.apply_seconds()
+    duration = args.step_seconds if seconds is None else seconds
+    reports, cpu_start = _run_senders(server, shape, dialect, lines_per_s, duration, args)
     # The CPU is read before any question to the server (a status page, a management dump):
     # once the kernel queue is empty and a settle time has let a queued batch be applied.
     _wait_for(lambda: Server.drained(server), DRAIN_S_MAX, f"{server.name} socket drain")
@@ -344,14 +370,16 @@ def _run_step(
     _wait_for(server.drained, DRAIN_S_MAX, f"{server.name} drain")
     sent_lines = sum(int(r["lines"]) for r in reports)
     sent_datagrams = sum(int(r["datagrams"]) for r in reports)
-    seconds = max(float(r["seconds"]) for r in reports)
+    sent_s = max(float(r["seconds"]) for r in reports)
     counted_after = server.counted_lines()
     if counted_before is None or counted_after is None:
         drops = (udp_socket_state(server.port) or (0, 0))[1] - drops_before
         counted = sent_lines * (1.0 - drops / max(sent_datagrams, 1))
     else:
         counted = float(counted_after - counted_before)
-    return Step(lines_per_s, sent_lines, sent_datagrams, seconds, counted, cpu_s, lag)
+    apply_after = server.apply_seconds()
+    apply_s = None if apply_before is None or apply_after is None else apply_after - apply_before
+    return Step(lines_per_s, sent_lines, sent_datagrams, sent_s, counted, cpu_s, lag, apply_s)
 
 
 def _ladder(
@@ -366,6 +394,8 @@ def _ladder(
         _print_step(server.name, shape, step)
         if step.loss < LOSS_MAX:
             best = step
+            if step.sender_limited:
+                break  # the senders could not offer more: the max is at least this
             continue
         lower = 0.0 if best is None else best.offered_lines_per_s
         middle = (lower + rate) / 2
@@ -433,7 +463,9 @@ def _measure(server: Server, args: argparse.Namespace, report: Report) -> dict[s
         # not its first sight of 10,000 keys.
         _run_step(server, "multi", dialect, WARM_UP_LINES_PER_S, args)
         for shape in ("multi", "single"):
-            fixed = _run_step(server, shape, dialect, FIXED_RATES[shape], args)
+            fixed = _run_step(
+                server, shape, dialect, FIXED_RATES[shape], args, args.fixed_step_seconds
+            )
             _print_step(server.name, shape, fixed)
             rates = [int(r) for r in getattr(args, f"{shape}_rates").split(",")]
             best[shape], _ = _ladder(server, shape, dialect, rates, args)
@@ -452,7 +484,17 @@ def _measure(server: Server, args: argparse.Namespace, report: Report) -> dict[s
             )
             if top is not None:
                 report.add(f"{prefix}_max_cpu_us_per_line", top.cpu_us_per_line, "CPU µs/line")
-                report.add(f"{prefix}_max_sender_limited", float(top.sender_limited), "1 = yes")
+                report.add(
+                    f"{prefix}_max_sender_limited",
+                    float(top.sender_limited),
+                    "1 = the senders could not offer more: the max is a lower bound",
+                )
+                if top.apply_s is not None and top.cpu_s > 0:
+                    report.add(
+                        f"{prefix}_max_apply_share_of_cpu",
+                        top.apply_s / top.cpu_s,
+                        "parse+apply on the loop thread / process CPU (the rest: reader, pump)",
+                    )
                 if top.loop_lag_ms_p99 is not None:
                     report.add(
                         f"{prefix}_max_event_loop_lag_ms_p99",

@@ -84,8 +84,8 @@ class StatsdSettings:
     reported). ``queue_bytes_max`` bounds what waits between the reader and the node: beyond it
     whole read batches are dropped and counted. ``apply_interval_ms`` is how long a small batch
     may wait for company before it is parsed (the parse has a fixed cost of most of a
-    millisecond per call, so at low rates datagrams are applied ten times a second, not one by
-    one; a line's window is seconds long, so 100 ms later changes nothing but CPU use);
+    millisecond per call, so at low rates datagrams are applied five times a second, not one by
+    one; a line's window is seconds long, so 200 ms later changes nothing but CPU use);
     ``apply_bytes_max`` bounds one parse call, so the node's timers run between calls under any
     load.
     ``tcp_line_bytes_max`` bounds a line on a TCP connection (longer ones are dropped and
@@ -98,7 +98,7 @@ class StatsdSettings:
     path: str = ""
     receive_buffer_bytes: int = 8 << 20
     queue_bytes_max: int = 64 << 20
-    apply_interval_ms: int = 100
+    apply_interval_ms: int = 200
     apply_bytes_max: int = 1 << 20
     tcp_line_bytes_max: int = 65_536
 

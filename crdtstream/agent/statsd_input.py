@@ -56,7 +56,7 @@ DATAGRAM_BYTES_MAX = 65_536
 """Room kept free for the next datagram: no UDP datagram is larger (a Unix datagram that is is
 truncated and counted)."""
 SMALL_DRAIN_DATAGRAMS = 64
-NAP_S = 0.01
+NAP_S = 0.02
 """After a drain of fewer than ``SMALL_DRAIN_DATAGRAMS``, the reader sleeps this long before it
 blocks again: the kernel buffers a trickle meanwhile, so it is read in bulk (each wake-up of
 the thread costs tens of µs, which a datagram each would pay). A burst that starts during the
@@ -67,8 +67,8 @@ STOP_DRAIN_BYTES_FACTOR = 2
 """At shutdown the reader drains at most this many receive buffers' worth: what the kernel held
 when asked to stop, with a bound if senders keep sending."""
 _RECENT_SAMPLES = 2_048
-_LAG_SAMPLES = 200
-"""The loop's lateness is reported over its last 200 samples: about the last two seconds."""
+_LAG_SAMPLES = 100
+"""The loop's lateness is reported over its last 100 samples: about the last two seconds."""
 
 
 def _percentiles(samples: collections.deque[float]) -> dict[str, float]:
@@ -429,7 +429,7 @@ class LoopLagMonitor:
     """How late the event loop runs a timer: the delay every loop callback (the node's pump,
     gossip rounds, Raft heartbeats, HTTP) can suffer beyond its schedule."""
 
-    def __init__(self, period_s: float = 0.01) -> None:
+    def __init__(self, period_s: float = 0.02) -> None:
         self.period_s = period_s
         self._recent_ms: collections.deque[float] = collections.deque(maxlen=_LAG_SAMPLES)
         self._task: asyncio.Task[None] | None = None
