@@ -89,7 +89,8 @@ class StatsdSettings:
     ``apply_bytes_max`` bounds one parse call, so the node's timers run between calls under any
     load.
     ``tcp_line_bytes_max`` bounds a line on a TCP connection (longer ones are dropped and
-    counted).
+    counted). ``readers`` > 1 opens that many UDP sockets on the port (``SO_REUSEPORT``), each
+    drained by its own thread into the same queue.
     """
 
     scheme: StatsdScheme
@@ -101,9 +102,11 @@ class StatsdSettings:
     apply_interval_ms: int = 200
     apply_bytes_max: int = 1 << 20
     tcp_line_bytes_max: int = 65_536
+    readers: int = 1
 
     def __post_init__(self) -> None:
         for name in (
+            "readers",
             "receive_buffer_bytes",
             "queue_bytes_max",
             "apply_interval_ms",
@@ -156,6 +159,7 @@ def parse_statsd_address(text: str, field_path: str = "statsd") -> StatsdSetting
 
 
 _STATSD_LIMITS = (
+    "readers",
     "receive_buffer_bytes",
     "queue_bytes_max",
     "apply_interval_ms",

@@ -142,8 +142,9 @@ class BatchQueue:
         return payloads, datagrams
 
 
-def open_datagram_socket(settings: StatsdSettings) -> socket.socket:
-    """A bound, blocking UDP or Unix datagram socket with the receive buffer asked for.
+def open_datagram_socket(settings: StatsdSettings, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, blocking UDP or Unix datagram socket with the receive buffer asked for
+    (``reuse_port``: one of several UDP sockets sharing the port).
 
     A stale Unix socket file at the path (left by a crash) is replaced; any other file there is
     an error.
@@ -159,6 +160,8 @@ def open_datagram_socket(settings: StatsdSettings) -> socket.socket:
     else:
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         address = (settings.host, settings.port)
     try:
         _ask_receive_buffer(sock, settings.receive_buffer_bytes)
@@ -467,8 +470,8 @@ class StatsdInput:
             settings.apply_bytes_max,
             asyncio.get_running_loop(),
         )
-        self.sock: socket.socket | None = None
-        self.reader: DatagramReader | None = None
+        self.sockets: list[socket.socket] = []
+        self.readers: list[DatagramReader] = []
         self.server: asyncio.base_events.Server | None = None
         self.receive_buffer_bytes_granted = 0
         self.datagrams = 0
@@ -486,12 +489,18 @@ class StatsdInput:
                 lambda: _LineStream(self), self.settings.host, self.settings.port
             )
             return
-        self.sock = open_datagram_socket(self.settings)
-        self.receive_buffer_bytes_granted = self.sock.getsockopt(
+        # Several UDP readers share the port through SO_REUSEPORT (the kernel spreads senders
+        # over the sockets by their address); a Unix socket has one.
+        count = self.settings.readers if self.settings.scheme == "udp" else 1
+        for _ in range(count):
+            sock = open_datagram_socket(self.settings, reuse_port=count > 1)
+            self.sockets.append(sock)
+            self.readers.append(DatagramReader(sock, self.applier.queue))
+        self.receive_buffer_bytes_granted = self.sockets[0].getsockopt(
             socket.SOL_SOCKET, socket.SO_RCVBUF
         )
-        self.reader = DatagramReader(self.sock, self.applier.queue)
-        self.reader.start()
+        for reader in self.readers:
+            reader.start()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Stop reading, drain what the kernel still holds and apply everything queued."""
@@ -499,32 +508,34 @@ class StatsdInput:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-        if self.reader is not None:
-            await asyncio.to_thread(self.reader.stop, timeout_s)
+        for reader in self.readers:
+            await asyncio.to_thread(reader.stop, timeout_s)
         self.applier.cancel()
         self.applier.apply_all()
-        if self.sock is not None:
-            self.sock.close()
-            if self.settings.scheme == "unix":
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.settings.path)
+        for sock in self.sockets:
+            sock.close()
+        if self.sockets and self.settings.scheme == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.settings.path)
 
     def status(self) -> dict[str, object]:
         """The ``statsd`` section of ``/v1/status``."""
-        reader = self.reader
-        datagrams = self.datagrams if reader is None else reader.datagrams
-        received_bytes = self.bytes if reader is None else reader.bytes
+        readers = self.readers
+        counted = [kernel_drops(sock) for sock in self.sockets]
+        drops = [count for count in counted if count is not None]
+        failures = [str(reader.failure) for reader in readers if reader.failure is not None]
         status: dict[str, object] = {
             "address": self.settings.address,
             "receive_buffer_bytes_requested": self.settings.receive_buffer_bytes,
             "receive_buffer_bytes_granted": self.receive_buffer_bytes_granted,
             # For TCP a "datagram" is one read from a connection.
-            "datagrams_received": datagrams,
-            "bytes_received": received_bytes,
-            "read_batches": 0 if reader is None else reader.batches,
-            "datagrams_truncated": 0 if reader is None else reader.truncated,
-            "kernel_drops": None if self.sock is None else kernel_drops(self.sock),
-            "reader_failure": None if reader is None or not reader.failure else str(reader.failure),
+            "datagrams_received": self.datagrams + sum(reader.datagrams for reader in readers),
+            "bytes_received": self.bytes + sum(reader.bytes for reader in readers),
+            "readers": len(readers),
+            "read_batches": sum(reader.batches for reader in readers),
+            "datagrams_truncated": sum(reader.truncated for reader in readers),
+            "kernel_drops": sum(drops) if drops and len(drops) == len(counted) else None,
+            "reader_failures": failures,
             "tcp_connections": self.tcp_connections,
             "tcp_lines_too_long": self.tcp_lines_too_long,
             "event_loop_lag_ms": self.lag.status(),

@@ -222,3 +222,21 @@ def test_a_forced_overload_is_counted_never_silent(tmp_path: Path) -> None:
     assert section["datagrams_received"] + kernel == sent, section
     assert section["datagrams_applied"] + queue == section["datagrams_received"], section
     assert counted == section["datagrams_applied"]
+
+
+def test_several_readers_on_one_port_count_every_datagram(tmp_path: Path) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    toml = 'node_id = "r1"\n[statsd]\nreaders = 2\n'
+    with running([_statsd_agent(tmp_path, "r1", f"127.0.0.1:{port}", toml)]) as (agent,):
+        # Several source ports, so the kernel spreads them over both sockets.
+        senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+        try:
+            for index in range(2_000):
+                senders[index % 8].sendto(b"spread.hits:1|c", ("127.0.0.1", port))
+        finally:
+            for sender in senders:
+                sender.close()
+        section = _wait_applied(agent, 2_000)
+        assert section["readers"] == 2
+        assert section["datagrams_received"] + section["kernel_drops"] == 2_000
+        assert _total(agent, "spread.hits") == section["datagrams_applied"] >= 1_980
