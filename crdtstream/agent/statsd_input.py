@@ -218,6 +218,10 @@ class DatagramReader:
         granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self._drain_bytes_max = STOP_DRAIN_BYTES_FACTOR * max(granted, 1 << 20)
         self._nap_s = NAP_S if granted >= NAP_BUFFER_BYTES_MIN else NAP_S / 5
+        if sock.family == socket.AF_UNIX:
+            # A Unix datagram socket queues only net.unix.max_dgram_qlen datagrams (10 by
+            # default) whatever its buffer: a nap would make senders block or drop.
+            self._nap_s = 0.0
         self.datagrams = 0
         self.bytes = 0
         self.batches = 0
@@ -292,7 +296,7 @@ class DatagramReader:
             self.bytes += offset - count
             self.batches += 1
             self.queue.put(bytes(self._buffer[:offset]), count)
-            if blocking and count < SMALL_DRAIN_DATAGRAMS and not self._stopping:
+            if self._nap_s and blocking and count < SMALL_DRAIN_DATAGRAMS and not self._stopping:
                 time.sleep(self._nap_s)
         return offset
 
@@ -392,9 +396,15 @@ class _LineStream(asyncio.Protocol):
         self.owner = owner
         self.partial = b""
         self.discarding = False
+        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
         self.owner.tcp_connections += 1
+        self.owner.streams.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.streams.discard(self)
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner
@@ -422,10 +432,17 @@ class _LineStream(asyncio.Protocol):
             self.discarding = True
 
     def eof_received(self) -> bool | None:
+        """The sender closed: its last line needs no newline."""
         if self.partial and not self.discarding:
             self.owner.applier.queue.put(self.partial + b"\n", 1)
         self.partial = b""
         return None
+
+    def finish(self) -> None:
+        """At shutdown: keep what was received, a last line without newline too, and close."""
+        self.eof_received()
+        if self.transport is not None:
+            self.transport.close()
 
 
 class LoopLagMonitor:
@@ -471,6 +488,7 @@ class StatsdInput:
             asyncio.get_running_loop(),
         )
         self.sockets: list[socket.socket] = []
+        self.streams: set[_LineStream] = set()
         self.readers: list[DatagramReader] = []
         self.server: asyncio.base_events.Server | None = None
         self.receive_buffer_bytes_granted = 0
@@ -507,7 +525,11 @@ class StatsdInput:
         self.lag.stop()
         if self.server is not None:
             self.server.close()
-            await self.server.wait_closed()
+            # Connections outlive their server: closed here, so that waiting for the server
+            # cannot hang on a client that keeps its connection open.
+            for stream in list(self.streams):
+                stream.finish()
+            await asyncio.wait_for(self.server.wait_closed(), timeout_s)
         for reader in self.readers:
             await asyncio.to_thread(reader.stop, timeout_s)
         self.applier.cancel()

@@ -154,3 +154,29 @@ def test_statsd_table_keeps_its_limits_when_the_flag_gives_the_address(tmp_path:
     assert settings.statsd is not None
     assert settings.statsd.address == "tcp://127.0.0.1:2"
     assert settings.statsd.receive_buffer_bytes == 65_536
+
+
+def test_a_unix_socket_reader_stops_drains_and_removes_nothing_it_does_not_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dsd.socket"
+    queue = BatchQueue(1 << 20, lambda: None)
+    sock = open_datagram_socket(StatsdSettings("unix", path=str(path)))
+    reader = DatagramReader(sock, queue)
+    sent = [f"unix.test.{index}:1|c|#via:uds".encode() for index in range(500)]
+    with sock, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        # Started first: a Unix datagram socket queues only net.unix.max_dgram_qlen datagrams
+        # (10 by default), and a blocking sender waits for the reader.
+        reader.start()
+        for datagram in sent:
+            sender.sendto(datagram, str(path))
+        reader.stop(timeout_s=10)  # woken by an empty datagram to the path
+        assert not reader.alive
+    assert _lines(queue) == sent
+    # A stale socket file is replaced; any other file at the path is refused.
+    open_datagram_socket(StatsdSettings("unix", path=str(path))).close()
+    other = tmp_path / "not-a-socket"
+    other.write_text("keep me")
+    with pytest.raises(FileExistsError):
+        open_datagram_socket(StatsdSettings("unix", path=str(other)))
+    assert other.read_text() == "keep me"
