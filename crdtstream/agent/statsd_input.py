@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import importlib
 import os
 import socket
 import stat
@@ -38,7 +39,27 @@ from pathlib import Path
 from crdtstream.agent.settings import StatsdSettings
 from crdtstream.node import Node
 
+_CompiledDrain = Callable[[int, bytearray, int, bool], tuple[int, int, int, int]]
+
+
+def _load_compiled_drain() -> _CompiledDrain | None:
+    """``drain`` of the compiled module, None when the package was built without a C compiler.
+    Imported by name: static import analysis cannot see into an extension module."""
+    try:
+        module = importlib.import_module("crdtstream.agent._drain")
+    except ImportError:
+        return None
+    drain: _CompiledDrain = module.drain
+    return drain
+
+
+_compiled_drain = _load_compiled_drain()
+COMPILED_DRAIN = _compiled_drain is not None
+"""Whether the reader drains sockets in C (``_drain.c``) rather than in a Python loop."""
+
 __all__ = [
+    "COMPILED_DRAIN",
+    "DATAGRAM_BYTES_MAX",
     "READ_BUFFER_BYTES",
     "Applier",
     "BatchQueue",
@@ -53,8 +74,8 @@ READ_BUFFER_BYTES = 4 << 20
 """One reader's buffer: a read batch is at most this big (about 3,000 full 1,400-byte
 datagrams, or 100,000 one-line ones)."""
 DATAGRAM_BYTES_MAX = 65_536
-"""Room kept free for the next datagram: no UDP datagram is larger (a Unix datagram that is is
-truncated and counted)."""
+"""Room kept free for the next datagram: no UDP datagram is larger (a longer Unix datagram is
+dropped whole and counted as truncated)."""
 SMALL_DRAIN_DATAGRAMS = 64
 NAP_S = 0.02
 """After a drain of fewer than ``SMALL_DRAIN_DATAGRAMS``, the reader sleeps this long before it
@@ -209,8 +230,17 @@ class DatagramReader:
     """
 
     def __init__(
-        self, sock: socket.socket, queue: BatchQueue, buffer_bytes: int = READ_BUFFER_BYTES
+        self,
+        sock: socket.socket,
+        queue: BatchQueue,
+        buffer_bytes: int = READ_BUFFER_BYTES,
+        *,
+        compiled: bool = COMPILED_DRAIN,
     ) -> None:
+        """``compiled`` False reads with the Python loop even where the C drain was built."""
+        if compiled and _compiled_drain is None:
+            raise RuntimeError("crdtstream.agent._drain was not built (no C compiler?)")
+        self._compiled = _compiled_drain if compiled else None
         self.sock = sock
         self.queue = queue
         self._buffer = bytearray(max(buffer_bytes, 2 * DATAGRAM_BYTES_MAX))
@@ -269,36 +299,49 @@ class DatagramReader:
             drained += read
 
     def _read_batch(self, *, blocking: bool) -> int:
-        """Read one batch (the first datagram blocking when ``blocking``), queue it; returns
-        the bytes read."""
-        view = memoryview(self._buffer)
-        limit = len(self._buffer) - DATAGRAM_BYTES_MAX
-        recv_into = self.sock.recv_into
-        offset = count = 0
-        flags = 0 if blocking else socket.MSG_DONTWAIT
-        while offset <= limit:
-            try:
-                size = recv_into(view[offset:], DATAGRAM_BYTES_MAX, flags)
-            except BlockingIOError:
-                break
-            flags = socket.MSG_DONTWAIT
-            if size == 0:
-                continue  # an empty datagram (the stop wake-up among them) carries no lines
-            if size >= DATAGRAM_BYTES_MAX:
-                self.truncated += 1
-            offset += size
-            view[offset] = 10  # the newline that ends the datagram's last line
-            offset += 1
-            count += 1
-        view.release()
+        """Drain one batch (the first datagram blocking when ``blocking``) and queue it; returns
+        how much was read (bytes, plus the datagrams that carried none), 0 when nothing."""
+        end, count, truncated, empty = self._drain(blocking)
+        self.truncated += truncated
         if count:
             self.datagrams += count
-            self.bytes += offset - count
+            self.bytes += end - count
             self.batches += 1
-            self.queue.put(bytes(self._buffer[:offset]), count)
+            with memoryview(self._buffer) as view:
+                payload = bytes(view[:end])
+            self.queue.put(payload, count)
             if self._nap_s and blocking and count < SMALL_DRAIN_DATAGRAMS and not self._stopping:
                 time.sleep(self._nap_s)
-        return offset
+        return end + truncated + empty
+
+    def _drain(self, blocking: bool) -> tuple[int, int, int, int]:
+        if self._compiled is not None:
+            return self._compiled(self.sock.fileno(), self._buffer, 0, blocking)
+        return self._drain_python(blocking)
+
+    def _drain_python(self, blocking: bool) -> tuple[int, int, int, int]:
+        """The compiled drain's loop in Python (``_drain.c`` says what it does)."""
+        recv_into = self.sock.recv_into
+        size = len(self._buffer)
+        end = count = truncated = empty = 0
+        flags = 0 if blocking else socket.MSG_DONTWAIT
+        with memoryview(self._buffer) as view:
+            while size - end > DATAGRAM_BYTES_MAX:
+                try:
+                    got = recv_into(view[end:], DATAGRAM_BYTES_MAX, flags | socket.MSG_TRUNC)
+                except BlockingIOError:
+                    break
+                flags = socket.MSG_DONTWAIT
+                if got == 0:
+                    empty += 1
+                elif got > DATAGRAM_BYTES_MAX:
+                    truncated += 1
+                else:
+                    end += got
+                    view[end] = 10  # the newline that ends the datagram's last line
+                    end += 1
+                    count += 1
+        return end, count, truncated, empty
 
 
 class Applier:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 import time
 from pathlib import Path
@@ -9,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from crdtstream.agent.settings import StatsdSettings, load_settings, parse_statsd_address
-from crdtstream.agent.statsd_input import BatchQueue, DatagramReader, open_datagram_socket
+from crdtstream.agent.statsd_input import (
+    COMPILED_DRAIN,
+    DATAGRAM_BYTES_MAX,
+    BatchQueue,
+    DatagramReader,
+    open_datagram_socket,
+)
 from crdtstream.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
@@ -41,11 +48,25 @@ def test_take_returns_one_batch_even_when_it_is_over_the_bound() -> None:
     assert queue.take(10) == ([b"x" * 500], 1)
 
 
+# Without a C compiler at install time only the Python loop exists; test_drain_is_compiled then
+# fails once, saying so, instead of every reader test failing.
+DRAINS = [
+    *([pytest.param(True, id="compiled")] if COMPILED_DRAIN else []),
+    pytest.param(False, id="python"),
+]
+
+
+def test_drain_is_compiled() -> None:
+    assert COMPILED_DRAIN, "crdtstream.agent._drain was not built: readers use the Python loop"
+    module = importlib.import_module("crdtstream.agent._drain")
+    assert module.DATAGRAM_BYTES_MAX == DATAGRAM_BYTES_MAX
+
+
 def _udp_reader(
-    queue: BatchQueue, buffer_bytes: int = 256 * 1024
+    queue: BatchQueue, compiled: bool, buffer_bytes: int = 256 * 1024
 ) -> tuple[socket.socket, DatagramReader]:
     sock = open_datagram_socket(StatsdSettings("udp", host="127.0.0.1", port=0))
-    return sock, DatagramReader(sock, queue, buffer_bytes=buffer_bytes)
+    return sock, DatagramReader(sock, queue, buffer_bytes=buffer_bytes, compiled=compiled)
 
 
 def _lines(queue: BatchQueue) -> list[bytes]:
@@ -53,9 +74,10 @@ def _lines(queue: BatchQueue) -> list[bytes]:
     return [line for payload in payloads for line in payload.split(b"\n") if line]
 
 
-def test_reader_batches_datagrams_and_stop_drains_what_the_kernel_holds() -> None:
+@pytest.mark.parametrize("compiled", DRAINS)
+def test_reader_batches_datagrams_and_stop_drains_what_the_kernel_holds(compiled: bool) -> None:
     queue = BatchQueue(64 << 20, lambda: None)
-    sock, reader = _udp_reader(queue)
+    sock, reader = _udp_reader(queue, compiled)
     sent = [f"reader.test.{index}:1|c".encode() for index in range(3_000)]
     with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         reader.start()
@@ -72,10 +94,11 @@ def test_reader_batches_datagrams_and_stop_drains_what_the_kernel_holds() -> Non
     assert reader.batches < len(sent)
 
 
-def test_stop_drains_everything_the_kernel_holds_in_several_batches() -> None:
+@pytest.mark.parametrize("compiled", DRAINS)
+def test_stop_drains_everything_the_kernel_holds_in_several_batches(compiled: bool) -> None:
     queue = BatchQueue(64 << 20, lambda: None)
     # The smallest buffer holds about 650 of these datagrams: the drain takes several batches.
-    sock, reader = _udp_reader(queue, buffer_bytes=0)
+    sock, reader = _udp_reader(queue, compiled, buffer_bytes=0)
     sent = [f"drain.test.{index}:1|c|#".encode().ljust(100, b"x") for index in range(3_000)]
     with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         for datagram in sent:
@@ -86,9 +109,10 @@ def test_stop_drains_everything_the_kernel_holds_in_several_batches() -> None:
     assert reader.batches >= 4
 
 
-def test_multi_line_datagrams_keep_their_lines_apart() -> None:
+@pytest.mark.parametrize("compiled", DRAINS)
+def test_multi_line_datagrams_keep_their_lines_apart(compiled: bool) -> None:
     queue = BatchQueue(1 << 20, lambda: None)
-    sock, reader = _udp_reader(queue)
+    sock, reader = _udp_reader(queue, compiled)
     with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         reader.start()
         sender.sendto(b"a:1|c\nb:2|c", sock.getsockname())
@@ -102,9 +126,10 @@ def test_multi_line_datagrams_keep_their_lines_apart() -> None:
     assert _lines(queue) == [b"a:1|c", b"b:2|c", b"c:3|c", b"d:4|c"]
 
 
-def test_a_full_queue_drops_batches_and_counts_every_datagram() -> None:
+@pytest.mark.parametrize("compiled", DRAINS)
+def test_a_full_queue_drops_batches_and_counts_every_datagram(compiled: bool) -> None:
     queue = BatchQueue(2_000, lambda: None)  # never taken from: it fills up
-    sock, reader = _udp_reader(queue)
+    sock, reader = _udp_reader(queue, compiled)
     with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         reader.start()
         for index in range(2_000):
@@ -156,23 +181,29 @@ def test_statsd_table_keeps_its_limits_when_the_flag_gives_the_address(tmp_path:
     assert settings.statsd.receive_buffer_bytes == 65_536
 
 
+@pytest.mark.parametrize("compiled", DRAINS)
 def test_a_unix_socket_reader_stops_drains_and_removes_nothing_it_does_not_own(
-    tmp_path: Path,
+    tmp_path: Path, compiled: bool
 ) -> None:
     path = tmp_path / "dsd.socket"
     queue = BatchQueue(1 << 20, lambda: None)
     sock = open_datagram_socket(StatsdSettings("unix", path=str(path)))
-    reader = DatagramReader(sock, queue)
+    reader = DatagramReader(sock, queue, compiled=compiled)
     sent = [f"unix.test.{index}:1|c|#via:uds".encode() for index in range(500)]
+    huge = b"huge.line:1|c\n" * 5_000  # 70,000 bytes: more than any UDP datagram
     with sock, socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         # Started first: a Unix datagram socket queues only net.unix.max_dgram_qlen datagrams
         # (10 by default), and a blocking sender waits for the reader.
         reader.start()
-        for datagram in sent:
+        for index, datagram in enumerate(sent):
             sender.sendto(datagram, str(path))
+            if index == 250:
+                sender.sendto(huge, str(path))  # dropped whole, never cut into a wrong line
         reader.stop(timeout_s=10)  # woken by an empty datagram to the path
         assert not reader.alive
     assert _lines(queue) == sent
+    assert reader.truncated == 1
     # A stale socket file is replaced; any other file at the path is refused.
     open_datagram_socket(StatsdSettings("unix", path=str(path))).close()
     other = tmp_path / "not-a-socket"
