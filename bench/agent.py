@@ -131,7 +131,7 @@ class Server:
         raise NotImplementedError
 
     def apply_seconds(self) -> float | None:
-        """Seconds spent parsing and applying so far, where the server tells."""
+        """CPU seconds spent parsing and applying so far, where the server tells."""
         return None
 
     def drained(self) -> bool:
@@ -184,7 +184,7 @@ class AgentServer(Server):
         return super().drained() and self.status()["statsd"]["queue_bytes"] == 0
 
     def apply_seconds(self) -> float:
-        return float(self.status()["statsd"]["apply_seconds_total"])
+        return float(self.status()["statsd"]["apply_cpu_seconds_total"])
 
 
 @dataclass
