@@ -81,7 +81,7 @@ NAP_S = 0.02
 """After a drain of fewer than ``SMALL_DRAIN_DATAGRAMS``, the reader sleeps this long before it
 blocks again: the kernel buffers a trickle meanwhile, so it is read in bulk (each wake-up of
 the thread costs tens of µs, which a datagram each would pay). A burst that starts during the
-nap waits in the receive buffer: 10 ms of 100,000 datagrams/s is about 1 MB of kernel memory."""
+nap waits in the receive buffer: 20 ms of 100,000 datagrams/s is about 2 MB of kernel memory."""
 NAP_BUFFER_BYTES_MIN = 1 << 20
 """With a receive buffer smaller than this (the kernel granted less), the nap is a fifth."""
 STOP_DRAIN_BYTES_FACTOR = 2
