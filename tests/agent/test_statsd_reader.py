@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from crdtstream.agent.settings import StatsdSettings, load_settings, parse_statsd_address
-from crdtstream.agent.statsd_input import (
+from crdtstream.agent.statsd_reader import (
     COMPILED_DRAIN,
     DATAGRAM_BYTES_MAX,
     BatchQueue,
