@@ -37,7 +37,23 @@ from crdtstream.agent.statsd_reader import (
 )
 from crdtstream.node import Node
 
-__all__ = ["Applier", "LoopLagMonitor", "StatsdInput"]
+__all__ = ["COUNTER_NAMES", "Applier", "LoopLagMonitor", "StatsdInput"]
+
+COUNTER_NAMES = (
+    "datagrams_received",
+    "bytes_received",
+    "read_batches",
+    "datagrams_truncated",
+    "kernel_drops",
+    "queue_dropped_batches",
+    "queue_dropped_datagrams",
+    "queue_dropped_bytes",
+    "batches_applied",
+    "datagrams_applied",
+    "tcp_connections",
+    "tcp_lines_too_long",
+)
+"""The counters of the statsd section that only grow (the rest are gauges and percentiles)."""
 
 _RECENT_SAMPLES = 2_048
 _LAG_SAMPLES = 100
@@ -298,6 +314,15 @@ class StatsdInput:
         if self.sockets and self.settings.scheme == "unix":
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.settings.path)
+
+    def counters(self) -> dict[str, int]:
+        """The monotonic counters of :meth:`status`, for a metrics endpoint (``kernel_drops``
+        only where the kernel tells)."""
+        return {
+            name: value
+            for name, value in self.status().items()
+            if name in COUNTER_NAMES and isinstance(value, int)
+        }
 
     def status(self) -> dict[str, object]:
         """The ``statsd`` section of ``/v1/status``."""

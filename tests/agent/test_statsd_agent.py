@@ -281,3 +281,13 @@ def test_tcp_lines_too_long_are_counted_and_shutdown_keeps_a_last_partial_line(
         agent.wait_ready(20.0)
         assert _total(agent, "ok.hits") == 2
         assert _total(agent, "tail.hits") == 5  # kept at shutdown, in the final snapshot
+
+
+def test_status_counters_are_a_subset_of_the_status_section(
+    udp_agent: tuple[Agent, int],
+) -> None:
+    from crdtstream.agent.statsd_input import COUNTER_NAMES
+
+    agent, _ = udp_agent
+    section = _status(agent)["statsd"]
+    assert set(COUNTER_NAMES) <= set(section)
