@@ -100,7 +100,7 @@ class StatsdSettings:
     receive_buffer_bytes: int = 8 << 20
     queue_bytes_max: int = 64 << 20
     apply_interval_ms: int = 200
-    apply_bytes_max: int = 1 << 20
+    apply_bytes_max: int = 256 << 10
     tcp_line_bytes_max: int = 65_536
     readers: int = 1
 
