@@ -69,12 +69,24 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
         if settings.statsd is not None:
             statsd = StatsdInput(node, settings.statsd)
             await statsd.start()
-            _log.info(
-                "statsd on %s, receive buffer %d bytes granted (%d asked)",
-                settings.statsd.address,
+            granted, asked = (
                 statsd.receive_buffer_bytes_granted,
                 settings.statsd.receive_buffer_bytes,
             )
+            _log.info(
+                "statsd on %s, receive buffer %d bytes granted (%d asked)",
+                settings.statsd.address,
+                granted,
+                asked,
+            )
+            if 0 < granted < asked:
+                _log.warning(
+                    "statsd receive buffer capped at %d bytes (%d asked): bursts may be "
+                    "dropped by the kernel (counted in kernel_drops); raise "
+                    "net.core.rmem_max",
+                    granted,
+                    asked,
+                )
         if settings.http is not None:
             sections = {} if statsd is None else {"statsd": statsd.status}
             app = build_app(node, status_sections=sections)
