@@ -1,7 +1,8 @@
-"""Build of the one compiled part: the statsd line scanner (``crdtstream.ingest._cscan``).
+"""Build of the compiled parts: the statsd line scanner (``crdtstream.ingest._cscan``) and the
+statsd reader's socket drain (``crdtstream.agent._drain``).
 
-It is optional: where no C compiler is found the package installs without it and the parser
-uses its numpy scanner, which gives the same results, only slower.
+Both are optional: where no C compiler is found the package installs without them; the parser
+uses its numpy scanner and the reader a Python loop, which give the same results, only slower.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,12 @@ setup(
             sources=["crdtstream/ingest/_cscan.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit"],
             optional=True,
-        )
+        ),
+        Extension(
+            "crdtstream.agent._drain",
+            sources=["crdtstream/agent/_drain.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror=implicit"],
+            optional=True,
+        ),
     ]
 )

@@ -106,7 +106,11 @@ def _add_agent(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         help="a peer as ID=ADDRESS (or a bare seed ADDRESS); repeat for more",
     )
-    agent_parser.add_argument("--statsd", help="statsd UDP HOST:PORT (off when absent)")
+    agent_parser.add_argument(
+        "--statsd",
+        help="statsd input: HOST:PORT (UDP), udp://HOST:PORT, tcp://HOST:PORT (lines) or "
+        "unix:///PATH (Unix datagrams); limits in the [statsd] table (off when absent)",
+    )
     agent_parser.add_argument("--http", help="HTTP API HOST:PORT (off when absent)")
     agent_parser.add_argument(
         "--mapping-config",

@@ -191,11 +191,15 @@ def build_app(
     counters: Mapping[str, Callable[[], Mapping[str, int]]] | None = None,
     mapper: Mapper | None = None,
     idle_ttl_ms: int = DEFAULT_IDLE_TTL_MS,
+    status_sections: Mapping[str, Callable[[], object]] | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``node``; ``exporter`` serves ``/metrics`` (one over
     the node is made when not given); ``counters`` adds the agent's own counter groups to it
     (``{"raft": ...}`` gives ``crdtstream_raft_<name>_total``); ``mapper`` and ``idle_ttl_ms``
-    shape the exporter made here (statsd_exporter mapping rules; when idle keys drop out)."""
+    shape the exporter made here (statsd_exporter mapping rules; when idle keys drop out);
+    ``status_sections`` adds named sections to ``GET /v1/status`` (the agent's inputs report
+    their counters there)."""
+    sections = dict(status_sections or {})
     routes = web.RouteTableDef()
     stats = HttpStats()
     if exporter is None:
@@ -277,7 +281,9 @@ def build_app(
 
     @routes.get("/v1/status")
     async def status(request: web.Request) -> web.Response:
-        return web.json_response(node.status())
+        answer = node.status()
+        answer.update({name: section() for name, section in sections.items()})
+        return web.json_response(answer)
 
     @routes.get("/metrics")
     async def metrics(request: web.Request) -> web.Response:

@@ -1,7 +1,7 @@
-"""Run one agent: a node over ZeroMQ, a statsd UDP listener and the HTTP API, until a signal.
+"""Run one agent: a node over ZeroMQ, a statsd input and the HTTP API, until a signal.
 
-The statsd listener batches what arrives between two loop iterations and hands the whole batch
-to the vectorised parser, so a burst of datagrams costs one parse, not one per datagram.
+The statsd input (:mod:`crdtstream.agent.statsd_input`) reads in a thread of its own and hands
+the node whole batches of datagrams, so a burst costs a few parses, not one per datagram.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -21,50 +22,43 @@ from crdtstream.agent.export import ClusterExporter
 from crdtstream.agent.http import build_app
 from crdtstream.agent.settings import AgentSettings
 from crdtstream.agent.sinks import GraphiteSink
+from crdtstream.agent.statsd_input import StatsdInput
 from crdtstream.clock import SystemClock
 from crdtstream.errors import ConfigError, TransportError
 from crdtstream.node import Node
 from transports.zeromq import ZmqTransport
 
-__all__ = ["StatsdProtocol", "run_agent"]
+__all__ = ["FINAL_PUSH_TIMEOUT_S", "push_final_deltas", "run_agent"]
 
-STATSD_BATCH_DATAGRAMS = 4_096
 OBSERVE_INTERVAL_S = 0.25
 """How often membership, leadership and refused peers are compared for the log."""
 EXPORT_BACKOFF_S_MAX = 30.0
+FINAL_PUSH_TIMEOUT_S = 3.0
+"""How long a stopping agent waits for its gossip neighbours to acknowledge its last changes."""
 
 
-class StatsdProtocol(asyncio.DatagramProtocol):
-    """Collects datagrams and feeds them to the node in batches."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.pending: list[bytes] = []
-        self._scheduled = False
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        """Queue one datagram; the batch is parsed on the next loop iteration."""
-        self.pending.append(data)
-        if len(self.pending) >= STATSD_BATCH_DATAGRAMS:
-            self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Parse and apply everything queued."""
-        self._scheduled = False
-        batch, self.pending = self.pending, []
-        if batch:
-            self.node.ingest_statsd(batch)
+async def push_final_deltas(node: Node, timeout_s: float = FINAL_PUSH_TIMEOUT_S) -> bool:
+    """Keep the node pumping until every live gossip neighbour acknowledged every local change,
+    or ``timeout_s`` passed; True when they all did. The node's own loop keeps running
+    meanwhile, and its next gossip rounds carry the changes."""
+    deadline = time.monotonic() + timeout_s
+    # The node takes its local changes into the gossip buffer on its next tick.
+    await asyncio.sleep(2 * node.config.tick_interval_ms / 1_000)
+    while node.engine.peers_behind():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(node.config.tick_interval_ms / 1_000)
+    return True
 
 
 async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or cancellation), then shut down in order.
 
-    The inputs stop first (statsd listener flushed, HTTP server stopped) while the node still
-    runs, so requests in flight finish or reach their deadlines and nothing is accepted after the
-    final snapshot; then the node leaves, snapshots and closes.
+    The inputs stop first while the node still runs: the statsd reader stops, drains what the
+    kernel still holds and everything queued is applied; the HTTP server stops, so requests in
+    flight finish or reach their deadlines and nothing is accepted after the final snapshot.
+    Then the last changes are pushed to the gossip neighbours (bounded by
+    :data:`FINAL_PUSH_TIMEOUT_S`), and the node leaves, snapshots and closes.
     """
     config = settings.node
     with _naming("--listen", config.listen_address):
@@ -85,30 +79,51 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
         exporter = ClusterExporter(node, GraphiteSink(*settings.graphite))
         background.append(asyncio.create_task(_export(exporter, settings.graphite)))
     runner: web.AppRunner | None = None
-    udp: asyncio.DatagramTransport | None = None
-    statsd_protocol: StatsdProtocol | None = None
+    statsd: StatsdInput | None = None
     started = False
     try:
         if settings.statsd is not None:
-            with _naming("--statsd", settings.statsd):
-                udp, statsd_protocol = await loop.create_datagram_endpoint(
-                    lambda: StatsdProtocol(node), local_addr=settings.statsd
+            statsd = StatsdInput(node, settings.statsd)
+            with _naming("--statsd", settings.statsd.address):
+                await statsd.start()
+            granted, asked = (
+                statsd.receive_buffer_bytes_granted,
+                settings.statsd.receive_buffer_bytes,
+            )
+            log_event(
+                logging.INFO,
+                "statsd listening",
+                statsd=settings.statsd.address,
+                receive_buffer_bytes_granted=granted,
+                receive_buffer_bytes_asked=asked,
+            )
+            if 0 < granted < asked:
+                log_event(
+                    logging.WARNING,
+                    "statsd receive buffer capped: bursts may be dropped by the kernel "
+                    "(counted in kernel_drops); raise net.core.rmem_max",
+                    receive_buffer_bytes_granted=granted,
+                    receive_buffer_bytes_asked=asked,
                 )
         if settings.http is not None:
             counters = {"raft": observer.counters}
             if exporter is not None:
                 counters["export"] = exporter.all_counters
+            if statsd is not None:
+                counters["statsd"] = statsd.counters
             app = build_app(
                 node,
                 counters=counters,
                 mapper=settings.mapping,
                 idle_ttl_ms=settings.metrics_idle_ttl_ms,
+                status_sections={} if statsd is None else {"statsd": statsd.status},
             )
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=10.0)
             await runner.setup()
             with _naming("--http", settings.http):
                 await web.TCPSite(runner, settings.http[0], settings.http[1]).start()
-        log_start(node, statsd=settings.statsd, http=settings.http, graphite=settings.graphite)
+        statsd_address = None if settings.statsd is None else settings.statsd.address
+        log_start(node, statsd=statsd_address, http=settings.http, graphite=settings.graphite)
         started = True
         if ready is not None:
             ready.set()
@@ -120,12 +135,12 @@ async def run_agent(settings: AgentSettings, *, ready: asyncio.Event | None = No
             log_event(logging.INFO, "agent stopping", node_id=config.node_id)
         for task in background:
             task.cancel()
-        if udp is not None:
-            udp.close()
-        if statsd_protocol is not None:
-            statsd_protocol.flush()
+        if statsd is not None:
+            await statsd.stop()
         if runner is not None:
             await runner.cleanup()
+        if not node_task.done():
+            await push_final_deltas(node)
         node_stop.set()
         await asyncio.gather(node_task, return_exceptions=True)
         node.close()

@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from crdtstream.agent.aggregates import DEFAULT_IDLE_TTL_MS
 from crdtstream.agent.mapping import Mapper, load_mapping
@@ -37,9 +37,11 @@ __all__ = [
     "DEFAULT_LISTEN",
     "NODE_TUNING",
     "AgentSettings",
+    "StatsdSettings",
     "load_settings",
     "parse_host_port",
     "parse_policy",
+    "parse_statsd_address",
 ]
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -77,12 +79,67 @@ _TOP_LEVEL = {*AGENT_FIELDS, *_SECTIONS, "node"}
 DEFAULT_LISTEN = "tcp://127.0.0.1:7946"
 
 
+StatsdScheme = Literal["udp", "unix", "tcp"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatsdSettings:
+    """The statsd input: where it listens and how much it may hold (the ``[statsd]`` table).
+
+    ``address`` is ``HOST:PORT`` or ``udp://HOST:PORT`` (UDP), ``unix:///path`` (a Unix
+    datagram socket, DogStatsD style) or ``tcp://HOST:PORT`` (newline-delimited lines).
+    ``receive_buffer_bytes`` is asked of the kernel for the socket (``SO_RCVBUF``; Linux caps it
+    at ``net.core.rmem_max`` unless the process may force it, and the granted size is
+    reported). ``queue_bytes_max`` bounds what waits between the reader and the node: beyond it
+    whole read batches are dropped and counted. ``apply_interval_ms`` is how long a small batch
+    may wait for company before it is parsed (the parse has a fixed cost of most of a
+    millisecond per call, so at low rates datagrams are applied five times a second, not one by
+    one; a line's window is seconds long, so 200 ms later changes nothing but CPU use);
+    ``apply_bytes_max`` bounds one parse call, so the node's timers run between calls under any
+    load.
+    ``tcp_line_bytes_max`` bounds a line on a TCP connection (longer ones are dropped and
+    counted). ``readers`` > 1 opens that many UDP sockets on the port (``SO_REUSEPORT``), each
+    drained by its own thread into the same queue.
+    """
+
+    scheme: StatsdScheme
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    receive_buffer_bytes: int = 8 << 20
+    queue_bytes_max: int = 64 << 20
+    apply_interval_ms: int = 200
+    apply_bytes_max: int = 256 << 10
+    tcp_line_bytes_max: int = 65_536
+    readers: int = 1
+
+    def __post_init__(self) -> None:
+        for name in (
+            "readers",
+            "receive_buffer_bytes",
+            "queue_bytes_max",
+            "apply_interval_ms",
+            "apply_bytes_max",
+            "tcp_line_bytes_max",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value <= 0:
+                raise ConfigError(f"statsd.{name}: must be an integer > 0, got {value!r}")
+
+    @property
+    def address(self) -> str:
+        """The address as a URL (``udp://127.0.0.1:8125``, ``unix:///run/dsd.socket``)."""
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSettings:
-    """The node's configuration plus the agent's own listening addresses (``None`` = off)."""
+    """The node's configuration plus the agent's own inputs (``None`` = off)."""
 
     node: NodeConfig
-    statsd: tuple[str, int] | None
+    statsd: StatsdSettings | None
     http: tuple[str, int] | None
     graphite: tuple[str, int] | None = None
     mapping: Mapper | None = None
@@ -117,6 +174,55 @@ def _expected(hint: object) -> str:
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     names = [_TYPE_NAMES.get(option, str(option)) for option in options if option is not type(None)]
     return " or ".join(names)
+
+
+def parse_statsd_address(text: str, field_path: str = "statsd") -> StatsdSettings:
+    """``HOST:PORT``, ``udp://HOST:PORT``, ``tcp://HOST:PORT`` or ``unix:///path`` into
+    settings with the default limits; a ConfigError names ``field_path``."""
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "udp", text
+    if scheme == "unix":
+        if not rest.startswith("/"):
+            raise ConfigError(f"{field_path}: unix:// needs an absolute path, got {text!r}")
+        return StatsdSettings("unix", path=rest)
+    if scheme not in ("udp", "tcp"):
+        raise ConfigError(f"{field_path}: scheme must be udp, tcp or unix, got {text!r}")
+    host, port = parse_host_port(rest, field_path)
+    return StatsdSettings("udp" if scheme == "udp" else "tcp", host=host, port=port)
+
+
+_STATSD_LIMITS = (
+    "readers",
+    "receive_buffer_bytes",
+    "queue_bytes_max",
+    "apply_interval_ms",
+    "apply_bytes_max",
+    "tcp_line_bytes_max",
+)
+
+
+def _statsd(value: object, address_override: object) -> StatsdSettings | None:
+    """The ``statsd`` field: an address string, or a ``[statsd]`` table with ``address`` and
+    limits; the ``--statsd`` flag replaces the address and keeps the table's limits."""
+    table: Mapping[str, Any]
+    if isinstance(value, Mapping):
+        table = value
+    elif value is None or isinstance(value, str):
+        table = {} if value is None else {"address": value}
+    else:
+        raise ConfigError(f"statsd: must be an address or a table, got {value!r}")
+    for key in table:
+        if key != "address" and key not in _STATSD_LIMITS:
+            known = ", ".join(("address", *_STATSD_LIMITS))
+            raise ConfigError(f"statsd.{key}: unknown field (known: {known})")
+    address = address_override if address_override is not None else table.get("address")
+    if address is None:
+        return None
+    if not isinstance(address, str):
+        raise ConfigError(f"statsd.address: must be a string, got {address!r}")
+    limits = {key: table[key] for key in _STATSD_LIMITS if key in table}
+    return dataclasses.replace(parse_statsd_address(address, "statsd"), **limits)
 
 
 def _section(name: str, values: object) -> Any:
@@ -192,11 +298,12 @@ def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
 def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSettings:
     """Merge the TOML file at ``path`` with flag ``overrides`` (None values are ignored)."""
     data = _read_file(path)
+    statsd_table = data.get("statsd")
     data.update({key: value for key, value in overrides.items() if value not in (None, [])})
     node_id = data.get("node_id")
     if not isinstance(node_id, str):
         raise ConfigError(f"node_id: required, got {node_id!r}")
-    for field_name in ("listen", "statsd", "http", "data_dir", "graphite", "mapping_config"):
+    for field_name in ("listen", "http", "data_dir", "graphite", "mapping_config"):
         if field_name in data and not isinstance(data[field_name], str):
             raise ConfigError(f"{field_name}: must be a string, got {data[field_name]!r}")
     listen = data.get("listen", DEFAULT_LISTEN)
@@ -217,13 +324,12 @@ def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSetti
         **sections,
         **tuning,
     )
-    statsd = data.get("statsd")
     http = data.get("http")
     graphite = data.get("graphite")
     mapping_config = data.get("mapping_config")
     return AgentSettings(
         node=node,
-        statsd=None if statsd is None else parse_host_port(str(statsd), "statsd"),
+        statsd=_statsd(statsd_table, overrides.get("statsd")),
         http=None if http is None else parse_host_port(str(http), "http"),
         graphite=None if graphite is None else parse_host_port(str(graphite), "graphite"),
         mapping=None if mapping_config is None else load_mapping(Path(str(mapping_config))),

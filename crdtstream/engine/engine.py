@@ -560,6 +560,19 @@ class Engine:
             )
         return self.gossip.remove_member(node_id, self._now_ms)
 
+    def peers_behind(self) -> list[str]:
+        """Live gossip neighbours that have not acknowledged every local change yet: a stopping
+        node steps until there are none (or a deadline), so its last deltas are not lost."""
+        anti_entropy = self.gossip.anti_entropy
+        sequence = anti_entropy.sequence
+        neighbours = anti_entropy.neighbours(self.gossip.membership.live_peers())
+        behind = []
+        for peer in neighbours:
+            acknowledged = anti_entropy.acknowledged(peer)
+            if sequence and (acknowledged is None or acknowledged < sequence):
+                behind.append(peer)
+        return behind
+
     def leave(self) -> None:
         """Announce that this node leaves the cluster (frames go to the outbox)."""
         self.outbox.extend(self.gossip.leave(self._now_ms))
