@@ -102,7 +102,7 @@ def test_an_unknown_host_exits_two_naming_the_flag(capsys: pytest.CaptureFixture
         ["agent", "--node-id", "n1", "--listen", listen, "--statsd", "no-such-host.invalid:8125"]
     )
     assert code == 2
-    assert "crdtstream agent: --statsd no-such-host.invalid:8125: " in capsys.readouterr().err
+    assert "crdtstream agent: --statsd udp://no-such-host.invalid:8125: " in capsys.readouterr().err
 
 
 def _free_port() -> int:
