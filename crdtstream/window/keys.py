@@ -59,6 +59,12 @@ class KeyRegistry:
         """The local id of each of ``names`` as a key of ``kind``, registering new keys; -1 for
         a key that has another kind. Also returns those conflicting keys, each once."""
         kind_index = _KIND_INDEX[kind]
+        if len(names) == 1:
+            # One event (an HTTP or library write) of a key seen before: one dict lookup, not
+            # the batch numbering's array passes.
+            code = self._codes.get(names[0])
+            if code is not None and code & _KIND_MASK == kind_index:
+                return np.array([code >> _KIND_BITS], dtype=np.int64), []
         local_names = self.names[kind]
         codes, new = number_names(
             self._codes, names, len(local_names), shift=_KIND_BITS, tag=kind_index
