@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from crdtstream.clock import ManualClock
+from crdtstream.config import MembershipConfig, PolicyRule
 from crdtstream.errors import StorageError
-from crdtstream.node import Node, NodeConfig
+from crdtstream.node import Node, NodeConfig, PeerAddress
 from crdtstream.storage.local_log import LOG_SUFFIX, DirectoryDisk, Disk, LocalLog, MemoryDisk
 from tests.node.engine_calls import windows
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
@@ -77,9 +78,14 @@ def test_restart_after_a_snapshot_drops_every_record(disk: Disk) -> None:
     assert len(disk.names(LOG_SUFFIX)) == 1
 
 
-def _node(disk: MemoryDisk, network: MemoryNetwork, clock: ManualClock) -> Node:
+def _node(
+    disk: MemoryDisk, network: MemoryNetwork, clock: ManualClock, durability: str = "fsync"
+) -> Node:
     config = NodeConfig(
-        node_id="a", listen_address=memory_address("a"), snapshot_interval_ms=60_000
+        node_id="a",
+        listen_address=memory_address("a"),
+        snapshot_interval_ms=60_000,
+        durability=durability,
     )
     return Node(config, network.endpoint("a"), clock, random.Random(1), disk=disk)
 
@@ -120,3 +126,77 @@ def test_an_acknowledged_write_is_replayed_after_a_crash_and_not_counted_twice()
     node.close()
     node = _node(disk, network, clock)
     assert sum(float(str(w.value)) for w in windows(node, "hits")) == 5.0
+
+
+def _cluster_node(
+    name: str, disk: MemoryDisk, network: MemoryNetwork, clock: ManualClock, **options: object
+) -> Node:
+    names = ["a", "b", "c"]
+    config = NodeConfig(
+        node_id=name,
+        listen_address=memory_address(name),
+        peers=tuple(PeerAddress(o, memory_address(o)) for o in names if o != name),
+        membership=MembershipConfig.local(),
+        policy=(PolicyRule("q.*", "quorum"),),
+        snapshot_interval_ms=60_000,
+        tick_interval_ms=10,
+        **options,  # type: ignore[arg-type]
+    )
+    return Node(config, network.endpoint(name), clock, random.Random(name.encode()[0]), disk=disk)
+
+
+def test_a_confirmed_quorum_write_is_on_the_disk_of_a_member_that_acknowledged_it() -> None:
+    clock, network = ManualClock(1_000_000), MemoryNetwork(3, FaultOptions())
+    disks = {name: MemoryDisk() for name in "abc"}
+    nodes = {name: _cluster_node(name, disks[name], network, clock) for name in "abc"}
+    for _ in range(100):  # members meet
+        clock.advance(10)
+        network.advance(10)
+        for node in nodes.values():
+            node.pump()
+    for amount in (7, 5):  # the second comes well within statsd_sync_ms of the first
+        ticket = nodes["a"].engine.write("q.orders", "add", amount)
+        while not ticket.done:
+            clock.advance(1)
+            network.advance(1)
+            for node in nodes.values():
+                node.pump()
+        assert ticket.result().accepted == 1
+    for node in nodes.values():  # every node crashes at once; the writer also loses its disk
+        node.transport.close()
+    disks["a"] = MemoryDisk()
+    held = [
+        sum(
+            float(str(w.value))
+            for w in windows(_cluster_node(n, disks[n], network, clock), "q.orders")
+        )
+        for n in "bc"
+    ]
+    assert max(held) == 12.0, held
+
+
+def _crashed_here(disk: MemoryDisk, clock: ManualClock) -> float:
+    """The "lines" total a node restarted on a copy of ``disk`` holds (a crash now)."""
+    copy = MemoryDisk()
+    copy.files = dict(disk.files)
+    restarted = _node(copy, MemoryNetwork(2, FaultOptions()), clock)
+    restarted.transport.close()
+    return sum(float(str(w.value)) for w in windows(restarted, "lines"))
+
+
+@pytest.mark.parametrize("durability", ["fsync", "none"])
+def test_statsd_lines_are_logged_within_statsd_sync_ms(durability: str) -> None:
+    clock, network = ManualClock(1_000_000), MemoryNetwork(1, FaultOptions())
+    disk = MemoryDisk()
+    node = _node(disk, network, clock, durability=durability)
+    sync_ms = node.config.statsd_sync_ms
+    node.pump()
+    node.ingest_statsd([b"lines:3|c"])
+    node.pump()
+    clock.advance(sync_ms - 1)
+    node.pump()
+    assert _crashed_here(disk, clock) == 0.0  # within the stated loss bound
+    clock.advance(1)
+    node.pump()
+    assert _crashed_here(disk, clock) == (3.0 if durability == "fsync" else 0.0)
+    assert (disk.names(LOG_SUFFIX) != []) == (durability == "fsync")
