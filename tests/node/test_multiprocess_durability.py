@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -34,6 +36,10 @@ def agents(tmp_path: Path) -> Iterator[list[Agent]]:
 def _total(agent: Agent) -> float:
     try:
         answer = agent.request("GET", f"/v1/keys/{quote(KEY, safe='')}")
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return 0.0  # the node holds no write of the key
+        return float("nan")
     except OSError:
         return float("nan")
     return float(sum(window["value"] for window in answer["windows"]))
@@ -75,3 +81,57 @@ def test_acknowledged_writes_survive_sigkill_right_after_the_answer(
         # Its log covered everything it sent: it resumes its replica slot after the crash.
         assert victim.request("GET", "/v1/status")["replica"] == replica
     _wait_for_total(agents, acknowledged)
+
+
+def _converged_total(agents: list[Agent]) -> float:
+    end = time.monotonic() + CONVERGENCE_DEADLINE_S
+    totals: list[float] = []
+    while time.monotonic() < end:
+        totals = [_total(agent) for agent in agents]
+        if len(set(totals)) == 1 and totals[0] == totals[0]:  # equal, and not NaN
+            return totals[0]
+        time.sleep(0.2)
+    pytest.fail(f"no convergence: nodes hold {totals}")
+
+
+def test_sigkill_among_concurrent_writes_loses_no_acknowledged_one(agents: list[Agent]) -> None:
+    victim = agents[1]
+    lock = threading.Lock()
+    acknowledged = 0.0
+    uncertain = 0.0  # sent, but the answer never came: the kill may have come before or after
+    killed = threading.Event()
+
+    def client(seed: int) -> None:
+        nonlocal acknowledged, uncertain
+        rng = random.Random(seed)
+        while not killed.is_set():
+            amount = rng.randint(1, 9)
+            try:
+                _write(victim, amount)
+            except OSError:
+                with lock:
+                    uncertain += amount
+                return
+            with lock:
+                acknowledged += amount
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        while True:
+            with lock:
+                if acknowledged >= 500:
+                    break
+            time.sleep(0.001)
+        victim.kill()  # writes are in flight: some answered just before, some never
+        killed.set()
+    finally:
+        killed.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    victim.start()
+    victim.wait_ready(20.0)
+    total = _total(victim)
+    assert acknowledged <= total <= acknowledged + uncertain, (total, acknowledged, uncertain)
+    assert _converged_total(agents) == total
