@@ -24,6 +24,23 @@ the same run, on the same cluster, the eventual mode being the baseline:
 Ratios against the eventual baseline: ``quorum_writes_vs_eventual`` and
 ``strong_writes_vs_eventual`` (what a majority round trip costs; goal ``>= 0.05``, a floor that
 only a pathological regression misses), and likewise for reads.
+
+What the local write-ahead log costs, on two more three-node clusters with data directories,
+one with ``durability = "fsync"`` and one with ``"none"``, measured alternately (best of three
+phases each) in the same run:
+
+- ``durable_eventual_writes_per_s`` vs ``volatile_eventual_writes_per_s``: the same closed
+  loop of eventual writes through :meth:`Node.write` (the path of ``POST /v1/keys``) at
+  ``--concurrency`` in flight at one node of the cluster (the three share this process and
+  its one thread, as they would not in a deployment: one node's fsyncs are measured, not three
+  nodes' fsyncs in a row); every durable write is fsynced before it is answered, one
+  fsync per event-loop turn (group commit). Ratio ``durable_writes_vs_volatile``, goal
+  ``>= 0.5``;
+- ``statsd_logged_lines_per_s`` vs ``statsd_volatile_lines_per_s``: ``--statsd-lines`` lines
+  of the standard statsd mix (``bench/_statsd.py``) applied at one node in batches of 500
+  datagrams while the nodes run, the log synced at least every ``statsd_sync_ms`` and before
+  anything leaves; the time includes a final sync. Ratio ``statsd_logged_vs_volatile``, goal
+  ``>= 0.8``.
 """
 
 from __future__ import annotations
@@ -33,8 +50,10 @@ import asyncio
 import functools
 import random
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.report import Report
@@ -47,6 +66,8 @@ __all__ = ["add_arguments", "run"]
 MODES = ("eventual", "quorum", "strong")
 PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st"}
 NAMES = ("m1", "m2", "m3")
+PHASES = 3
+"""Durability phases per level, alternating, best kept: the machine's other load hits both."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=500,
         help="quorum and strong deadline when cut off",
     )
+    parser.add_argument(
+        "--statsd-lines", type=int, default=600_000, help="statsd lines per durability phase"
+    )
 
 
 def _free_port() -> int:
@@ -69,7 +93,7 @@ def _free_port() -> int:
         return port
 
 
-def _build(timeout_ms: int) -> list[Node]:
+def _build(timeout_ms: int, data_root: Path | None = None, durability: str = "fsync") -> list[Node]:
     from crdtstream.clock import SystemClock
     from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule
     from crdtstream.node import Node, NodeConfig, PeerAddress
@@ -77,6 +101,8 @@ def _build(timeout_ms: int) -> list[Node]:
 
     addresses = {name: f"tcp://127.0.0.1:{_free_port()}" for name in NAMES}
     voters = tuple(PeerAddress(name, address) for name, address in addresses.items())
+    if data_root is not None:
+        voters = ()  # eventual writes only: no Raft log on disk to confound the figures
     nodes = []
     for index, name in enumerate(NAMES):
         config = NodeConfig(
@@ -89,6 +115,8 @@ def _build(timeout_ms: int) -> list[Node]:
             policy=(PolicyRule("qu.*", "quorum"), PolicyRule("st.*", "strong")),
             strong_timeout_ms=timeout_ms,
             quorum_timeout_ms=timeout_ms,
+            data_dir=None if data_root is None else data_root / name,
+            durability=durability,
         )
         transport = ZmqTransport(name, addresses[name], config.transport)
         nodes.append(Node(config, transport, SystemClock(), random.Random(index)))
@@ -226,8 +254,59 @@ async def _measure(args: argparse.Namespace, report: Report) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def _statsd_rate(node: Node, datagrams: list[bytes]) -> float:
+    """Lines per second applied at ``node`` while it runs, its log synced at the end."""
+    from bench._statsd import DATAGRAMS_PER_BATCH
+
+    lines = sum(datagram.count(b"\n") + 1 for datagram in datagrams)
+    started = time.monotonic()
+    for start in range(0, len(datagrams), DATAGRAMS_PER_BATCH):
+        node.ingest_statsd(datagrams[start : start + DATAGRAMS_PER_BATCH])
+        await asyncio.sleep(0)  # the node's loop pumps (and syncs) between batches
+    node.make_durable()
+    return lines / (time.monotonic() - started)
+
+
+async def _measure_durability(args: argparse.Namespace, report: Report, root: Path) -> None:
+    from bench._statsd import statsd_workload
+
+    levels = ("fsync", "none")
+    clusters = {level: _build(args.minority_timeout_ms, root / level, level) for level in levels}
+    stops = [asyncio.Event() for _ in range(6)]
+    nodes = [node for level in levels for node in clusters[level]]
+    tasks = [asyncio.create_task(node.run(stop)) for node, stop in zip(nodes, stops, strict=True)]
+    writes: dict[str, float] = dict.fromkeys(levels, 0.0)
+    statsd: dict[str, float] = dict.fromkeys(levels, 0.0)
+    try:
+        for phase in range(PHASES):
+            for level in levels if phase % 2 == 0 else reversed(levels):
+                rate, _ = await _closed_loop(
+                    clusters[level][:1],  # one node's group commit, as one agent serves HTTP
+                    args.seconds / PHASES,
+                    args.concurrency,
+                    lambda node: _write(node, "ev.durable"),
+                )
+                writes[level] = max(writes[level], rate)
+                datagrams = statsd_workload(args.statsd_lines, seed=phase)
+                statsd[level] = max(
+                    statsd[level], await _statsd_rate(clusters[level][0], datagrams)
+                )
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    report.add("durable_eventual_writes_per_s", writes["fsync"], "writes/s (fsync before answer)")
+    report.add("volatile_eventual_writes_per_s", writes["none"], "writes/s (durability none)")
+    report.ratio("durable_writes_vs_volatile", writes["fsync"] / writes["none"], ">= 0.5")
+    report.add("statsd_logged_lines_per_s", statsd["fsync"], "lines/s (log synced)")
+    report.add("statsd_volatile_lines_per_s", statsd["none"], "lines/s (durability none)")
+    report.ratio("statsd_logged_vs_volatile", statsd["fsync"] / statsd["none"], ">= 0.8")
+
+
 def run(args: argparse.Namespace) -> Report:
     """Run the suite (see the module docstring)."""
     report = Report("modes")
     asyncio.run(_measure(args, report))
+    with tempfile.TemporaryDirectory(prefix="crdtstream-bench-") as root:
+        asyncio.run(_measure_durability(args, report, Path(root)))
     return report

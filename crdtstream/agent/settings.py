@@ -73,6 +73,8 @@ NODE_TUNING = (
     "quorum_timeout_ms",
     "quorum_cluster_size",
     "event_time_future_ms_max",
+    "statsd_sync_ms",
+    "durability",
 )
 """The node's own settings a ``[node]`` table may set (the rest have fields of their own)."""
 _TOP_LEVEL = {*AGENT_FIELDS, *_SECTIONS, "node"}
@@ -243,13 +245,17 @@ def _section(name: str, values: object) -> Any:
 
 
 def _node_tuning(values: object) -> dict[str, Any]:
-    """The ``[node]`` table: integers for the fields of :data:`NODE_TUNING`."""
+    """The ``[node]`` table: integers for the fields of :data:`NODE_TUNING`, a string for
+    ``durability`` (``NodeConfig`` checks its value)."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"node: must be a table, got {values!r}")
     for key, value in values.items():
         if key not in NODE_TUNING:
             raise ConfigError(f"node.{key}: unknown field (known: {', '.join(NODE_TUNING)})")
-        if type(value) is not int:
+        if key == "durability":
+            if not isinstance(value, str):
+                raise ConfigError(f"node.durability: must be a string, got {value!r}")
+        elif type(value) is not int:
             raise ConfigError(f"node.{key}: must be an integer, got {value!r}")
     return dict(values)
 

@@ -134,6 +134,9 @@ class Engine:
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
         self._raft_ticks_done = 0
+        # Eventual and quorum writes applied (and, for quorum, confirmed) whose answer waits
+        # for the driver to log the store's changes durably (config.log_writes).
+        self._awaiting_log: list[tuple[Ticket, Answer]] = []
         self.next_gossip_ms = 0
         """The monotonic time of the next gossip round."""
         self._closed = False
@@ -218,6 +221,25 @@ class Engine:
         if mode == "quorum":
             self._replicate_since(version, ticket, answer)
         else:
+            self._acknowledge(ticket, answer)
+
+    def _acknowledge(self, ticket: Ticket, answer: Answer) -> None:
+        """Complete a write now, or once the driver logged it when ``config.log_writes``."""
+        if self.config.log_writes:
+            self._awaiting_log.append((ticket, answer))
+        else:
+            ticket.complete(answer)
+
+    @property
+    def writes_awaiting_log(self) -> int:
+        """Writes whose answer waits for :meth:`logged`."""
+        return len(self._awaiting_log)
+
+    def logged(self) -> None:
+        """The driver made every change of the store so far durable: answer the writes that
+        waited for it (group commit: one sync answers all of them)."""
+        waiting, self._awaiting_log = self._awaiting_log, []
+        for ticket, answer in waiting:
             ticket.complete(answer)
 
     def _replicate_since(self, version: int, ticket: Ticket, answer: Answer) -> None:
@@ -231,7 +253,9 @@ class Engine:
 
         def done(error: Exception | None) -> None:
             if error is None:
-                ticket.complete(answer)
+                # The members logged it before acknowledging; so did this node before the
+                # request left (a one-node cluster confirms at once: it waits for the log).
+                self._acknowledge(ticket, answer)
             else:
                 # Applied here and still spread by gossip: only the majority is unconfirmed.
                 ticket.fail(UnavailableError(f"{error}; the write was kept on this node"))

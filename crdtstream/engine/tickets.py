@@ -2,7 +2,8 @@
 one :class:`Answer`, whatever the key's mode, or fails with a typed error.
 
 A ticket is data, completed by the engine while it handles input (a write to an eventual key
-completes before :meth:`~crdtstream.engine.Engine.write` returns; a quorum or strong one when
+completes before :meth:`~crdtstream.engine.Engine.write` returns, or, when the driver logs
+writes, once it called :meth:`~crdtstream.engine.Engine.logged`; a quorum or strong one when
 the answers arrive or its deadline passes). Whoever waits attaches a callback with
 :meth:`Ticket.on_done`: the asyncio driver resolves a future there, a simulation records it.
 """

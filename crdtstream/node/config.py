@@ -17,7 +17,11 @@ from crdtstream.config import (
 from crdtstream.engine.config import EngineConfig
 from crdtstream.ids import is_valid_node_id
 
-__all__ = ["NodeConfig", "PeerAddress", "parse_peer"]
+__all__ = ["DURABILITY_LEVELS", "NodeConfig", "PeerAddress", "parse_peer"]
+
+DURABILITY_LEVELS = ("fsync", "none")
+"""``node.durability``: log and fsync writes before acknowledging them, or keep them in memory
+until the next snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,12 @@ class NodeConfig:
     minority for a majority.
     An event stamped more than ``event_time_future_ms_max`` ahead of the node's clock is
     refused (counted), so one bad clock cannot close every window.
+
+    ``durability`` ``"fsync"`` (with a data directory) logs every eventual and quorum write in
+    the local write-ahead log and fsyncs it before the write is acknowledged, once per pump
+    (group commit); statsd lines, which have no acknowledgement, are synced at least every
+    ``statsd_sync_ms``. ``"none"`` turns the log off: writes since the last snapshot are lost
+    in a crash.
     """
 
     node_id: str
@@ -77,6 +87,8 @@ class NodeConfig:
     quorum_timeout_ms: int = 2_000
     quorum_cluster_size: int = 0
     event_time_future_ms_max: int = 300_000
+    durability: str = "fsync"
+    statsd_sync_ms: int = 200
 
     def __post_init__(self) -> None:
         require(is_valid_node_id(self.node_id), "node.node_id", "is not a valid id", self.node_id)
@@ -114,6 +126,13 @@ class NodeConfig:
             "must be >= 0",
             self.event_time_future_ms_max,
         )
+        require(
+            self.durability in DURABILITY_LEVELS,
+            "node.durability",
+            f"must be one of {', '.join(DURABILITY_LEVELS)}",
+            self.durability,
+        )
+        require(self.statsd_sync_ms > 0, "node.statsd_sync_ms", "must be > 0", self.statsd_sync_ms)
         require(
             self.receive_batch_packets >= 1,
             "node.receive_batch_packets",

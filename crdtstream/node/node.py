@@ -8,6 +8,11 @@ gossip found, writes snapshots, and turns the engine's tickets into awaitables
 and over the seeded simulated network with a manual clock: :meth:`Node.pump` does one round of
 work without waiting, and :meth:`Node.run` is an asyncio loop around it that sleeps on the
 transport.
+
+Durability (``durability = "fsync"``, with a disk): the store's changes go to the local
+write-ahead log (:mod:`crdtstream.storage.local_log`), synced once per pump before any frame
+leaves and before the writes waiting for it are answered, and at least every
+``statsd_sync_ms`` while statsd lines change the store.
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from crdtstream.clock import Clock
 from crdtstream.engine import Answer, Engine, Ticket
-from crdtstream.errors import DecodeError, PayloadTooLargeError, StorageError, TransportError
+from crdtstream.errors import (
+    DecodeError,
+    MergeError,
+    PayloadTooLargeError,
+    StorageError,
+    TransportError,
+)
 from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
 from crdtstream.raft.storage import DurableStorage
-from crdtstream.storage.snapshot import read_snapshot, write_snapshot
+from crdtstream.storage.local_log import DirectoryDisk, Disk, LocalLog
+from crdtstream.storage.snapshot import restore
+from crdtstream.storage.snapshot import snapshot as encode_snapshot
 from crdtstream.storage.wal import WalStorage
 from crdtstream.transport import Transport
+from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
 
 __all__ = ["DriverCounters", "Node"]
@@ -57,13 +70,20 @@ class Node:
         rng: random.Random,
         *,
         raft_storage: DurableStorage | None = None,
+        disk: Disk | None = None,
     ) -> None:
         """Open the data directory and start; ``raft_storage`` overrides the Raft log (on disk
-        under the data directory, in memory without one; simulations pass one that can crash)."""
+        under the data directory, in memory without one; simulations pass one that can crash),
+        ``disk`` the snapshot, identity and local log (the data directory by default;
+        simulations pass a :class:`~crdtstream.storage.local_log.MemoryDisk`)."""
         self.config = config
         self.transport = transport
         self.clock = clock
-        self.identity: Identity = load_identity(config.data_dir, config.node_id, rng)
+        if disk is None and config.data_dir is not None:
+            disk = DirectoryDisk(config.data_dir)
+        self.disk = disk
+        log_writes = disk is not None and config.durability != "none"
+        self.identity: Identity = load_identity(disk, config.node_id, rng, logged=log_writes)
         self.counters = DriverCounters()
         self._known_addresses: dict[str, str] = {}
         self._unusable_addresses: set[str] = set()
@@ -71,10 +91,13 @@ class Node:
             if peer.node_id != config.node_id and peer.node_id not in self._known_addresses:
                 self._known_addresses[peer.node_id] = peer.address
                 transport.add_peer(peer.node_id, peer.address)
+        store, self._log = self._open_store(log_writes)
+        self._logged_version = store.version
+        self._synced_ms = clock.monotonic_ms()
         self.engine = Engine(
-            config.engine_config(),
+            dataclasses.replace(config.engine_config(), log_writes=self._log is not None),
             self.identity.replica,
-            self._open_store(),
+            store,
             rng,
             now_ms=clock.now_ms(),
             monotonic_ms=clock.monotonic_ms(),
@@ -179,6 +202,12 @@ class Node:
         self.engine.tick(self.clock.now_ms(), monotonic_ms, packets)
         self._connect_new_members()
         self._send_outbox()
+        if (
+            self._log is not None
+            and monotonic_ms - self._synced_ms >= self.config.statsd_sync_ms
+            and self.engine.store.version != self._logged_version
+        ):
+            self.make_durable()  # statsd lines changed the store and nothing was sent since
         if monotonic_ms >= self._next_snapshot_ms:
             self._next_snapshot_ms = monotonic_ms + self.config.snapshot_interval_ms
             self.snapshot()
@@ -199,8 +228,14 @@ class Node:
     def _send_outbox(self) -> None:
         """Send the engine's frames; a peer whose address is unknown yet is reached on a later
         round. A frame over the transport's limit is a bug in whichever core built it: it is
-        counted (``frames_oversize``) and dropped, and the node keeps serving."""
-        for item in self.engine.take_outbox():
+        counted (``frames_oversize``) and dropped, and the node keeps serving.
+
+        Nothing leaves before it is durable: the log is synced first, so every state a peer
+        holds (and every quorum acknowledgement) is covered by this node's disk."""
+        outbox = self.engine.take_outbox()
+        if self._log is not None and (outbox or self.engine.writes_awaiting_log):
+            self.make_durable()
+        for item in outbox:
             if item.peer_id not in self._known_addresses:
                 continue
             try:
@@ -233,19 +268,33 @@ class Node:
 
     # ------------------------------------------------------------------ disk
 
-    def _open_store(self) -> WindowStore:
-        path = self._snapshot_path()
-        if path is None or not path.exists():
-            return WindowStore(self.identity.replica, self.config.window)
-        try:
-            restored = read_snapshot(path)
-        except DecodeError as error:
-            raise StorageError(f"{path}: unreadable snapshot: {error}") from error
-        if restored.replica == self.identity.replica:
-            return restored
+    def _open_store(self, log_writes: bool) -> tuple[WindowStore, LocalLog | None]:
+        """The store restored from the snapshot with the local log replayed over it, and the
+        log to append to (None when ``log_writes`` is off: the replayed log is then folded into a
+        new snapshot and dropped)."""
         store = WindowStore(self.identity.replica, self.config.window)
-        store.merge(restored.full_state())
-        return store
+        disk = self.disk
+        if disk is None:
+            return store, None
+        data = disk.read(SNAPSHOT_FILE)
+        log, records = LocalLog.open(disk)
+        try:
+            if data is not None:
+                restored = restore(data)
+                if restored.replica == self.identity.replica:
+                    store = restored
+                else:
+                    store.merge(restored.full_state())
+            for record in records:
+                store.merge(StoreDelta.from_bytes(record))
+        except (DecodeError, MergeError) as error:
+            raise StorageError(f"{SNAPSHOT_FILE} or local log unusable: {error}") from error
+        if log_writes:
+            return store, log
+        if records:
+            disk.write_atomically(SNAPSHOT_FILE, encode_snapshot(store))
+            log.restart()
+        return store, None
 
     def _open_raft_log(self) -> DurableStorage | None:
         """The on-disk Raft log of a voter with a data directory (None: the engine keeps it in
@@ -255,15 +304,30 @@ class Node:
             return None
         return WalStorage.open(self.config.data_dir / RAFT_DIRECTORY, voters)
 
-    def _snapshot_path(self) -> Path | None:
-        data_dir = self.config.data_dir
-        return None if data_dir is None else data_dir / SNAPSHOT_FILE
+    def make_durable(self) -> None:
+        """Append the store's changes since the last sync to the local log as one record, fsync
+        it once (group commit), and answer the writes that waited for it."""
+        log = self._log
+        if log is None:
+            return
+        store = self.engine.store
+        if store.version != self._logged_version:
+            log.append(store.delta_since(self._logged_version).to_bytes())
+            log.sync()
+            self._logged_version = store.version
+        self._synced_ms = self.clock.monotonic_ms()
+        self.engine.logged()
 
     def snapshot(self) -> None:
-        """Write the store to the data directory atomically (nothing without one)."""
-        path = self._snapshot_path()
-        if path is not None:
-            write_snapshot(self.engine.store, path)
+        """Write the store to the disk atomically and durably, then start the local log afresh
+        (nothing without a disk)."""
+        if self.disk is None:
+            return
+        self.disk.write_atomically(SNAPSHOT_FILE, encode_snapshot(self.engine.store))
+        if self._log is not None:
+            self._log.restart()
+            self._logged_version = self.engine.store.version
+            self.engine.logged()
 
     def close(self, *, leave: bool = True) -> None:
         """Fail what is in flight, leave the cluster (best effort), write a final snapshot,
@@ -277,10 +341,12 @@ class Node:
                 self.engine.leave()
                 self._send_outbox()
             self.snapshot()
-            if self.config.data_dir is not None:
-                mark_clean(self.config.data_dir, self.identity)
+            if self.disk is not None:
+                mark_clean(self.disk, self.identity)
         finally:
             self.transport.close()
+            if isinstance(self.disk, DirectoryDisk):
+                self.disk.close()
 
 
 def _settle(future: asyncio.Future[Answer], ticket: Ticket) -> None:

@@ -21,9 +21,14 @@ OP_OF_KIND = {
 
 def write(node: Node, key: str, op: str, value: float | int | str, **options: object) -> Answer:
     """A write that completes at once (an eventual key), at the node's clock reading as
-    :meth:`Node.write` makes it: its answer, or its error raised."""
+    :meth:`Node.write` makes it: its answer, or its error raised. A node that logs writes
+    answers once they are durable: it syncs its log here, as its driver does at the end of the
+    event-loop turn that made the write."""
     options.setdefault("now_ms", node.clock.now_ms())
-    return node.engine.write(key, op, value, **options).result()  # type: ignore[arg-type]
+    ticket = node.engine.write(key, op, value, **options)  # type: ignore[arg-type]
+    if not ticket.done:
+        node.make_durable()
+    return ticket.result()
 
 
 def windows(node: Node, key: str, consistency: str = "eventual") -> tuple[WindowValue, ...]:

@@ -33,6 +33,7 @@ def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
     assert (settings.node.quorum_cluster_size, settings.node.quorum_timeout_ms) == (5, 900)
     assert settings.http == ("127.0.0.1", 8001)
     assert settings.statsd is None
+    assert (settings.node.durability, settings.node.statsd_sync_ms) == ("fsync", 200)
     assert [(p.node_id, p.address) for p in settings.node.peers] == [("n2", "tcp://127.0.0.1:7002")]
     assert [(r.pattern, r.mode) for r in settings.node.policy] == [("quota.*", "strong")]
 
@@ -51,6 +52,9 @@ def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
         ('node_id = "n1"\n[node]\nquorum_size = 3\n', "node.quorum_size"),
         ('node_id = "n1"\n[node]\nquorum_cluster_size = "3"\n', "node.quorum_cluster_size"),
         ('node_id = "n1"\n[node]\nquorum_cluster_size = -1\n', "node.quorum_cluster_size"),
+        ('node_id = "n1"\n[node]\ndurability = "sometimes"\n', "node.durability"),
+        ('node_id = "n1"\n[node]\ndurability = 1\n', "node.durability"),
+        ('node_id = "n1"\n[node]\nstatsd_sync_ms = 0\n', "node.statsd_sync_ms"),
         ("node_id = \n", "config"),
     ],
 )
@@ -131,3 +135,14 @@ def test_version_and_help_show_defaults_and_an_example(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         main(["agent", "--help"])
     assert "tcp://127.0.0.1:7946" in capsys.readouterr().out
+
+
+def test_agent_exits_one_when_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "--node-id", "n1", "--listen", "bogus://here"]) == 1
+    assert "TransportError" in capsys.readouterr().err
+
+
+def test_durability_is_a_node_setting(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'node_id = "n1"\n[node]\ndurability = "none"\nstatsd_sync_ms = 50\n')
+    settings = load_settings(path, {})
+    assert (settings.node.durability, settings.node.statsd_sync_ms) == ("none", 50)

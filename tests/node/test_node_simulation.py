@@ -27,6 +27,7 @@ def _config(
     window: WindowConfig = WINDOW,
     gossip: GossipConfig = GOSSIP,
     policy: tuple[PolicyRule, ...] = (),
+    durability: str = "fsync",
 ) -> NodeConfig:
     return NodeConfig(
         node_id=node_id,
@@ -39,6 +40,7 @@ def _config(
         snapshot_interval_ms=snapshot_interval_ms,
         tick_interval_ms=STEP_MS,
         policy=policy,
+        durability=durability,
     )
 
 
@@ -54,8 +56,10 @@ class Cluster:
         window: WindowConfig = WINDOW,
         gossip: GossipConfig = GOSSIP,
         policy: tuple[PolicyRule, ...] = (),
+        durability: str = "fsync",
     ) -> None:
         self.seed = seed
+        self.durability = durability
         self.policy = policy
         self.gossip = gossip
         self.snapshot_interval_ms = snapshot_interval_ms
@@ -84,6 +88,7 @@ class Cluster:
                 self.window,
                 self.gossip,
                 self.policy,
+                self.durability,
             ),
             self.network.endpoint(name),
             self.clock,
@@ -155,8 +160,8 @@ def test_restart_with_data_directory_keeps_and_resumes(tmp_path: Path) -> None:
         assert sum(float(str(v.value)) for v in windows(node, "hits")) == 10.0, name
 
 
-def test_crash_without_clean_shutdown_writes_under_a_new_replica(tmp_path: Path) -> None:
-    cluster = Cluster(5, ["a", "b"], tmp_path)
+def test_crash_without_log_writes_under_a_new_replica(tmp_path: Path) -> None:
+    cluster = Cluster(5, ["a", "b"], tmp_path, durability="none")
     write(cluster.nodes["a"], "hits", "add", 4)
     cluster.run(1_000)  # gossiped to b and snapshotted
     old = cluster.nodes.pop("a")
@@ -168,6 +173,22 @@ def test_crash_without_clean_shutdown_writes_under_a_new_replica(tmp_path: Path)
     cluster.run(2_000)
     for name, node in cluster.nodes.items():
         assert sum(float(str(v.value)) for v in windows(node, "hits")) == 10.0, name
+
+
+def test_crash_with_log_resumes_and_keeps_writes_not_yet_gossiped(tmp_path: Path) -> None:
+    cluster = Cluster(5, ["a", "b"], tmp_path, snapshot_interval_ms=60_000)
+    write(cluster.nodes["a"], "hits", "add", 4)
+    cluster.run(1_000)  # gossiped to b; no snapshot since
+    write(cluster.nodes["a"], "hits", "add", 3)  # acknowledged, never gossiped
+    old = cluster.nodes.pop("a")
+    old.transport.close()  # a crash: no final snapshot, no clean mark
+    restarted = cluster.start("a")
+    assert restarted.identity.resumed
+    assert restarted.identity.replica == old.identity.replica
+    write(restarted, "hits", "add", 6)
+    cluster.run(2_000)
+    for name, node in cluster.nodes.items():
+        assert sum(float(str(v.value)) for v in windows(node, "hits")) == 13.0, name
 
 
 def test_the_key_catalog_spreads_to_every_node() -> None:
