@@ -164,7 +164,8 @@ class Engine:
         ``kind`` names the kind of a new key when the operation's default does not fit (say
         ``distinct`` for ``insert``). ``timestamp_ms`` is the event time (default: now, which is
         ``now_ms`` or else the time of the last :meth:`tick`). ``idempotency_key`` makes a
-        retried strong write apply at most once; ``limit`` bounds a ``conditional_add``.
+        retried strong write apply at most once (refused for eventual and quorum keys);
+        ``limit`` bounds a ``conditional_add``.
         ``weight`` and ``relative`` are those of :meth:`WindowStore.add` (eventual and quorum).
         The ticket fails with :class:`InvalidValueError`, :class:`KindConflictError`,
         :class:`RefusedError` or :class:`UnavailableError`.
@@ -183,6 +184,12 @@ class Engine:
                 )
                 self._submit(ticket, command)
             else:
+                if idempotency_key is not None:
+                    # A retry at another node would write another replica's slot and count
+                    # twice: refused, rather than applied without the promise the key makes.
+                    raise RefusedError(
+                        f"idempotency keys are kept for strong keys only; {key!r} is {mode}"
+                    )
                 check_local(key, mode, op, operation, limit)
                 kind = kind_for(key, op, operation, kind, self.store.kind_of(key))
                 self._write_here(ticket, key, mode, op, value, kind, stamp, weight, relative)

@@ -194,3 +194,15 @@ def test_any_write_completes_or_fails_with_a_typed_error(
     if ticket.done and ticket.error is not None:
         assert isinstance(ticket.error, (InvalidValueError, KindConflictError, RefusedError))
     assert engine.write("probe", "add", 1).result().accepted == 1
+
+
+def test_an_idempotency_key_on_a_key_that_cannot_keep_it_is_refused() -> None:
+    """Only the replicated state machine remembers idempotency keys: an eventual or quorum
+    write carrying one is refused and applies nothing, never silently counted twice on retry."""
+    engine = solo()
+    version = engine.store.version
+    for key in ("hits", "orders.eu"):
+        ticket = engine.write(key, "add", 1, idempotency_key="retry-1")
+        assert isinstance(ticket.error, RefusedError), (key, ticket.error)
+        assert "strong keys only" in str(ticket.error)
+    assert engine.store.version == version

@@ -137,11 +137,6 @@ def test_version_and_help_show_defaults_and_an_example(capsys: pytest.CaptureFix
     assert "tcp://127.0.0.1:7946" in capsys.readouterr().out
 
 
-def test_agent_exits_one_when_it_cannot_listen(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["agent", "--node-id", "n1", "--listen", "bogus://here"]) == 1
-    assert "TransportError" in capsys.readouterr().err
-
-
 def test_durability_is_a_node_setting(tmp_path: Path) -> None:
     path = _toml(tmp_path, 'node_id = "n1"\n[node]\ndurability = "none"\nstatsd_sync_ms = 50\n')
     settings = load_settings(path, {})
