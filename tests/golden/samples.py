@@ -16,6 +16,7 @@ import pycrdt
 from crdtstream import wire
 from crdtstream.config import WindowConfig
 from crdtstream.crdt import (
+    BoundedCounter,
     Distribution,
     GCounter,
     GSet,
@@ -244,7 +245,12 @@ def state_frames() -> dict[str, bytes]:
     store = sample_store()
     entry = Entry(3, 7, EntryKind.NORMAL, b"data")
     snapshot = Snapshot(SnapshotMeta(9, 2, ("n1", "n2")), b"image")
+    bounded = BoundedCounter("n1~1")
+    bounded.grant(10)
+    bounded.consume(3)
+    bounded.transfer(4, "n2~1")
     return {
+        "bounded_counter": bounded.to_bytes(),
         "g_counter": GCounter("n1~1").add(5).to_bytes(),
         "pn_counter": PNCounter("n1~1").add(5).add(-7).to_bytes(),
         "g_set": g_set.to_bytes(),
