@@ -224,7 +224,10 @@ def build_app(
         if answer.kind is None:
             raise InputError(404, "unknown_key", f"unknown key {key!r}")
         windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in answer.windows]
-        return web.json_response({**_answer_json(answer), "windows": windows})
+        read = {**_answer_json(answer), "windows": windows}
+        if answer.mode == "bounded" and isinstance(answer.value, dict):
+            read.update(answer.value)  # the open window's value, limit and this node's rights
+        return web.json_response(read)
 
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:

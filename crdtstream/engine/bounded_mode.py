@@ -125,6 +125,7 @@ class BoundedKeys:
         started_ms: int,
         timeout_ms: int,
         fanout: int = 3,
+        round_ms: int = 200,
     ) -> None:
         """``replica`` is the node's replica; this run writes under a fresh name derived from
         it. ``started_ms`` (wall clock) decides which windows' allocation this run may take."""
@@ -135,6 +136,8 @@ class BoundedKeys:
         self.started_ms = started_ms
         self.timeout_ms = timeout_ms
         self.fanout = fanout
+        self.round_ms = round_ms
+        self._next_round_ms = 0
         self._windows: dict[tuple[str, int], _Window] = {}
         self._pending: list[_Pending] = []
         self._owners: dict[str, str] = {self.replica: node_id}  # replica -> node id
@@ -151,6 +154,8 @@ class BoundedKeys:
                 "transfers_given",
                 "rights_given",
                 "malformed",
+                "entries_not_bounded_here",
+                "entries_over_limit",
             ),
             0,
         )
@@ -200,7 +205,8 @@ class BoundedKeys:
 
     def read(self, key: str, rule: PolicyRule, now_ms: int) -> Answer:
         """This node's view of ``key``: each kept window's consumption (a lower bound of the
-        cluster's), and in ``value`` the open window's ``consumed``, ``limit`` and ``rights``."""
+        cluster's), and in ``value`` a dict of the open window's ``value`` (consumed),
+        ``limit`` and this node's ``rights``."""
         current = self._window(key, rule, now_ms)
         index = self._index(rule, now_ms)
         windows = []
@@ -212,7 +218,7 @@ class BoundedKeys:
                     WindowValue(start, start + rule.window_ms, state.counter.value, False)
                 )
         view = {
-            "consumed": current.counter.value,
+            "value": current.counter.value,
             "limit": rule.limit,
             "rights": current.counter.rights(self.replica),
         }
@@ -225,13 +231,22 @@ class BoundedKeys:
     # ------------------------------------------------------------------ time and frames
 
     def tick(
-        self, now_ms: int, monotonic_ms: int, peers: Sequence[str], *, gossip_round: bool
+        self,
+        now_ms: int,
+        monotonic_ms: int,
+        peers: Sequence[str],
+        *,
+        gossip_round: bool | None = None,
     ) -> None:
-        """Serve or refuse waiting consumptions; on a gossip round also ask for rights again
-        and send state with demand hints to ``fanout`` of ``peers`` (live members)."""
+        """Serve or refuse waiting consumptions; on a gossip round (every ``round_ms``, or
+        when ``gossip_round`` says so) also ask for rights again and send state with demand
+        hints to ``fanout`` of ``peers`` (live members)."""
         self._serve(now_ms, monotonic_ms)
+        if gossip_round is None:
+            gossip_round = monotonic_ms >= self._next_round_ms
         if not gossip_round:
             return
+        self._next_round_ms = monotonic_ms + self.round_ms
         self._round += 1
         self._peers = list(peers)
         for key, rule in {(p.key, p.rule.pattern): p.rule for p in self._pending}.items():
@@ -267,8 +282,11 @@ class BoundedKeys:
             return
         for entry in message.entries:
             rule = rules(entry.key)
-            if rule is None or entry.counter.granted > (rule.limit or 0):
-                self.counters["malformed"] += 1  # not bounded here, or more rights than exist
+            if rule is None:
+                self.counters["entries_not_bounded_here"] += 1  # a peer with other rules
+                continue
+            if entry.counter.granted > (rule.limit or 0):
+                self.counters["entries_over_limit"] += 1  # more rights than the limit makes
                 continue
             window = self._window_at(entry.key, rule, entry.window, now_ms)
             if window is None:

@@ -25,7 +25,9 @@ class EngineConfig:
     gossip timers run. A strong request not answered within ``strong_timeout_ms`` fails as
     unavailable, as does a quorum request not confirmed within ``quorum_timeout_ms``; a quorum
     counts its majority against at least ``quorum_cluster_size`` nodes. An event stamped more
-    than ``event_time_future_ms_max`` ahead of the clock is refused.
+    than ``event_time_future_ms_max`` ahead of the clock is refused. A consumption of a
+    ``bounded`` key that this node's rights do not cover, nor peers' transfers within
+    ``bounded_timeout_ms``, is refused.
     """
 
     node_id: str
@@ -42,3 +44,4 @@ class EngineConfig:
     quorum_timeout_ms: int = 2_000
     quorum_cluster_size: int = 0
     event_time_future_ms_max: int = 300_000
+    bounded_timeout_ms: int = 1_000
