@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from tests.node.bounded_sim import ROUND_MS, run
+from tests.node.bounded_sim import ROUND_MS, BoundedSimulation, run
 
 SEEDS = int(os.environ.get("CRDTSTREAM_BOUNDED_SEEDS", "30"))
 ROUNDS_TO_RIGHTS_MAX = 4
@@ -49,3 +49,24 @@ def test_the_limit_holds_and_rights_move_under_every_fault() -> None:
         f"max={max(rounds)} mean={sum(rounds) / len(rounds):.2f} (round {ROUND_MS} ms) "
         f"faults={dict(faults)}"
     )
+
+
+def test_rights_flow_to_a_steady_user_before_it_runs_short() -> None:
+    """Demand hints on gossip, not only requests on failure: a node that keeps consuming past
+    its share is answered locally every time, its idle peers passing it rights ahead of need."""
+    sim = BoundedSimulation(5, nodes=3, limit=90)
+    sim.faulty = False
+    tickets = []
+    for step in range(400):
+        if step % 5 == 0 and len(tickets) < 60:
+            ticket = sim.consume("n0", 1)
+            assert ticket is not None
+            assert ticket.done, f"consumption {len(tickets)} had to wait for rights"
+            tickets.append(ticket)
+        sim.step()
+    assert all(ticket.error is None for ticket in tickets)
+    n0 = sim.nodes["n0"].core
+    assert n0 is not None
+    assert n0.counters["requests_sent"] == 0
+    given = sum(node.core.counters["rights_given"] for node in sim.nodes.values() if node.core)
+    assert given >= 60 - 30
