@@ -39,6 +39,7 @@ from crdtstream.agent.metrics import (
     http_families,
     node_self_metrics,
 )
+from crdtstream.config import MODES
 from crdtstream.engine import Answer
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import (
@@ -158,7 +159,7 @@ def _counting_middleware(stats: HttpStats) -> Any:
 
 def _consistency_of(request: web.Request, key_mode: str) -> str:
     consistency = request.query.get("consistency", key_mode)
-    if consistency not in ("eventual", "quorum", "strong"):
+    if consistency not in MODES:
         raise InputError(400, "unknown_consistency", f"unknown consistency {consistency!r}")
     return consistency
 

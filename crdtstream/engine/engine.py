@@ -184,7 +184,8 @@ class Engine:
                 if self._closed:
                     raise UnavailableError(SHUTTING_DOWN)
                 rule = self._bounded_rule(key)
-                now, monotonic = self._now_ms, self._monotonic_ms
+                now = self._now_ms if now_ms is None else now_ms
+                monotonic = self._monotonic_ms
                 self.bounded.write(ticket, key, rule, op, value, limit, now, monotonic)
                 return ticket
             operation = operation_named(op)
