@@ -141,6 +141,7 @@ class BoundedKeys:
         self._windows: dict[tuple[str, int], _Window] = {}
         self._pending: list[_Pending] = []
         self._owners: dict[str, str] = {self.replica: node_id}  # replica -> node id
+        self._latest: dict[str, str] = {}  # node id -> the replica it last sent under
         self._served: dict[tuple[str, str, int], int] = {}  # (replica, key, window) -> round
         self._round = 0
         self._rotation = 0
@@ -156,6 +157,7 @@ class BoundedKeys:
                 "malformed",
                 "entries_not_bounded_here",
                 "entries_over_limit",
+                "rights_handed_over",
             ),
             0,
         )
@@ -274,6 +276,7 @@ class BoundedKeys:
             self.counters["malformed"] += 1
             return
         self._owners[message.replica] = source
+        self._latest[source] = message.replica
         if isinstance(message, BoundedRequest):
             for key, number, amount in message.entries:
                 rule = rules(key)
@@ -299,6 +302,33 @@ class BoundedKeys:
             if entry.window == self._index(rule, now_ms):
                 self._answer_hint(source, message.replica, entry, rule, window, now_ms)
         self._serve(now_ms, monotonic_ms)
+
+    def hand_over(self, peers: Sequence[str], now_ms: int) -> int:
+        """On leaving the cluster: transfer this run's rights in every open window to the live
+        peer that used the key most (as its hints say), so they are not stranded with this
+        run's row. Returns the rights handed over. A lost frame leaves them where they would
+        have been anyway: with a row no one can spend from."""
+        handed = 0
+        live = set(peers)
+        for (key, number), window in self._windows.items():
+            held = window.counter.rights(self.replica)
+            if held <= 0 or number != self._index(window.rule, now_ms):
+                continue
+            heirs = [
+                (window.hints.get(replica, (0, 0))[::-1], node_id, replica)
+                for node_id, replica in sorted(self._latest.items())
+                if node_id in live
+            ]
+            if not heirs:
+                continue
+            _, node_id, replica = max(heirs)
+            window.counter.transfer(held, replica)
+            handed += held
+            for frame in self._state_frames([(key, number, window)]):
+                self._send(node_id, frame)
+                self._send(node_id, frame)  # twice: one loss should not strand them
+        self.counters["rights_handed_over"] += handed
+        return handed
 
     def fail_all(self, error: Exception) -> None:
         """Fail every waiting consumption with ``error`` (the node is shutting down)."""

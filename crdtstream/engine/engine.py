@@ -612,7 +612,9 @@ class Engine:
         return behind
 
     def leave(self) -> None:
-        """Announce that this node leaves the cluster (frames go to the outbox)."""
+        """Announce that this node leaves the cluster, and hand its bounded rights over to a
+        live peer (frames go to the outbox)."""
+        self.bounded.hand_over(self.gossip.membership.live_peers(), self._now_ms)
         self.outbox.extend(self.gossip.leave(self._now_ms))
 
     def close(self) -> None:

@@ -118,3 +118,16 @@ def test_bad_bounded_writes_are_refused_with_typed_errors() -> None:
         a.engine.read("quota.api", consistency="quorum").result()
     with pytest.raises(RefusedError, match="bounded"):
         a.engine.read("other", consistency="bounded").result()
+
+
+def test_a_node_that_leaves_hands_its_rights_to_the_peer_that_uses_the_key() -> None:
+    cluster = _cluster(5)
+    a, c = cluster.nodes["a"], cluster.nodes["c"]
+    assert _consume(a, 5).done
+    cluster.run(500)  # a's use reaches c in the demand hints
+    c.close()
+    del cluster.nodes["c"]
+    cluster.run(500)
+    assert c.engine.bounded.counters["rights_handed_over"] == LIMIT // 3
+    assert _rights(a) == LIMIT // 3 - 5 + LIMIT // 3
+    assert _rights(cluster.nodes["b"]) == LIMIT // 3
