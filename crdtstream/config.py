@@ -23,8 +23,8 @@ __all__ = [
     "require",
 ]
 
-Mode = Literal["eventual", "quorum", "strong"]
-MODES: tuple[Mode, ...] = ("eventual", "quorum", "strong")
+Mode = Literal["eventual", "quorum", "strong", "bounded"]
+MODES: tuple[Mode, ...] = ("eventual", "quorum", "strong", "bounded")
 
 
 def require(condition: bool, field_path: str, rule: str, got: object) -> None:
@@ -308,11 +308,36 @@ class RaftConfig:
 
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
-    """One ordered glob rule of the key policy: keys matching ``pattern`` use ``mode``."""
+    """One ordered glob rule of the key policy: keys matching ``pattern`` use ``mode``.
+
+    A ``bounded`` rule also gives the quota: at most ``limit`` units consumed per window of
+    ``window_ms`` (aligned on the epoch), with each window's rights split evenly over
+    ``members`` (node ids; every node must hold the same list, see
+    :mod:`crdtstream.engine.bounded_mode`). The three fields belong to ``bounded`` rules only.
+    """
 
     pattern: str
     mode: Mode = "eventual"
+    limit: int | None = None
+    window_ms: int = 60_000
+    members: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         require(bool(self.pattern), "policy.pattern", "must not be empty", self.pattern)
         require(self.mode in MODES, "policy.mode", f"must be one of {MODES}", self.mode)
+        if self.mode != "bounded":
+            require(self.limit is None, "policy.limit", "applies to bounded rules only", self.limit)
+            return
+        require(
+            type(self.limit) is int and self.limit >= 0,
+            "policy.limit",
+            "a bounded rule needs an integer limit >= 0",
+            self.limit,
+        )
+        require(self.window_ms > 0, "policy.window_ms", "must be > 0", self.window_ms)
+        require(
+            bool(self.members) and len(set(self.members)) == len(self.members),
+            "policy.members",
+            "a bounded rule needs a non-empty list of distinct node ids",
+            self.members,
+        )

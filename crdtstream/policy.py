@@ -24,9 +24,14 @@ class Policy:
 
     def __init__(self, rules: Sequence[PolicyRule] = ()) -> None:
         self.rules = tuple(rules)
-        text = json.dumps([[rule.pattern, rule.mode] for rule in self.rules])
+        text = json.dumps([_fingerprinted(rule) for rule in self.rules])
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._cache: dict[str, Mode] = {}
+
+    def rule_of(self, key: str) -> PolicyRule | None:
+        """The first rule matching ``key``, None when none does (uncached: for the few
+        ``bounded`` keys, whose rule carries their limit)."""
+        return next((rule for rule in self.rules if fnmatch.fnmatchcase(key, rule.pattern)), None)
 
     def mode_of(self, key: str) -> Mode:
         """The mode of ``key``: the first matching rule's, else ``eventual``."""
@@ -41,3 +46,11 @@ class Policy:
             self._cache.clear()
         self._cache[key] = mode
         return mode
+
+
+def _fingerprinted(rule: PolicyRule) -> list[object]:
+    """What nodes must agree on about a rule: a bounded rule's quota and members too (nodes that
+    split a limit over different member lists could together grant more than the limit)."""
+    if rule.mode != "bounded":
+        return [rule.pattern, rule.mode]
+    return [rule.pattern, rule.mode, rule.limit, rule.window_ms, list(rule.members)]

@@ -92,6 +92,7 @@ class Tag(enum.IntEnum):
     MIN_REGISTER = 7
     HYPER_LOG_LOG = 8
     DISTRIBUTION = 9
+    BOUNDED_COUNTER = 10
     WINDOW_DELTA = 32
     WINDOW_SNAPSHOT = 33
     GOSSIP_DELTA = 64
@@ -122,6 +123,8 @@ class Tag(enum.IntEnum):
     QUORUM_ACK = 132
     QUORUM_READ = 133
     QUORUM_STATE = 134
+    BOUNDED_STATE = 150
+    BOUNDED_REQUEST = 151
 
 
 def _pack_default(obj: object) -> Any:

@@ -25,11 +25,13 @@ from typing import Any
 import pytest
 
 from crdtstream import wire
-from crdtstream.config import MembershipConfig, RaftConfig, WindowConfig
+from crdtstream.config import MembershipConfig, PolicyRule, RaftConfig, WindowConfig
+from crdtstream.engine.bounded_mode import BoundedKeys, decode_bounded
 from crdtstream.engine.quorum import Quorum, decode_quorum
 from crdtstream.engine.requests import answers_from, rows_from
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.engine.strong_client import StrongClient
+from crdtstream.engine.tickets import Ticket
 from crdtstream.errors import ConfigError, DecodeError
 from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
@@ -316,8 +318,40 @@ def _ignore(value: object) -> None:
     del value
 
 
+def bounded_handler(seed: int) -> Handler:
+    """n2 with a bounded key of the same rule, and a consumption of its own waiting."""
+    core = BoundedKeys(
+        "n2",
+        "n2~1",
+        random.Random(seed),
+        lambda destination, payload: None,
+        started_ms=0,
+        timeout_ms=1_000,
+    )
+    rule = samples.BOUNDED_RULE
+
+    def rules(key: str) -> PolicyRule | None:
+        return rule if key.startswith("quota.") else None
+
+    core.write(Ticket(), "quota.api", rule, "consume", 15, None, samples.BASE_MS, 0)
+    now = [0]
+
+    def settle() -> None:
+        now[0] += 100
+        core.tick(samples.BASE_MS + now[0], now[0], ["n1", "n3"], gossip_round=True)
+
+    return Handler(
+        _refused_by(decode_bounded),
+        lambda payload: core.step("n1", payload, rules, samples.BASE_MS + now[0], now[0]),
+        lambda: core.counters["malformed"],
+        settle,
+    )
+
+
 def handler_for(name: str, seed: int) -> Handler:
     """The receiver of the sample frame ``name`` (Raft: the node it is addressed to)."""
+    if name in samples.BOUNDED_FRAMES:
+        return bounded_handler(seed)
     if name in samples.GOSSIP_FRAMES:
         return gossip_handler(seed)
     if name in samples.QUORUM_FRAMES:

@@ -39,6 +39,7 @@ from crdtstream.agent.metrics import (
     http_families,
     node_self_metrics,
 )
+from crdtstream.config import MODES
 from crdtstream.engine import Answer
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import (
@@ -158,7 +159,7 @@ def _counting_middleware(stats: HttpStats) -> Any:
 
 def _consistency_of(request: web.Request, key_mode: str) -> str:
     consistency = request.query.get("consistency", key_mode)
-    if consistency not in ("eventual", "quorum", "strong"):
+    if consistency not in MODES:
         raise InputError(400, "unknown_consistency", f"unknown consistency {consistency!r}")
     return consistency
 
@@ -224,7 +225,10 @@ def build_app(
         if answer.kind is None:
             raise InputError(404, "unknown_key", f"unknown key {key!r}")
         windows = [_window(w.start_ms, w.end_ms, w.value, w.final) for w in answer.windows]
-        return web.json_response({**_answer_json(answer), "windows": windows})
+        read = {**_answer_json(answer), "windows": windows}
+        if answer.mode == "bounded" and isinstance(answer.value, dict):
+            read.update(answer.value)  # the open window's value, limit and this node's rights
+        return web.json_response(read)
 
     @routes.post("/v1/keys/{key}")
     async def write_key(request: web.Request) -> web.Response:

@@ -48,6 +48,7 @@ INTEGER_MAGNITUDE_MAX: Final = 2**63 - 1
 OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "add": ("counter",),
     "conditional_add": ("counter",),
+    "consume": ("counter",),
     "set": ("gauge",),
     "observe": ("distribution", "max", "min"),
     "insert": ("set", "distinct"),

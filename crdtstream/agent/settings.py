@@ -297,8 +297,20 @@ def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
             raise ConfigError(f"policy: a rule must be PATTERN=MODE or a table, got {entry!r}")
         if mode not in MODES:
             raise ConfigError(f"policy.mode: must be one of {MODES}, got {mode!r}")
-        rules.append(PolicyRule(str(pattern), mode))
+        if mode == "bounded":
+            rules.append(_bounded_rule(str(pattern), entry))
+        else:
+            rules.append(PolicyRule(str(pattern), mode))
     return tuple(rules)
+
+
+def _bounded_rule(pattern: str, entry: object) -> PolicyRule:
+    """A ``bounded`` rule: a table with ``limit``, ``members`` and optionally ``window_ms``."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError("policy: a bounded rule is a table with limit and members")
+    members = _string_list(entry, "members")
+    window_ms = entry.get("window_ms", 60_000)
+    return PolicyRule(pattern, "bounded", entry.get("limit"), window_ms, tuple(members))
 
 
 def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSettings:

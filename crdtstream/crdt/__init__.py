@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crdtstream.crdt.base import Crdt
+from crdtstream.crdt.bounded import BoundedCounter
 from crdtstream.crdt.counters import GCounter, PNCounter
 from crdtstream.crdt.distribution import Distribution
 from crdtstream.crdt.hyperloglog import HyperLogLog
@@ -10,6 +11,7 @@ from crdtstream.crdt.registers import LWWRegister, MaxRegister, MinRegister
 from crdtstream.crdt.sets import GSet, ORSet
 
 __all__ = [
+    "BoundedCounter",
     "Crdt",
     "Distribution",
     "GCounter",

@@ -27,7 +27,9 @@ class EngineConfig:
     counts its majority against at least ``quorum_cluster_size`` nodes. An event stamped more
     than ``event_time_future_ms_max`` ahead of the clock is refused. With ``log_writes`` an
     eventual or quorum write is acknowledged only once the driver made the store's changes
-    durable (:meth:`Engine.logged <crdtstream.engine.Engine.logged>`).
+    durable (:meth:`Engine.logged <crdtstream.engine.Engine.logged>`). A consumption of a
+    ``bounded`` key that this node's rights do not cover, nor peers' transfers within
+    ``bounded_timeout_ms``, is refused.
     """
 
     node_id: str
@@ -45,3 +47,4 @@ class EngineConfig:
     quorum_cluster_size: int = 0
     event_time_future_ms_max: int = 300_000
     log_writes: bool = False
+    bounded_timeout_ms: int = 1_000

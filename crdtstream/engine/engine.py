@@ -23,7 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from crdtstream import wire
-from crdtstream.config import Mode
+from crdtstream.config import Mode, PolicyRule
+from crdtstream.engine.bounded_mode import BOUNDED_TAGS, BoundedKeys
 from crdtstream.engine.config import EngineConfig
 from crdtstream.engine.counters import EngineCounters, IngestCounters
 from crdtstream.engine.operations import (
@@ -130,6 +131,16 @@ class Engine:
         self.session = ClientSession(replica, rng)
         # Request ids start at random per run: an answer to an earlier run cannot confirm one.
         self.quorum = Quorum(store, self._send, first_id=rng.getrandbits(62))
+        self.bounded = BoundedKeys(
+            config.node_id,
+            replica,
+            rng,
+            self._send,
+            started_ms=now_ms,
+            timeout_ms=config.bounded_timeout_ms,
+            fanout=config.gossip.fanout,
+            round_ms=config.gossip.interval_ms,
+        )
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -173,6 +184,14 @@ class Engine:
         ticket = Ticket()
         mode = self.policy.mode_of(key)
         try:
+            if mode == "bounded":
+                if self._closed:
+                    raise UnavailableError(SHUTTING_DOWN)
+                rule = self._bounded_rule(key)
+                now = self._now_ms if now_ms is None else now_ms
+                monotonic = self._monotonic_ms
+                self.bounded.write(ticket, key, rule, op, value, limit, now, monotonic)
+                return ticket
             operation = operation_named(op)
             if not isinstance(value, _SCALARS):
                 # A JSON array or object would reach the store's columns as a shaped array.
@@ -193,9 +212,18 @@ class Engine:
                 check_local(key, mode, op, operation, limit)
                 kind = kind_for(key, op, operation, kind, self.store.kind_of(key))
                 self._write_here(ticket, key, mode, op, value, kind, stamp, weight, relative)
-        except (InvalidValueError, KindConflictError, RefusedError) as error:
+        except (InvalidValueError, KindConflictError, RefusedError, UnavailableError) as error:
             ticket.fail(error)
         return ticket
+
+    def _bounded_rule(self, key: str) -> PolicyRule:
+        rule = self._bounded_rule_or_none(key)
+        assert rule is not None, "a key routed as bounded has a bounded rule"
+        return rule
+
+    def _bounded_rule_or_none(self, key: str) -> PolicyRule | None:
+        rule = self.policy.rule_of(key)
+        return rule if rule is not None and rule.mode == "bounded" else None
 
     def _write_here(
         self,
@@ -371,6 +399,12 @@ class Engine:
         ticket = Ticket()
         mode = self.policy.mode_of(key)
         try:
+            if mode == "bounded":
+                if consistency not in (None, "bounded", "eventual"):
+                    raise RefusedError(f"{key!r} is bounded: it serves bounded or eventual reads")
+                rule = self._bounded_rule(key)
+                ticket.complete(self.bounded.read(key, rule, self._now_ms))
+                return ticket
             served = served_consistency(key, mode, consistency)
             if mode == "strong":
                 self._read_strong(ticket, key, served)
@@ -496,6 +530,7 @@ class Engine:
             self.outbox.extend(self.gossip.tick(now_ms))
         self.quorum.tick(monotonic_ms)
         self.quorum.flush(monotonic_ms)
+        self.bounded.tick(now_ms, monotonic_ms, self.gossip.membership.live_peers())
         if self.strong is not None:
             due = (monotonic_ms - self._started_ms) // self.config.raft.tick_ms
             while self._raft_ticks_done < due:
@@ -522,6 +557,9 @@ class Engine:
             self.strong.step(source, payload)
         elif tag in QUORUM_TAGS:
             self.quorum.step(source, payload)
+        elif tag in BOUNDED_TAGS:
+            rules = self._bounded_rule_or_none
+            self.bounded.step(source, payload, rules, self._now_ms, self._monotonic_ms)
         else:
             self.counters.packets_unroutable += 1
 
@@ -605,7 +643,9 @@ class Engine:
         return behind
 
     def leave(self) -> None:
-        """Announce that this node leaves the cluster (frames go to the outbox)."""
+        """Announce that this node leaves the cluster, and hand its bounded rights over to a
+        live peer (frames go to the outbox)."""
+        self.bounded.hand_over(self.gossip.membership.live_peers(), self._now_ms)
         self.outbox.extend(self.gossip.leave(self._now_ms))
 
     def close(self) -> None:
@@ -614,6 +654,7 @@ class Engine:
             return
         self._closed = True
         self.quorum.fail_all(UnavailableError(SHUTTING_DOWN))
+        self.bounded.fail_all(UnavailableError(SHUTTING_DOWN))
         if self.strong is not None:
             self.strong.fail_all(UnavailableError(SHUTTING_DOWN))
 
@@ -634,6 +675,7 @@ class Engine:
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
             "quorum": dict(self.quorum.counters),
+            "bounded": dict(self.bounded.counters),
             "catalog": {
                 "keys": len(self.catalog.keys()),
                 "kind_conflicts": self.catalog.conflicts(),

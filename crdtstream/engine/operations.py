@@ -75,6 +75,8 @@ def served_consistency(key: str, mode: Mode, consistency: str | None) -> Mode:
         raise RefusedError(f"{key!r} is strong: it serves strong or eventual reads")
     if mode != "strong" and served == "strong":
         raise RefusedError(f"{key!r} is {mode}: a strong read serves strong keys only")
+    if served == "bounded":
+        raise RefusedError(f"{key!r} is {mode}: a bounded read serves bounded keys only")
     return served
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from crdtstream.crdt import (
+    BoundedCounter,
     Crdt,
     Distribution,
     GCounter,
@@ -26,6 +27,7 @@ from crdtstream.crdt import (
     ORSet,
     PNCounter,
 )
+from crdtstream.errors import RefusedError
 
 Uid = tuple[str, int]
 Event = tuple[Uid, Any]
@@ -251,3 +253,79 @@ SPECS = [
     HYPER_LOG_LOG,
     DISTRIBUTION,
 ]
+
+# Bounded counter ------------------------------------------------------------------------------
+
+BOUNDED_TARGETS = ("a", "b", "c", "r0", "r1", "r2")
+
+
+def _bounded_event(events: frozenset[Event], operation: tuple[str, int, str]) -> Any:
+    """The operation and what its replica had seen: whether it succeeded depends on both."""
+    return (operation, frozenset(uid for uid, _ in events))
+
+
+def _bounded_replay(events: frozenset[Event]) -> dict[Uid, tuple[str, int, str]]:
+    """The operations that succeeded, decided one by one in the order they were made: a spend
+    or a transfer succeeds iff its replica's rights over what it had seen cover it."""
+    done: dict[Uid, tuple[str, int, str]] = {}
+    for uid, (operation, seen) in sorted(events, key=lambda event: event[0][1]):
+        kind, n, target = operation
+        if kind == "transfer" and target == uid[0]:
+            continue  # to itself: refused as a no-op
+        if kind != "grant":
+            own = (*seen, uid)
+            if n > _model_rights(uid[0], [(*done[s], s[0]) for s in own if s in done]):
+                continue
+        done[uid] = operation
+    return done
+
+
+def _model_rights(replica: str, operations: list[tuple[str, int, str, str]]) -> int:
+    held = 0
+    for kind, n, target, origin in operations:
+        if origin == replica:
+            held += n if kind == "grant" else -n
+        elif kind == "transfer" and target == replica:
+            held += n
+    return held
+
+
+def _bounded_model(events: frozenset[Event]) -> Any:
+    done = _bounded_replay(events)
+    operations = [(*operation, uid[0]) for uid, operation in done.items()]
+    spent = sum(n for kind, n, _, _ in operations if kind == "consume")
+    granted = sum(n for kind, n, _, _ in operations if kind == "grant")
+    replicas = {origin for *_, origin in operations} | set(BOUNDED_TARGETS)
+    rights = {r: _model_rights(r, operations) for r in sorted(replicas)}
+    return (spent, granted, {r: n for r, n in rights.items() if n})
+
+
+def _bounded_apply(counter: Any, operation: tuple[str, int, str]) -> Crdt:
+    kind, n, target = operation
+    try:
+        if kind == "grant":
+            return counter.grant(n)  # type: ignore[no-any-return]
+        if kind == "consume":
+            return counter.consume(n)  # type: ignore[no-any-return]
+        if target == counter.replica:
+            return BoundedCounter(counter.replica)
+        return counter.transfer(n, target)  # type: ignore[no-any-return]
+    except RefusedError:
+        return BoundedCounter(counter.replica)  # refused: nothing changed, an empty delta
+
+
+BOUNDED_COUNTER = TypeSpec(
+    name="BoundedCounter",
+    build=BoundedCounter,
+    operations=st.tuples(
+        st.sampled_from(["grant", "consume", "consume", "transfer"]),
+        st.integers(min_value=0, max_value=20),
+        st.sampled_from(BOUNDED_TARGETS),
+    ),
+    apply=_bounded_apply,
+    model_event=_bounded_event,
+    model_value=_bounded_model,
+    observe=lambda counter: (counter.value, counter.granted, counter.all_rights()),
+)
+
+SPECS.append(BOUNDED_COUNTER)

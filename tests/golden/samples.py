@@ -8,14 +8,16 @@ tests mutate the frames. Frames are made by the same encoders the cores use (a r
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
 import pycrdt
 
 from crdtstream import wire
-from crdtstream.config import WindowConfig
+from crdtstream.config import PolicyRule, WindowConfig
 from crdtstream.crdt import (
+    BoundedCounter,
     Distribution,
     GCounter,
     GSet,
@@ -26,8 +28,10 @@ from crdtstream.crdt import (
     ORSet,
     PNCounter,
 )
+from crdtstream.engine.bounded_mode import BoundedKeys
 from crdtstream.engine.quorum import Quorum
 from crdtstream.engine.requests import response_row
+from crdtstream.engine.tickets import Ticket
 from crdtstream.gossip.messages import MemberUpdate, Progress, encode_frame
 from crdtstream.raft.commands import Command, Result, encode_command, encode_result
 from crdtstream.raft.state_machine import KeyView, StateMachine
@@ -51,6 +55,8 @@ from crdtstream.window.store import WindowStore
 from tests.golden.moved import store_snapshot, wal
 
 __all__ = [
+    "BOUNDED_FRAMES",
+    "BOUNDED_RULE",
     "GOSSIP_FRAMES",
     "QUORUM_FRAMES",
     "RAFT_FRAMES",
@@ -90,6 +96,10 @@ RAFT_FRAMES = (
 )
 STRONG_FRAMES = ("strong_request", "strong_response")
 QUORUM_FRAMES = ("quorum_write", "quorum_ack", "quorum_read", "quorum_state")
+BOUNDED_FRAMES = ("bounded_state", "bounded_request")
+BOUNDED_RULE = PolicyRule(
+    "quota.*", "bounded", limit=30, window_ms=60_000, members=("n1", "n2", "n3")
+)
 
 
 def sample_store(replica: str = "n1~1") -> WindowStore:
@@ -227,10 +237,40 @@ def _quorum_frames() -> dict[str, bytes]:
     }
 
 
+def _bounded_frames() -> dict[str, bytes]:
+    """n1 asks for more than its share of a bounded key: its request and its state."""
+    sent: dict[int, bytes] = {}
+
+    def keep(destination: str, payload: bytes) -> None:
+        del destination
+        sent.setdefault(wire.peek_tag(payload), payload)
+
+    core = BoundedKeys("n1", "n1~1", random.Random(1), keep, started_ms=0, timeout_ms=1_000)
+    core.tick(BASE_MS, 0, ["n2"], gossip_round=True)
+    core.write(Ticket(), "quota.api", BOUNDED_RULE, "consume", 12, None, BASE_MS, 0)
+    core.tick(BASE_MS, 0, ["n2"], gossip_round=True)
+    return {
+        "bounded_state": sent[wire.Tag.BOUNDED_STATE],
+        "bounded_request": sent[wire.Tag.BOUNDED_REQUEST],
+    }
+
+
 def message_frames() -> dict[str, bytes]:
     """One frame of every message type that travels between nodes, by name."""
-    frames = {**_gossip_frames(), **_raft_frames(), **_strong_frames(), **_quorum_frames()}
-    assert set(frames) == {*GOSSIP_FRAMES, *RAFT_FRAMES, *STRONG_FRAMES, *QUORUM_FRAMES}
+    frames = {
+        **_gossip_frames(),
+        **_raft_frames(),
+        **_strong_frames(),
+        **_quorum_frames(),
+        **_bounded_frames(),
+    }
+    assert set(frames) == {
+        *GOSSIP_FRAMES,
+        *RAFT_FRAMES,
+        *STRONG_FRAMES,
+        *QUORUM_FRAMES,
+        *BOUNDED_FRAMES,
+    }
     return frames
 
 
@@ -244,7 +284,12 @@ def state_frames() -> dict[str, bytes]:
     store = sample_store()
     entry = Entry(3, 7, EntryKind.NORMAL, b"data")
     snapshot = Snapshot(SnapshotMeta(9, 2, ("n1", "n2")), b"image")
+    bounded = BoundedCounter("n1~1")
+    bounded.grant(10)
+    bounded.consume(3)
+    bounded.transfer(4, "n2~1")
     return {
+        "bounded_counter": bounded.to_bytes(),
         "g_counter": GCounter("n1~1").add(5).to_bytes(),
         "pn_counter": PNCounter("n1~1").add(5).add(-7).to_bytes(),
         "g_set": g_set.to_bytes(),

@@ -41,6 +41,7 @@ WIRE_TAGS = {
     "MIN_REGISTER": 7,
     "HYPER_LOG_LOG": 8,
     "DISTRIBUTION": 9,
+    "BOUNDED_COUNTER": 10,
     "WINDOW_DELTA": 32,
     "WINDOW_SNAPSHOT": 33,
     "GOSSIP_DELTA": 64,
@@ -71,6 +72,8 @@ WIRE_TAGS = {
     "QUORUM_ACK": 132,
     "QUORUM_READ": 133,
     "QUORUM_STATE": 134,
+    "BOUNDED_STATE": 150,
+    "BOUNDED_REQUEST": 151,
 }
 """The tag table as released. ONLY APPEND: a new tag is added here too; a changed or removed
 number breaks every stored file and every older peer, and must fail this test."""

@@ -1,0 +1,623 @@
+"""Bounded mode: quotas that hold under any partition and are spent locally (escrow).
+
+A ``bounded`` key has a ``limit`` per window (its policy rule). Each window of the key is one
+:class:`~crdtstream.crdt.BoundedCounter` whose rights start split over the rule's ``members``;
+a node consumes locally, with no round trip, while it holds enough rights, and otherwise asks
+its peers, who transfer part of their spare rights to it. A request that rights do not reach in
+time is refused (``no_rights``); the limit is never exceeded, because each replica spends only
+rights it holds and merges cannot create rights (see :mod:`crdtstream.crdt.bounded`).
+
+**Who is granted what.** Window ``w`` covers ``[w * window_ms, (w + 1) * window_ms)``. Member
+``i`` of the rule's members (sorted) is allocated ``limit // n`` rights, plus one for the first
+``limit % n`` members. A node's replica grants itself its node's share of a window lazily (when
+it first touches the window) and **only if it started before the window opened**: a node that
+restarts mid-window (whatever survived in its data directory) must not grant the same share
+twice, and it cannot know what its previous run spent. So its previous run's rights for the open
+window stay with that run's replica row (stranded until the window ends; reclaiming them early
+needs a strong decision that retires the row, not built), and it serves that window only with
+rights its peers give it. Every run writes under a replica name of its own
+(``<replica>/<8 hex digits>``), so no run resumes a row that another run wrote. The member list
+is fixed by configuration rather than taken from gossip membership: nodes with different views
+of the membership would split the limit differently, and the shares could sum to more than it.
+
+**Moving rights.** Each gossip round this node sends its state of recently changed windows,
+plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
+carries demand hints: the sender's unmet demand and its use this window. A waiting consumption
+also sends ``BOUNDED_REQUEST`` for its shortfall each round to the peers believed to hold the
+most rights. A peer answers a request or a hint of unmet demand by transferring
+``min(shortfall, spare)`` (spare: its rights minus its own unmet demand, and minus half of them
+while it has used the key this window), and sends the changed state back at once. A peer that
+holds rights and has not used the window also passes part of its spare rights to a peer that
+reports use and holds less than it used, before that peer runs short. A repeated request from
+the same replica within one round is not served twice.
+
+Pure, like the other cores: time comes in as arguments, frames leave through ``send``.
+Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` and
+``BOUNDED_REQUEST [replica, [[key, window, amount], ...]]``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from crdtstream import wire
+from crdtstream.config import PolicyRule
+from crdtstream.crdt.bounded import NO_RIGHTS, BoundedCounter
+from crdtstream.engine.requests import FRAME_BYTES_MAX
+from crdtstream.engine.tickets import Answer, Ticket
+from crdtstream.errors import DecodeError, InvalidValueError, RefusedError
+from crdtstream.window.results import WindowValue
+
+__all__ = [
+    "BOUNDED_OPERATIONS",
+    "BOUNDED_TAGS",
+    "BoundedKeys",
+    "BoundedRequest",
+    "BoundedState",
+    "StateEntry",
+    "decode_bounded",
+    "share_of",
+]
+
+BOUNDED_TAGS: Final = frozenset((wire.Tag.BOUNDED_STATE, wire.Tag.BOUNDED_REQUEST))
+
+BOUNDED_OPERATIONS: Final = ("conditional_add", "consume")
+"""The writes a bounded key takes: both spend ``value`` units of the quota."""
+
+WINDOWS_KEPT: Final = 2
+"""Windows kept per key: the open one and the one before (late gossip about it is harmless)."""
+
+ROTATING_KEYS_PER_ROUND: Final = 32
+"""Unchanged windows re-sent per round, in turn, so a lost frame is repaired."""
+
+RECENT_ROUNDS: Final = 3
+"""A window changed within this many rounds is sent every round."""
+
+Send = Callable[[str, bytes], None]
+
+
+def share_of(rule: PolicyRule, node_id: str) -> int:
+    """The rights ``node_id`` is allocated per window by ``rule`` (0 for a non-member)."""
+    members = sorted(rule.members)
+    if node_id not in members or rule.limit is None:
+        return 0
+    index = members.index(node_id)
+    base, extra = divmod(rule.limit, len(members))
+    return base + (index < extra)
+
+
+@dataclass(slots=True)
+class _Window:
+    """One window of one key: its counter, this node's use of it, peers' latest hints."""
+
+    counter: BoundedCounter
+    rule: PolicyRule
+    used: int = 0
+    changed_round: int = 0
+    hints: dict[str, tuple[int, int]] = field(default_factory=dict)  # replica -> (unmet, used)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A consumption waiting for rights."""
+
+    ticket: Ticket
+    key: str
+    rule: PolicyRule
+    amount: int
+    deadline_ms: int
+    op: str
+
+
+class BoundedKeys:
+    """The bounded keys of one node: local consumption, rights requests, transfers, gossip."""
+
+    def __init__(
+        self,
+        node_id: str,
+        replica: str,
+        rng: random.Random,
+        send: Send,
+        *,
+        started_ms: int,
+        timeout_ms: int,
+        fanout: int = 3,
+        round_ms: int = 200,
+    ) -> None:
+        """``replica`` is the node's replica; this run writes under a fresh name derived from
+        it. ``started_ms`` (wall clock) decides which windows' allocation this run may take."""
+        self.node_id = node_id
+        self.replica = f"{replica}/{rng.getrandbits(32):08x}"
+        self._rng = rng
+        self._send = send
+        self.started_ms = started_ms
+        self.timeout_ms = timeout_ms
+        self.fanout = fanout
+        self.round_ms = round_ms
+        self._next_round_ms = 0
+        self._windows: dict[tuple[str, int], _Window] = {}
+        self._pending: list[_Pending] = []
+        self._owners: dict[str, str] = {self.replica: node_id}  # replica -> node id
+        self._latest: dict[str, str] = {}  # node id -> the replica it last sent under
+        self._served: dict[tuple[str, str, int], int] = {}  # (replica, key, window) -> round
+        self._round = 0
+        self._rotation = 0
+        self._peers: list[str] = []
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "consumed_local",
+                "consumed_after_wait",
+                "refused_no_rights",
+                "requests_sent",
+                "transfers_given",
+                "rights_given",
+                "malformed",
+                "entries_not_bounded_here",
+                "entries_over_limit",
+                "rights_handed_over",
+            ),
+            0,
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    def write(
+        self,
+        ticket: Ticket,
+        key: str,
+        rule: PolicyRule,
+        op: str,
+        value: object,
+        limit: object,
+        now_ms: int,
+        monotonic_ms: int,
+    ) -> None:
+        """Spend ``value`` units of ``key``'s quota: at once if this node holds the rights,
+        else once peers transfer them, else refused at the deadline (``no_rights``)."""
+        if op not in BOUNDED_OPERATIONS:
+            raise InvalidValueError(
+                f"{key!r} is bounded: it takes {list(BOUNDED_OPERATIONS)}, not {op!r}"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidValueError(f"a bounded key consumes an integer >= 0, got {value!r}")
+        if limit is not None and limit != rule.limit:
+            raise InvalidValueError(
+                f"{key!r} is bounded by its policy (limit {rule.limit}), not by {limit!r}"
+            )
+        window = self._window(key, rule, now_ms)
+        assert rule.limit is not None
+        if value > rule.limit - window.counter.value:
+            # More than is left anywhere, as far as this node knows (it never knows less spent
+            # than there is): no transfer can make it possible.
+            self.counters["refused_no_rights"] += 1
+            raise RefusedError(
+                f"{NO_RIGHTS}: {value} asked of {key!r}, at most "
+                f"{rule.limit - window.counter.value} left of {rule.limit} this window"
+            )
+        pending = _Pending(ticket, key, rule, value, monotonic_ms + self.timeout_ms, op)
+        waiting_here = any(p.key == key and not p.ticket.done for p in self._pending)
+        if not waiting_here and self._try(pending, now_ms):
+            self.counters["consumed_local"] += 1
+            return
+        self._pending.append(pending)
+        self._ask(key, rule, now_ms)
+
+    def read(self, key: str, rule: PolicyRule, now_ms: int) -> Answer:
+        """This node's view of ``key``: each kept window's consumption (a lower bound of the
+        cluster's), and in ``value`` a dict of the open window's ``value`` (consumed),
+        ``limit`` and this node's ``rights``."""
+        current = self._window(key, rule, now_ms)
+        index = self._index(rule, now_ms)
+        windows = []
+        for number in (index - 1, index):
+            state = self._windows.get((key, number))
+            if state is not None:
+                start = number * rule.window_ms
+                windows.append(
+                    WindowValue(start, start + rule.window_ms, state.counter.value, False)
+                )
+        view = {
+            "value": current.counter.value,
+            "limit": rule.limit,
+            "rights": current.counter.rights(self.replica),
+        }
+        return Answer(key, "counter", "bounded", "bounded", windows=tuple(windows), value=view)
+
+    def rights(self, key: str, rule: PolicyRule, now_ms: int) -> int:
+        """This node's rights in ``key``'s open window."""
+        return self._window(key, rule, now_ms).counter.rights(self.replica)
+
+    # ------------------------------------------------------------------ time and frames
+
+    def tick(
+        self,
+        now_ms: int,
+        monotonic_ms: int,
+        peers: Sequence[str],
+        *,
+        gossip_round: bool | None = None,
+    ) -> None:
+        """Serve or refuse waiting consumptions; on a gossip round (every ``round_ms``, or
+        when ``gossip_round`` says so) also ask for rights again and send state with demand
+        hints to ``fanout`` of ``peers`` (live members)."""
+        self._serve(now_ms, monotonic_ms)
+        if gossip_round is None:
+            gossip_round = monotonic_ms >= self._next_round_ms
+        if not gossip_round:
+            return
+        self._next_round_ms = monotonic_ms + self.round_ms
+        self._round += 1
+        self._peers = list(peers)
+        for key, rule in {(p.key, p.rule.pattern): p.rule for p in self._pending}.items():
+            self._ask(key[0], rule, now_ms)
+        self._drop_old(now_ms)
+        if peers:
+            targets = self._rng.sample(list(peers), min(self.fanout, len(peers)))
+            for frame in self._state_frames(self._gossip_entries()):
+                for peer in targets:
+                    self._send(peer, frame)
+
+    def step(
+        self,
+        source: str,
+        payload: bytes,
+        rules: Callable[[str], PolicyRule | None],
+        now_ms: int,
+        monotonic_ms: int,
+    ) -> None:
+        """Handle one ``BOUNDED_*`` frame from ``source``; ``rules`` gives a key's bounded rule
+        (None when the key is not bounded here: its entries are counted and dropped)."""
+        try:
+            message = decode_bounded(payload)
+        except DecodeError:
+            self.counters["malformed"] += 1
+            return
+        self._owners[message.replica] = source
+        self._latest[source] = message.replica
+        if isinstance(message, BoundedRequest):
+            for key, number, amount in message.entries:
+                rule = rules(key)
+                if rule is not None and number == self._index(rule, now_ms):
+                    self._give(source, message.replica, key, rule, number, amount, now_ms)
+            return
+        for entry in message.entries:
+            rule = rules(entry.key)
+            if rule is None:
+                self.counters["entries_not_bounded_here"] += 1  # a peer with other rules
+                continue
+            if entry.counter.granted > (rule.limit or 0):
+                self.counters["entries_over_limit"] += 1  # more rights than the limit makes
+                continue
+            window = self._window_at(entry.key, rule, entry.window, now_ms)
+            if window is None:
+                continue  # a window too old (or too new) to keep
+            before = window.counter.to_bytes()
+            window.counter.merge(entry.counter)
+            if window.counter.to_bytes() != before:
+                window.changed_round = self._round
+            window.hints[message.replica] = (entry.unmet, entry.used)
+            if entry.window == self._index(rule, now_ms):
+                self._answer_hint(source, message.replica, entry, rule, window, now_ms)
+        self._serve(now_ms, monotonic_ms)
+
+    def hand_over(self, peers: Sequence[str], now_ms: int) -> int:
+        """On leaving the cluster: transfer this run's rights in every open window to the live
+        peer that used the key most (as its hints say), so they are not stranded with this
+        run's row. Returns the rights handed over. A lost frame leaves them where they would
+        have been anyway: with a row no one can spend from."""
+        handed = 0
+        live = set(peers)
+        for (key, number), window in self._windows.items():
+            held = window.counter.rights(self.replica)
+            if held <= 0 or number != self._index(window.rule, now_ms):
+                continue
+            heirs = [
+                (window.hints.get(replica, (0, 0))[::-1], node_id, replica)
+                for node_id, replica in sorted(self._latest.items())
+                if node_id in live
+            ]
+            if not heirs:
+                continue
+            _, node_id, replica = max(heirs)
+            window.counter.transfer(held, replica)
+            handed += held
+            for frame in self._state_frames([(key, number, window)]):
+                self._send(node_id, frame)
+                self._send(node_id, frame)  # twice: one loss should not strand them
+        self.counters["rights_handed_over"] += handed
+        return handed
+
+    def fail_all(self, error: Exception) -> None:
+        """Fail every waiting consumption with ``error`` (the node is shutting down)."""
+        pending, self._pending = self._pending, []
+        for waiting in pending:
+            waiting.ticket.fail(error)
+
+    @property
+    def outstanding(self) -> int:
+        """Consumptions waiting for rights."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _index(rule: PolicyRule, now_ms: int) -> int:
+        return now_ms // rule.window_ms
+
+    def _window(self, key: str, rule: PolicyRule, now_ms: int) -> _Window:
+        window = self._window_at(key, rule, self._index(rule, now_ms), now_ms)
+        assert window is not None, "the open window is always kept"
+        return window
+
+    def _window_at(self, key: str, rule: PolicyRule, number: int, now_ms: int) -> _Window | None:
+        """Window ``number`` of ``key`` (made, with this run's allocation if it may take it),
+        or None outside the kept windows."""
+        current = self._index(rule, now_ms)
+        if not current - WINDOWS_KEPT < number <= current:
+            return None
+        window = self._windows.get((key, number))
+        if window is None:
+            counter = BoundedCounter(self.replica)
+            if self.started_ms <= number * rule.window_ms:
+                counter.grant(share_of(rule, self.node_id))
+            window = self._windows[(key, number)] = _Window(
+                counter, rule, changed_round=self._round
+            )
+        return window
+
+    def _try(self, pending: _Pending, now_ms: int) -> bool:
+        """Consume for ``pending`` if this node holds the rights; completes its ticket."""
+        window = self._window(pending.key, pending.rule, now_ms)
+        if window.counter.rights(self.replica) < pending.amount:
+            return False
+        window.counter.consume(pending.amount)
+        window.used += pending.amount
+        window.changed_round = self._round
+        pending.ticket.complete(
+            Answer(
+                pending.key,
+                "counter",
+                "bounded",
+                "bounded",
+                accepted=pending.amount,
+                applied=True,
+                value=window.counter.value,
+            )
+        )
+        return True
+
+    def _serve(self, now_ms: int, monotonic_ms: int) -> None:
+        """Serve waiting consumptions in order while rights last; refuse those past due."""
+        waiting: list[_Pending] = []
+        blocked: set[str] = set()  # keys served in order: one waiting blocks those after it
+        for pending in self._pending:
+            if pending.ticket.done:
+                continue
+            if pending.key not in blocked and self._try(pending, now_ms):
+                self.counters["consumed_after_wait"] += 1
+            elif monotonic_ms >= pending.deadline_ms:
+                self.counters["refused_no_rights"] += 1
+                pending.ticket.fail(
+                    RefusedError(
+                        f"{NO_RIGHTS}: {pending.amount} of {pending.key!r} could not be covered "
+                        f"by this node's rights within {self.timeout_ms} ms"
+                    )
+                )
+            else:
+                waiting.append(pending)
+                blocked.add(pending.key)
+        self._pending = waiting
+
+    def _unmet(self, key: str, window: _Window) -> int:
+        """Rights the consumptions waiting on ``key`` lack."""
+        wanted = sum(p.amount for p in self._pending if p.key == key and not p.ticket.done)
+        return max(0, wanted - window.counter.rights(self.replica))
+
+    def _ask(self, key: str, rule: PolicyRule, now_ms: int) -> None:
+        """Ask the peers believed to hold the most rights for this node's shortfall."""
+        number = self._index(rule, now_ms)
+        window = self._window(key, rule, now_ms)
+        unmet = self._unmet(key, window)
+        peers = self._peers
+        if not unmet or not peers:
+            return
+        held: dict[str, int] = dict.fromkeys(peers, 0)
+        for replica, rights in window.counter.all_rights().items():
+            owner = self._owners.get(replica)
+            if owner in held and replica != self.replica:
+                held[owner] += rights
+        # Richest first; those this node knows nothing of come next, in a random order each
+        # time, so an unknown donor is found even while the known ones are partitioned away.
+        order = sorted(peers, key=lambda peer: (-held[peer], self._rng.random()))
+        frame = wire.encode(wire.Tag.BOUNDED_REQUEST, [self.replica, [[key, number, unmet]]])
+        for peer in order[: self.fanout]:
+            self._send(peer, frame)
+            self.counters["requests_sent"] += 1
+
+    def _spare(self, key: str, window: _Window) -> int:
+        held = window.counter.rights(self.replica)
+        reserve = (held + 1) // 2 if window.used else 0
+        return max(0, held - reserve - self._unmet(key, window))
+
+    def _give(
+        self,
+        source: str,
+        replica: str,
+        key: str,
+        rule: PolicyRule,
+        number: int,
+        amount: int,
+        now_ms: int,
+    ) -> None:
+        """Transfer up to ``amount`` spare rights to ``replica`` (once per round per asker)."""
+        if replica == self.replica or self._served.get((replica, key, number)) == self._round:
+            return
+        window = self._window(key, rule, now_ms)
+        given = min(amount, self._spare(key, window))
+        if given <= 0:
+            return
+        self._served[(replica, key, number)] = self._round
+        window.counter.transfer(given, replica)
+        window.changed_round = self._round
+        self.counters["transfers_given"] += 1
+        self.counters["rights_given"] += given
+        for frame in self._state_frames([(key, number, window)]):
+            self._send(source, frame)
+
+    def _answer_hint(
+        self,
+        source: str,
+        replica: str,
+        entry: StateEntry,
+        rule: PolicyRule,
+        window: _Window,
+        now_ms: int,
+    ) -> None:
+        """Act on a peer's demand hints: cover its unmet demand, or pass rights this node
+        does not use to a peer that uses the key and holds less than it used."""
+        if entry.unmet:
+            self._give(source, replica, entry.key, rule, entry.window, entry.unmet, now_ms)
+            return
+        if window.used or not entry.used:
+            return
+        if window.counter.rights(replica) < entry.used:
+            spare = self._spare(entry.key, window)
+            self._give(source, replica, entry.key, rule, entry.window, (spare + 1) // 2, now_ms)
+
+    def _drop_old(self, now_ms: int) -> None:
+        """Forget windows no longer kept, and who was served in rounds before the last."""
+        stale = [
+            slot
+            for slot, window in self._windows.items()
+            if slot[1] <= self._index(window.rule, now_ms) - WINDOWS_KEPT
+        ]
+        for slot in stale:
+            del self._windows[slot]
+        self._served = {
+            served: round_number
+            for served, round_number in self._served.items()
+            if round_number >= self._round - 1
+        }
+
+    def _gossip_entries(self) -> list[tuple[str, int, _Window]]:
+        recent = [
+            (key, number, window)
+            for (key, number), window in self._windows.items()
+            if window.changed_round >= self._round - RECENT_ROUNDS
+        ]
+        others = [
+            (key, number, window)
+            for (key, number), window in sorted(self._windows.items())
+            if window.changed_round < self._round - RECENT_ROUNDS
+        ]
+        if others:
+            start = self._rotation % len(others)
+            rotated = (others[start:] + others[:start])[:ROTATING_KEYS_PER_ROUND]
+            self._rotation += len(rotated)
+            recent.extend(rotated)
+        return recent
+
+    def _state_frames(self, entries: Sequence[tuple[str, int, _Window]]) -> list[bytes]:
+        """``entries`` as ``BOUNDED_STATE`` frames under the frame budget."""
+        frames: list[bytes] = []
+        rows: list[list[Any]] = []
+        size = 0
+        for key, number, window in entries:
+            row = [key, number, window.counter.to_bytes(), self._unmet(key, window), window.used]
+            row_bytes = len(wire.encode(wire.Tag.BOUNDED_STATE, row))
+            if rows and size + row_bytes > FRAME_BYTES_MAX:
+                frames.append(wire.encode(wire.Tag.BOUNDED_STATE, [self.replica, rows]))
+                rows, size = [], 0
+            rows.append(row)
+            size += row_bytes
+        if rows:
+            frames.append(wire.encode(wire.Tag.BOUNDED_STATE, [self.replica, rows]))
+        return frames
+
+
+@dataclass(frozen=True, slots=True)
+class StateEntry:
+    """One window of one key in a ``BOUNDED_STATE`` frame, with the sender's demand hints."""
+
+    key: str
+    window: int
+    counter: BoundedCounter
+    unmet: int
+    used: int
+
+
+@dataclass(frozen=True, slots=True)
+class BoundedState:
+    """``BOUNDED_STATE``: the sender's replica name and its state of some windows."""
+
+    replica: str
+    entries: list[StateEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class BoundedRequest:
+    """``BOUNDED_REQUEST``: the sender's replica lacks ``amount`` rights of ``(key, window)``."""
+
+    replica: str
+    entries: list[tuple[str, int, int]]
+
+
+def decode_bounded(payload: bytes) -> BoundedState | BoundedRequest:
+    """Decode and check one ``BOUNDED_*`` frame; raises :class:`DecodeError` only."""
+    tag, body = wire.decode(payload)
+    if tag not in BOUNDED_TAGS:
+        raise DecodeError(f"not a bounded frame: tag {tag}")
+    if tag == wire.Tag.BOUNDED_STATE:
+        return wire.build_checked(body, _build_state)
+    return wire.build_checked(body, _build_ask)
+
+
+def _build_state(body: Any) -> BoundedState:
+    replica, rows = _head(body)
+    entries = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 5:
+            raise ValueError("a bounded state entry is [key, window, counter, unmet, used]")
+        key, number, counter_frame, unmet, used = row
+        if not isinstance(counter_frame, bytes):
+            raise TypeError("a bounded state entry carries its counter as a frame")
+        counter = BoundedCounter.from_bytes(counter_frame)
+        entries.append(
+            StateEntry(_text(key), _natural(number), counter, _natural(unmet), _natural(used))
+        )
+    return BoundedState(replica, entries)
+
+
+def _build_ask(body: Any) -> BoundedRequest:
+    replica, rows = _head(body)
+    entries = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 3:
+            raise ValueError("a bounded request entry is [key, window, amount]")
+        key, number, amount = row
+        entries.append((_text(key), _natural(number), _natural(amount)))
+    return BoundedRequest(replica, entries)
+
+
+def _head(body: Any) -> tuple[str, list[Any]]:
+    if not isinstance(body, list) or len(body) != 2:
+        raise ValueError("a bounded frame is [replica, entries]")
+    replica, rows = body
+    if not isinstance(replica, str) or not replica or not isinstance(rows, list):
+        raise ValueError("a bounded frame is [replica name, list of entries]")
+    return replica, rows
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _natural(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"expected an integer >= 0, got {value!r}")
+    return value
