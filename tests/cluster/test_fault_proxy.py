@@ -1,0 +1,126 @@
+"""The fault proxy adds the latency it is given and a cut link passes nothing.
+
+Latency is checked as a ratio against a direct connection to the same echo server, measured
+side by side, never as an absolute speed: the proxied round trip must exceed the direct one by
+far more than any scheduling noise, and at least by the two one-way delays it sleeps for.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bench.cluster import LinkProxy, LinkShape, ProxyHost
+from bench.processes import free_port
+
+pytestmark = [pytest.mark.timeout(60)]
+
+LATENCY_MS = 15.0
+ROUND_TRIPS = 10
+
+
+class EchoServer:
+    """A blocking echo server in a thread, recording every byte it received."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.received = bytearray()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(connection,), daemon=True).start()
+
+    def _echo(self, connection: socket.socket) -> None:
+        with connection:
+            while True:
+                try:
+                    data = connection.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.received += data
+                connection.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def host() -> Iterator[ProxyHost]:
+    proxies = ProxyHost()
+    yield proxies
+    proxies.close()
+
+
+def _median_round_trip_s(port: int) -> float:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for number in range(ROUND_TRIPS):
+            message = f"ping {number}\n".encode()
+            started = time.perf_counter()
+            connection.sendall(message)
+            answer = b""
+            while len(answer) < len(message):
+                answer += connection.recv(4096)
+            times.append(time.perf_counter() - started)
+            assert answer == message
+    return statistics.median(times)
+
+
+def test_latency_is_added_in_each_direction(echo: EchoServer, host: ProxyHost) -> None:
+    proxy = host.add(LinkProxy("a->b", free_port(), echo.port, LinkShape(LATENCY_MS, 1.0), 7))
+    direct_s = _median_round_trip_s(echo.port)
+    proxied_s = _median_round_trip_s(proxy.listen_port)
+    # Both directions of the connection are delayed: at least two one-way latencies (less the
+    # jitter), which on loopback is many times the direct round trip.
+    assert proxied_s >= 2 * (LATENCY_MS - 1.0) / 1000, (proxied_s, direct_s)
+    assert proxied_s / direct_s >= 10, (proxied_s, direct_s)
+    assert proxy.bytes_forwarded > 0
+
+
+def test_a_cut_link_passes_nothing_and_heals(echo: EchoServer, host: ProxyHost) -> None:
+    proxy = host.add(LinkProxy("a->b", free_port(), echo.port, LinkShape(), 7))
+    with socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=5) as connection:
+        connection.sendall(b"before\n")
+        assert connection.recv(4096) == b"before\n"
+        host.set_cut([proxy], True)
+        # The open connection is dropped: a send fails or nothing ever comes back.
+        with pytest.raises(OSError):
+            connection.sendall(b"during\n")
+            connection.settimeout(1.0)
+            if connection.recv(4096) == b"":
+                raise ConnectionResetError("closed by the cut")
+    with socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=5) as connection:
+        connection.settimeout(1.0)
+        with pytest.raises(OSError):
+            connection.sendall(b"new during\n")
+            if connection.recv(4096) == b"":
+                raise ConnectionResetError("refused by the cut")
+    time.sleep(0.1)
+    assert b"during" not in bytes(echo.received)
+    host.set_cut([proxy], False)
+    with socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=5) as connection:
+        connection.sendall(b"after\n")
+        assert connection.recv(4096) == b"after\n"
+    assert proxy.connections_refused >= 1
