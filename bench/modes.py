@@ -18,7 +18,8 @@ next to each node would. Each mode runs in turn on the same cluster, in four par
 2. **Quota**, during the partition: clients on both sides race to add 1 to a counter up to
    ``--quota-limit``; strong keys use ``conditional_add`` (the limit checked in the Raft log),
    eventual and quorum keys a read-then-add check by the client (all they offer). The overshoot
-   is how far the healed, converged value passed the limit (strong must be 0).
+   is how far the healed, converged value passed the limit (strong must be 0). The limit
+   holds per window, as ``conditional_add`` keeps it.
 3. **Convergence after heal**: adds made on both sides during the partition; the time from the
    heal until every node reports the same value, at least every acknowledged add.
 4. **t-visibility** (PBS-style), on the healed cluster: ``--trials`` adds, each acknowledged at
@@ -121,7 +122,7 @@ class ModeRun:
     phase_end_s: dict[str, float] = field(default_factory=dict)
     visibility: dict[int, float] = field(default_factory=dict)
     quota_value: float = 0.0
-    quota_applied: int = 0
+    quota_applied: float = 0.0
     converge_ms: float = 0.0
     bytes_per_write: float = 0.0
 
@@ -186,8 +187,11 @@ class Client:
     async def add(self, node: str, key: str) -> bool:
         return await self.write(node, key, {"op": "add", "value": 1}) is not None
 
-    async def read(self, node: str, key: str, consistency: str | None = None) -> float | None:
-        """The sum of the key's windows (0 for an unknown key), None when unavailable."""
+    async def read(
+        self, node: str, key: str, consistency: str | None = None, *, per_window: bool = False
+    ) -> float | None:
+        """The sum of the key's windows, or with ``per_window`` the largest window's value (0
+        for an unknown key); None when unavailable."""
         query = "" if consistency is None else f"?consistency={consistency}"
         try:
             async with self.session.get(f"{self.urls[node]}/v1/keys/{key}{query}") as answer:
@@ -198,7 +202,8 @@ class Client:
                 data = await answer.json()
         except (self._aiohttp.ClientError, TimeoutError):
             return None
-        return float(sum(float(window["value"]) for window in data["windows"]))
+        values = [float(window["value"]) for window in data["windows"]]
+        return max(values, default=0.0) if per_window else float(sum(values))
 
 
 # ---------------------------------------------------------------------- the run
@@ -357,13 +362,14 @@ async def _open_loop(
 
 async def _quota(
     client: Client, mode: str, names: list[str], majority: list[str], seconds: float, limit: int
-) -> int:
-    """Clients on both sides add 1 up to ``limit`` for ``seconds``; the adds acknowledged as
-    applied. Strong: ``conditional_add`` in the log; others: read, then add if below."""
+) -> float:
+    """Clients on both sides add 1 up to ``limit`` for ``seconds``. Strong: ``conditional_add``
+    in the log, and the largest value an applied add was answered with is returned; others:
+    read, then add if below (0 returned). The limit holds per window, as the log keeps it."""
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds * 0.8
     key = f"{PREFIX[mode]}.quota"
-    applied = [0]
+    applied = [0.0]  # the largest value the log answered an applied add with (strong)
 
     async def side(node: str) -> None:
         while loop.time() < end:
@@ -373,14 +379,13 @@ async def _quota(
                 if answer is not None:
                     if not answer.get("applied"):
                         return  # the limit is reached, and the log says so
-                    applied[0] += 1
+                    applied[0] = max(applied[0], float(answer.get("value", 0.0)))
                     continue
             else:
-                value = await client.read(node, key)
+                value = await client.read(node, key, per_window=True)
                 if value is not None and value + 1 > limit:
                     return
                 if value is not None and await client.add(node, key):
-                    applied[0] += 1
                     continue
             await asyncio.sleep(0.05)  # unavailable: try again shortly
 
@@ -424,12 +429,16 @@ async def _converged(
 
 
 async def _read_settled(client: Client, names: list[str], key: str) -> float:
-    """The largest value any node reports, once they agree (or after 10 s)."""
+    """The largest window value any node reports, once they agree (or after 10 s)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + 10
     values: list[float | None] = []
     while loop.time() < end:
-        values = await _values(client, names, key)
+        values = list(
+            await asyncio.gather(
+                *(client.read(name, key, "eventual", per_window=True) for name in names)
+            )
+        )
         if None not in values and len(set(values)) == 1:
             break
         await asyncio.sleep(0.05)
@@ -542,7 +551,7 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
         )
         overshoot = max(0.0, item.quota_value - args.quota_limit)
         if mode == "strong":
-            overshoot = max(overshoot, float(item.quota_applied - args.quota_limit))
+            overshoot = max(overshoot, item.quota_applied - args.quota_limit)
         report.add(f"{mode}_quota_overshoot", overshoot, f"over a limit of {args.quota_limit}")
         report.add(f"{mode}_bytes_per_write", item.bytes_per_write, "bytes (all links, net)")
         report.add(f"{mode}_converge_after_heal_ms", item.converge_ms, "ms")
