@@ -12,7 +12,8 @@ next to each node would. Each mode runs in turn on the same cluster, in four par
    *open-loop* load of ``--rate`` requests/s: each request starts at its scheduled time
    whatever the earlier ones did, and its latency counts from that time, so a stall shows
    instead of lowering the load. Requests alternate between counter adds and reads of one key,
-   spread over every node. The partition cuts node ``n1`` off (a minority of one). A read of a
+   spread over every node. The partition cuts node ``n1`` off (``--partition isolate``, a
+   minority of one) or the largest minority ``n1``... (``minority``). A read of a
    quorum or strong key that returns less than the number of adds acknowledged before it started
    is *stale*: a broken promise.
 2. **Quota**, during the partition: clients on both sides race to add 1 to a counter up to
@@ -59,7 +60,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import NODES_MAX, PROFILES, Cluster
+from bench.cluster import NODES_MAX, PROFILES, Cluster, LinkShape
 from bench.report import Report
 
 __all__ = ["MODES", "PROBE_DELAYS_MS", "add_arguments", "run"]
@@ -70,7 +71,7 @@ POLICY = ("qu.*=quorum", "st.*=strong")
 PHASES = ("steady", "partition", "heal")
 PROBE_DELAYS_MS = (0, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280)
 VISIBILITY_GOAL = 0.99
-MINORITY = "n1"
+PARTITIONS = ("isolate", "minority")
 CLIENT_SLACK_S = 2.0
 """How much longer than the cluster's own deadline the HTTP client waits for an answer."""
 
@@ -78,6 +79,15 @@ CLIENT_SLACK_S = 2.0
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``crdtstream bench modes``."""
     parser.add_argument("--profile", choices=sorted(PROFILES), default="lan", help="link shape")
+    parser.add_argument("--latency-ms", type=float, help="one-way latency (overrides --profile)")
+    parser.add_argument("--jitter-ms", type=float, help="one-way jitter (overrides --profile)")
+    parser.add_argument("--bandwidth-kbps", type=float, help="per link and direction (unlimited)")
+    parser.add_argument(
+        "--partition",
+        choices=PARTITIONS,
+        default="isolate",
+        help="isolate: n1 alone; minority: the largest minority n1.. against the rest (isolate)",
+    )
     parser.add_argument(
         "--seconds", type=float, default=9.0, help="steady+partition+heal, per mode (9)"
     )
@@ -223,7 +233,7 @@ def run(args: argparse.Namespace) -> Report:
         cluster = Cluster(
             Path(directory),
             size=args.nodes,
-            shape=PROFILES[args.profile],
+            shape=_shape(args),
             policy=POLICY,
             base_port=args.base_port,
             timeout_ms=args.timeout_ms,
@@ -270,7 +280,8 @@ async def _one_mode(
     prefix = PREFIX[mode]
     result = ModeRun(mode)
     names = cluster.names
-    majority = [name for name in names if name != MINORITY]
+    minority = _minority(names, args.partition)
+    majority = [name for name in names if name not in minority]
     phase_s = args.seconds / len(PHASES)
     origin = loop.time()
     acked = [0]  # adds of the load key acknowledged so far
@@ -307,9 +318,9 @@ async def _one_mode(
             phase[0] = name
             result.phase_start_s[name] = loop.time() - origin
             if name == "partition":
-                cluster.isolate(MINORITY)
+                cluster.partition(minority)
                 side_work = asyncio.gather(
-                    _quota(client, mode, names, majority, phase_s, args.quota_limit),
+                    _quota(client, mode, minority, majority, phase_s, args.quota_limit),
                     _partitioned_adds(client, f"{prefix}.healed", names),
                 )
                 await asyncio.sleep(phase_s)
@@ -361,7 +372,7 @@ async def _open_loop(
 
 
 async def _quota(
-    client: Client, mode: str, names: list[str], majority: list[str], seconds: float, limit: int
+    client: Client, mode: str, minority: list[str], majority: list[str], seconds: float, limit: int
 ) -> float:
     """Clients on both sides add 1 up to ``limit`` for ``seconds``. Strong: ``conditional_add``
     in the log, and the largest value an applied add was answered with is returned; others:
@@ -389,7 +400,7 @@ async def _quota(
                     continue
             await asyncio.sleep(0.05)  # unavailable: try again shortly
 
-    await asyncio.gather(side(MINORITY), *(side(node) for node in majority))
+    await asyncio.gather(*(side(node) for node in [*minority, *majority]))
     return applied[0]
 
 
@@ -497,6 +508,24 @@ async def _bytes_per_write(cluster: Cluster, client: Client, key: str, rate: flo
 # ---------------------------------------------------------------------- figures
 
 
+def _minority(names: list[str], partition: str) -> list[str]:
+    """The nodes cut off: ``n1`` alone, or the largest minority from ``n1`` on."""
+    ordered = sorted(names, key=lambda name: int(name[1:]))
+    return ordered[:1] if partition == "isolate" else ordered[: (len(ordered) - 1) // 2]
+
+
+def _shape(args: argparse.Namespace) -> LinkShape:
+    """The profile's link shape with any explicit value in its place."""
+    profile = PROFILES[args.profile]
+    return LinkShape(
+        latency_ms=profile.latency_ms if args.latency_ms is None else args.latency_ms,
+        jitter_ms=profile.jitter_ms if args.jitter_ms is None else args.jitter_ms,
+        bandwidth_bytes_per_s=None
+        if args.bandwidth_kbps is None
+        else args.bandwidth_kbps * 1000 / 8,
+    )
+
+
 def _percentile(values: list[float], percent: float) -> float:
     import numpy as np
 
@@ -540,8 +569,9 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
         # answered after the heal was served by a node no longer cut off.
         heal_s = item.phase_start_s.get("heal", float("inf"))
         cut = [r for r in item.requests if r.phase == "partition" and r.kind == "write"]
-        on_minority = [r.ok and r.finished_s < heal_s for r in cut if r.node == MINORITY]
-        on_majority = [r.ok and r.finished_s < heal_s for r in cut if r.node != MINORITY]
+        minority_nodes = _minority(sorted({r.node for r in item.requests}), args.partition)
+        on_minority = [r.ok and r.finished_s < heal_s for r in cut if r.node in minority_nodes]
+        on_majority = [r.ok and r.finished_s < heal_s for r in cut if r.node not in minority_nodes]
         minority = sum(on_minority) / max(1, len(on_minority))
         report.add(f"{mode}_available_on_minority", minority, "of writes acknowledged")
         report.add(
@@ -572,7 +602,7 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
 
 
 def _parameters(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
-    shape = PROFILES[args.profile]
+    shape = _shape(args)
     return {
         "profile": args.profile,
         "link": asdict(shape),
@@ -584,7 +614,7 @@ def _parameters(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
         "timeout_ms": args.timeout_ms,
         "base_port": args.base_port,
         "modes": modes,
-        "minority": MINORITY,
+        "partition": args.partition,
         "probe_delays_ms": list(PROBE_DELAYS_MS),
         "seed": args.seed,
         "plots": None if args.plots is None else str(args.plots),
