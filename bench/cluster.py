@@ -246,9 +246,10 @@ class Cluster:
     """N agents behind fault proxies (see the module docstring); use it as a context manager.
 
     ``policy`` rules (``PATTERN=MODE``) go to every node; every node is a Raft voter when
-    ``voters`` is true. ``node_settings`` is extra TOML for every agent (a ``[node]`` table is
-    written here already, with ``quorum_cluster_size`` = N so that no minority takes itself for
-    a majority). Ports are free ones, or consecutive from ``base_port``.
+    ``voters`` is true. ``extra_toml`` is appended to every agent's settings file (which has a
+    ``[node]`` table already, with ``quorum_cluster_size`` = N so that no minority takes itself
+    for a majority, and a ``[transport]`` one). Ports are free ones, or consecutive from
+    ``base_port``.
     """
 
     root: Path
@@ -259,6 +260,7 @@ class Cluster:
     base_port: int | None = None
     timeout_ms: int = 2_000
     seed: int = 1
+    extra_toml: str = ""
     agents: list[processes.Agent] = field(default_factory=list)
     links: dict[tuple[str, str], LinkProxy] = field(default_factory=dict)
     _host: ProxyHost | None = None
@@ -374,6 +376,7 @@ class Cluster:
                 f"quorum_timeout_ms = {self.timeout_ms}",
                 "[transport]",
                 "reconnect_ms_max = 300",
+                self.extra_toml,
                 "",
             ]
         )
