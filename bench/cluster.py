@@ -407,6 +407,21 @@ class Cluster:
         """Restore every link."""
         self._set(list(self.links.values()), False)
 
+    def pause(self, name: str) -> None:
+        """Stop ``name`` with SIGSTOP: alive to the kernel (its sockets stay open), silent to
+        its peers, as a long garbage-collection pause or a frozen VM."""
+        self._signal(name, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """Let a paused ``name`` go on (SIGCONT)."""
+        self._signal(name, signal.SIGCONT)
+
+    def _signal(self, name: str, number: signal.Signals) -> None:
+        process = self.agent(name).process
+        if process is None or process.poll() is not None:
+            raise RuntimeError(f"{name} is not running")
+        process.send_signal(number)
+
     def set_shape(self, shape: LinkShape) -> None:
         """Give every link ``shape`` from now on."""
         self.shape = shape

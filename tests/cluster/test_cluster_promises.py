@@ -3,8 +3,9 @@
 A minority of one accepts eventual writes and refuses quorum and strong ones; the majority
 serves every mode; after the heal every node reports the exact sum of the acknowledged eventual
 adds, the strong value equals the acknowledged strong adds, and a strong ``conditional_add``
-raced from both sides never passes its limit. The harness leaves no process or proxy behind,
-on an exception and on SIGTERM too.
+raced from both sides never passes its limit. With one node paused (SIGSTOP) a quorum read at
+one node sees every write acknowledged at another, and eventual sums are exact once it resumes.
+The harness leaves no process or proxy behind, on an exception and on SIGTERM too.
 """
 
 from __future__ import annotations
@@ -162,3 +163,31 @@ def test_the_harness_stops_everything_on_sigterm(tmp_path: Path) -> None:
             os.kill(pid, 0)
     assert all(_port_is_closed(port) for port in ports)
     assert signal.getsignal(signal.SIGTERM) == handler_before
+
+
+def _read_quorum(agent: Agent, key: str) -> float:
+    answer = agent.request("GET", f"/v1/keys/{key}?consistency=quorum")
+    return float(sum(float(window["value"]) for window in answer["windows"]))
+
+
+def test_quorum_reads_its_writes_across_nodes_and_eventual_sums_survive_a_pause(
+    tmp_path: Path,
+) -> None:
+    with Cluster(tmp_path, shape=PROFILES["region"], policy=POLICY, timeout_ms=TIMEOUT_MS) as c:
+        first, second, paused = c.agents
+        c.pause(paused.node_id)
+        acked = {"qu.ryw": 0, "ev.sum": 0}
+        for number in range(10):
+            writer, reader = (first, second) if number % 2 == 0 else (second, first)
+            assert _write(writer, "qu.ryw", {"op": "add", "value": 1}) is not None
+            acked["qu.ryw"] += 1
+            # Two of three nodes are a majority: a quorum read at the other node sees the write.
+            assert _read_quorum(reader, "qu.ryw") >= acked["qu.ryw"]
+            assert _write(writer, "ev.sum", {"op": "add", "value": 1}) is not None
+            acked["ev.sum"] += 1
+        c.resume(paused.node_id)
+        for _ in range(3):
+            assert _write(paused, "ev.sum", {"op": "add", "value": 1}) is not None
+            acked["ev.sum"] += 1
+        _eventually_equal(c.agents, "ev.sum", acked["ev.sum"], 15)
+        _eventually_equal(c.agents, "qu.ryw", acked["qu.ryw"], 15)
