@@ -43,6 +43,7 @@ __all__ = [
 
 NODES_MAX = 7
 CHUNK_BYTES = 65_536
+QUEUE_CHUNKS_MAX = 64
 T = TypeVar("T")
 
 
@@ -162,11 +163,15 @@ class LinkProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Read chunks as they come, deliver each at its time (latency, jitter, bandwidth)."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        # Bounded: a throttled or slow link pushes back on its sender, as TCP would.
+        queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(QUEUE_CHUNKS_MAX)
 
         async def deliver() -> None:
             while True:
-                due_s, data = await queue.get()
+                item = await queue.get()
+                if item is None:
+                    return  # the sender closed: everything before it was delivered
+                due_s, data = item
                 wait_s = due_s - loop.time()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
@@ -176,19 +181,23 @@ class LinkProxy:
 
         sender = asyncio.create_task(deliver())
         last_due_s = 0.0
+        link_free_s = 0.0  # when the throttled link has finished sending what it was given
         try:
             while True:
                 data = await reader.read(CHUNK_BYTES)
                 if not data:
                     break
-                due_s = max(last_due_s, loop.time() + self._delay_s())
+                sent_s = max(loop.time(), link_free_s)
                 bandwidth = self.shape.bandwidth_bytes_per_s
                 if bandwidth is not None:
-                    due_s = max(due_s, last_due_s + len(data) / bandwidth)
+                    sent_s += len(data) / bandwidth
+                link_free_s = sent_s
+                # Delivered one latency after it was sent, never before the chunk ahead of it.
+                due_s = max(last_due_s, sent_s + self._delay_s())
                 last_due_s = due_s
-                queue.put_nowait((due_s, data))
-            while not queue.empty() and not sender.done():
-                await asyncio.sleep(0.001)
+                await queue.put((due_s, data))
+            await queue.put(None)
+            await sender
         except OSError:
             pass
         finally:

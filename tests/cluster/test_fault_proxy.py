@@ -125,3 +125,30 @@ def test_a_cut_link_passes_nothing_and_heals(echo: EchoServer, host: ProxyHost) 
     host.set_cut([proxy], False)
     with socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=5) as connection:
         assert _echoed(connection, b"after\n") == b"after\n"
+
+
+def _echo_seconds(port: int, payload: bytes) -> float:
+    """Seconds to send ``payload`` through ``port`` and read all of it back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        started = time.perf_counter()
+        connection.sendall(payload)
+        received = 0
+        while received < len(payload):
+            chunk = connection.recv(65_536)
+            assert chunk, "the connection closed early"
+            received += len(chunk)
+        return time.perf_counter() - started
+
+
+def test_bandwidth_is_throttled(echo: EchoServer, host: ProxyHost) -> None:
+    bytes_per_s = 400_000.0
+    payload = bytes(100_000)
+    proxy = host.add(
+        LinkProxy("a->b", free_port(), echo.port, LinkShape(bandwidth_bytes_per_s=bytes_per_s), 7)
+    )
+    direct_s = _echo_seconds(echo.port, payload)
+    throttled_s = _echo_seconds(proxy.listen_port, payload)
+    # Each direction carries the payload at the throttled rate: at least 0.25 s one way, which
+    # on loopback is many times the direct echo of 100 kB.
+    assert throttled_s >= len(payload) / bytes_per_s * 0.9, (throttled_s, direct_s)
+    assert throttled_s / direct_s >= 5, (throttled_s, direct_s)
