@@ -31,7 +31,8 @@ next to each node would. Each mode runs in turn on the same cluster, in four par
    of the idle traffic (membership probes, Raft heartbeats) measured just before.
 
 Figures per mode: ``{mode}_write_ms_p50`` / ``_p99`` / ``_p999`` (steady phase),
-``{mode}_read_ms_p50`` / ``_p99``, ``{mode}_{phase}_ok_per_s``, ``{mode}_t_visibility_ms_p99``,
+``{mode}_read_ms_p50`` / ``_p99``, ``{mode}_{phase}_ok_per_s``, ``{mode}_partition_write_ms_p99``
+and ``{mode}_heal_write_ms_p99`` (refusals included), ``{mode}_t_visibility_ms_p99``,
 ``{mode}_visible_at_ack``, ``{mode}_stale_reads``, ``{mode}_available_on_minority`` /
 ``_on_majority`` (fraction of the writes started at each side during the partition that were
 acknowledged before the heal),
@@ -558,6 +559,15 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
             ok = sum(1 for r in item.requests if r.phase == phase and r.ok)
             span = item.phase_end_s.get(phase, 0.0) - item.phase_start_s.get(phase, 0.0)
             report.add(f"{mode}_{phase}_ok_per_s", ok / max(span, 1e-9), "requests/s answered")
+            if phase != "steady":
+                answered = [
+                    r.latency_ms for r in item.requests if r.phase == phase and r.kind == "write"
+                ]
+                report.add(
+                    f"{mode}_{phase}_write_ms_p99",
+                    _percentile(answered, 99),
+                    "ms, refusals included (their wait is the cost)",
+                )
         curve = item.visibility
         report.add(f"{mode}_t_visibility_ms_p99", _t_visibility_ms(curve), "ms after the ack")
         reached = any(value >= VISIBILITY_GOAL for value in curve.values())
