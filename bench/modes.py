@@ -748,6 +748,7 @@ def _plots(runs: list[ModeRun], directory: Path, profile: str) -> list[Path]:
 def _save(figure: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
+    figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
