@@ -1,312 +1,754 @@
-"""The three consistency modes side by side: what each costs and what each promises.
+"""The consistency modes on a real cluster with WAN latency and a partition: what each costs, what
+each promises.
 
-Three nodes run in this process on loopback over ZeroMQ, all of them Raft voters, with keys
-``ev.*`` eventual, ``qu.*`` quorum and ``st.*`` strong. Every figure is measured for each mode in
-the same run, on the same cluster, the eventual mode being the baseline:
+Three ``crdtstream agent`` processes (``--nodes``, up to 7), all Raft voters, run behind the
+fault proxies of :mod:`bench.cluster`: every byte between two nodes crosses a userspace proxy
+that adds the ``--profile``'s one-way latency and jitter (``lan`` 0.2 ms round trip, ``region``
+5 ms, ``wan`` 40 ms) and cuts links on command. Keys ``ev.*`` are eventual, ``qu.*`` quorum and
+``st.*`` strong; the client (this process) reaches every node directly over HTTP, as a client
+next to each node would. Each mode runs in turn on the same cluster, in four parts:
 
-- ``{mode}_writes_per_s`` and ``{mode}_write_ms_p50`` / ``_p99``: a closed loop of
-  ``--concurrency`` coroutines spread over the three nodes, each awaiting its write (a counter
-  add) back to back for ``--seconds``. An eventual write is acknowledged once applied locally, a
-  quorum write once a majority of nodes merged it, a strong write once Raft committed and
-  applied it (the voters keep their log in memory here: no fsync, so the figure is the
-  protocol's cost, not the disk's; ``crdtstream bench raft`` measures durable writes).
-- ``{mode}_reads_per_s``: the same closed loop of reads: local for eventual, merged from a
-  majority for quorum, ReadIndex for strong.
-- ``{mode}_stale_read_fraction``: ``--trials`` times, a write acknowledged at one node is read
-  at once at another node in the same mode; the fraction of reads that miss it. Quorum and
-  strong must never miss one (goal ``<= 0``); eventual may, until gossip spreads the write.
-- ``{mode}_available_on_minority``: one node is cut off (its two peers stop without leaving,
-  so to it they are still members, as behind a partition); the fraction of ``--trials``
-  concurrent writes at that node acknowledged within ``--minority-timeout-ms``. Eventual
-  stays available (goal ``>= 1``); quorum and strong must refuse rather than pretend (goal
-  ``<= 0``).
+1. **Phases** steady -> partition -> heal (``--seconds`` in all, a third each), under an
+   *open-loop* load of ``--rate`` requests/s: each request starts at its scheduled time
+   whatever the earlier ones did, and its latency counts from that time, so a stall shows
+   instead of lowering the load. Requests alternate between counter adds and reads of one key,
+   spread over every node. The partition cuts node ``n1`` off (``--partition isolate``, a
+   minority of one) or the largest minority ``n1``... (``minority``). A read of a
+   quorum or strong key that returns less than the number of adds acknowledged before it started
+   is *stale*: a broken promise.
+2. **Quota**, during the partition: clients on both sides race to add 1 to a counter up to
+   ``--quota-limit``; strong keys use ``conditional_add`` (the limit checked in the Raft log),
+   eventual and quorum keys a read-then-add check by the client (all they offer). The overshoot
+   is how far the healed, converged value passed the limit (strong must be 0). The limit
+   holds per window, as ``conditional_add`` keeps it.
+3. **Convergence after heal**: adds made on both sides during the partition; the time from the
+   heal until every node reports the same value, at least every acknowledged add.
+4. **t-visibility** (PBS-style), on the healed cluster: ``--trials`` adds, each acknowledged at
+   one node and then read at another ``d`` ms after the acknowledgement for every ``d`` of
+   :data:`PROBE_DELAYS_MS`; the curve is the fraction of reads that saw the add, and
+   ``{mode}_t_visibility_ms_p99`` the first delay at which at least 99 % did. Last, a write-only
+   burst at the offered rate measures the bytes every proxy carried per acknowledged write, net
+   of the idle traffic (membership probes, Raft heartbeats) measured just before.
 
-Ratios against the eventual baseline: ``quorum_writes_vs_eventual`` and
-``strong_writes_vs_eventual`` (what a majority round trip costs; goal ``>= 0.05``, a floor that
-only a pathological regression misses), and likewise for reads.
+Figures per mode: ``{mode}_write_ms_p50`` / ``_p99`` / ``_p999`` (steady phase),
+``{mode}_read_ms_p50`` / ``_p99``, ``{mode}_{phase}_ok_per_s``, ``{mode}_partition_write_ms_p99``
+and ``{mode}_heal_write_ms_p99`` (refusals included), ``{mode}_t_visibility_ms_p99``,
+``{mode}_visible_at_ack``, ``{mode}_stale_reads``, ``{mode}_available_on_minority`` /
+``_on_majority`` (fraction of the writes started at each side during the partition that were
+acknowledged before the heal),
+``{mode}_quota_overshoot``, ``{mode}_bytes_per_write``, ``{mode}_converge_after_heal_ms``.
+Promises (the command exits 1 when one breaks): quorum and strong never stale and visible
+at once after an acknowledgement, never acknowledged on a minority; strong quota overshoot 0;
+eventual available on the minority.
 
-What the local write-ahead log costs, on two more three-node clusters with data directories,
-one with ``durability = "fsync"`` and one with ``"none"``, measured alternately (best of three
-phases each) in the same run:
-
-- ``durable_eventual_writes_per_s`` vs ``volatile_eventual_writes_per_s``: the same closed
-  loop of eventual writes through :meth:`Node.write` (the path of ``POST /v1/keys``) at
-  ``--concurrency`` in flight at one node of the cluster (the three share this process and
-  its one thread, as they would not in a deployment: one node's fsyncs are measured, not three
-  nodes' fsyncs in a row); every durable write is fsynced before it is answered, one
-  fsync per event-loop turn (group commit). Ratio ``durable_writes_vs_volatile``, goal
-  ``>= 0.5``;
-- ``statsd_logged_lines_per_s`` vs ``statsd_volatile_lines_per_s``: ``--statsd-lines`` lines
-  of the standard statsd mix (``bench/_statsd.py``) applied at one node in batches of 500
-  datagrams while the nodes run, the log synced at least every ``statsd_sync_ms`` and before
-  anything leaves; the time includes a final sync. Ratio ``statsd_logged_vs_volatile``, goal
-  ``>= 0.8``.
+``--json`` adds every parameter and the environment (cores, versions); ``--plots DIR`` writes
+PNGs (latency over time with the partition shaded, latency CDFs, t-visibility curves,
+throughput per phase). A progress line goes to stderr while it runs. Every process and proxy
+started is stopped on every path, Ctrl-C included.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import random
-import socket
+import os
+import platform
+import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bench.cluster import NODES_MAX, PROFILES, Cluster, LinkShape
 from bench.report import Report
 
-if TYPE_CHECKING:
-    from crdtstream.node import Node
-
-__all__ = ["add_arguments", "run"]
+__all__ = ["MODES", "PROBE_DELAYS_MS", "add_arguments", "run"]
 
 MODES = ("eventual", "quorum", "strong")
 PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st"}
-NAMES = ("m1", "m2", "m3")
-PHASES = 3
-"""Durability phases per level, alternating, best kept: the machine's other load hits both."""
+POLICY = ("qu.*=quorum", "st.*=strong")
+PHASES = ("steady", "partition", "heal")
+PROBE_DELAYS_MS = (0, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280)
+VISIBILITY_GOAL = 0.99
+PARTITIONS = ("isolate", "minority")
+CLIENT_SLACK_S = 2.0
+"""How much longer than the cluster's own deadline the HTTP client waits for an answer."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Sizes of the workload."""
-    parser.add_argument("--seconds", type=float, default=3.0, help="each closed-loop phase")
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
-    parser.add_argument("--trials", type=int, default=50, help="stale-read and partition trials")
+    """Options of ``crdtstream bench modes``."""
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="lan", help="link shape")
+    parser.add_argument("--latency-ms", type=float, help="one-way latency (overrides --profile)")
+    parser.add_argument("--jitter-ms", type=float, help="one-way jitter (overrides --profile)")
+    parser.add_argument("--bandwidth-kbps", type=float, help="per link and direction (unlimited)")
     parser.add_argument(
-        "--minority-timeout-ms",
-        type=int,
-        default=500,
-        help="quorum and strong deadline when cut off",
+        "--partition",
+        choices=PARTITIONS,
+        default="isolate",
+        help="isolate: n1 alone; minority: the largest minority n1.. against the rest (isolate)",
     )
     parser.add_argument(
-        "--statsd-lines", type=int, default=600_000, help="statsd lines per durability phase"
+        "--seconds", type=float, default=9.0, help="steady+partition+heal, per mode (9)"
     )
+    parser.add_argument("--rate", type=float, default=40.0, help="offered requests/s (40)")
+    parser.add_argument("--nodes", type=int, default=3, help=f"agents, 3 to {NODES_MAX} (3)")
+    parser.add_argument("--trials", type=int, default=20, help="t-visibility writes per mode")
+    parser.add_argument("--quota-limit", type=int, default=20, help="the quota's limit (20)")
+    parser.add_argument(
+        "--timeout-ms", type=int, default=1_000, help="quorum/strong deadline in the nodes"
+    )
+    parser.add_argument("--plots", type=Path, help="write PNG plots into this directory")
+    parser.add_argument("--base-port", type=int, help="consecutive ports from here (free ones)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset")
+    parser.add_argument("--seed", type=int, default=1)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+# ---------------------------------------------------------------------- records
 
 
-def _build(timeout_ms: int, data_root: Path | None = None, durability: str = "fsync") -> list[Node]:
-    from crdtstream.clock import SystemClock
-    from crdtstream.config import GossipConfig, MembershipConfig, PolicyRule
-    from crdtstream.node import Node, NodeConfig, PeerAddress
-    from transports.zeromq import ZmqTransport
+@dataclass(slots=True)
+class Request:
+    """One request of the open-loop load."""
 
-    addresses = {name: f"tcp://127.0.0.1:{_free_port()}" for name in NAMES}
-    voters = tuple(PeerAddress(name, address) for name, address in addresses.items())
-    if data_root is not None:
-        voters = ()  # eventual writes only: no Raft log on disk to confound the figures
-    nodes = []
-    for index, name in enumerate(NAMES):
-        config = NodeConfig(
-            node_id=name,
-            listen_address=addresses[name],
-            peers=tuple(peer for peer in voters if peer.node_id != name),
-            gossip=GossipConfig.local(),
-            membership=MembershipConfig.local(),
-            raft_voters=voters,
-            policy=(PolicyRule("qu.*", "quorum"), PolicyRule("st.*", "strong")),
-            strong_timeout_ms=timeout_ms,
-            quorum_timeout_ms=timeout_ms,
-            data_dir=None if data_root is None else data_root / name,
-            durability=durability,
-        )
-        transport = ZmqTransport(name, addresses[name], config.transport)
-        nodes.append(Node(config, transport, SystemClock(), random.Random(index)))
-    return nodes
+    mode: str
+    phase: str
+    kind: str  # "write" or "read"
+    node: str
+    scheduled_s: float  # since the mode started
+    latency_ms: float = 0.0
+    finished_s: float = 0.0  # since the mode started
+    ok: bool = False
+    stale: bool = False
 
 
-async def _write(node: Node, key: str) -> None:
-    """A counter add; the key's prefix decides its mode, through the node's one write API."""
-    await node.write(key, "add", 1)
+@dataclass(slots=True)
+class ModeRun:
+    """Everything measured for one mode."""
+
+    mode: str
+    requests: list[Request] = field(default_factory=list)
+    phase_start_s: dict[str, float] = field(default_factory=dict)
+    phase_end_s: dict[str, float] = field(default_factory=dict)
+    visibility: dict[int, float] = field(default_factory=dict)
+    quota_value: float = 0.0
+    quota_applied: float = 0.0
+    converge_ms: float = 0.0
+    bytes_per_write: float = 0.0
 
 
-async def _read(node: Node, key: str) -> float:
-    answer = await node.read(key)
-    return float(sum(window.value for window in answer.windows))  # type: ignore[misc]
+class Progress:
+    """One line on stderr, redrawn on a terminal and printed every few seconds elsewhere."""
 
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.state = "starting"
+        self.ok = 0
+        self.failed = 0
 
-async def _closed_loop(
-    nodes: list[Node], seconds: float, concurrency: int, operation: Callable[[Node], Awaitable[Any]]
-) -> tuple[float, list[float]]:
-    """Operations per second and each one's latency in ms, ``concurrency`` at a time."""
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
-
-    async def worker(index: int) -> None:
-        node = nodes[index % len(nodes)]
-        while time.monotonic() < deadline:
-            started = time.monotonic()
-            await operation(node)
-            latencies.append((time.monotonic() - started) * 1000)
-            await asyncio.sleep(0)  # a local write never yields on its own
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(index) for index in range(concurrency)))
-    return len(latencies) / (time.monotonic() - started), latencies
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
-
-
-async def _wait_for_leader(nodes: list[Node]) -> None:
-    from crdtstream.errors import UnavailableError
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            await nodes[0].write("st.warmup", "add", 0)
+    def update(self, state: str | None = None) -> None:
+        if state is not None:
+            self.state = state
+        now = time.monotonic()
+        if not self.tty and now - self.last_print < 3.0 and state is None:
             return
-        except UnavailableError:
-            if time.monotonic() > deadline:
-                raise
+        self.last_print = now
+        line = (
+            f"bench modes: {self.state:<26} {now - self.started:6.1f} s  "
+            f"{self.ok} ok, {self.failed} failed"
+        )
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr)
+
+    def done(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
 
 
-async def _stale_fraction(nodes: list[Node], mode: str, trials: int) -> float:
-    stale = 0
-    for trial in range(trials):
-        key = f"{PREFIX[mode]}.fresh.{trial}"
-        writer, reader = nodes[trial % 3], nodes[(trial + 1) % 3]
-        await _write(writer, key)
-        if await _read(reader, key) < 1:
-            stale += 1
-    return stale / trials
+# ---------------------------------------------------------------------- HTTP client
 
 
-async def _available_on_minority(
-    nodes: list[Node], tasks: list[asyncio.Task[None]], stops: list[asyncio.Event], trials: int
-) -> dict[str, float]:
-    """m2 and m3 stop without leaving (to m1 it is as if a partition cut them off: they stay
-    members, so the cluster is still three); then ``trials`` concurrent writes at m1 in each
-    mode."""
-    from crdtstream.errors import UnavailableError
+class Client:
+    """Writes and reads at any node over HTTP (aiohttp), never raising for a refused request."""
 
-    for index in (1, 2):
-        nodes[index].close(leave=False)
-        stops[index].set()
-    await asyncio.gather(*tasks[1:], return_exceptions=True)
+    def __init__(self, cluster: Cluster, timeout_ms: int) -> None:
+        import aiohttp
 
-    async def attempt(mode: str, trial: int) -> bool:
+        self._aiohttp = aiohttp
+        self.urls = {a.node_id: f"http://127.0.0.1:{a.http_port}" for a in cluster.agents}
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout_ms / 1000 + CLIENT_SLACK_S),
+            connector=aiohttp.TCPConnector(limit=0),
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def write(self, node: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer of an acknowledged write, None when refused or unanswered."""
         try:
-            await _write(nodes[0], f"{PREFIX[mode]}.cut.{trial}")
-        except UnavailableError:
-            return False
-        return True
+            async with self.session.post(f"{self.urls[node]}/v1/keys/{key}", json=body) as answer:
+                data = await answer.json() if answer.status == 200 else None
+                return data if isinstance(data, dict) else None
+        except (self._aiohttp.ClientError, TimeoutError):
+            return None
 
-    available: dict[str, float] = {}
-    for mode in MODES:
-        outcomes = await asyncio.gather(*(attempt(mode, trial) for trial in range(trials)))
-        available[mode] = sum(outcomes) / trials
-    return available
+    async def add(self, node: str, key: str) -> bool:
+        return await self.write(node, key, {"op": "add", "value": 1}) is not None
 
-
-async def _measure(args: argparse.Namespace, report: Report) -> None:
-    nodes = _build(args.minority_timeout_ms)
-    stops = [asyncio.Event() for _ in nodes]
-    tasks = [asyncio.create_task(node.run(stop)) for node, stop in zip(nodes, stops, strict=True)]
-    try:
-        await _wait_for_leader(nodes)
-        writes: dict[str, float] = {}
-        reads: dict[str, float] = {}
-        for mode in MODES:
-            key = f"{PREFIX[mode]}.load"
-            rate, latencies = await _closed_loop(
-                nodes,
-                args.seconds,
-                args.concurrency,
-                functools.partial(_write, key=key),
-            )
-            writes[mode] = rate
-            report.add(f"{mode}_writes_per_s", rate, "writes/s (closed loop, 3 nodes)")
-            report.add(f"{mode}_write_ms_p50", _percentile(latencies, 0.5), "ms")
-            report.add(f"{mode}_write_ms_p99", _percentile(latencies, 0.99), "ms")
-        for mode in MODES:
-            key = f"{PREFIX[mode]}.load"
-            rate, _ = await _closed_loop(
-                nodes, args.seconds, args.concurrency, functools.partial(_read, key=key)
-            )
-            reads[mode] = rate
-            report.add(f"{mode}_reads_per_s", rate, "reads/s (closed loop, 3 nodes)")
-        stale = {mode: await _stale_fraction(nodes, mode, args.trials) for mode in MODES}
-        for mode in MODES:
-            report.add(f"{mode}_stale_read_fraction", stale[mode], "of reads right after a write")
-        available = await _available_on_minority(nodes, tasks, stops, args.trials)
-        for mode in MODES:
-            report.add(f"{mode}_available_on_minority", available[mode], "of writes acknowledged")
-        for mode in ("quorum", "strong"):
-            report.ratio(f"{mode}_writes_vs_eventual", writes[mode] / writes["eventual"], ">= 0.05")
-            report.ratio(f"{mode}_reads_vs_eventual", reads[mode] / reads["eventual"], ">= 0.05")
-            report.ratio(f"{mode}_stale_read_fraction", stale[mode], "<= 0")
-            report.ratio(f"{mode}_available_on_minority", available[mode], "<= 0")
-        report.ratio("eventual_available_on_minority", available["eventual"], ">= 1")
-    finally:
-        for stop in stops:
-            stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def read(
+        self, node: str, key: str, consistency: str | None = None, *, per_window: bool = False
+    ) -> float | None:
+        """The sum of the key's windows, or with ``per_window`` the largest window's value (0
+        for an unknown key); None when unavailable."""
+        query = "" if consistency is None else f"?consistency={consistency}"
+        try:
+            async with self.session.get(f"{self.urls[node]}/v1/keys/{key}{query}") as answer:
+                if answer.status == 404:
+                    return 0.0
+                if answer.status != 200:
+                    return None
+                data = await answer.json()
+        except (self._aiohttp.ClientError, TimeoutError):
+            return None
+        values = [float(window["value"]) for window in data["windows"]]
+        return max(values, default=0.0) if per_window else float(sum(values))
 
 
-async def _statsd_rate(node: Node, datagrams: list[bytes]) -> float:
-    """Lines per second applied at ``node`` while it runs, its log synced at the end."""
-    from bench._statsd import DATAGRAMS_PER_BATCH
-
-    lines = sum(datagram.count(b"\n") + 1 for datagram in datagrams)
-    started = time.monotonic()
-    for start in range(0, len(datagrams), DATAGRAMS_PER_BATCH):
-        node.ingest_statsd(datagrams[start : start + DATAGRAMS_PER_BATCH])
-        await asyncio.sleep(0)  # the node's loop pumps (and syncs) between batches
-    node.make_durable()
-    return lines / (time.monotonic() - started)
-
-
-async def _measure_durability(args: argparse.Namespace, report: Report, root: Path) -> None:
-    from bench._statsd import statsd_workload
-
-    levels = ("fsync", "none")
-    clusters = {level: _build(args.minority_timeout_ms, root / level, level) for level in levels}
-    stops = [asyncio.Event() for _ in range(6)]
-    nodes = [node for level in levels for node in clusters[level]]
-    tasks = [asyncio.create_task(node.run(stop)) for node, stop in zip(nodes, stops, strict=True)]
-    writes: dict[str, float] = dict.fromkeys(levels, 0.0)
-    statsd: dict[str, float] = dict.fromkeys(levels, 0.0)
-    try:
-        for phase in range(PHASES):
-            for level in levels if phase % 2 == 0 else reversed(levels):
-                rate, _ = await _closed_loop(
-                    clusters[level][:1],  # one node's group commit, as one agent serves HTTP
-                    args.seconds / PHASES,
-                    args.concurrency,
-                    lambda node: _write(node, "ev.durable"),
-                )
-                writes[level] = max(writes[level], rate)
-                datagrams = statsd_workload(args.statsd_lines, seed=phase)
-                statsd[level] = max(
-                    statsd[level], await _statsd_rate(clusters[level][0], datagrams)
-                )
-    finally:
-        for stop in stops:
-            stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    report.add("durable_eventual_writes_per_s", writes["fsync"], "writes/s (fsync before answer)")
-    report.add("volatile_eventual_writes_per_s", writes["none"], "writes/s (durability none)")
-    report.ratio("durable_writes_vs_volatile", writes["fsync"] / writes["none"], ">= 0.5")
-    report.add("statsd_logged_lines_per_s", statsd["fsync"], "lines/s (log synced)")
-    report.add("statsd_volatile_lines_per_s", statsd["none"], "lines/s (durability none)")
-    report.ratio("statsd_logged_vs_volatile", statsd["fsync"] / statsd["none"], ">= 0.8")
+# ---------------------------------------------------------------------- the run
 
 
 def run(args: argparse.Namespace) -> Report:
-    """Run the suite (see the module docstring)."""
-    report = Report("modes")
-    asyncio.run(_measure(args, report))
-    with tempfile.TemporaryDirectory(prefix="crdtstream-bench-") as root:
-        asyncio.run(_measure_durability(args, report, Path(root)))
+    """Start the cluster, measure every mode in turn, stop everything; one report."""
+    if not 3 <= args.nodes <= NODES_MAX:
+        raise SystemExit(f"bench modes: --nodes must be 3 to {NODES_MAX}, got {args.nodes}")
+    modes = [mode for mode in args.modes.split(",") if mode]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        raise SystemExit(f"bench modes: unknown modes {sorted(unknown)} (known: {MODES})")
+    progress = Progress()
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="crdtstream-bench-modes-") as directory:
+        cluster = Cluster(
+            Path(directory),
+            size=args.nodes,
+            shape=_shape(args),
+            policy=POLICY,
+            base_port=args.base_port,
+            timeout_ms=args.timeout_ms,
+            seed=args.seed,
+        )
+        with cluster:
+            progress.update("waiting for a Raft leader")
+            cluster.wait_for_leader()
+            runs = asyncio.run(_measure(cluster, args, modes, progress))
+    progress.done()
+    report = _report(runs, args)
+    report.parameters = _parameters(args, modes)
+    report.environment = _environment(started)
+    if args.plots is not None:
+        _plots(runs, args.plots, args.profile)
     return report
+
+
+async def _measure(
+    cluster: Cluster, args: argparse.Namespace, modes: list[str], progress: Progress
+) -> list[ModeRun]:
+    client = Client(cluster, args.timeout_ms)
+    try:
+        await _first_strong_write(client, cluster)
+        return [await _one_mode(cluster, client, mode, args, progress) for mode in modes]
+    finally:
+        await client.close()
+
+
+async def _first_strong_write(client: Client, cluster: Cluster) -> None:
+    """Until a strong write succeeds at every node: every node knows the leader."""
+    deadline = time.monotonic() + 30
+    for name in cluster.names:
+        while not await client.add(name, "st.warmup"):
+            if time.monotonic() > deadline:
+                raise TimeoutError("bench modes: strong writes still fail after 30 s")
+            await asyncio.sleep(0.1)
+
+
+async def _one_mode(
+    cluster: Cluster, client: Client, mode: str, args: argparse.Namespace, progress: Progress
+) -> ModeRun:
+    loop = asyncio.get_running_loop()
+    prefix = PREFIX[mode]
+    result = ModeRun(mode)
+    names = cluster.names
+    minority = _minority(names, args.partition)
+    majority = [name for name in names if name not in minority]
+    phase_s = args.seconds / len(PHASES)
+    origin = loop.time()
+    acked = [0]  # adds of the load key acknowledged so far
+    phase = ["steady"]
+    load_key = f"{prefix}.load"
+    healed_acked = 0
+
+    async def request(number: int, scheduled_s: float) -> None:
+        kind = "write" if number % 2 == 0 else "read"
+        node = names[(number // 2) % len(names)]
+        record = Request(mode, phase[0], kind, node, scheduled_s - origin)
+        if kind == "write":
+            record.ok = await client.add(node, load_key)
+            if record.ok:
+                acked[0] += 1
+        else:
+            acked_before = acked[0]
+            value = await client.read(node, load_key)
+            record.ok = value is not None
+            record.stale = value is not None and value < acked_before
+        record.latency_ms = (loop.time() - scheduled_s) * 1000.0
+        record.finished_s = loop.time() - origin
+        result.requests.append(record)
+        if record.ok:
+            progress.ok += 1
+        else:
+            progress.failed += 1
+        progress.update()
+
+    load = asyncio.create_task(_open_loop(request, args.rate, args.seconds))
+    try:
+        for name in PHASES:
+            progress.update(f"{mode}: {name}")
+            phase[0] = name
+            result.phase_start_s[name] = loop.time() - origin
+            if name == "partition":
+                cluster.partition(minority)
+                side_work = asyncio.gather(
+                    _quota(client, mode, minority, majority, phase_s, args.quota_limit),
+                    _partitioned_adds(client, f"{prefix}.healed", names),
+                )
+                await asyncio.sleep(phase_s)
+                quota_applied, healed_acked = await side_work
+                result.quota_applied = quota_applied
+            elif name == "heal":
+                cluster.heal()
+                heal_s = loop.time()
+                keys = [f"{prefix}.healed", f"{prefix}.quota"]
+                converged = asyncio.create_task(
+                    _converged(client, names, keys, healed_acked, phase_s * 4)
+                )
+                await asyncio.sleep(phase_s)
+                converged_at = await converged
+                result.converge_ms = (converged_at - heal_s) * 1000.0
+            else:
+                await asyncio.sleep(phase_s)
+            result.phase_end_s[name] = loop.time() - origin
+        await load
+    finally:
+        load.cancel()
+        cluster.heal()
+    result.quota_value = await _read_settled(client, names, f"{prefix}.quota")
+    progress.update(f"{mode}: t-visibility")
+    result.visibility = await _visibility(client, mode, names, args.trials)
+    progress.update(f"{mode}: bytes per write")
+    result.bytes_per_write = await _bytes_per_write(cluster, client, f"{prefix}.bytes", args.rate)
+    return result
+
+
+async def _open_loop(
+    request: Callable[[int, float], Coroutine[Any, Any, None]], rate: float, seconds: float
+) -> None:
+    """Start request ``n`` at ``start + n / rate`` whatever the earlier ones do."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for number in range(int(rate * seconds)):
+            scheduled = start + number / rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(request(number, scheduled)))
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _quota(
+    client: Client, mode: str, minority: list[str], majority: list[str], seconds: float, limit: int
+) -> float:
+    """Clients on both sides add 1 up to ``limit`` for ``seconds``. Strong: ``conditional_add``
+    in the log, and the largest value an applied add was answered with is returned; others:
+    read, then add if below (0 returned). The limit holds per window, as the log keeps it."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds * 0.8
+    key = f"{PREFIX[mode]}.quota"
+    applied = [0.0]  # the largest value the log answered an applied add with (strong)
+
+    async def side(node: str) -> None:
+        while loop.time() < end:
+            if mode == "strong":
+                body = {"op": "conditional_add", "value": 1, "limit": limit}
+                answer = await client.write(node, key, body)
+                if answer is not None:
+                    if not answer.get("applied"):
+                        return  # the limit is reached, and the log says so
+                    applied[0] = max(applied[0], float(answer.get("value", 0.0)))
+                    continue
+            else:
+                value = await client.read(node, key, per_window=True)
+                if value is not None and value + 1 > limit:
+                    return
+                if value is not None and await client.add(node, key):
+                    continue
+            await asyncio.sleep(0.05)  # unavailable: try again shortly
+
+    await asyncio.gather(*(side(node) for node in [*minority, *majority]))
+    return applied[0]
+
+
+async def _partitioned_adds(client: Client, key: str, names: list[str]) -> int:
+    """Five adds at every node during the partition; how many were acknowledged."""
+    outcomes = await asyncio.gather(*(client.add(name, key) for name in names for _ in range(5)))
+    return sum(outcomes)
+
+
+async def _values(client: Client, names: list[str], key: str) -> list[float | None]:
+    return list(
+        await asyncio.gather(*(client.read(name, key, consistency="eventual") for name in names))
+    )
+
+
+async def _converged(
+    client: Client, names: list[str], keys: list[str], acked: int, deadline_s: float
+) -> float:
+    """The loop time at which every node reports the same value of every key in ``keys``, the
+    first at least ``acked`` (the deadline's time when they never do)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    while loop.time() < end:
+        agreed = True
+        for index, key in enumerate(keys):
+            values = await _values(client, names, key)
+            if (
+                None in values
+                or len(set(values)) != 1
+                or (index == 0 and (values[0] or 0.0) < acked)
+            ):
+                agreed = False
+        if agreed:
+            return loop.time()
+        await asyncio.sleep(0.01)
+    return end
+
+
+async def _read_settled(client: Client, names: list[str], key: str) -> float:
+    """The largest window value any node reports, once they agree (or after 10 s)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 10
+    values: list[float | None] = []
+    while loop.time() < end:
+        values = list(
+            await asyncio.gather(
+                *(client.read(name, key, "eventual", per_window=True) for name in names)
+            )
+        )
+        if None not in values and len(set(values)) == 1:
+            break
+        await asyncio.sleep(0.05)
+    return max((value for value in values if value is not None), default=0.0)
+
+
+async def _visibility(client: Client, mode: str, names: list[str], trials: int) -> dict[int, float]:
+    """Fraction of reads at another node that saw an add, per delay after its acknowledgement."""
+    loop = asyncio.get_running_loop()
+    seen = dict.fromkeys(PROBE_DELAYS_MS, 0)
+    completed = [0]
+
+    async def trial(number: int) -> None:
+        key = f"{PREFIX[mode]}.vis.{number}"
+        writer, reader = names[number % len(names)], names[(number + 1) % len(names)]
+        if not await client.add(writer, key):
+            return
+        acked_at = loop.time()
+
+        async def probe(delay_ms: int) -> None:
+            await asyncio.sleep(max(0.0, acked_at + delay_ms / 1000 - loop.time()))
+            value = await client.read(reader, key)
+            if value is not None and value >= 1:
+                seen[delay_ms] += 1
+
+        await asyncio.gather(*(probe(delay) for delay in PROBE_DELAYS_MS))
+        completed[0] += 1
+
+    batch = 4  # trials in flight together: a short run, without crowding the probes
+    for first in range(0, trials, batch):
+        await asyncio.gather(*(trial(n) for n in range(first, min(trials, first + batch))))
+    return {delay: count / max(1, completed[0]) for delay, count in seen.items()}
+
+
+async def _bytes_per_write(cluster: Cluster, client: Client, key: str, rate: float) -> float:
+    """Bytes the proxies carried per acknowledged add during a write-only second, net of the
+    idle traffic measured in the second before."""
+    loop = asyncio.get_running_loop()
+    before, idle_start = cluster.bytes_forwarded(), loop.time()
+    await asyncio.sleep(1.0)
+    idle_per_s = (cluster.bytes_forwarded() - before) / (loop.time() - idle_start)
+    names = cluster.names
+    acked = [0]
+
+    async def request(number: int, scheduled_s: float) -> None:
+        if await client.add(names[number % len(names)], key):
+            acked[0] += 1
+
+    before, start = cluster.bytes_forwarded(), loop.time()
+    await _open_loop(request, rate, 1.0)
+    await asyncio.sleep(0.5)  # the last writes' replication and gossip
+    carried = cluster.bytes_forwarded() - before - idle_per_s * (loop.time() - start)
+    return max(0.0, carried) / max(1, acked[0])
+
+
+# ---------------------------------------------------------------------- figures
+
+
+def _minority(names: list[str], partition: str) -> list[str]:
+    """The nodes cut off: ``n1`` alone, or the largest minority from ``n1`` on."""
+    ordered = sorted(names, key=lambda name: int(name[1:]))
+    return ordered[:1] if partition == "isolate" else ordered[: (len(ordered) - 1) // 2]
+
+
+def _shape(args: argparse.Namespace) -> LinkShape:
+    """The profile's link shape with any explicit value in its place."""
+    profile = PROFILES[args.profile]
+    return LinkShape(
+        latency_ms=profile.latency_ms if args.latency_ms is None else args.latency_ms,
+        jitter_ms=profile.jitter_ms if args.jitter_ms is None else args.jitter_ms,
+        bandwidth_bytes_per_s=None
+        if args.bandwidth_kbps is None
+        else args.bandwidth_kbps * 1000 / 8,
+    )
+
+
+def _percentile(values: list[float], percent: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), percent)) if values else float("nan")
+
+
+def _t_visibility_ms(curve: dict[int, float]) -> float:
+    """The first probed delay at which the goal fraction saw the write (the last probed delay
+    when none did, reported with ``_reached`` 0)."""
+    for delay in PROBE_DELAYS_MS:
+        if curve.get(delay, 0.0) >= VISIBILITY_GOAL:
+            return float(delay)
+    return float(PROBE_DELAYS_MS[-1])
+
+
+def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
+    report = Report("modes")
+    rate = f"ms from the scheduled start ({args.rate:g} req/s offered, {args.profile})"
+    for item in runs:
+        mode = item.mode
+        steady = [r for r in item.requests if r.phase == "steady" and r.ok]
+        writes = [r.latency_ms for r in steady if r.kind == "write"]
+        reads = [r.latency_ms for r in steady if r.kind == "read"]
+        report.add(f"{mode}_write_ms_p50", _percentile(writes, 50), rate)
+        report.add(f"{mode}_write_ms_p99", _percentile(writes, 99), rate)
+        report.add(f"{mode}_write_ms_p999", _percentile(writes, 99.9), rate)
+        report.add(f"{mode}_read_ms_p50", _percentile(reads, 50), rate)
+        report.add(f"{mode}_read_ms_p99", _percentile(reads, 99), rate)
+        for phase in PHASES:
+            ok = sum(1 for r in item.requests if r.phase == phase and r.ok)
+            span = item.phase_end_s.get(phase, 0.0) - item.phase_start_s.get(phase, 0.0)
+            report.add(f"{mode}_{phase}_ok_per_s", ok / max(span, 1e-9), "requests/s answered")
+            if phase != "steady":
+                answered = [
+                    r.latency_ms for r in item.requests if r.phase == phase and r.kind == "write"
+                ]
+                report.add(
+                    f"{mode}_{phase}_write_ms_p99",
+                    _percentile(answered, 99),
+                    "ms, refusals included (their wait is the cost)",
+                )
+        curve = item.visibility
+        report.add(f"{mode}_t_visibility_ms_p99", _t_visibility_ms(curve), "ms after the ack")
+        reached = any(value >= VISIBILITY_GOAL for value in curve.values())
+        report.add(f"{mode}_t_visibility_reached", float(reached), "bool (0: not within probes)")
+        report.add(f"{mode}_visible_at_ack", curve.get(0, 0.0), "of reads at once after the ack")
+        stale = sum(1 for r in item.requests if r.stale)
+        report.add(f"{mode}_stale_reads", float(stale), "reads missing an acknowledged add")
+        # Acknowledged while the partition lasted: a write started during the partition and
+        # answered after the heal was served by a node no longer cut off.
+        heal_s = item.phase_start_s.get("heal", float("inf"))
+        cut = [r for r in item.requests if r.phase == "partition" and r.kind == "write"]
+        minority_nodes = _minority(sorted({r.node for r in item.requests}), args.partition)
+        on_minority = [r.ok and r.finished_s < heal_s for r in cut if r.node in minority_nodes]
+        on_majority = [r.ok and r.finished_s < heal_s for r in cut if r.node not in minority_nodes]
+        minority = sum(on_minority) / max(1, len(on_minority))
+        report.add(f"{mode}_available_on_minority", minority, "of writes acknowledged")
+        report.add(
+            f"{mode}_available_on_majority",
+            sum(on_majority) / max(1, len(on_majority)),
+            "of writes acknowledged",
+        )
+        overshoot = max(0.0, item.quota_value - args.quota_limit)
+        if mode == "strong":
+            overshoot = max(overshoot, item.quota_applied - args.quota_limit)
+        report.add(f"{mode}_quota_overshoot", overshoot, f"over a limit of {args.quota_limit}")
+        report.add(f"{mode}_bytes_per_write", item.bytes_per_write, "bytes (all links, net)")
+        report.add(f"{mode}_converge_after_heal_ms", item.converge_ms, "ms")
+        if mode in ("quorum", "strong"):
+            report.promise(f"{mode}_stale_reads", float(stale), "<= 0")
+            report.promise(f"{mode}_visible_at_ack", curve.get(0, 0.0), ">= 1")
+            report.promise(f"{mode}_available_on_minority", minority, "<= 0")
+        if mode == "strong":
+            report.promise("strong_quota_overshoot", overshoot, "<= 0")
+        if mode == "eventual":
+            report.promise("eventual_available_on_minority", minority, ">= 1")
+    by_name = {r.name: r.value for r in report.results}
+    for mode in ("quorum", "strong"):
+        if f"{mode}_write_ms_p50" in by_name and "eventual_write_ms_p50" in by_name:
+            ratio = by_name[f"{mode}_write_ms_p50"] / max(by_name["eventual_write_ms_p50"], 1e-9)
+            report.add(f"{mode}_write_p50_vs_eventual", ratio, "x the eventual write latency")
+    return report
+
+
+def _parameters(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
+    shape = _shape(args)
+    return {
+        "profile": args.profile,
+        "link": asdict(shape),
+        "seconds_per_mode": args.seconds,
+        "rate_per_s": args.rate,
+        "nodes": args.nodes,
+        "trials": args.trials,
+        "quota_limit": args.quota_limit,
+        "timeout_ms": args.timeout_ms,
+        "base_port": args.base_port,
+        "modes": modes,
+        "partition": args.partition,
+        "probe_delays_ms": list(PROBE_DELAYS_MS),
+        "seed": args.seed,
+        "plots": None if args.plots is None else str(args.plots),
+    }
+
+
+def _environment(started: float) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for package in ("crdtstream", "pyzmq", "aiohttp", "numpy", "matplotlib"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "started_unix_s": started,
+    }
+
+
+# ---------------------------------------------------------------------- plots
+
+
+def _plots(runs: list[ModeRun], directory: Path, profile: str) -> list[Path]:
+    """Latency over time (partition shaded), latency CDFs, t-visibility curves and answered
+    requests per phase, as PNGs in ``directory``; the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    colours = {"eventual": "tab:green", "quorum": "tab:blue", "strong": "tab:red"}
+
+    figure, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), squeeze=False)
+    for axis, item in zip(axes[:, 0], runs, strict=True):
+        start, end = item.phase_start_s["partition"], item.phase_end_s["partition"]
+        axis.axvspan(start, end, color="0.85", label="partition")
+        for kind, marker in (("write", "o"), ("read", "x")):
+            for ok in (True, False):
+                points = [r for r in item.requests if r.kind == kind and r.ok == ok]
+                axis.scatter(
+                    [r.scheduled_s for r in points],
+                    [r.latency_ms for r in points],
+                    s=8,
+                    marker=marker,
+                    color=colours[item.mode] if ok else "black",
+                    label=f"{kind} {'ok' if ok else 'failed'}",
+                )
+        axis.set_yscale("log")
+        axis.set_title(f"{item.mode} ({profile})")
+        axis.set_ylabel("latency ms")
+        axis.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("seconds since the mode started")
+    figure.tight_layout()
+    written.append(_save(figure, directory / "latency_over_time.png"))
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for item in runs:
+        for kind, style in (("write", "-"), ("read", "--")):
+            values = sorted(
+                r.latency_ms
+                for r in item.requests
+                if r.kind == kind and r.ok and r.phase != "partition"
+            )
+            if values:
+                fractions = [(index + 1) / len(values) for index in range(len(values))]
+                axis.plot(
+                    values, fractions, style, color=colours[item.mode], label=f"{item.mode} {kind}"
+                )
+    axis.set_xscale("log")
+    axis.set_xlabel("latency ms (steady and heal phases)")
+    axis.set_ylabel("fraction of requests")
+    axis.legend(fontsize=8)
+    written.append(_save(figure, directory / "latency_cdf.png"))
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for item in runs:
+        delays = sorted(item.visibility)
+        axis.plot(
+            [max(delay, 0.5) for delay in delays],
+            [item.visibility[delay] for delay in delays],
+            "o-",
+            color=colours[item.mode],
+            label=item.mode,
+        )
+    axis.set_xscale("log")
+    axis.set_xlabel("ms after the write's acknowledgement (0 drawn at 0.5)")
+    axis.set_ylabel("P(read at another node sees it)")
+    axis.set_ylim(-0.05, 1.05)
+    axis.legend(fontsize=8)
+    written.append(_save(figure, directory / "t_visibility.png"))
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(1, len(runs))
+    for offset, item in enumerate(runs):
+        rates = []
+        for phase in PHASES:
+            answered = sum(1 for r in item.requests if r.phase == phase and r.ok)
+            span = item.phase_end_s[phase] - item.phase_start_s[phase]
+            rates.append(answered / max(span, 1e-9))
+        axis.bar(
+            [index + offset * width for index in range(len(PHASES))],
+            rates,
+            width,
+            color=colours[item.mode],
+            label=item.mode,
+        )
+    axis.set_xticks([index + 0.4 - width / 2 for index in range(len(PHASES))], list(PHASES))
+    axis.set_ylabel("requests answered per s")
+    axis.legend(fontsize=8)
+    written.append(_save(figure, directory / "throughput_per_phase.png"))
+    return written
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

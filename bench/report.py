@@ -2,7 +2,9 @@
 
 ``--json`` prints ``{"suite", "results": [{"name", "value", "unit"}], "ratios": [{"name",
 "value", "goal", "met"}]}``; the default is a human table. A ratio's goal is a string such as
-``">= 20"`` or ``"<= 0.05"`` so that the direction is explicit.
+``">= 20"`` or ``"<= 0.05"`` so that the direction is explicit. A suite may add
+``"parameters"`` and ``"environment"`` objects (what was run, on what), and name some ratios
+*promises*: the command exits non-zero when one of those is not met.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Report:
     suite: str
     results: list[Result] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    promises: set[str] = field(default_factory=set)
 
     def add(self, name: str, value: float, unit: str) -> None:
         """Record a result."""
@@ -61,9 +66,18 @@ class Report:
         """Record a ratio against a baseline measured in the same run."""
         self.ratios.append(Ratio(name, float(value), goal))
 
+    def promise(self, name: str, value: float, goal: str) -> None:
+        """Record a ratio that is a promise: when it is not met the command fails."""
+        self.ratio(name, value, goal)
+        self.promises.add(name)
+
+    def broken_promises(self) -> list[str]:
+        """The names of the promises not met (empty: every promise kept)."""
+        return [r.name for r in self.ratios if r.name in self.promises and not r.met]
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object that ``--json`` prints."""
-        return {
+        shape: dict[str, Any] = {
             "suite": self.suite,
             "results": [{"name": r.name, "value": r.value, "unit": r.unit} for r in self.results],
             "ratios": [
@@ -71,6 +85,13 @@ class Report:
                 for r in self.ratios
             ],
         }
+        if self.parameters:
+            shape["parameters"] = self.parameters
+        if self.environment:
+            shape["environment"] = self.environment
+        if self.promises:
+            shape["broken_promises"] = self.broken_promises()
+        return shape
 
     def to_table(self) -> str:
         """A plain-text table for people."""
@@ -82,6 +103,8 @@ class Report:
             lines.append("")
             for q in self.ratios:
                 mark = "met" if q.met else "NOT MET"
+                if q.name in self.promises:
+                    mark += " (promise)"
                 lines.append(f"  {q.name:<{width}}  {q.value:>16,.3f}  goal {q.goal}  {mark}")
         return "\n".join(lines)
 

@@ -51,6 +51,12 @@ def _add_bench(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _run_bench(args: argparse.Namespace) -> int:
     report = args.bench_module.run(args)
     print(report.dumps() if args.json else report.to_table())
+    # A suite's promises (no stale strong read, say) are not figures to judge: one broken
+    # fails the command, so a script or CI job running the bench notices.
+    broken = report.broken_promises()
+    if broken:
+        print(f"bench {args.suite}: promises broken: {', '.join(broken)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -87,6 +87,12 @@ class Node:
         self.counters = DriverCounters()
         self._known_addresses: dict[str, str] = {}
         self._unusable_addresses: set[str] = set()
+        # An address the operator gave for a peer by id is kept over the one that peer
+        # advertises through gossip: behind a port forward, NAT or a proxy (the fault proxies of
+        # ``bench/cluster.py``) the advertised address may not be the way to reach it from here.
+        self._configured_peers = frozenset(
+            peer.node_id for peer in (*config.peers, *config.raft_voters)
+        )
         for peer in (*config.peers, *config.raft_voters):
             if peer.node_id != config.node_id and peer.node_id not in self._known_addresses:
                 self._known_addresses[peer.node_id] = peer.address
@@ -251,6 +257,8 @@ class Node:
     def _connect_new_members(self) -> None:
         for node_id, member in self.engine.gossip.membership.members.items():
             if node_id == self.config.node_id or not member.address:
+                continue
+            if node_id in self._configured_peers:
                 continue
             if self._known_addresses.get(node_id) == member.address:
                 continue

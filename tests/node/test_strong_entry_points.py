@@ -1,7 +1,8 @@
-"""A write to a ``strong`` key through the library's Node and through the bench's write goes
-through Raft, or is refused with a clear reason: never applied to the eventual store.
+"""A write to a ``strong`` key through the library's Node goes through Raft, or is refused with a
+clear reason: never applied to the eventual store.
 
-(HTTP and statsd have theirs in ``test_http_api.py``; the engine's in ``tests/engine``.)"""
+(HTTP and statsd have theirs in ``test_http_api.py``, and ``crdtstream bench modes`` writes
+through HTTP; the engine's in ``tests/engine``.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from bench.modes import _write as bench_write
 from crdtstream.clock import SystemClock
 from crdtstream.config import PolicyRule, RaftConfig
 from crdtstream.engine.strong import StrongReplica
@@ -26,10 +26,6 @@ Write = Callable[[Node, str], Awaitable[object]]
 
 async def _node_write(node: Node, key: str) -> object:
     return await node.write(key, "add", 1)
-
-
-async def _bench_write(node: Node, key: str) -> None:
-    await bench_write(node, key)
 
 
 def _run(voters: bool, scenario: Callable[[Node], Awaitable[None]]) -> None:
@@ -54,7 +50,7 @@ def _run(voters: bool, scenario: Callable[[Node], Awaitable[None]]) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("write", [_node_write, _bench_write], ids=["node", "bench"])
+@pytest.mark.parametrize("write", [_node_write], ids=["node"])
 def test_a_strong_write_goes_through_raft(write: Write) -> None:
     async def scenario(node: Node) -> None:
         await write(node, "st.calls")
@@ -69,7 +65,7 @@ def test_a_strong_write_goes_through_raft(write: Write) -> None:
     _run(True, scenario)
 
 
-@pytest.mark.parametrize("write", [_node_write, _bench_write], ids=["node", "bench"])
+@pytest.mark.parametrize("write", [_node_write], ids=["node"])
 def test_a_strong_write_without_raft_is_refused(write: Write) -> None:
     async def scenario(node: Node) -> None:
         with pytest.raises(RefusedError, match="raft_voters"):
