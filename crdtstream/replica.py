@@ -23,7 +23,7 @@ from crdtstream.clock import SystemClock
 from crdtstream.config import Mode, PolicyRule, WindowConfig
 from crdtstream.engine import Answer, Engine, Ticket
 from crdtstream.engine.strong import StrongReplica
-from crdtstream.errors import ConfigError, RefusedError
+from crdtstream.errors import ConfigError, RefusedError, UnavailableError
 from crdtstream.node import Node, NodeConfig, PeerAddress, parse_peer
 from crdtstream.watch import ChangeFeed, Subscriber, WatchEvent
 from crdtstream.window.results import WindowValue
@@ -393,6 +393,9 @@ class SyncReplica:
         self._closed = False
 
     def _call(self, coroutine: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
+        if self._loop.is_closed():
+            coroutine.close()
+            raise UnavailableError("the replica is closed")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(SYNC_CALL_TIMEOUT_S if timeout_s is None else timeout_s)
