@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Mapping
 from collections.abc import Sequence as SequenceABC
 from concurrent.futures import Future
 from pathlib import Path
@@ -442,7 +442,7 @@ class SyncReplica:
 
     def watch(
         self, pattern: str = "*", since: int | None = None, *, timeout_s: float | None = None
-    ) -> Iterator[WatchEvent]:
+    ) -> Generator[WatchEvent, None, None]:
         """:meth:`Replica.watch` as a blocking iterator; each step waits at most ``timeout_s``
         (None: until an event), raising :class:`TimeoutError` after it. Closing the generator
         ends the watch."""

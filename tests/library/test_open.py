@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from tests.transports.transport_harness import free_tcp_address
 
 pytestmark = [pytest.mark.timeout(60)]
 
-FAST = {"gossip": GossipConfig.local(), "membership": MembershipConfig.local()}
+FAST: dict[str, Any] = {"gossip": GossipConfig.local(), "membership": MembershipConfig.local()}
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> bool:
