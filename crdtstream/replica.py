@@ -19,11 +19,14 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from crdtstream.clock import SystemClock
 from crdtstream.config import Mode, PolicyRule, WindowConfig
 from crdtstream.engine import Answer, Engine, Ticket
+from crdtstream.engine.operations import strong_answer
 from crdtstream.engine.strong import StrongReplica
-from crdtstream.errors import ConfigError, RefusedError, UnavailableError
+from crdtstream.errors import ConfigError, UnavailableError
 from crdtstream.node import Node, NodeConfig, PeerAddress, parse_peer
 from crdtstream.watch import ChangeFeed, Subscriber, WatchEvent
 from crdtstream.window.results import WindowValue
@@ -59,7 +62,8 @@ class Driver(Protocol):
 
 
 class EngineSource:
-    """What a :class:`~crdtstream.watch.ChangeFeed` reads, from one engine."""
+    """What a :class:`~crdtstream.watch.ChangeFeed` reads, from one engine: CRDT state a window
+    at a time (every key's value in one read), strong keys from this voter's state machine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -68,41 +72,63 @@ class EngineSource:
         """The store's version."""
         return self.engine.store.version
 
-    def crdt_keys_changed_since(self, version: int) -> Iterable[str]:
-        """Keys holding cells changed after ``version`` (one delta, not one probe per key)."""
-        return self.engine.store.delta_since(version).keys
+    def crdt_changes_since(self, version: int) -> dict[tuple[int, int], set[str]]:
+        """Per window, the keys with cells changed after ``version`` (from the slices'
+        change stamps, as gossip's deltas are found; one array pass per changed slice)."""
+        store = self.engine.store
+        windows = store.windows
+        changed: dict[tuple[int, int], set[str]] = {}
+        for start, state in store.slices.items():
+            for kind, latest in state.latest.items():
+                if latest <= version:
+                    continue
+                cells = state.changed_since(kind, version, start)
+                if not len(cells):
+                    continue
+                names = store.kind_keys[kind]
+                keys = [names[local] for local in np.unique(cells.key).tolist()]
+                for window_start in windows.windows_of_slice(start):
+                    window = (window_start, windows.window_end(window_start))
+                    changed.setdefault(window, set()).update(keys)
+        return changed
 
-    def _machine_keys(self) -> list[str]:
-        strong = self.engine.strong
-        return strong.machine.keys() if isinstance(strong, StrongReplica) else []
+    def crdt_windows(self) -> list[tuple[int, int]]:
+        """Every retained window holding data."""
+        windows = self.engine.store.windows
+        return [(start, windows.window_end(start)) for start in self.engine.store.window_starts()]
+
+    def crdt_window(self, window: tuple[int, int]) -> dict[str, object]:
+        """Every key's value in ``window`` (one read of the window)."""
+        return self.engine.store.read_window(window[0]).values
+
+    def retention_floor_ms(self) -> int | None:
+        """The store's retention floor."""
+        return self.engine.store.retention_floor_ms()
+
+    def is_final(self, start_ms: int, end_ms: int) -> bool:
+        """Whether gossip calls the window final here."""
+        return self.engine.gossip.is_final(start_ms, end_ms)
+
+    def mode_of(self, key: str) -> Mode:
+        """The key's mode under the policy."""
+        return self.engine.mode_of(key)
 
     def raft_applied(self) -> int:
         """The Raft index applied on this voter (0 elsewhere)."""
         strong = self.engine.strong
         return strong.machine.applied_index if isinstance(strong, StrongReplica) else 0
 
-    def strong_keys(self) -> Iterable[str]:
-        """The strong keys this voter holds."""
-        return self._machine_keys()
+    def strong_keys(self) -> list[str]:
+        """The strong keys this voter holds (none elsewhere)."""
+        strong = self.engine.strong
+        return strong.machine.keys() if isinstance(strong, StrongReplica) else []
 
-    def all_keys(self) -> Iterable[str]:
-        """Every CRDT key in the store and every strong key held here."""
-        names = [name for keys in self.engine.store.kind_keys.values() for name in keys]
-        return [*names, *self._machine_keys()]
-
-    def windows(self, key: str) -> tuple[Mode, tuple[WindowValue, ...]] | None:
-        """The key's windows as an eventual read here sees them (None: no copy here)."""
-        ticket = self.engine.read(key, consistency="eventual")
-        if ticket.error is not None:
-            if isinstance(ticket.error, RefusedError):
-                return None  # a strong key on a node outside the voter set
-            raise ticket.error
-        answer = ticket.result()
-        return answer.mode, answer.windows
-
-    def is_final(self, start_ms: int, end_ms: int) -> bool:
-        """Whether gossip calls the window final here."""
-        return self.engine.gossip.is_final(start_ms, end_ms)
+    def strong_windows(self, key: str) -> tuple[WindowValue, ...] | None:
+        """A strong key's windows as this voter applied them (None off the voter set)."""
+        strong = self.engine.strong
+        if not isinstance(strong, StrongReplica):
+            return None
+        return strong_answer(key, strong.machine.read(key), "eventual").windows
 
 
 class Watch:

@@ -103,14 +103,38 @@ WatchEvent = Change | Reset | Progress
 
 
 class WatchSource(Protocol):
-    """What a feed reads from a node (see :class:`EngineSource` in the replica module)."""
+    """What a feed reads from a node (:class:`crdtstream.replica.EngineSource` reads an engine).
+
+    CRDT state is read a window at a time (every key's value in one call), strong keys a key
+    at a time (few, and only when the Raft log moved).
+    """
 
     def crdt_version(self) -> int:
         """The store's version: it moves whenever any CRDT state changes."""
         ...
 
-    def crdt_keys_changed_since(self, version: int) -> Iterable[str]:
-        """The CRDT keys whose state changed after ``version``."""
+    def crdt_changes_since(self, version: int) -> dict[Window, set[str]]:
+        """Per window, the CRDT keys whose state in it changed after ``version``."""
+        ...
+
+    def crdt_windows(self) -> list[Window]:
+        """Every retained window that holds data."""
+        ...
+
+    def crdt_window(self, window: Window) -> dict[str, object]:
+        """Every key's value in ``window``."""
+        ...
+
+    def retention_floor_ms(self) -> int | None:
+        """Windows starting before this are gone from the store."""
+        ...
+
+    def is_final(self, start_ms: int, end_ms: int) -> bool:
+        """Whether a CRDT window is final on this node."""
+        ...
+
+    def mode_of(self, key: str) -> Mode:
+        """The key's mode under the policy."""
         ...
 
     def raft_applied(self) -> int:
@@ -121,16 +145,8 @@ class WatchSource(Protocol):
         """The strong keys this node holds a copy of."""
         ...
 
-    def all_keys(self) -> Iterable[str]:
-        """Every key this node holds state of."""
-        ...
-
-    def windows(self, key: str) -> tuple[Mode, tuple[WindowValue, ...]] | None:
-        """The key's mode and its retained windows here, None when not readable here."""
-        ...
-
-    def is_final(self, start_ms: int, end_ms: int) -> bool:
-        """Whether a CRDT window is final on this node."""
+    def strong_windows(self, key: str) -> tuple[WindowValue, ...] | None:
+        """A strong key's retained windows here, None when this node holds no copy."""
         ...
 
 
@@ -181,6 +197,8 @@ class ChangeFeed:
         self._latest: dict[str, dict[Window, Change]] = {}
         # CRDT windows not final yet, with their keys: re-read once the window goes final.
         self._open: dict[Window, set[str]] = {}
+        # CRDT windows reported, with their keys: forgotten when they leave retention.
+        self._window_keys: dict[Window, set[str]] = {}
         self._history: deque[Change] = deque()
         # Sequences up to this one are not all in the history (forgotten, or before the start).
         self._history_floor = 0
@@ -247,10 +265,7 @@ class ChangeFeed:
     def poll(self, now_ms: int) -> list[Change]:
         """Compare state with what was reported, once: report the differences to subscribers
         (and a progress bookmark when due). Returns the new changes."""
-        keys = self._changed_keys()
-        changes: list[Change] = []
-        for key in sorted(keys):
-            changes.extend(self._diff(key))
+        changes = self._detect()
         if changes:
             self._remember(changes)
             for subscriber in self._subscribers:
@@ -264,56 +279,97 @@ class ChangeFeed:
             self._bookmark()
         return changes
 
-    def _changed_keys(self) -> set[str]:
-        """Keys whose state may differ from what was reported: CRDT keys changed in the store,
-        every strong key when Raft applied anything, and keys with a window gone final."""
+    def _detect(self) -> list[Change]:
+        """This pass's changes: CRDT windows changed in the store or gone final, read a window
+        at a time; every strong key when Raft applied anything."""
         source = self.source
-        keys: set[str] = set()
+        changes: list[Change] = []
+        windows: dict[Window, set[str]] = {}
         version = source.crdt_version()
         if version != self._crdt_version:
-            keys.update(source.crdt_keys_changed_since(self._crdt_version))
+            windows = source.crdt_changes_since(self._crdt_version)
             self._crdt_version = version
+        # One finality verdict per open window, not per key.
+        for window in [w for w in self._open if source.is_final(*w)]:
+            windows.setdefault(window, set()).update(self._open.pop(window))
+        floor = source.retention_floor_ms()
+        for window in sorted(windows):
+            if floor is None or window[0] >= floor:
+                changes.extend(self._diff_window(window, windows[window]))
+        if floor is not None:
+            self._forget_before(floor)
         applied = source.raft_applied()
         if applied != self.raft_index:
             self.raft_index = applied
-            keys.update(source.strong_keys())
-        # One finality verdict per open window, not per key.
-        for window in [w for w in self._open if source.is_final(*w)]:
-            keys.update(self._open.pop(window))
-        return keys
+            for key in sorted(source.strong_keys()):
+                changes.extend(self._diff_strong(key))
+        return changes
 
-    def _diff(self, key: str) -> list[Change]:
-        read = self.source.windows(key)
-        if read is None:
+    def _diff_window(self, window: Window, keys: Iterable[str] | None) -> list[Change]:
+        """Compare ``keys`` (None: every key) in one CRDT window with what was reported."""
+        source = self.source
+        values = source.crdt_window(window)
+        final = source.is_final(*window)
+        changes: list[Change] = []
+        for key in sorted(values if keys is None else keys):
+            if key not in values:
+                continue
+            change = self._compare(key, window, values[key], source.mode_of(key), final)
+            if change is not None:
+                changes.append(change)
+                self._window_keys.setdefault(window, set()).add(key)
+                if not final:
+                    self._open.setdefault(window, set()).add(key)
+        return changes
+
+    def _diff_strong(self, key: str) -> list[Change]:
+        windows = self.source.strong_windows(key)
+        if windows is None:
             return []
-        mode, windows = read
-        latest = self._latest.setdefault(key, {})
         changes: list[Change] = []
         retained: set[Window] = set()
         for value in windows:
             window = (value.start_ms, value.end_ms)
             retained.add(window)
-            before = latest.get(window)
-            unchanged = before is not None and before.final == value.final
-            if unchanged and _same(before.value if before else None, value.value):
-                continue
-            self.sequence += 1
-            version = self.raft_index if mode == "strong" else self.sequence
-            change = Change(key, window, value.value, version, mode, value.final, self.sequence)
-            latest[window] = change
-            changes.append(change)
-            if mode != "strong" and not value.final:
-                self._open.setdefault(window, set()).add(key)
+            change = self._compare(key, window, value.value, "strong", value.final)
+            if change is not None:
+                changes.append(change)
+        latest = self._latest.get(key, {})
         for window in [w for w in latest if w not in retained]:
-            del latest[window]  # left retention: not reported
-        if not latest:
-            del self._latest[key]
+            del latest[window]  # left the replicated retention: not reported
         return changes
+
+    def _compare(
+        self, key: str, window: Window, value: object, mode: Mode, final: bool
+    ) -> Change | None:
+        """The change of ``key`` in ``window``, None when it holds what was reported."""
+        latest = self._latest.setdefault(key, {})
+        before = latest.get(window)
+        if before is not None and before.final == final and _same(before.value, value):
+            return None
+        self.sequence += 1
+        version = self.raft_index if mode == "strong" else self.sequence
+        change = Change(key, window, value, version, mode, final, self.sequence)
+        latest[window] = change
+        return change
+
+    def _forget_before(self, floor_ms: int) -> None:
+        """Drop CRDT windows that left retention (not reported: they were final long ago)."""
+        for window in [w for w in self._window_keys if w[0] < floor_ms]:
+            for key in self._window_keys.pop(window):
+                latest = self._latest.get(key)
+                if latest is not None:
+                    latest.pop(window, None)
+                    if not latest:
+                        del self._latest[key]
+            self._open.pop(window, None)
 
     def _prime(self) -> None:
         """Take the state at the start as known: a watch from now reports only what changes."""
-        for key in self.source.all_keys():
-            self._diff(key)
+        for window in self.source.crdt_windows():
+            self._diff_window(window, None)
+        for key in self.source.strong_keys():
+            self._diff_strong(key)
         self._history_floor = self.sequence
 
     def _remember(self, changes: list[Change]) -> None:
