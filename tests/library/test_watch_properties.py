@@ -194,3 +194,22 @@ def test_changes_within_one_interval_are_coalesced_and_bookmarks_follow() -> Non
     assert isinstance(reader.events[-1], Progress)
     assert reader.events[-1].sequence == changes[-1].sequence
     cluster.close()
+
+
+def test_a_window_going_final_is_reported_once_as_final() -> None:
+    """Finality comes from the watermarks, not from a write: the feed must notice it alone."""
+    cluster = crdtstream.testing.cluster(1, seed=3, window=WINDOW)
+    node = cluster.nodes["n1"]
+    feed = ChangeFeed(EngineSource(node.engine))
+    reader = Reader(feed.subscribe("*", lambda: None))
+    node.engine.write("hits", "add", 2, now_ms=cluster.clock.now_ms())
+    feed.poll(cluster.clock.monotonic_ms())
+    cluster.run(3_000)  # the window closes and goes final; nothing is written
+    feed.poll(cluster.clock.monotonic_ms())
+    feed.poll(cluster.clock.monotonic_ms())
+    reader.drain()
+    assert [(e.value, e.final) for e in reader.events if isinstance(e, Change)] == [
+        (2.0, False),
+        (2.0, True),
+    ]
+    cluster.close()
