@@ -484,7 +484,8 @@ class SyncReplica:
                 except StopAsyncIteration:
                     return
         finally:
-            self._loop.call_soon_threadsafe(watch.close)
+            if not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(watch.close)
 
     def status(self) -> dict[str, object]:
         """:meth:`Replica.status`."""
