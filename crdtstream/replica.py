@@ -23,7 +23,7 @@ import numpy as np
 
 from crdtstream.clock import SystemClock
 from crdtstream.config import Mode, PolicyRule, WindowConfig
-from crdtstream.engine import Answer, Engine, Ticket
+from crdtstream.engine import Answer, Engine
 from crdtstream.engine.operations import strong_answer
 from crdtstream.engine.strong import StrongReplica
 from crdtstream.errors import ConfigError, UnavailableError
@@ -48,8 +48,12 @@ T = TypeVar("T")
 class Driver(Protocol):
     """How a replica's requests complete: over a running loop, or by moving simulated time."""
 
-    async def settle(self, ticket: Ticket) -> Answer:
-        """The answer of ``ticket`` once it completes (its error raised)."""
+    async def write(self, key: str, op: str, value: Value, options: dict[str, Any]) -> Answer:
+        """The answer of a write once it completes (its error raised)."""
+        ...
+
+    async def read(self, key: str, consistency: str | None) -> Answer:
+        """The answer of a read once it completes (its error raised)."""
         ...
 
     async def wait(self, subscriber: Subscriber, woken: asyncio.Event) -> None:
@@ -184,9 +188,7 @@ class Replica:
         ``conditional_add``), with the options of :meth:`Engine.write
         <crdtstream.engine.Engine.write>` (``timestamp_ms``, ``kind``, ``limit``,
         ``idempotency_key``...): answered once as durable as the key's mode promises."""
-        options.setdefault("now_ms", self.node.clock.now_ms())
-        ticket = self.node.engine.write(key, op, value, **options)
-        return await self._driver.settle(ticket)
+        return await self._driver.write(key, op, value, options)
 
     async def add(self, key: str, amount: float = 1, **options: Any) -> Answer:
         """Add ``amount`` to the counter ``key`` (negative amounts subtract)."""
@@ -219,7 +221,7 @@ class Replica:
     async def read(self, key: str, *, consistency: str | None = None) -> Answer:
         """Every retained window of ``key``, served with its mode or a weaker ``consistency``
         (``"eventual"``, ``"quorum"``, ``"strong"``); the engine's :class:`Answer`."""
-        return await self._driver.settle(self.node.engine.read(key, consistency=consistency))
+        return await self._driver.read(key, consistency)
 
     def watch(
         self, pattern: str = "*", since: int | None = None, *, buffer: int | None = None
@@ -247,9 +249,14 @@ class LiveDriver:
         self._feed: ChangeFeed | None = None
         self._poller: asyncio.Task[None] | None = None
 
-    async def settle(self, ticket: Ticket) -> Answer:
-        """Wait on the ticket; the node's loop and the engine's deadlines complete it."""
-        return ticket.result() if ticket.done else await self.node._settled(ticket)
+    async def write(self, key: str, op: str, value: Value, options: dict[str, Any]) -> Answer:
+        """:meth:`Node.write <crdtstream.node.Node.write>`: the node's loop and the engine's
+        deadlines complete it."""
+        return await self.node.write(key, op, value, **options)
+
+    async def read(self, key: str, consistency: str | None) -> Answer:
+        """:meth:`Node.read <crdtstream.node.Node.read>`."""
+        return await self.node.read(key, consistency=consistency)
 
     async def wait(self, subscriber: Subscriber, woken: asyncio.Event) -> None:
         """Sleep until the feed wakes the subscriber."""

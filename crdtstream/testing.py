@@ -34,7 +34,7 @@ from crdtstream.config import (
 )
 from crdtstream.engine import Answer, Ticket
 from crdtstream.node import Node, NodeConfig, PeerAddress
-from crdtstream.replica import EngineSource, Replica, policy_rules
+from crdtstream.replica import EngineSource, Replica, Value, policy_rules
 from crdtstream.watch import ChangeFeed, Subscriber
 from transports.memory import FaultOptions, MemoryNetwork, memory_address
 
@@ -50,6 +50,17 @@ class SimulatedDriver:
     def __init__(self, cluster: Cluster, name: str) -> None:
         self.cluster = cluster
         self.name = name
+
+    async def write(self, key: str, op: str, value: Value, options: dict[str, Any]) -> Answer:
+        """The engine's write at the manual clock's now, settled by moving time."""
+        engine = self.cluster.nodes[self.name].engine
+        now_ms = self.cluster.clock.now_ms()
+        return await self.settle(engine.write(key, op, value, now_ms=now_ms, **options))
+
+    async def read(self, key: str, consistency: str | None) -> Answer:
+        """The engine's read, settled by moving time."""
+        engine = self.cluster.nodes[self.name].engine
+        return await self.settle(engine.read(key, consistency=consistency))
 
     async def settle(self, ticket: Ticket) -> Answer:
         """Step the cluster until ``ticket`` completes (its deadline fails it in time)."""
