@@ -62,7 +62,13 @@ def test_a_lone_node_with_strong_keys_is_its_own_raft_voter() -> None:
         async with crdtstream.open(
             "solo", free_tcp_address(), policy={"quota.*": "strong"}
         ) as replica:
-            answers = [await replica.conditional_add("quota.x", 1, limit=2) for _ in range(3)]
+            # One event time for the three: a limit holds per window, and the wall clock may
+            # cross a window boundary between two requests.
+            stamp = replica.node.clock.now_ms()
+            answers = [
+                await replica.conditional_add("quota.x", 1, limit=2, timestamp_ms=stamp)
+                for _ in range(3)
+            ]
             assert [a.applied for a in answers] == [True, True, False]
             assert answers[-1].value == 2
             read = await replica.read("quota.x", consistency="strong")
