@@ -14,7 +14,7 @@ import crdtstream
 from crdtstream.config import GossipConfig, MembershipConfig
 from crdtstream.errors import ConfigError, RefusedError, UnavailableError
 from crdtstream.watch import Change, Reset
-from tests.transports.transport_harness import free_tcp_address
+from tests.library.addresses import free_tcp_address
 
 pytestmark = [pytest.mark.timeout(60)]
 

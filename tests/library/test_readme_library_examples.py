@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.transports.transport_harness import free_tcp_address
+from tests.library.addresses import free_tcp_address
 
 pytestmark = [pytest.mark.timeout(120)]
 
