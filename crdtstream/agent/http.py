@@ -352,9 +352,12 @@ async def _stream_watch(watch: NodeWatch, request: web.Request) -> web.StreamRes
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
-    with contextlib.suppress(ConnectionResetError):
-        async for event in watch.events(escape_glob(prefix) + "*", since):
-            await response.write(sse_frame(event, json_value))
+    events = watch.events(escape_glob(prefix) + "*", since)
+    # aclosing: a client that went away ends its subscription now, not when collected.
+    async with contextlib.aclosing(events):
+        with contextlib.suppress(ConnectionResetError):
+            async for event in events:
+                await response.write(sse_frame(event, json_value))
     return response
 
 

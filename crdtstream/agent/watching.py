@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from crdtstream.agent.http_input import InputError
@@ -114,7 +114,7 @@ class NodeWatch:
         if self._feed is not None:
             self._feed.close()
 
-    async def events(self, pattern: str, since: int | None) -> AsyncIterator[WatchEvent]:
+    async def events(self, pattern: str, since: int | None) -> AsyncGenerator[WatchEvent, None]:
         """The events of one watch until the feed closes (the subscription ends with the
         iteration, also when the client goes away)."""
         woken = asyncio.Event()
