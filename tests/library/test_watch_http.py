@@ -59,6 +59,14 @@ async def _sse(client: TestClient) -> None:  # type: ignore[type-arg]
     name, _, data = await _next_event(again.content)
     assert (name, data["key"], data["value"]) == ("change", "api.hits", 5.0)
     again.close()
+    # A sequence this node never issued (another node's, a restarted node's) gets a reset.
+    foreign = await client.get("/v1/watch", params={"prefix": "api.", "since": "1000000"})
+    name, _, data = await _next_event(foreign.content)
+    assert name == "reset"
+    snapshot = data["snapshot"]
+    assert isinstance(snapshot, list)
+    assert [(c["key"], c["value"]) for c in snapshot] == [("api.hits", 5.0)]
+    foreign.close()
 
 
 def test_server_sent_events_stream_changes_and_resume_from_last_event_id() -> None:
