@@ -213,3 +213,46 @@ def test_a_window_going_final_is_reported_once_as_final() -> None:
         (2.0, True),
     ]
     cluster.close()
+
+
+@given(
+    writes=st.lists(
+        st.tuples(
+            st.sampled_from(["n1", "n2", "n3"]),
+            st.sampled_from(KEYS),
+            st.integers(1, 5),
+            st.sampled_from([0, 30, 300, 1_500]),
+            st.sampled_from(["none", "isolate", "heal"]),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_a_watch_follows_what_gossip_merges_into_its_node(
+    writes: list[tuple[str, str, int, int, str]], seed: int
+) -> None:
+    """Changes that arrive by gossip (merged deltas, partitions healed) are reported like local
+    ones: after every pass, the subscriber on n3 holds exactly n3's state."""
+    cluster = crdtstream.testing.cluster(3, seed=seed, window=WINDOW, watch_interval_ms=50)
+    watched = cluster.nodes["n3"]
+    feed = cluster.feed_of("n3")
+    reader = Reader(feed.subscribe("api.*", lambda: None, buffer_events_max=100_000))
+    for name, key, amount, pause_ms, fault in writes:
+        node = cluster.nodes[name]
+        node.engine.write(key, "add", amount, now_ms=cluster.clock.now_ms()).result()
+        if fault == "isolate":
+            cluster.isolate(name)
+        elif fault == "heal":
+            cluster.heal()
+        cluster.run(pause_ms)
+        feed.poll(cluster.clock.monotonic_ms())
+        reader.drain()
+        assert reader.state == _node_state(watched, "api.*"), f"seed={seed}"
+    cluster.heal()
+    cluster.run(3_000)
+    feed.poll(cluster.clock.monotonic_ms())
+    reader.drain()
+    assert reader.state == _node_state(watched, "api.*"), f"seed={seed}"
+    assert not any(isinstance(e, Reset) for e in reader.events)
+    cluster.close()
