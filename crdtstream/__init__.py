@@ -7,9 +7,9 @@ import Engine``), as are the transport protocol (``crdtstream.transport``) and i
 implementations. ``tests/test_exported_members.py`` pins this surface.
 
 Three names are loaded on first use, so that a counter's import stays light: ``open`` and
-``open_sync`` (an embedded replica, :mod:`crdtstream.replica`) and ``testing`` (in-memory
-clusters, :mod:`crdtstream.testing`); the node, the engine, the transports and asyncio are
-imported only then.
+``open_sync`` (an embedded replica: :mod:`crdtstream.replica`, :mod:`crdtstream.sync_replica`)
+and ``testing`` (in-memory clusters, :mod:`crdtstream.testing`); the node, the engine, the
+transports and asyncio are imported only then.
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ from crdtstream.window import (
 
 if TYPE_CHECKING:
     from crdtstream import testing
-    from crdtstream.replica import open, open_sync
+    from crdtstream.replica import open
+    from crdtstream.sync_replica import open_sync
 
 __version__ = "0.1.0"
 
-_LAZY = {"open": "crdtstream.replica", "open_sync": "crdtstream.replica"}
+_LAZY = {"open": "crdtstream.replica", "open_sync": "crdtstream.sync_replica"}
 
 
 def __getattr__(name: str) -> Any:

@@ -57,7 +57,8 @@ def test_the_root_loads_no_driver_engine_or_event_loop() -> None:
     probe = (
         "import sys, crdtstream; "
         "heavy = ('crdtstream.node', 'crdtstream.engine', 'crdtstream.storage', "
-        "'crdtstream.raft', 'crdtstream.gossip', 'crdtstream.replica', 'crdtstream.testing', "
+        "'crdtstream.raft', 'crdtstream.gossip', 'crdtstream.replica', "
+        "'crdtstream.sync_replica', 'crdtstream.testing', "
         "'crdtstream.watch', 'transports', 'zmq', 'aiohttp', 'pycrdt', 'asyncio', 'threading'); "
         "print(sorted(m for m in sys.modules "
         "if any(m == h or m.startswith(h + '.') for h in heavy)))"
