@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import crdtstream
 
 EXPECTED = {
@@ -39,6 +41,9 @@ EXPECTED = {
     "WindowStore",
     "WindowValue",
     "__version__",
+    "open",
+    "open_sync",
+    "testing",
 }
 
 
@@ -52,7 +57,9 @@ def test_the_root_loads_no_driver_engine_or_event_loop() -> None:
     probe = (
         "import sys, crdtstream; "
         "heavy = ('crdtstream.node', 'crdtstream.engine', 'crdtstream.storage', "
-        "'crdtstream.raft', 'crdtstream.gossip', 'pycrdt', 'asyncio'); "
+        "'crdtstream.raft', 'crdtstream.gossip', 'crdtstream.replica', "
+        "'crdtstream.sync_replica', 'crdtstream.testing', "
+        "'crdtstream.watch', 'transports', 'zmq', 'aiohttp', 'pycrdt', 'asyncio', 'threading'); "
         "print(sorted(m for m in sys.modules "
         "if any(m == h or m.startswith(h + '.') for h in heavy)))"
     )
@@ -65,3 +72,26 @@ def test_the_root_loads_no_driver_engine_or_event_loop() -> None:
 def test_every_exported_name_exists() -> None:
     missing = [name for name in crdtstream.__all__ if not hasattr(crdtstream, name)]
     assert missing == []
+
+
+def test_the_replica_entry_points_load_on_first_use() -> None:
+    """``crdtstream.open`` / ``open_sync`` / ``testing`` exist, and only touching them loads the
+    driver (a fresh interpreter)."""
+    probe = (
+        "import sys, crdtstream; "
+        "before = 'crdtstream.replica' in sys.modules; "
+        "opener = crdtstream.open; "
+        "print(before, 'crdtstream.replica' in sys.modules, 'transports.zeromq' in sys.modules, "
+        "callable(opener), callable(crdtstream.open_sync), "
+        "callable(crdtstream.testing.cluster))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    # The ZeroMQ transport is imported when a replica opens, not when ``open`` is looked up.
+    assert loaded.stdout.split() == ["False", "True", "False", "True", "True", "True"]
+
+
+def test_an_unknown_attribute_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        crdtstream.no_such_name  # noqa: B018

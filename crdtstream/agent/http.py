@@ -1,7 +1,8 @@
 """The agent's HTTP JSON API (aiohttp is imported here and nowhere else).
 
-Routes (DESIGN.md §4): ``GET /v1/keys`` (listing), ``GET /v1/keys/{key}``,
-``POST /v1/keys/{key}``, ``POST /v1/ingest``, ``GET /v1/status``, ``GET /metrics``. What a
+Routes (DESIGN.md §4): ``GET /v1/keys`` (listing), ``GET /v1/keys/{key}`` (a long poll with
+``?index=N&wait=30s``), ``POST /v1/keys/{key}``, ``POST /v1/ingest``, ``GET /v1/status``,
+``GET /metrics``, ``GET /v1/watch?prefix=`` (Server-Sent Events; :mod:`.watching`). What a
 request may carry is checked in :mod:`crdtstream.agent.http_input` before anything is written;
 a refusal answers 4xx with ``{"error": ..., "reason": ...}`` and is counted by reason. An
 exception escaping a handler is a bug: it is logged with its traceback, counted, and answered
@@ -39,6 +40,14 @@ from crdtstream.agent.metrics import (
     http_families,
     node_self_metrics,
 )
+from crdtstream.agent.watching import (
+    NodeWatch,
+    change_json,
+    escape_glob,
+    parse_since,
+    parse_wait,
+    sse_frame,
+)
 from crdtstream.config import MODES
 from crdtstream.engine import Answer
 from crdtstream.engine.strong import StrongReplica
@@ -49,6 +58,7 @@ from crdtstream.errors import (
     UnavailableError,
 )
 from crdtstream.node import Node
+from crdtstream.watch import Change, Reset
 
 __all__ = ["OP_KINDS", "build_app", "json_value"]
 
@@ -214,9 +224,13 @@ def build_app(
     for group, values in (counters or {}).items():
         exporter.self_metrics.extra.append(counter_families(group, values))
 
+    watch = NodeWatch(node)
+
     @routes.get("/v1/keys/{key}")
     async def read_key(request: web.Request) -> web.Response:
         key = parse_key(request.match_info["key"])
+        if "index" in request.query:
+            return await _long_poll(watch, key, request)
         consistency = _consistency_of(request, node.engine.mode_of(key))
         try:
             answer = await _settled(node.read(key, consistency=consistency))
@@ -301,10 +315,54 @@ def build_app(
         response.headers["Content-Type"] = content_type
         return response
 
+    @routes.get("/v1/watch")
+    async def watch_keys(request: web.Request) -> web.StreamResponse:
+        return await _stream_watch(watch, request)
+
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_counting_middleware(stats)])
     app.add_routes(routes)
+    app.on_shutdown.append(lambda _: watch.close())  # streams end before handlers are awaited
     app.cleanup_ctx.append(_folding(exporter, node.config.window.size_ms))
     return app
+
+
+async def _long_poll(watch: NodeWatch, key: str, request: web.Request) -> web.Response:
+    """``GET /v1/keys/{key}?index=N&wait=30s``: the key's changes after sequence N, waiting
+    for the first (see :mod:`crdtstream.agent.watching`)."""
+    index = parse_since(request.query.get("index"), "index") or 0
+    wait_ms = parse_wait(request.query.get("wait"))
+    next_index, events = await watch.long_poll(key, index, wait_ms)
+    changes: list[dict[str, Any]] = []
+    reset = False
+    for event in events:
+        if isinstance(event, Reset):
+            reset, changes = True, [change_json(c, json_value) for c in event.snapshot]
+        elif isinstance(event, Change):
+            changes.append(change_json(event, json_value))
+    body = {"key": key, "index": next_index, "reset": reset, "changes": changes}
+    response = web.json_response(body)
+    response.headers["X-Crdtstream-Index"] = str(next_index)
+    return response
+
+
+async def _stream_watch(watch: NodeWatch, request: web.Request) -> web.StreamResponse:
+    """``GET /v1/watch?prefix=P``: changes as Server-Sent Events, resumable with ``since`` or
+    the ``Last-Event-ID`` header (see :mod:`crdtstream.agent.watching`)."""
+    prefix = request.query.get("prefix", "")
+    since = parse_since(request.query.get("since"), "since")
+    if since is None:
+        since = parse_since(request.headers.get("Last-Event-ID"), "last_event_id")
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    events = watch.events(escape_glob(prefix) + "*", since)
+    # aclosing: a client that went away ends its subscription now, not when collected.
+    async with contextlib.aclosing(events):
+        with contextlib.suppress(ConnectionResetError):
+            async for event in events:
+                await response.write(sse_frame(event, json_value))
+    return response
 
 
 def _folding(exporter: MetricsExporter, size_ms: int) -> Any:

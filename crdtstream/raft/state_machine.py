@@ -267,6 +267,10 @@ class StateMachine:
 
     # -- reading --
 
+    def keys(self) -> list[str]:
+        """Every key written so far (a change feed re-reads them when the log moves)."""
+        return list(self._keys)
+
     def read(self, key: str) -> KeyView | None:
         """The key's retained windows, or ``None`` for a key never written."""
         found = self._keys.get(key)
