@@ -122,6 +122,8 @@ class Tag(enum.IntEnum):
     QUORUM_ACK = 132
     QUORUM_READ = 133
     QUORUM_STATE = 134
+    PAXOS_MESSAGE = 120
+    PAXOS_ACCEPTOR_RECORD = 121
 
 
 def _pack_default(obj: object) -> Any:

@@ -71,6 +71,8 @@ WIRE_TAGS = {
     "QUORUM_ACK": 132,
     "QUORUM_READ": 133,
     "QUORUM_STATE": 134,
+    "PAXOS_MESSAGE": 120,
+    "PAXOS_ACCEPTOR_RECORD": 121,
 }
 """The tag table as released. ONLY APPEND: a new tag is added here too; a changed or removed
 number breaks every stored file and every older peer, and must fail this test."""
