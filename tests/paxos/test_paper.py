@@ -210,7 +210,8 @@ def test_a_conflict_fast_forwards_the_counter_past_the_ballot_it_names() -> None
         if ("a", operation) in cluster.outcomes:
             break
     outcome = cluster.outcomes[("a", operation)]
-    assert isinstance(outcome.answer, Result) and outcome.answer.applied
+    assert isinstance(outcome.answer, Result)
+    assert outcome.answer.applied
     assert cluster.storages["b"].records["k"].accepted[0] > 41
     assert a.counters["rounds_conflicted"] >= 1
 
@@ -223,12 +224,14 @@ def test_the_local_acceptor_answers_only_after_its_record_was_persisted() -> Non
     node = PaxosNode("a", ("a",), WINDOW, random.Random(3))
     operation = node.submit("k", add(5, 1), 100)
     first = node.ready()
-    assert first.records["k"].promised[0] == 1 and first.records["k"].accepted == ZERO_BALLOT
+    assert first.records["k"].promised[0] == 1
+    assert first.records["k"].accepted == ZERO_BALLOT
     assert first.outcomes == ()
     persist_ready(storage, first)
     node.advance(first)
     second = node.ready()
-    assert second.records["k"].value and second.outcomes == ()
+    assert second.records["k"].value
+    assert second.outcomes == ()
     persist_ready(storage, second)
     node.advance(second)
     third = node.ready()
@@ -242,7 +245,8 @@ def test_a_restarted_proposer_never_reuses_a_ballot_of_its_previous_run() -> Non
     cluster = Cluster()
     before = cluster.nodes["a"].proposer_id
     after = cluster.restart("a", seed=99).proposer_id
-    assert before != after and before.split("#")[0] == after.split("#")[0] == "a"
+    assert before != after
+    assert before.split("#")[0] == after.split("#")[0] == "a"
 
 
 def test_a_restarted_acceptor_keeps_its_promise() -> None:
@@ -348,9 +352,11 @@ def test_a_timed_out_write_reports_an_unknown_outcome_once_it_was_sent_to_accept
             cluster.nodes[node_id].tick()
     cluster.drain()
     unknown = cluster.outcomes[("a", sent)]
-    assert unknown.unknown and "outcome is unknown" in unknown.error
+    assert unknown.unknown
+    assert "outcome is unknown" in unknown.error
     refused = cluster.outcomes[("b", never_sent)]
-    assert not refused.unknown and "not applied" in refused.error
+    assert not refused.unknown
+    assert "not applied" in refused.error
 
 
 def test_backoff_is_jittered_grows_with_attempts_and_stays_within_its_clamp() -> None:
@@ -362,7 +368,8 @@ def test_backoff_is_jittered_grows_with_attempts_and_stays_within_its_clamp() ->
     late = [node.backoff_ticks(6) for _ in range(200)]
     assert len(set(first)) > 2, "not jittered"
     assert all(2 <= wait <= 8 for wait in first)  # p95 4 * 1.8 = 7.2
-    assert max(late) == 20 and min(late) >= 2  # 4 * 1.8^6 is clamped to 20
+    assert max(late) == 20
+    assert min(late) >= 2
     assert sum(late) > sum(first)
 
 
