@@ -26,6 +26,10 @@ __all__ = [
 Mode = Literal["eventual", "quorum", "strong"]
 MODES: tuple[Mode, ...] = ("eventual", "quorum", "strong")
 
+Backend = Literal["raft", "paxos"]
+BACKENDS: tuple[Backend, ...] = ("raft", "paxos")
+"""How a strong key is replicated: the Raft log (default) or per-key CASPaxos."""
+
 
 def require(condition: bool, field_path: str, rule: str, got: object) -> None:
     """Raise :class:`ConfigError` ``"<field_path>: <rule>, got <got>"`` unless ``condition``."""
@@ -308,11 +312,22 @@ class RaftConfig:
 
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
-    """One ordered glob rule of the key policy: keys matching ``pattern`` use ``mode``."""
+    """One ordered glob rule of the key policy: keys matching ``pattern`` use ``mode``; a
+    strong rule may name its ``backend`` (``raft`` unless it says ``paxos``)."""
 
     pattern: str
     mode: Mode = "eventual"
+    backend: Backend = "raft"
 
     def __post_init__(self) -> None:
         require(bool(self.pattern), "policy.pattern", "must not be empty", self.pattern)
         require(self.mode in MODES, "policy.mode", f"must be one of {MODES}", self.mode)
+        require(
+            self.backend in BACKENDS, "policy.backend", f"must be one of {BACKENDS}", self.backend
+        )
+        require(
+            self.backend == "raft" or self.mode == "strong",
+            "policy.backend",
+            "applies to strong rules only",
+            self.backend,
+        )

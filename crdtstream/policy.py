@@ -12,9 +12,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from crdtstream.config import Mode, PolicyRule
+from crdtstream.config import Backend, Mode, PolicyRule
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "rule_body"]
 
 _CACHE_KEYS_MAX = 100_000
 
@@ -24,7 +24,9 @@ class Policy:
 
     def __init__(self, rules: Sequence[PolicyRule] = ()) -> None:
         self.rules = tuple(rules)
-        text = json.dumps([[rule.pattern, rule.mode] for rule in self.rules])
+        # A rule's backend joins the digest only when it is not the default, so the policies
+        # written before backends existed keep their fingerprints.
+        text = json.dumps([rule_body(rule) for rule in self.rules])
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._cache: dict[str, Mode] = {}
 
@@ -41,3 +43,16 @@ class Policy:
             self._cache.clear()
         self._cache[key] = mode
         return mode
+
+    def backend_of(self, key: str) -> Backend:
+        """The backend of a strong key: the first matching rule's (``raft`` by default)."""
+        return next(
+            (rule.backend for rule in self.rules if fnmatch.fnmatchcase(key, rule.pattern)),
+            "raft",
+        )
+
+
+def rule_body(rule: PolicyRule) -> list[str]:
+    """A rule as its digest and the replicated catalog hold it."""
+    body = [rule.pattern, rule.mode]
+    return body if rule.backend == "raft" else [*body, rule.backend]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from crdtstream.agent.aggregates import DEFAULT_IDLE_TTL_MS
 from crdtstream.agent.mapping import Mapper, load_mapping
 from crdtstream.config import (
+    BACKENDS,
     MODES,
     GossipConfig,
     MembershipConfig,
@@ -283,15 +284,19 @@ def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
         raise ConfigError(f"policy: must be a list of rules, got {entries!r}")
     rules = []
     for entry in entries:
+        backend = "raft"
         if isinstance(entry, str):
             pattern, _, mode = entry.rpartition("=")
         elif isinstance(entry, Mapping):
             pattern, mode = entry.get("pattern", ""), entry.get("mode", "")
+            backend = entry.get("backend", "raft")
         else:
             raise ConfigError(f"policy: a rule must be PATTERN=MODE or a table, got {entry!r}")
         if mode not in MODES:
             raise ConfigError(f"policy.mode: must be one of {MODES}, got {mode!r}")
-        rules.append(PolicyRule(str(pattern), mode))
+        if backend not in BACKENDS:
+            raise ConfigError(f"policy.backend: must be one of {BACKENDS}, got {backend!r}")
+        rules.append(PolicyRule(str(pattern), mode, backend))
     return tuple(rules)
 
 
