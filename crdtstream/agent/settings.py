@@ -279,7 +279,8 @@ def _string_list(data: Mapping[str, Any], name: str) -> list[str]:
 
 
 def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
-    """Policy rules from ``PATTERN=MODE`` strings or ``{pattern, mode}`` tables, in order."""
+    """Policy rules from ``PATTERN=MODE`` (or ``PATTERN=strong/paxos``) strings or
+    ``{pattern, mode, backend}`` tables, in order."""
     if not isinstance(entries, list):
         raise ConfigError(f"policy: must be a list of rules, got {entries!r}")
     rules = []
@@ -287,6 +288,8 @@ def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
         backend = "raft"
         if isinstance(entry, str):
             pattern, _, mode = entry.rpartition("=")
+            mode, _, backend = mode.partition("/")  # PATTERN=strong/paxos
+            backend = backend or "raft"
         elif isinstance(entry, Mapping):
             pattern, mode = entry.get("pattern", ""), entry.get("mode", "")
             backend = entry.get("backend", "raft")

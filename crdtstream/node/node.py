@@ -165,6 +165,7 @@ class Node:
             "ingest": engine["ingest"],
             "ingest_errors": engine["ingest_errors"],
             "raft": engine["raft"],
+            "paxos": engine["paxos"],
             "quorum": engine["quorum"],
             "catalog": engine["catalog"],
         }
