@@ -167,7 +167,7 @@ async def _kill_stall(
         for task in workers:
             task.cancel()
     await asyncio.to_thread(_restart, agents, victim)
-    times = [killed_at, *sorted(t for t in successes if t >= killed_at), end]
+    times: list[float] = [killed_at, *sorted(t for t in successes if t >= killed_at), end]
     return max(later - earlier for earlier, later in itertools.pairwise(times)) * 1e3
 
 

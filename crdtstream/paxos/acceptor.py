@@ -13,6 +13,13 @@ Its two rules, quoted from the paper's description of the acceptor:
 not a conflict: a duplicated PREPARE is answered again, and the proposer that holds the
 promise may ACCEPT with it.
 
+The one-round-trip optimisation (§2.2.1, "piggybacking the next prepare on the current
+accept"): an ACCEPT may name, in its ``accepted`` field, the proposer's next ballot for the
+key; an acceptor that accepts also promises that ballot, in the same durable record. A
+majority of ACCEPTED answers is then also a majority of promises for the next ballot, with the
+value just accepted as the highest accepted one, so the proposer's next change of the key may
+go straight to ACCEPT.
+
 Pure: a step changes records and returns the answer; the records it changed wait in
 :attr:`Acceptor.unsynced` until the driver has made them durable, and the answer must not
 leave before then (:class:`~crdtstream.paxos.node.PaxosNode` holds it back).
@@ -57,7 +64,11 @@ class Acceptor:
             self.counters["promises"] += 1
             return self._answer(message, MessageType.PROMISE, record.accepted, record.value)
         if message.type is MessageType.ACCEPT:
-            accepted = AcceptorRecord(message.ballot, message.ballot, message.value)
+            promised = message.ballot
+            following = message.accepted  # the next ballot, promised along (§2.2.1)
+            if following > promised and following[1] == promised[1]:
+                promised = following
+            accepted = AcceptorRecord(promised, message.ballot, message.value)
             if accepted != record:
                 self._store(message.key, accepted)
             self.counters["accepts"] += 1

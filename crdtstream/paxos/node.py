@@ -20,6 +20,12 @@ batch has taken effect, in batch order, and completes. A read is the identity ch
 the same full round — never a read of promises alone, which is how Cassandra
 (CASSANDRA-12126) and Scylla (scylladb#6299) returned values that a later read did not see.
 
+One round trip when the same proposer changes a key again (§2.2.1): each ACCEPT also carries
+the proposer's next ballot for the key, which an accepting acceptor promises in the same
+record; after a successful round the proposer holds that promise from a majority and its next
+round of the key starts at ACCEPT. Any conflict or timeout drops the held promise and the key
+goes back to the two-round-trip path.
+
 Contention: a REJECT names the highest ballot the acceptor saw; the proposer fast-forwards its
 counter past it ("the proposer should fast-forward its counter", §2.2) and retries after a
 jittered backoff scaled by the latency of its recent successful rounds (Cassandra's
@@ -84,6 +90,11 @@ class PaxosConfig:
     """Cassandra's upper clamp of the backoff ceiling (100 ms at 5 ms ticks)."""
     batch_operations_max: int = 256
     """Operations one round carries for one key."""
+    one_round_trip: bool = True
+    """Piggyback the next PREPARE on each ACCEPT, so the next change of a key by the same
+    proposer needs one round trip (§2.2.1)."""
+    prepared_keys_max: int = 10_000
+    """Keys whose next ballot this proposer holds promised (the oldest are forgotten)."""
 
     def __post_init__(self) -> None:
         for name in ("tick_ms", "round_timeout_ticks", "backoff_min_ticks", "batch_operations_max"):
@@ -135,6 +146,10 @@ class _Round:
     phase_tick: int
     accepting: bool = False
     promises: dict[str, tuple[Ballot, bytes]] = field(default_factory=dict)
+    next_ballot: Ballot = ZERO_BALLOT
+    """The ballot promised along with this round's ACCEPT (the one-round-trip path)."""
+    value: bytes = b""
+    """The value this round's ACCEPT carries."""
     accepted_by: set[str] = field(default_factory=set)
     answers: dict[int, Result | KeyView | None] = field(default_factory=dict)
 
@@ -176,6 +191,9 @@ class PaxosNode:
         self._rounds: dict[str, _Round] = {}
         self._attempts: dict[str, int] = {}
         self._retry_at_tick: dict[str, int] = {}
+        # Key -> (ballot promised by a majority along with our last accept, the value they
+        # accepted): the next round of the key skips PREPARE.
+        self._prepared: dict[str, tuple[Ballot, bytes]] = {}
         self._latencies: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
         self._messages: list[Message] = []
         self._local_answers: list[Message] = []
@@ -185,6 +203,7 @@ class PaxosNode:
             (
                 "rounds_started",
                 "rounds_succeeded",
+                "rounds_one_round_trip",
                 "rounds_conflicted",
                 "rounds_timed_out",
                 "operations_ok",
@@ -271,11 +290,20 @@ class PaxosNode:
         queue = self._queues[key]
         batch = queue[: self.config.batch_operations_max]
         self._queues[key] = queue[len(batch) :]
+        self.counters["rounds_started"] += 1
+        prepared = self._prepared.pop(key, None)
+        if prepared is not None:
+            ballot, value = prepared
+            round_ = _Round(key, ballot, batch, self._tick, self._tick)
+            round_.promises[self.node_id] = (ZERO_BALLOT, value)
+            self._rounds[key] = round_
+            self.counters["rounds_one_round_trip"] += 1
+            self._accept_phase(round_)
+            return
         self._counter += 1
         ballot = (self._counter, self.proposer_id)
         round_ = _Round(key, ballot, batch, self._tick, self._tick)
         self._rounds[key] = round_
-        self.counters["rounds_started"] += 1
         self._broadcast(MessageType.PREPARE, key, ballot, b"")
 
     def _accept_phase(self, round_: _Round) -> None:
@@ -290,15 +318,25 @@ class PaxosNode:
         }
         round_.accepting = True
         round_.phase_tick = self._tick
+        round_.value = new_value
         for operation in round_.operations:
             operation.sent_in_accept = True
-        self._broadcast(MessageType.ACCEPT, round_.key, round_.ballot, new_value)
+        if self.config.one_round_trip:
+            self._counter += 1  # reserved: no other round of this proposer uses it
+            round_.next_ballot = (self._counter, self.proposer_id)
+        self._broadcast(
+            MessageType.ACCEPT, round_.key, round_.ballot, new_value, round_.next_ballot
+        )
 
     def _succeed(self, round_: _Round) -> None:
         del self._rounds[round_.key]
         self._attempts.pop(round_.key, None)
         self._latencies.append(self._tick - round_.started_tick)
         self.counters["rounds_succeeded"] += 1
+        if round_.next_ballot != ZERO_BALLOT:
+            if len(self._prepared) >= self.config.prepared_keys_max:
+                del self._prepared[next(iter(self._prepared))]
+            self._prepared[round_.key] = (round_.next_ballot, round_.value)
         for operation in round_.operations:
             self.counters["operations_ok"] += 1
             self._outcomes.append(Outcome(operation.id, round_.answers[operation.id]))
@@ -309,6 +347,7 @@ class PaxosNode:
         waits out a backoff before the next ballot."""
         key = round_.key
         del self._rounds[key]
+        self._prepared.pop(key, None)
         self._queues[key] = round_.operations + self._queues.get(key, [])
         attempts = self._attempts.get(key, 0) + 1
         self._attempts[key] = attempts
@@ -365,9 +404,16 @@ class PaxosNode:
             Outcome(operation.id, None, text.format(what=what, key=operation.key), unknown)
         )
 
-    def _broadcast(self, kind: MessageType, key: str, ballot: Ballot, value: bytes) -> None:
+    def _broadcast(
+        self,
+        kind: MessageType,
+        key: str,
+        ballot: Ballot,
+        value: bytes,
+        next_ballot: Ballot = ZERO_BALLOT,
+    ) -> None:
         for acceptor in self.acceptors:
-            message = Message(kind, self.node_id, acceptor, key, ballot, ZERO_BALLOT, value)
+            message = Message(kind, self.node_id, acceptor, key, ballot, next_ballot, value)
             if acceptor == self.node_id:
                 self._local_answers.append(self.acceptor.step(message))
             else:

@@ -55,7 +55,8 @@ class Message:
 
     ``ballot`` is the ballot the message is about (the proposer's). A PROMISE carries the
     acceptor's accepted ``(accepted, value)`` (``ZERO_BALLOT`` and ``b""`` for none); an ACCEPT
-    carries the proposed ``value``; a REJECT carries in ``accepted`` the highest ballot the
+    carries the proposed ``value`` and, in ``accepted``, the proposer's next ballot to promise
+    along (``ZERO_BALLOT``: none); a REJECT carries in ``accepted`` the highest ballot the
     acceptor has seen, so the proposer can fast-forward its counter past it.
     """
 

@@ -79,6 +79,7 @@ class Report:
     duplicated: int = 0
     reordered: int = 0
     unknown_outcomes: int = 0
+    one_round_trips: int = 0
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Simulation:
         self.next_nemesis_ms = 0
         self.crashes = self.restarts = self.partitions = 0
         self.conflicts = 0
+        self.one_round_trips = 0
 
     # -- nodes --
 
@@ -186,7 +188,7 @@ class Simulation:
         assert node.endpoint is not None
         assert node.paxos is not None
         self.crashes += 1
-        self.conflicts += node.paxos.counters["rounds_conflicted"]
+        self._count_rounds(node.paxos)
         node.endpoint.close()
         node.storage.crash()
         node.paxos = node.endpoint = None
@@ -233,6 +235,10 @@ class Simulation:
         for outcome in ready.outcomes:
             self._deliver(node, outcome)
         node.paxos.advance(ready)
+
+    def _count_rounds(self, paxos: PaxosNode) -> None:
+        self.conflicts += paxos.counters["rounds_conflicted"]
+        self.one_round_trips += paxos.counters["rounds_one_round_trip"]
 
     # -- clients --
 
@@ -448,7 +454,7 @@ class Simulation:
         final_values = self._final_reads()
         for node in self.nodes.values():
             if node.paxos is not None:
-                self.conflicts += node.paxos.counters["rounds_conflicted"]
+                self._count_rounds(node.paxos)
         stats = self.network.stats()
         return Report(
             seed=self.options.seed,
@@ -466,6 +472,7 @@ class Simulation:
             duplicated=stats.duplicated,
             reordered=stats.reordered,
             unknown_outcomes=self.unknown_outcomes,
+            one_round_trips=self.one_round_trips,
         )
 
     def _final_reads(self) -> dict[str, dict[str, int]]:

@@ -166,13 +166,10 @@ def test_the_change_applies_to_the_value_with_the_highest_ballot_among_a_majorit
     a.submit("k", add(1, 1, "first"), 100)
     cluster.deliver()  # k = 1 everywhere
     # b's change reaches only b itself and c, at a higher ballot: k = 11 there.
-    b.submit("k", add(10, 1, "second"), 100)
-    cluster.deliver(only_between("b", "c"))
+    cluster.finish("b", b.submit("k", add(10, 1, "second"), 100), only_between("b", "c"))
     # c proposes with promises from a (k = 1, older ballot) and c (k = 11, newer ballot).
     c = cluster.nodes["c"]
-    operation = c.read("k", 100)
-    cluster.deliver(only_between("a", "c"))
-    outcome = cluster.outcomes[("c", operation)]
+    outcome = cluster.finish("c", c.read("k", 100), only_between("a", "c"))
     assert isinstance(outcome.answer, KeyView)
     assert value_of(outcome.answer) == 11
 
@@ -317,14 +314,11 @@ def test_a_retry_in_the_same_session_at_another_node_is_applied_once() -> None:
     """A write whose first attempt took effect unseen (the client timed out) and is retried
     through another proposer returns the first result, not a second application."""
     cluster = Cluster()
-    cluster.nodes["a"].submit("k", add(3, 1), 100)
-    cluster.deliver()
-    retry = cluster.nodes["b"].submit("k", add(3, 1), 100)
-    cluster.deliver()
-    read = cluster.nodes["c"].read("k", 100)
-    cluster.deliver()
-    assert cluster.outcomes[("b", retry)].answer == Result(ok=True, applied=True, value=3)
-    assert value_of(cluster.outcomes[("c", read)].answer) == 3  # type: ignore[arg-type]
+    cluster.finish("a", cluster.nodes["a"].submit("k", add(3, 1), 100))
+    retry = cluster.finish("b", cluster.nodes["b"].submit("k", add(3, 1), 100))
+    read = cluster.finish("c", cluster.nodes["c"].read("k", 100))
+    assert retry.answer == Result(ok=True, applied=True, value=3)
+    assert value_of(read.answer) == 3  # type: ignore[arg-type]
 
 
 def test_an_idempotency_key_dedupes_across_sessions() -> None:
@@ -332,12 +326,10 @@ def test_an_idempotency_key_dedupes_across_sessions() -> None:
     digest = request_digest("k", "counter", "add", 2, None, 0)
     first = Command("s1", 1, "k", "counter", "add", 2, 0, None, "order-1", digest)
     second = Command("s2", 1, "k", "counter", "add", 2, 0, None, "order-1", digest)
-    cluster.nodes["a"].submit("k", first, 100)
-    cluster.deliver()
-    cluster.nodes["b"].submit("k", second, 100)
-    read = cluster.nodes["c"].read("k", 100)
-    cluster.deliver()
-    assert value_of(cluster.outcomes[("c", read)].answer) == 2  # type: ignore[arg-type]
+    cluster.finish("a", cluster.nodes["a"].submit("k", first, 100))
+    cluster.finish("b", cluster.nodes["b"].submit("k", second, 100))
+    read = cluster.finish("c", cluster.nodes["c"].read("k", 100))
+    assert value_of(read.answer) == 2  # type: ignore[arg-type]
 
 
 def test_a_timed_out_write_reports_an_unknown_outcome_once_it_was_sent_to_accept() -> None:
@@ -384,3 +376,36 @@ def test_messages_and_records_round_trip_and_bad_bytes_are_refused() -> None:
     for bad in (b"", b"\x01\x00\x78garbage", encode_record("k", record)):
         with pytest.raises(DecodeError):
             decode_messages(bad)
+
+
+# -- the one-round-trip optimisation: §2.2.1 --
+
+
+def test_the_next_change_by_the_same_proposer_skips_prepare() -> None:
+    """§2.2.1: with the next prepare piggybacked on the accept, a proposer that changes a key
+    again sends ACCEPT at once, and acceptors promise its next ballot when they accept."""
+    cluster = Cluster()
+    a = cluster.nodes["a"]
+    cluster.finish("a", a.submit("k", add(1, 1), 100))
+    promised = cluster.storages["b"].records["k"].promised
+    assert promised > cluster.storages["b"].records["k"].accepted
+    a.submit("k", add(2, 2), 100)
+    cluster.drain()
+    assert {m.type for m in cluster.in_flight} == {MessageType.ACCEPT}
+    assert cluster.in_flight[0].ballot == promised
+    read = cluster.finish("a", a.read("k", 100))
+    assert value_of(read.answer) == 3  # type: ignore[arg-type]
+    assert a.counters["rounds_one_round_trip"] == 2
+
+
+def test_a_proposer_that_came_in_between_sends_the_fast_path_back_to_prepare() -> None:
+    """The held promise is only as good as the acceptors' memory of it: another proposer's
+    higher ballot makes them refuse the skipped-prepare ACCEPT, and the change retries with a
+    full round on top of the other proposer's value."""
+    cluster = Cluster()
+    a, b = cluster.nodes["a"], cluster.nodes["b"]
+    cluster.finish("a", a.submit("k", add(1, 1), 100))
+    cluster.finish("b", b.submit("k", add(10, 1, "other"), 100))
+    outcome = cluster.finish("a", a.submit("k", add(100, 2), 100))
+    assert outcome.answer == Result(ok=True, applied=True, value=111)
+    assert a.counters["rounds_conflicted"] >= 1

@@ -69,6 +69,7 @@ def assert_the_faults_struck(reports: list[Report]) -> None:
         "packets duplicated": sum(r.duplicated for r in reports),
         "packets reordered": sum(r.reordered for r in reports),
         "unknown outcomes": sum(r.unknown_outcomes for r in reports),
+        "rounds that skipped prepare (one round trip)": sum(r.one_round_trips for r in reports),
     }
     missing = [name for name, count in totals.items() if count == 0]
     assert not missing, f"never happened: {missing} ({totals})"
