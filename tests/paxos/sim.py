@@ -486,13 +486,14 @@ class Simulation:
                 reader.handle = self.recorder.invoke(reader.operation)
                 reader.attempts = 0
                 self._attempt(reader, node_id)
-                while reader.handle is not None and self.now_ms < end_ms:
+                while _in_flight(reader) and self.now_ms < end_ms:
                     if self.now_ms >= reader.deadline_ms:
                         reader.attempts = 0
                         self._attempt(reader, node_id)
                     self._advance(end_ms)
                     self._round()
-                if reader.handle is not None:
+                if _in_flight(reader):
+                    assert reader.handle is not None
                     self.violations.append(f"the final read of {key} at {node_id} never ended")
                     self.recorder.fail(reader.handle)
                     reader.handle = reader.operation = None
@@ -501,6 +502,11 @@ class Simulation:
                 assert isinstance(read.result, int)
                 values.setdefault(node_id, {})[key] = read.result
         return values
+
+
+def _in_flight(client: Client) -> bool:
+    """Whether the client still waits (a call, so type narrowing does not outlive the loop)."""
+    return client.handle is not None
 
 
 def value_of(view: KeyView | None) -> int:
