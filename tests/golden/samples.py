@@ -29,6 +29,9 @@ from crdtstream.crdt import (
 from crdtstream.engine.quorum import Quorum
 from crdtstream.engine.requests import response_row
 from crdtstream.gossip.messages import MemberUpdate, Progress, encode_frame
+from crdtstream.paxos.types import AcceptorRecord, encode_messages, encode_record
+from crdtstream.paxos.types import Message as PaxosMessage
+from crdtstream.paxos.types import MessageType as PaxosType
 from crdtstream.raft.commands import Command, Result, encode_command, encode_result
 from crdtstream.raft.state_machine import KeyView, StateMachine
 from crdtstream.raft.types import (
@@ -90,6 +93,7 @@ RAFT_FRAMES = (
 )
 STRONG_FRAMES = ("strong_request", "strong_response")
 QUORUM_FRAMES = ("quorum_write", "quorum_ack", "quorum_read", "quorum_state")
+PAXOS_FRAMES = ("paxos_message",)
 
 
 def sample_store(replica: str = "n1~1") -> WindowStore:
@@ -230,7 +234,27 @@ def _quorum_frames() -> dict[str, bytes]:
 def message_frames() -> dict[str, bytes]:
     """One frame of every message type that travels between nodes, by name."""
     frames = {**_gossip_frames(), **_raft_frames(), **_strong_frames(), **_quorum_frames()}
-    assert set(frames) == {*GOSSIP_FRAMES, *RAFT_FRAMES, *STRONG_FRAMES, *QUORUM_FRAMES}
+    frames["paxos_message"] = encode_messages(
+        [
+            PaxosMessage(PaxosType.PREPARE, "n1", "n2", "quota.api", (3, "n1#00000000aa")),
+            PaxosMessage(
+                PaxosType.ACCEPT,
+                "n1",
+                "n2",
+                "quota.api",
+                (3, "n1#00000000aa"),
+                (4, "n1#00000000aa"),
+                b"value",
+            ),
+        ]
+    )
+    assert set(frames) == {
+        *GOSSIP_FRAMES,
+        *RAFT_FRAMES,
+        *STRONG_FRAMES,
+        *QUORUM_FRAMES,
+        *PAXOS_FRAMES,
+    }
     return frames
 
 
@@ -263,4 +287,7 @@ def state_frames() -> dict[str, bytes]:
             Command("client", 2, "users.seen", "set", "add", "carol", BASE_MS)
         ),
         "raft_machine_result": encode_result(Result(True, False, 3, "")),
+        "paxos_acceptor_record": encode_record(
+            "quota.api", AcceptorRecord((5, "n2#00000000bb"), (4, "n1#00000000aa"), b"value")
+        ),
     }
