@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from crdtstream.config import WindowConfig
 from crdtstream.engine.requests import Completion, Send
-from crdtstream.errors import DecodeError, UnavailableError
+from crdtstream.errors import DecodeError, RefusedError, UnavailableError
 from crdtstream.paxos.node import PaxosConfig, PaxosNode
 from crdtstream.paxos.storage import AcceptorStorage, persist_ready
 from crdtstream.paxos.types import Message, decode_messages, encode_messages
@@ -88,10 +88,11 @@ class PaxosReplica:
         except DecodeError:
             self.counters["malformed"] += 1
             return
+        # One sender and one destination per frame (the encoding has them once).
+        if messages[0].sender != source or messages[0].to != self.node_id:
+            self.counters["malformed"] += 1
+            return
         for message in messages:
-            if message.sender != source or message.to != self.node_id:
-                self.counters["malformed"] += 1
-                continue
             self.node.step(message)
 
     def process_ready(self) -> None:
@@ -112,7 +113,8 @@ class PaxosReplica:
                 done, what = waiting
                 if outcome.error:
                     self.counters[f"{what}_failed"] += 1
-                    done(None, UnavailableError(outcome.error))
+                    kind = RefusedError if outcome.refused else UnavailableError
+                    done(None, kind(outcome.error))
                 else:
                     self.counters[f"{what}_ok"] += 1
                     done(outcome.answer, None)

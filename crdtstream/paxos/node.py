@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from crdtstream.config import WindowConfig
+from crdtstream.errors import ConfigError, DecodeError
 from crdtstream.paxos.acceptor import Acceptor
 from crdtstream.paxos.types import (
     ZERO_BALLOT,
@@ -114,6 +115,8 @@ class Outcome:
     answer: Result | KeyView | None = None
     error: str = ""
     unknown: bool = False
+    refused: bool = False
+    """The key's value could not be read (it does not restore here): nothing was applied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +212,7 @@ class PaxosNode:
                 "operations_ok",
                 "operations_failed",
                 "stale_messages",
+                "values_unreadable",
             ),
             0,
         )
@@ -311,7 +315,11 @@ class PaxosNode:
         # majority accepted before is among them, with the highest ballot (the paper's §2.2).
         _, value = max(round_.promises.values(), key=lambda promise: promise[0])
         commands = [operation.command for operation in round_.operations]
-        new_value, answers = apply_batch(self.window, round_.key, value, commands)
+        try:
+            new_value, answers = apply_batch(self.window, round_.key, value, commands)
+        except (DecodeError, ConfigError) as error:
+            self._refuse(round_, f"the paxos value of {round_.key!r} does not restore: {error}")
+            return
         round_.answers = {
             operation.id: answer
             for operation, answer in zip(round_.operations, answers, strict=True)
@@ -327,6 +335,16 @@ class PaxosNode:
         self._broadcast(
             MessageType.ACCEPT, round_.key, round_.ballot, new_value, round_.next_ballot
         )
+
+    def _refuse(self, round_: _Round, reason: str) -> None:
+        """End a round whose value cannot be read (taken with other windows, or corrupt): its
+        operations fail as refused, having changed nothing."""
+        del self._rounds[round_.key]
+        self._prepared.pop(round_.key, None)
+        self.counters["values_unreadable"] += 1
+        for operation in round_.operations:
+            self.counters["operations_failed"] += 1
+            self._outcomes.append(Outcome(operation.id, None, reason, refused=True))
 
     def _succeed(self, round_: _Round) -> None:
         del self._rounds[round_.key]

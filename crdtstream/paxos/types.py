@@ -92,6 +92,15 @@ def _bytes(body: Any) -> bytes:
     return body
 
 
+def _value(body: Any) -> bytes:
+    """A key's value: empty, or a one-key state machine snapshot (checked by its tag here;
+    a well-tagged value that still does not restore is refused where it is applied)."""
+    value = _bytes(body)
+    if value and wire.peek_tag(value) != wire.Tag.RAFT_MACHINE_SNAPSHOT:
+        raise ValueError("a paxos value must be a state machine snapshot")
+    return value
+
+
 def _text(body: Any) -> str:
     if not isinstance(body, str) or not body:
         raise ValueError(f"expected a non-empty string, got {body!r}")
@@ -108,8 +117,8 @@ def encode_messages(messages: Sequence[Message]) -> bytes:
 def _messages_from(body: Any) -> list[Message]:
     sender, to, rows = body
     sender, to = _text(sender), _text(to)
-    if not isinstance(rows, list):
-        raise TypeError("paxos messages are a list")
+    if not isinstance(rows, list) or not rows:
+        raise TypeError("paxos messages are a non-empty list")
     messages = []
     for kind, key, ballot, accepted, value in rows:
         messages.append(
@@ -120,7 +129,7 @@ def _messages_from(body: Any) -> list[Message]:
                 _text(key),
                 _ballot(ballot),
                 _ballot(accepted),
-                _bytes(value),
+                _value(value),
             )
         )
     return messages
@@ -139,7 +148,7 @@ def encode_record(key: str, record: AcceptorRecord) -> bytes:
 
 def _record_from(body: Any) -> tuple[str, AcceptorRecord]:
     key, promised, accepted, value = body
-    return _text(key), AcceptorRecord(_ballot(promised), _ballot(accepted), _bytes(value))
+    return _text(key), AcceptorRecord(_ballot(promised), _ballot(accepted), _value(value))
 
 
 def decode_record(data: bytes | bytearray | memoryview) -> tuple[str, AcceptorRecord]:

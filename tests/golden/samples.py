@@ -94,6 +94,8 @@ RAFT_FRAMES = (
 STRONG_FRAMES = ("strong_request", "strong_response")
 QUORUM_FRAMES = ("quorum_write", "quorum_ack", "quorum_read", "quorum_state")
 PAXOS_FRAMES = ("paxos_message",)
+PAXOS_VALUE = wire.encode(wire.Tag.RAFT_MACHINE_SNAPSHOT, [])
+"""Stands for a key's value (a one-key state machine snapshot): the record holds it opaque."""
 
 
 def sample_store(replica: str = "n1~1") -> WindowStore:
@@ -244,7 +246,7 @@ def message_frames() -> dict[str, bytes]:
                 "quota.api",
                 (3, "n1#00000000aa"),
                 (4, "n1#00000000aa"),
-                b"value",
+                PAXOS_VALUE,
             ),
         ]
     )
@@ -288,6 +290,6 @@ def state_frames() -> dict[str, bytes]:
         ),
         "raft_machine_result": encode_result(Result(True, False, 3, "")),
         "paxos_acceptor_record": encode_record(
-            "quota.api", AcceptorRecord((5, "n2#00000000bb"), (4, "n1#00000000aa"), b"value")
+            "quota.api", AcceptorRecord((5, "n2#00000000bb"), (4, "n1#00000000aa"), PAXOS_VALUE)
         ),
     }

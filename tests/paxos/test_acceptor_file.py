@@ -7,13 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from crdtstream import wire
 from crdtstream.paxos.types import AcceptorRecord
 from crdtstream.storage import paxos_acceptors
 from crdtstream.storage.paxos_acceptors import AcceptorFile
 
 
 def record(counter: int, value: bytes = b"") -> AcceptorRecord:
-    return AcceptorRecord((counter, "p#1"), (counter, "p#1") if value else (0, ""), value)
+    """A record whose value (when any) is shaped as a key's value is: a tagged frame."""
+    frame = wire.encode(wire.Tag.RAFT_MACHINE_SNAPSHOT, value) if value else b""
+    return AcceptorRecord((counter, "p#1"), (counter, "p#1") if value else (0, ""), frame)
 
 
 def test_synced_records_survive_a_reopen_and_the_last_of_a_key_wins(tmp_path: Path) -> None:

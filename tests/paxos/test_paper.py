@@ -25,11 +25,14 @@ from crdtstream.paxos.types import (
     encode_messages,
     encode_record,
 )
+from crdtstream.paxos.value import apply_batch
 from crdtstream.raft.commands import Command, Result, request_digest
 from crdtstream.raft.state_machine import KeyView
 from tests.paxos.sim import value_of
 
 WINDOW = WindowConfig(size_ms=1_000_000, allowed_lateness_ms=0, retention_windows=1)
+VALUE = apply_batch(WINDOW, "k", b"", [Command("c", 1, "k", "counter", "add", 1, 0)])[0]
+"""A key's value as it travels: a one-key state machine snapshot."""
 IDS = ("a", "b", "c")
 
 
@@ -367,13 +370,19 @@ def test_backoff_is_jittered_grows_with_attempts_and_stays_within_its_clamp() ->
 
 def test_messages_and_records_round_trip_and_bad_bytes_are_refused() -> None:
     messages = [
-        Message(MessageType.PROMISE, "a", "b", "k", (3, "b#1"), (2, "c#9"), b"\x01value"),
+        Message(MessageType.PROMISE, "a", "b", "k", (3, "b#1"), (2, "c#9"), VALUE),
         Message(MessageType.PREPARE, "a", "b", "j", (4, "b#1")),
     ]
     assert decode_messages(encode_messages(messages)) == messages
-    record = AcceptorRecord((5, "a#1"), (4, "b#2"), b"v")
+    record = AcceptorRecord((5, "a#1"), (4, "b#2"), VALUE)
     assert decode_record(encode_record("k", record)) == ("k", record)
-    for bad in (b"", b"\x01\x00\x78garbage", encode_record("k", record)):
+    not_a_value = Message(MessageType.ACCEPT, "a", "b", "k", (3, "b#1"), value=b"\x01value")
+    for bad in (
+        b"",
+        b"\x01\x00\x78garbage",
+        encode_record("k", record),
+        encode_messages([not_a_value]),
+    ):
         with pytest.raises(DecodeError):
             decode_messages(bad)
 
@@ -409,3 +418,21 @@ def test_a_proposer_that_came_in_between_sends_the_fast_path_back_to_prepare() -
     outcome = cluster.finish("a", a.submit("k", add(100, 2), 100))
     assert outcome.answer == Result(ok=True, applied=True, value=111)
     assert a.counters["rounds_conflicted"] >= 1
+
+
+def test_a_value_that_does_not_restore_fails_its_operations_as_refused() -> None:
+    """A value taken with other windows (or corrupt, but well tagged) is never applied to: the
+    round's operations fail as refused, and the proposer keeps serving."""
+    cluster = Cluster()
+    other_windows = WindowConfig(size_ms=10_000)
+    foreign = apply_batch(other_windows, "k", b"", [add(1, 1)])[0]
+    for node_id in IDS:
+        cluster.nodes[node_id].acceptor.records["k"] = AcceptorRecord(
+            (1, "x#1"), (1, "x#1"), foreign
+        )
+    outcome = cluster.finish("a", cluster.nodes["a"].submit("k", add(1, 2), 100))
+    assert outcome.refused
+    assert not outcome.unknown
+    assert "does not restore" in outcome.error
+    fine = cluster.finish("a", cluster.nodes["a"].submit("j", add(1, 3, key="j"), 100))
+    assert fine.answer == Result(ok=True, applied=True, value=1)
