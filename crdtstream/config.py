@@ -26,6 +26,10 @@ __all__ = [
 Mode = Literal["eventual", "quorum", "strong", "bounded"]
 MODES: tuple[Mode, ...] = ("eventual", "quorum", "strong", "bounded")
 
+Backend = Literal["raft", "paxos"]
+BACKENDS: tuple[Backend, ...] = ("raft", "paxos")
+"""How a strong key is replicated: the Raft log (default) or per-key CASPaxos."""
+
 
 def require(condition: bool, field_path: str, rule: str, got: object) -> None:
     """Raise :class:`ConfigError` ``"<field_path>: <rule>, got <got>"`` unless ``condition``."""
@@ -308,7 +312,8 @@ class RaftConfig:
 
 @dataclass(frozen=True, slots=True)
 class PolicyRule:
-    """One ordered glob rule of the key policy: keys matching ``pattern`` use ``mode``.
+    """One ordered glob rule of the key policy: keys matching ``pattern`` use ``mode``; a
+    strong rule may name its ``backend`` (``raft`` unless it says ``paxos``).
 
     A ``bounded`` rule also gives the quota: at most ``limit`` units consumed per window of
     ``window_ms`` (aligned on the epoch), with each window's rights split evenly over
@@ -318,6 +323,7 @@ class PolicyRule:
 
     pattern: str
     mode: Mode = "eventual"
+    backend: Backend = "raft"
     limit: int | None = None
     window_ms: int = 60_000
     members: tuple[str, ...] = ()
@@ -325,6 +331,15 @@ class PolicyRule:
     def __post_init__(self) -> None:
         require(bool(self.pattern), "policy.pattern", "must not be empty", self.pattern)
         require(self.mode in MODES, "policy.mode", f"must be one of {MODES}", self.mode)
+        require(
+            self.backend in BACKENDS, "policy.backend", f"must be one of {BACKENDS}", self.backend
+        )
+        require(
+            self.backend == "raft" or self.mode == "strong",
+            "policy.backend",
+            "applies to strong rules only",
+            self.backend,
+        )
         if self.mode != "bounded":
             require(self.limit is None, "policy.limit", "applies to bounded rules only", self.limit)
             return

@@ -12,9 +12,9 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from crdtstream.config import Mode, PolicyRule
+from crdtstream.config import Backend, Mode, PolicyRule
 
-__all__ = ["Policy"]
+__all__ = ["Policy", "rule_body", "rule_from_body"]
 
 _CACHE_KEYS_MAX = 100_000
 
@@ -24,7 +24,8 @@ class Policy:
 
     def __init__(self, rules: Sequence[PolicyRule] = ()) -> None:
         self.rules = tuple(rules)
-        text = json.dumps([_fingerprinted(rule) for rule in self.rules])
+        # What nodes must agree on about each rule (see rule_body).
+        text = json.dumps([rule_body(rule) for rule in self.rules])
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()[:16]
         self._cache: dict[str, Mode] = {}
 
@@ -47,10 +48,43 @@ class Policy:
         self._cache[key] = mode
         return mode
 
+    def backend_of(self, key: str) -> Backend:
+        """The backend of a strong key: the first matching rule's (``raft`` by default)."""
+        return next(
+            (rule.backend for rule in self.rules if fnmatch.fnmatchcase(key, rule.pattern)),
+            "raft",
+        )
 
-def _fingerprinted(rule: PolicyRule) -> list[object]:
-    """What nodes must agree on about a rule: a bounded rule's quota and members too (nodes that
-    split a limit over different member lists could together grant more than the limit)."""
-    if rule.mode != "bounded":
-        return [rule.pattern, rule.mode]
-    return [rule.pattern, rule.mode, rule.limit, rule.window_ms, list(rule.members)]
+
+def rule_body(rule: PolicyRule) -> list[object]:
+    """A rule as its digest and the replicated catalog hold it: what nodes must agree on.
+
+    A backend other than ``raft`` is added (so policies written before backends existed keep
+    their fingerprints); a bounded rule adds its quota and members (nodes that split a limit
+    over different member lists could together grant more than the limit).
+    """
+    body: list[object] = [rule.pattern, rule.mode]
+    if rule.backend != "raft":
+        body.append(rule.backend)
+    if rule.mode == "bounded":
+        body.extend((rule.limit, rule.window_ms, list(rule.members)))
+    return body
+
+
+def rule_from_body(body: Sequence[object]) -> PolicyRule:
+    """The rule :func:`rule_body` describes; raises ``ValueError`` or ``TypeError`` (through
+    :class:`PolicyRule`'s checks, a ``ConfigError``) on a body no node writes."""
+    pattern, mode, *rest = body
+    if mode == "bounded":
+        limit, window_ms, members = rest
+        if not (type(limit) is int and type(window_ms) is int and isinstance(members, list)):
+            raise TypeError("a bounded rule is [pattern, mode, limit, window_ms, [members]]")
+        return PolicyRule(
+            str(pattern),
+            "bounded",
+            limit=limit,
+            window_ms=window_ms,
+            members=tuple(str(member) for member in members),
+        )
+    backend = rest[0] if rest else "raft"
+    return PolicyRule(str(pattern), mode, backend=backend)  # type: ignore[arg-type]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from crdtstream.agent.settings import parse_policy
 from crdtstream.config import PolicyRule
 from crdtstream.engine.bounded_mode import share_of
+from crdtstream.gossip.catalog import Catalog
 from crdtstream.errors import ConfigError
 from crdtstream.policy import Policy
 
@@ -59,3 +62,16 @@ def test_nodes_that_disagree_on_a_quota_have_different_fingerprints() -> None:
         Policy([PolicyRule("x", "strong")]).fingerprint
         == Policy([PolicyRule("x", "strong")]).fingerprint
     )
+
+
+def test_the_replicated_catalog_keeps_bounded_and_paxos_rules_whole() -> None:
+    """Every field nodes must agree on survives the catalog's encoding of the rules."""
+    rules = [
+        PolicyRule("quota.*", "bounded", limit=30, window_ms=10_000, members=("n1", "n2")),
+        PolicyRule("jobs.*", "strong", backend="paxos"),
+        PolicyRule("budget.*", "strong"),
+        PolicyRule("orders.*", "quorum"),
+    ]
+    catalog = Catalog("n1~1", random.Random(1))
+    catalog.set_rules(rules)
+    assert catalog.rules() == rules

@@ -27,6 +27,7 @@ import pytest
 from crdtstream import wire
 from crdtstream.config import MembershipConfig, PolicyRule, RaftConfig, WindowConfig
 from crdtstream.engine.bounded_mode import BoundedKeys, decode_bounded
+from crdtstream.engine.paxos_mode import PaxosReplica
 from crdtstream.engine.quorum import Quorum, decode_quorum
 from crdtstream.engine.requests import answers_from, rows_from
 from crdtstream.engine.strong import StrongReplica
@@ -36,6 +37,8 @@ from crdtstream.errors import ConfigError, DecodeError
 from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import DeltaPart, decode_frame
+from crdtstream.paxos.storage import MemoryAcceptorStorage
+from crdtstream.paxos.types import decode_messages
 from crdtstream.raft.rawnode import refusal
 from crdtstream.raft.state_machine import StateMachine
 from crdtstream.raft.types import decode_message
@@ -298,6 +301,40 @@ def client_handler(seed: int) -> Handler:
     )
 
 
+def paxos_handler(seed: int) -> Handler:
+    """Node n2, acceptor and proposer (a read of the sample's key in flight), fed by n1."""
+    replica = PaxosReplica(
+        "n2",
+        VOTERS,
+        MemoryAcceptorStorage(),
+        WindowConfig(),
+        random.Random(seed),
+        lambda destination, payload: None,
+        monotonic_ms=0,
+    )
+    replica.read("quota.api", 1_000, lambda answer, error: None)
+    now = [0]
+
+    def refused(payload: bytes) -> bool:
+        try:
+            messages = decode_messages(payload)
+        except DecodeError:
+            return True
+        return messages[0].sender != "n1" or messages[0].to != "n2"
+
+    def settle() -> None:
+        now[0] += 10
+        replica.tick(now[0])
+        replica.process_ready()
+
+    return Handler(
+        refused,
+        lambda payload: replica.step("n1", payload),
+        lambda: replica.counters["malformed"],
+        settle,
+    )
+
+
 def _guarded(refused: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
     def guarded(payload: bytes) -> bool:
         try:
@@ -360,6 +397,8 @@ def handler_for(name: str, seed: int) -> Handler:
         return client_handler(seed)
     if name == "strong_request":
         return strong_handler("n1", "n4", seed)
+    if name in samples.PAXOS_FRAMES:
+        return paxos_handler(seed)
     message = decode_message(samples.message_frames()[name])
     assert message.sender is not None
     assert message.to is not None

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from crdtstream.agent.aggregates import DEFAULT_IDLE_TTL_MS
 from crdtstream.agent.mapping import Mapper, load_mapping
 from crdtstream.config import (
+    BACKENDS,
     MODES,
     GossipConfig,
     MembershipConfig,
@@ -284,23 +285,30 @@ def _string_list(data: Mapping[str, Any], name: str) -> list[str]:
 
 
 def parse_policy(entries: object) -> tuple[PolicyRule, ...]:
-    """Policy rules from ``PATTERN=MODE`` strings or ``{pattern, mode}`` tables, in order."""
+    """Policy rules from ``PATTERN=MODE`` (or ``PATTERN=strong/paxos``) strings or
+    ``{pattern, mode, backend}`` tables, in order."""
     if not isinstance(entries, list):
         raise ConfigError(f"policy: must be a list of rules, got {entries!r}")
     rules = []
     for entry in entries:
+        backend = "raft"
         if isinstance(entry, str):
             pattern, _, mode = entry.rpartition("=")
+            mode, _, backend = mode.partition("/")  # PATTERN=strong/paxos
+            backend = backend or "raft"
         elif isinstance(entry, Mapping):
             pattern, mode = entry.get("pattern", ""), entry.get("mode", "")
+            backend = entry.get("backend", "raft")
         else:
             raise ConfigError(f"policy: a rule must be PATTERN=MODE or a table, got {entry!r}")
         if mode not in MODES:
             raise ConfigError(f"policy.mode: must be one of {MODES}, got {mode!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"policy.backend: must be one of {BACKENDS}, got {backend!r}")
         if mode == "bounded":
             rules.append(_bounded_rule(str(pattern), entry))
         else:
-            rules.append(PolicyRule(str(pattern), mode))
+            rules.append(PolicyRule(str(pattern), mode, backend))
     return tuple(rules)
 
 
@@ -310,7 +318,9 @@ def _bounded_rule(pattern: str, entry: object) -> PolicyRule:
         raise ConfigError("policy: a bounded rule is a table with limit and members")
     members = _string_list(entry, "members")
     window_ms = entry.get("window_ms", 60_000)
-    return PolicyRule(pattern, "bounded", entry.get("limit"), window_ms, tuple(members))
+    return PolicyRule(
+        pattern, "bounded", limit=entry.get("limit"), window_ms=window_ms, members=tuple(members)
+    )
 
 
 def load_settings(path: Path | None, overrides: Mapping[str, Any]) -> AgentSettings:

@@ -36,6 +36,7 @@ from crdtstream.engine.operations import (
     served_consistency,
     strong_answer,
 )
+from crdtstream.engine.paxos_mode import PaxosReplica
 from crdtstream.engine.quorum import QUORUM_TAGS, Quorum
 from crdtstream.engine.requests import ReadAnswer
 from crdtstream.engine.sessions import ClientSession
@@ -54,6 +55,8 @@ from crdtstream.gossip.catalog import Catalog
 from crdtstream.gossip.core import GossipCore
 from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
 from crdtstream.ingest import StatsdParser
+from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
+from crdtstream.paxos.value import read_view
 from crdtstream.policy import Policy
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
@@ -88,12 +91,16 @@ class Engine:
         monotonic_ms: int,
         raft_storage: DurableStorage | None = None,
         send_now: Callable[[], None] | None = None,
+        paxos_storage: AcceptorStorage | None = None,
     ) -> None:
         """Start at the clock reading ``now_ms`` / ``monotonic_ms``; ``store`` may be restored
         from a snapshot; ``raft_storage`` holds this node's Raft log when it is a voter (a
         :class:`MemoryStorage` when not given). ``send_now``, when given, is called when the
         outbox should leave before the step ends: a Raft leader's appends, just before it
-        syncs its own log, so that the followers' fsyncs run during its own."""
+        syncs its own log, so that the followers' fsyncs run during its own. ``paxos_storage``
+        holds this node's Paxos acceptor records (in memory when not given); Paxos runs when a
+        policy rule names ``backend = "paxos"`` and Raft voters (its acceptors) are configured.
+        """
         self._send_now = send_now
         self.config = config
         self.replica = replica
@@ -128,6 +135,7 @@ class Engine:
         self.ingest_counters = IngestCounters()
         self.ingest_errors: dict[str, int] = {}
         self.strong = self._open_strong(rng, raft_storage)
+        self.paxos = self._open_paxos(rng, paxos_storage, monotonic_ms)
         self.session = ClientSession(replica, rng)
         # Request ids start at random per run: an answer to an earlier run cannot confirm one.
         self.quorum = Quorum(store, self._send, first_id=rng.getrandbits(62))
@@ -175,7 +183,7 @@ class Engine:
         ``kind`` names the kind of a new key when the operation's default does not fit (say
         ``distinct`` for ``insert``). ``timestamp_ms`` is the event time (default: now, which is
         ``now_ms`` or else the time of the last :meth:`tick`). ``idempotency_key`` makes a
-        retried strong write apply at most once (refused for eventual and quorum keys);
+        retried strong write apply at most once (refused for the other modes);
         ``limit`` bounds a ``conditional_add``.
         ``weight`` and ``relative`` are those of :meth:`WindowStore.add` (eventual and quorum).
         The ticket fails with :class:`InvalidValueError`, :class:`KindConflictError`,
@@ -187,6 +195,11 @@ class Engine:
             if mode == "bounded":
                 if self._closed:
                     raise UnavailableError(SHUTTING_DOWN)
+                if idempotency_key is not None:
+                    # A retry would spend the rights twice: refused, not silently ignored.
+                    raise RefusedError(
+                        f"idempotency keys are kept for strong keys only; {key!r} is bounded"
+                    )
                 rule = self._bounded_rule(key)
                 now = self._now_ms if now_ms is None else now_ms
                 monotonic = self._monotonic_ms
@@ -350,7 +363,17 @@ class Engine:
         if self._closed:
             ticket.fail(UnavailableError(SHUTTING_DOWN))
             return
+        paxos = self._paxos_for(key)
+        if paxos is not None:
+            paxos.submit(command, self.config.strong_timeout_ms, done)
+            return
         self._strong_for(key, "write").submit(command, self._timeout_ticks(), done)
+
+    def _paxos_for(self, key: str) -> PaxosReplica | None:
+        """The Paxos replica when ``key`` is a strong key of the Paxos backend."""
+        if self.paxos is None or self.policy.backend_of(key) != "paxos":
+            return None
+        return self.paxos
 
     def _strong_for(self, key: str, what: str) -> StrongReplica | StrongClient:
         if self.strong is None:
@@ -418,6 +441,13 @@ class Engine:
 
     def _read_strong(self, ticket: Ticket, key: str, served: Mode) -> None:
         strong = self._strong_for(key, "read")
+        paxos = self._paxos_for(key)
+        if paxos is not None and served == "eventual":
+            # What this node's acceptor accepted last: possibly stale, never a value that no
+            # proposer computed.
+            value = paxos.node.acceptor.record(key).value
+            ticket.complete(strong_answer(key, read_view(self.config.window, key, value), served))
+            return
         if served == "eventual":
             if not isinstance(strong, StrongReplica):
                 raise RefusedError(
@@ -436,6 +466,9 @@ class Engine:
 
         if self._closed:
             ticket.fail(UnavailableError(SHUTTING_DOWN))
+            return
+        if paxos is not None:
+            paxos.read(key, self.config.strong_timeout_ms, done)
             return
         strong.read(key, self._timeout_ticks(), done)
 
@@ -537,12 +570,17 @@ class Engine:
                 self._raft_ticks_done += 1
                 self.strong.tick()
             self.strong.process_ready()
+        if self.paxos is not None:
+            self.paxos.tick(monotonic_ms)
+            self.paxos.process_ready()
 
     def flush(self) -> None:
         """Send the quorum requests made since the last step now, as one batch, rather than at
         the next :meth:`tick` (the driver calls it at the end of an event-loop turn)."""
         if not self._closed:
             self.quorum.flush(self._monotonic_ms)
+            if self.paxos is not None:
+                self.paxos.process_ready()  # a request's PREPAREs leave with this turn
 
     def _route(self, source: str, payload: bytes) -> None:
         self.counters.packets_received += 1
@@ -560,6 +598,8 @@ class Engine:
         elif tag in BOUNDED_TAGS:
             rules = self._bounded_rule_or_none
             self.bounded.step(source, payload, rules, self._now_ms, self._monotonic_ms)
+        elif tag == wire.Tag.PAXOS_MESSAGE and self.paxos is not None:
+            self.paxos.step(source, payload)
         else:
             self.counters.packets_unroutable += 1
 
@@ -605,6 +645,22 @@ class Engine:
             rng,
             self._send,
             self._send_now,
+        )
+
+    def _open_paxos(
+        self, rng: random.Random, storage: AcceptorStorage | None, monotonic_ms: int
+    ) -> PaxosReplica | None:
+        acceptors = sorted(self.config.raft_voters)
+        if not acceptors or not any(rule.backend == "paxos" for rule in self.policy.rules):
+            return None
+        return PaxosReplica(
+            self.config.node_id,
+            acceptors,
+            MemoryAcceptorStorage() if storage is None else storage,
+            self.config.window,
+            rng,
+            self._send,
+            monotonic_ms=monotonic_ms,
         )
 
     def remove_member(self, node_id: str, *, force: bool = False) -> bool:
@@ -657,6 +713,8 @@ class Engine:
         self.bounded.fail_all(UnavailableError(SHUTTING_DOWN))
         if self.strong is not None:
             self.strong.fail_all(UnavailableError(SHUTTING_DOWN))
+        if self.paxos is not None:
+            self.paxos.fail_all(UnavailableError(SHUTTING_DOWN))
 
     # ------------------------------------------------------------------ inspection
 
@@ -674,6 +732,7 @@ class Engine:
             "ingest": dataclasses.asdict(self.ingest_counters),
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
+            "paxos": None if self.paxos is None else self.paxos.status(),
             "quorum": dict(self.quorum.counters),
             "bounded": dict(self.bounded.counters),
             "catalog": {

@@ -34,7 +34,7 @@ from crdtstream import wire
 from crdtstream.config import Mode, PolicyRule
 from crdtstream.errors import DecodeError
 from crdtstream.gossip.messages import Message
-from crdtstream.policy import Policy
+from crdtstream.policy import Policy, rule_body, rule_from_body
 
 __all__ = ["KIND_ORDER", "Catalog"]
 
@@ -139,14 +139,14 @@ class Catalog:
 
     def set_rules(self, rules: Sequence[PolicyRule]) -> None:
         """Replace the policy rules (ordered; the first matching pattern decides)."""
-        self._policy["rules"] = json.dumps([[rule.pattern, rule.mode] for rule in rules])
+        self._policy["rules"] = json.dumps([rule_body(rule) for rule in rules])
 
     def rules(self) -> list[PolicyRule]:
         """The policy rules in order."""
         raw = self._policy.get("rules")
         if raw is None:
             return []
-        return [PolicyRule(pattern, mode) for pattern, mode in json.loads(str(raw))]
+        return [rule_from_body(body) for body in json.loads(str(raw))]
 
     def rules_fingerprint(self) -> str:
         """A short digest of the rules, exchanged when peers meet to refuse a mismatch."""

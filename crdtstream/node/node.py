@@ -36,6 +36,7 @@ from crdtstream.node.config import NodeConfig
 from crdtstream.node.identity import Identity, load_identity, mark_clean
 from crdtstream.raft.storage import DurableStorage
 from crdtstream.storage.local_log import DirectoryDisk, Disk, LocalLog
+from crdtstream.storage.paxos_acceptors import AcceptorFile
 from crdtstream.storage.snapshot import restore
 from crdtstream.storage.snapshot import snapshot as encode_snapshot
 from crdtstream.storage.wal import WalStorage
@@ -47,6 +48,7 @@ __all__ = ["DriverCounters", "Node"]
 
 SNAPSHOT_FILE = "store.snapshot"
 RAFT_DIRECTORY = "raft"
+PAXOS_DIRECTORY = "paxos"
 
 
 @dataclass(slots=True)
@@ -109,6 +111,7 @@ class Node:
             monotonic_ms=clock.monotonic_ms(),
             raft_storage=raft_storage if raft_storage is not None else self._open_raft_log(),
             send_now=self._send_outbox,
+            paxos_storage=self._open_acceptor_file(),
         )
         self._flush_pending = False
         self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
@@ -191,6 +194,7 @@ class Node:
             "ingest": engine["ingest"],
             "ingest_errors": engine["ingest_errors"],
             "raft": engine["raft"],
+            "paxos": engine["paxos"],
             "quorum": engine["quorum"],
             "catalog": engine["catalog"],
         }
@@ -311,6 +315,13 @@ class Node:
         if self.config.data_dir is None or self.config.node_id not in voters:
             return None
         return WalStorage.open(self.config.data_dir / RAFT_DIRECTORY, voters)
+
+    def _open_acceptor_file(self) -> AcceptorFile | None:
+        """The Paxos acceptor's records of a voter with a data directory (None: in memory)."""
+        voters = {peer.node_id for peer in self.config.raft_voters}
+        if self.config.data_dir is None or self.config.node_id not in voters:
+            return None
+        return AcceptorFile(self.config.data_dir / PAXOS_DIRECTORY)
 
     def make_durable(self) -> None:
         """Append the store's changes since the last sync to the local log as one record, fsync

@@ -33,6 +33,9 @@ from crdtstream.engine.quorum import Quorum
 from crdtstream.engine.requests import response_row
 from crdtstream.engine.tickets import Ticket
 from crdtstream.gossip.messages import MemberUpdate, Progress, encode_frame
+from crdtstream.paxos.types import AcceptorRecord, encode_messages, encode_record
+from crdtstream.paxos.types import Message as PaxosMessage
+from crdtstream.paxos.types import MessageType as PaxosType
 from crdtstream.raft.commands import Command, Result, encode_command, encode_result
 from crdtstream.raft.state_machine import KeyView, StateMachine
 from crdtstream.raft.types import (
@@ -100,6 +103,9 @@ BOUNDED_FRAMES = ("bounded_state", "bounded_request")
 BOUNDED_RULE = PolicyRule(
     "quota.*", "bounded", limit=30, window_ms=60_000, members=("n1", "n2", "n3")
 )
+PAXOS_FRAMES = ("paxos_message",)
+PAXOS_VALUE = wire.encode(wire.Tag.RAFT_MACHINE_SNAPSHOT, [])
+"""Stands for a key's value (a one-key state machine snapshot): the record holds it opaque."""
 
 
 def sample_store(replica: str = "n1~1") -> WindowStore:
@@ -264,12 +270,27 @@ def message_frames() -> dict[str, bytes]:
         **_quorum_frames(),
         **_bounded_frames(),
     }
+    frames["paxos_message"] = encode_messages(
+        [
+            PaxosMessage(PaxosType.PREPARE, "n1", "n2", "quota.api", (3, "n1#00000000aa")),
+            PaxosMessage(
+                PaxosType.ACCEPT,
+                "n1",
+                "n2",
+                "quota.api",
+                (3, "n1#00000000aa"),
+                (4, "n1#00000000aa"),
+                PAXOS_VALUE,
+            ),
+        ]
+    )
     assert set(frames) == {
         *GOSSIP_FRAMES,
         *RAFT_FRAMES,
         *STRONG_FRAMES,
         *QUORUM_FRAMES,
         *BOUNDED_FRAMES,
+        *PAXOS_FRAMES,
     }
     return frames
 
@@ -308,4 +329,7 @@ def state_frames() -> dict[str, bytes]:
             Command("client", 2, "users.seen", "set", "add", "carol", BASE_MS)
         ),
         "raft_machine_result": encode_result(Result(True, False, 3, "")),
+        "paxos_acceptor_record": encode_record(
+            "quota.api", AcceptorRecord((5, "n2#00000000bb"), (4, "n1#00000000aa"), PAXOS_VALUE)
+        ),
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 from crdtstream import wire
 from crdtstream.engine.quorum import decode_quorum
 from crdtstream.gossip.messages import STATUS_CODES, decode_frame, encode_frame
+from crdtstream.paxos.types import decode_messages, encode_messages
 from crdtstream.raft.types import (
     ConfChangeKind,
     Entry,
@@ -72,6 +73,8 @@ WIRE_TAGS = {
     "QUORUM_ACK": 132,
     "QUORUM_READ": 133,
     "QUORUM_STATE": 134,
+    "PAXOS_MESSAGE": 120,
+    "PAXOS_ACCEPTOR_RECORD": 121,
     "BOUNDED_STATE": 150,
     "BOUNDED_REQUEST": 151,
 }
@@ -170,6 +173,8 @@ def test_the_golden_frames_still_decode_and_reencode_to_themselves() -> None:
         assert encode_message(decode_message(frames[name])) == frames[name], name
     for name in samples.QUORUM_FRAMES:
         decode_quorum(frames[name])
+    for name in samples.PAXOS_FRAMES:
+        assert encode_messages(decode_messages(frames[name])) == frames[name], name
 
 
 def test_the_golden_store_snapshot_restores_to_the_sample_store() -> None:

@@ -19,6 +19,7 @@ def malformed_counts(status: Mapping[str, Any]) -> dict[str, int]:
         "gossip": int(status["gossip"]["malformed_received"]),
         "quorum": int(status["quorum"]["malformed"]),
         "raft": int(raft.get("malformed", 0)),
+        "paxos": int((status.get("paxos") or {}).get("malformed", 0)),
     }
 
 
