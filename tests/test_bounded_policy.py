@@ -9,8 +9,8 @@ import pytest
 from crdtstream.agent.settings import parse_policy
 from crdtstream.config import PolicyRule
 from crdtstream.engine.bounded_mode import share_of
-from crdtstream.gossip.catalog import Catalog
 from crdtstream.errors import ConfigError
+from crdtstream.gossip.catalog import Catalog
 from crdtstream.policy import Policy
 
 
