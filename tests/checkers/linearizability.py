@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -280,3 +280,25 @@ class HistoryRecorder:
         """Completed operations plus every still-open one as timed out (unknown result)."""
         pending = [replace(op, complete_time=None, result=None) for op in self._open.values()]
         return [*self._done, *pending]
+
+
+def assert_counter_history(
+    history: Sequence[Operation], final_values: Mapping[str, float | None]
+) -> None:
+    """The checks every real-process strong test makes of its counter history: linearizable,
+    enough writes completed to mean anything, and each node's final value at least every
+    acknowledged add and at most those plus the ones whose outcome is unknown."""
+    verdicts = check_history(history)
+    assert all(v.verdict is Verdict.LINEARIZABLE for v in verdicts), [v.explain() for v in verdicts]
+    acknowledged = sum(
+        op.amount
+        for op in history
+        if op.complete_time is not None
+        and (op.kind == "add" or (op.kind == "conditional_add" and op.result is True))
+    )
+    unknown = sum(op.amount for op in history if op.complete_time is None and op.kind != "read")
+    completed_writes = [op for op in history if op.complete_time is not None and op.kind != "read"]
+    assert len(completed_writes) > 20, "too little load went through to mean anything"
+    for node_id, value in final_values.items():
+        assert value is not None, node_id
+        assert acknowledged <= value <= acknowledged + unknown, (node_id, value, acknowledged)
