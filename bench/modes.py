@@ -4,8 +4,9 @@ each promises.
 Three ``crdtstream agent`` processes (``--nodes``, up to 7), all Raft voters, run behind the
 fault proxies of :mod:`bench.cluster`: every byte between two nodes crosses a userspace proxy
 that adds the ``--profile``'s one-way latency and jitter (``lan`` 0.2 ms round trip, ``region``
-5 ms, ``wan`` 40 ms) and cuts links on command. Keys ``ev.*`` are eventual, ``qu.*`` quorum and
-``st.*`` strong; the client (this process) reaches every node directly over HTTP, as a client
+5 ms, ``wan`` 40 ms) and cuts links on command. Keys ``ev.*`` are eventual, ``qu.*`` quorum,
+``st.*`` strong through the Raft log and ``px.*`` strong through per-key Paxos (the ``paxos``
+column); the client (this process) reaches every node directly over HTTP, as a client
 next to each node would. Each mode runs in turn on the same cluster, in four parts:
 
 1. **Phases** steady -> partition -> heal (``--seconds`` in all, a third each), under an
@@ -66,9 +67,12 @@ from bench.report import Report
 
 __all__ = ["MODES", "PROBE_DELAYS_MS", "add_arguments", "run"]
 
-MODES = ("eventual", "quorum", "strong")
-PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st"}
-POLICY = ("qu.*=quorum", "st.*=strong")
+MODES = ("eventual", "quorum", "strong", "paxos")
+"""``paxos`` is the strong mode with the per-key CASPaxos backend instead of the Raft log."""
+PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st", "paxos": "px"}
+POLICY = ("qu.*=quorum", "st.*=strong", "px.*=strong/paxos")
+STRONG = ("strong", "paxos")
+"""The modes whose keys are linearizable (either backend of the strong mode)."""
 PHASES = ("steady", "partition", "heal")
 PROBE_DELAYS_MS = (0, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280)
 VISIBILITY_GOAL = 0.99
@@ -385,7 +389,7 @@ async def _quota(
 
     async def side(node: str) -> None:
         while loop.time() < end:
-            if mode == "strong":
+            if mode in STRONG:
                 body = {"op": "conditional_add", "value": 1, "limit": limit}
                 answer = await client.write(node, key, body)
                 if answer is not None:
@@ -590,21 +594,21 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
             "of writes acknowledged",
         )
         overshoot = max(0.0, item.quota_value - args.quota_limit)
-        if mode == "strong":
+        if mode in STRONG:
             overshoot = max(overshoot, item.quota_applied - args.quota_limit)
         report.add(f"{mode}_quota_overshoot", overshoot, f"over a limit of {args.quota_limit}")
         report.add(f"{mode}_bytes_per_write", item.bytes_per_write, "bytes (all links, net)")
         report.add(f"{mode}_converge_after_heal_ms", item.converge_ms, "ms")
-        if mode in ("quorum", "strong"):
+        if mode in ("quorum", *STRONG):
             report.promise(f"{mode}_stale_reads", float(stale), "<= 0")
             report.promise(f"{mode}_visible_at_ack", curve.get(0, 0.0), ">= 1")
             report.promise(f"{mode}_available_on_minority", minority, "<= 0")
-        if mode == "strong":
-            report.promise("strong_quota_overshoot", overshoot, "<= 0")
+        if mode in STRONG:
+            report.promise(f"{mode}_quota_overshoot", overshoot, "<= 0")
         if mode == "eventual":
             report.promise("eventual_available_on_minority", minority, ">= 1")
     by_name = {r.name: r.value for r in report.results}
-    for mode in ("quorum", "strong"):
+    for mode in ("quorum", *STRONG):
         if f"{mode}_write_ms_p50" in by_name and "eventual_write_ms_p50" in by_name:
             ratio = by_name[f"{mode}_write_ms_p50"] / max(by_name["eventual_write_ms_p50"], 1e-9)
             report.add(f"{mode}_write_p50_vs_eventual", ratio, "x the eventual write latency")
@@ -662,7 +666,12 @@ def _plots(runs: list[ModeRun], directory: Path, profile: str) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    colours = {"eventual": "tab:green", "quorum": "tab:blue", "strong": "tab:red"}
+    colours = {
+        "eventual": "tab:green",
+        "quorum": "tab:blue",
+        "strong": "tab:red",
+        "paxos": "tab:purple",
+    }
 
     figure, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), squeeze=False)
     for axis, item in zip(axes[:, 0], runs, strict=True):
