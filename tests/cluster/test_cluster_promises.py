@@ -57,15 +57,20 @@ def _largest_window(agent: Agent, key: str) -> float:
     return max(float(window["value"]) for window in answer["windows"])
 
 
-def _eventually_equal(agents: list[Agent], key: str, expected: float, deadline_s: float) -> None:
+def _eventually_equal(
+    agents: list[Agent], key: str, expected: float, deadline_s: float, unknown: int = 0
+) -> None:
+    """Every node reports one value, at least ``expected`` (the acknowledged adds) and at most
+    ``unknown`` more (adds answered with an error whose outcome is unknown, which may still be
+    applied later, as a strong write forwarded before a partition can be)."""
     end = time.monotonic() + deadline_s
     values: list[float] = []
     while time.monotonic() < end:
         values = [_value(agent, key) for agent in agents]
-        if values == [expected] * len(agents):
+        if len(set(values)) == 1 and expected <= values[0] <= expected + unknown:
             return
         time.sleep(0.05)
-    raise AssertionError(f"{key}: {values}, expected {expected} everywhere")
+    raise AssertionError(f"{key}: {values}, expected {expected} (+{unknown} unknown) everywhere")
 
 
 def _until_strong_write_everywhere(cluster: Cluster) -> None:
@@ -131,7 +136,9 @@ def test_a_partition_keeps_every_modes_promise(tmp_path: Path) -> None:
         assert not answers[-1]["applied"]
         c.heal()
         _eventually_equal(c.agents, "ev.sum", acked["ev.sum"], 15)
-        _eventually_equal(c.agents, "st.sum", acked["st.sum"], 15)
+        # The minority's three refused strong adds were answered 503, outcome unknown: one it
+        # forwarded to the leader just before the cut may still commit (never more than three).
+        _eventually_equal(c.agents, "st.sum", acked["st.sum"], 15, unknown=3)
         for agent in c.agents:
             assert _largest_window(agent, "st.quota") == limit
         pids = [agent.process.pid for agent in c.agents if agent.process is not None]
