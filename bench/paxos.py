@@ -30,9 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import random
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +41,8 @@ from bench.raft import (
     _first_success,
     _positive,
     _wait_for_leader,
+    client_node,
+    reader,
 )
 from bench.report import Report
 
@@ -103,9 +103,9 @@ Figures = dict[str, tuple[float, str]]
 
 
 async def _measure(agents: list[processes.Agent], args: argparse.Namespace) -> Figures:
-    async with _client_node(agents, args.seed) as node:
+    async with client_node(agents, args.seed, POLICIES) as node:
         writes = {backend: _writer(node, key) for backend, key in _KEYS.items()}
-        reads = {backend: _reader(node, key) for backend, key in _KEYS.items()}
+        reads = {backend: reader(node, key) for backend, key in _KEYS.items()}
         for backend in _KEYS:
             await _first_success(writes[backend])
         best: dict[str, float] = {}
@@ -190,48 +190,3 @@ def _writer(node: Node, key: str) -> Operation:
         return True
 
     return write
-
-
-def _reader(node: Node, key: str) -> Operation:
-    from crdtstream.errors import UnavailableError
-
-    async def read() -> bool | None:
-        try:
-            await node.read(key)
-        except UnavailableError:
-            return None
-        return True
-
-    return read
-
-
-@contextlib.asynccontextmanager
-async def _client_node(agents: list[processes.Agent], seed: int) -> AsyncIterator[Node]:
-    """A node outside the voter set that knows the voters, running, with both rules."""
-    from crdtstream.agent.settings import parse_policy
-    from crdtstream.clock import SystemClock
-    from crdtstream.node import Node
-    from crdtstream.node.config import NodeConfig, PeerAddress
-    from transports.zeromq import ZmqTransport
-
-    voters = tuple(PeerAddress(agent.node_id, agent.gossip_address) for agent in agents)
-    config = NodeConfig(
-        node_id="bench-client",
-        listen_address=f"tcp://127.0.0.1:{processes.free_port()}",
-        peers=voters,
-        raft_voters=voters,
-        policy=parse_policy(list(POLICIES)),
-    )
-    transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
-    try:
-        node = Node(config, transport, SystemClock(), random.Random(seed))
-    except BaseException:
-        transport.close()
-        raise
-    stop = asyncio.Event()
-    driver = asyncio.create_task(node.run(stop))
-    try:
-        yield node
-    finally:
-        stop.set()
-        await driver

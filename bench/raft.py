@@ -52,7 +52,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,9 +198,9 @@ async def _measure(
 ) -> Figures:
     """Rounds of our writes, etcd's writes and our reads in turn (the best round of each is
     kept), then the open-loop latency phase."""
-    async with _client_node(agents, args.seed) as node, _etcd_client(members, args) as put:
+    async with client_node(agents, args.seed, [POLICY]) as node, _etcd_client(members, args) as put:
         write, refused = _writer(node)
-        read = _reader(node)
+        read = reader(node, KEY)
         await _first_success(write)
         if put is not None:
             await _first_success(put)
@@ -267,12 +267,13 @@ def _writer(node: Node) -> tuple[Operation, list[int]]:
     return write, refused
 
 
-def _reader(node: Node) -> Operation:
+def reader(node: Node, key: str) -> Operation:
+    """A read of ``key`` at its own consistency: True when answered, None when unavailable."""
     from crdtstream.errors import UnavailableError
 
     async def read() -> bool | None:
         try:
-            await node.read(KEY)
+            await node.read(key)
         except UnavailableError:
             return None
         return True
@@ -281,22 +282,24 @@ def _reader(node: Node) -> Operation:
 
 
 @contextlib.asynccontextmanager
-async def _client_node(agents: list[processes.Agent], seed: int) -> AsyncIterator[Node]:
-    """A non-voter node that knows the voters (as gossip seeds and as Raft voters), running."""
+async def client_node(
+    agents: list[processes.Agent], seed: int, policy: Sequence[str]
+) -> AsyncIterator[Node]:
+    """A non-voter node that knows the voters (as gossip seeds and as Raft voters), running,
+    with the ``policy`` rules (``PATTERN=MODE`` strings, as ``--policy`` takes them)."""
+    from crdtstream.agent.settings import parse_policy
     from crdtstream.clock import SystemClock
-    from crdtstream.config import PolicyRule
     from crdtstream.node import Node
     from crdtstream.node.config import NodeConfig, PeerAddress
     from transports.zeromq import ZmqTransport
 
     voters = tuple(PeerAddress(agent.node_id, agent.gossip_address) for agent in agents)
-    pattern, _, mode = POLICY.partition("=")
     config = NodeConfig(
         node_id="bench-client",
         listen_address=f"tcp://127.0.0.1:{processes.free_port()}",
         peers=voters,
         raft_voters=voters,
-        policy=(PolicyRule(pattern, mode),),  # type: ignore[arg-type]
+        policy=parse_policy(list(policy)),
     )
     transport = ZmqTransport(config.node_id, config.listen_address, config.transport)
     try:
