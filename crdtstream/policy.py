@@ -14,7 +14,11 @@ from collections.abc import Sequence
 
 from crdtstream.config import Backend, Mode, PolicyRule
 
-__all__ = ["Policy", "rule_body", "rule_from_body"]
+__all__ = ["RESERVED_PREFIX", "Policy", "rule_body", "rule_from_body"]
+
+RESERVED_PREFIX = "__crdtstream."
+"""Keys the agent keeps for its own bookkeeping (:mod:`crdtstream.agent.export`): no client
+writes them, through HTTP or statsd."""
 
 _CACHE_KEYS_MAX = 100_000
 

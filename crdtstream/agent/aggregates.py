@@ -26,9 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from crdtstream.node import Node
-
-RESERVED_PREFIX = "__crdtstream."
-"""Keys the agent keeps for its own bookkeeping (:mod:`crdtstream.agent.export`)."""
+from crdtstream.policy import RESERVED_PREFIX
 
 __all__ = [
     "DEFAULT_IDLE_TTL_MS",

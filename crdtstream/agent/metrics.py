@@ -100,12 +100,21 @@ def _labelled_counter(
     return family
 
 
+_REFUSED_EVENTS = (
+    "events_future_rejected",
+    "events_strong_refused",
+    "events_bounded_refused",
+    "events_reserved_refused",
+)
+"""Node counters of statsd events refused before the store, shown as ingest event outcomes."""
+
+
 def _ingest_families(status: Mapping[str, Any]) -> list[Metric]:
     ingest: Mapping[str, int] = status.get("ingest", {})
     lines = {k.removeprefix("lines_"): v for k, v in ingest.items() if k.startswith("lines_")}
     events = {k.removeprefix("events_"): v for k, v in ingest.items() if k.startswith("events_")}
     node: Mapping[str, int] = status.get("node", {})
-    for name in ("events_future_rejected", "events_strong_refused"):
+    for name in _REFUSED_EVENTS:
         if name in node:
             events[name.removeprefix("events_")] = node[name]
     reasons = dict.fromkeys(REASONS, 0) | dict(status.get("ingest_errors", {}))
@@ -163,11 +172,7 @@ def _self_families(status: Mapping[str, Any]) -> list[Metric]:
     families = _ingest_families(status) + _member_families(status) + _raft_families(status)
     families += counter_group("gossip", status.get("gossip", {}), "gossip frames and bytes")
     families += counter_group("transport", status.get("transport", {}), "transport packets")
-    node = {
-        k: v
-        for k, v in status.get("node", {}).items()
-        if k not in ("events_future_rejected", "events_strong_refused")
-    }
+    node = {k: v for k, v in status.get("node", {}).items() if k not in _REFUSED_EVENTS}
     families += counter_group("node", node, "node driver events")
     families += counter_group("quorum", status.get("quorum", {}), "quorum-mode requests")
     catalog: Mapping[str, Any] = status.get("catalog", {})

@@ -16,6 +16,8 @@ class EngineCounters:
     packets_unroutable: int = 0
     events_future_rejected: int = 0
     events_strong_refused: int = 0
+    events_bounded_refused: int = 0
+    events_reserved_refused: int = 0
 
 
 @dataclass(slots=True)

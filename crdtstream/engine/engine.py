@@ -57,7 +57,7 @@ from crdtstream.gossip.messages import GOSSIP_TAGS, Outgoing
 from crdtstream.ingest import StatsdParser
 from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
 from crdtstream.paxos.value import read_view
-from crdtstream.policy import Policy
+from crdtstream.policy import RESERVED_PREFIX, Policy
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
@@ -507,8 +507,11 @@ class Engine:
         """Parse statsd/DogStatsD datagrams and apply them; returns what was accepted/rejected.
 
         statsd has no acknowledgement, so it cannot carry a strong key's writes (acknowledged
-        after Raft commit): their lines are refused and counted (``strong_refused``), never
-        applied where strong reads would not see them.
+        after Raft commit) nor a bounded key's (a consumption may be refused for want of
+        rights): their lines are refused and counted (``strong_refused``, ``bounded_refused``),
+        never applied to the eventual store where those modes' reads would not see them. Lines
+        for the agent's reserved keys (:data:`~crdtstream.policy.RESERVED_PREFIX`) are refused
+        and counted too (``reserved_refused``).
         """
         now = self._now_ms if now_ms is None else now_ms
         parsed = self.statsd.parse(data, now)
@@ -517,15 +520,20 @@ class Engine:
         counts.lines_rejected += parsed.lines_rejected
         for reason, count in parsed.errors.items():
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
-        accepted = late = conflicts = future = strong = 0
+        accepted = late = conflicts = future = strong = bounded = reserved = 0
         horizon_ms = now + self.config.event_time_future_ms_max
-        strong_rules = any(rule.mode == "strong" for rule in self.policy.rules)
+        modes = {rule.mode for rule in self.policy.rules}
         for kind, parsed_batch in parsed.batches.items():
             batch, dropped = without_future_rows(parsed_batch, horizon_ms)
             future += dropped
-            if strong_rules:
+            batch, dropped = without_keys(batch, _is_reserved)
+            reserved += dropped
+            if "strong" in modes:
                 batch, dropped = without_keys(batch, self._is_strong)
                 strong += dropped
+            if "bounded" in modes:
+                batch, dropped = without_keys(batch, self._is_bounded)
+                bounded += dropped
             self._declare(kind, batch.key_names)
             result = self.store.ingest_batch(kind, batch)
             accepted += result.accepted
@@ -536,6 +544,8 @@ class Engine:
         counts.events_kind_conflict += conflicts
         self.counters.events_future_rejected += future
         self.counters.events_strong_refused += strong
+        self.counters.events_bounded_refused += bounded
+        self.counters.events_reserved_refused += reserved
         return {
             "accepted": accepted,
             "rejected": parsed.lines_rejected,
@@ -543,11 +553,16 @@ class Engine:
             "kind_conflicts": conflicts,
             "future_rejected": future,
             "strong_refused": strong,
+            "bounded_refused": bounded,
+            "reserved_refused": reserved,
             "errors": dict(parsed.errors),
         }
 
     def _is_strong(self, key: str) -> bool:
         return self.policy.mode_of(key) == "strong"
+
+    def _is_bounded(self, key: str) -> bool:
+        return self.policy.mode_of(key) == "bounded"
 
     # ------------------------------------------------------------------ time and frames
 
@@ -757,3 +772,7 @@ class Engine:
             "voters": list(status.voters),
             **self.strong.counters,
         }
+
+
+def _is_reserved(key: str) -> bool:
+    return key.startswith(RESERVED_PREFIX)

@@ -20,14 +20,16 @@ STEP_MS = 10
 POLICY = (PolicyRule("quota.*", "strong"), PolicyRule("orders.*", "quorum"))
 
 
-def solo(voters: tuple[str, ...] = ("solo",), seed: int = 1) -> Engine:
+def solo(
+    voters: tuple[str, ...] = ("solo",), seed: int = 1, policy: tuple[PolicyRule, ...] = POLICY
+) -> Engine:
     """One engine that is its own cluster (and, with ``voters``, its own Raft voter set)."""
     config = EngineConfig(
         node_id="solo",
         listen_address="memory://solo",
         raft=RaftConfig(tick_ms=STEP_MS),
         raft_voters=voters,
-        policy=POLICY,
+        policy=policy,
     )
     replica = "solo~0001"
     return Engine(
@@ -206,3 +208,16 @@ def test_an_idempotency_key_on_a_key_that_cannot_keep_it_is_refused() -> None:
         assert isinstance(ticket.error, RefusedError), (key, ticket.error)
         assert "strong keys only" in str(ticket.error)
     assert engine.store.version == version
+
+
+def test_statsd_lines_for_bounded_and_reserved_keys_are_refused_and_counted() -> None:
+    engine = solo(policy=(*POLICY, PolicyRule("bd.*", "bounded", limit=10, members=("solo",))))
+    answer = engine.ingest_statsd(
+        b"bd.calls:3|c\nhits:2|c\n__crdtstream.export_done:9|c\nbd.calls:1|c|#env:prod"
+    )
+    assert (answer["accepted"], answer["bounded_refused"], answer["reserved_refused"]) == (1, 2, 1)
+    assert engine.counters.events_bounded_refused == 2
+    assert engine.counters.events_reserved_refused == 1
+    for key in ("bd.calls", "bd.calls#env:prod", "__crdtstream.export_done"):
+        assert engine.store.kind_of(key) is None, key
+    assert engine.store.kind_of("hits") == "counter"
