@@ -75,6 +75,7 @@ NODE_TUNING = (
     "quorum_cluster_size",
     "event_time_future_ms_max",
     "statsd_sync_ms",
+    "log_bytes_max",
     "durability",
 )
 """The node's own settings a ``[node]`` table may set (the rest have fields of their own)."""

@@ -66,7 +66,9 @@ class NodeConfig:
     the local write-ahead log and fsyncs it before the write is acknowledged, once per pump
     (group commit); statsd lines, which have no acknowledgement, are synced at least every
     ``statsd_sync_ms``. ``"none"`` turns the log off: writes since the last snapshot are lost
-    in a crash.
+    in a crash. The log starts afresh at every snapshot, and a snapshot is also taken as soon
+    as the log holds ``log_bytes_max`` bytes, which bounds the log's size on disk and the
+    replay at restart under a heavy write load.
     """
 
     node_id: str
@@ -89,6 +91,7 @@ class NodeConfig:
     event_time_future_ms_max: int = 300_000
     durability: str = "fsync"
     statsd_sync_ms: int = 200
+    log_bytes_max: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         require(is_valid_node_id(self.node_id), "node.node_id", "is not a valid id", self.node_id)
@@ -133,6 +136,7 @@ class NodeConfig:
             self.durability,
         )
         require(self.statsd_sync_ms > 0, "node.statsd_sync_ms", "must be > 0", self.statsd_sync_ms)
+        require(self.log_bytes_max > 0, "node.log_bytes_max", "must be > 0", self.log_bytes_max)
         require(
             self.receive_batch_packets >= 1,
             "node.receive_batch_packets",

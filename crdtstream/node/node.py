@@ -218,7 +218,9 @@ class Node:
             and self.engine.store.version != self._logged_version
         ):
             self.make_durable()  # statsd lines changed the store and nothing was sent since
-        if monotonic_ms >= self._next_snapshot_ms:
+        if monotonic_ms >= self._next_snapshot_ms or (
+            self._log is not None and self._log.bytes >= self.config.log_bytes_max
+        ):
             self._next_snapshot_ms = monotonic_ms + self.config.snapshot_interval_ms
             self.snapshot()
         return len(packets)

@@ -171,6 +171,8 @@ class LocalLog:
         self._buffered_records = 0
         self.syncs = 0
         """How many syncs wrote something (one per pump that changed the store, at most)."""
+        self.bytes = 0
+        """Bytes written to the log since it last started afresh (what a restart replays)."""
 
     @classmethod
     def open(cls, disk: Disk) -> tuple[LocalLog, list[bytes]]:
@@ -183,7 +185,7 @@ class LocalLog:
         """
         names = disk.names(LOG_SUFFIX)
         records: list[bytes] = []
-        sequence = 0
+        sequence = total = 0
         for position, name in enumerate(names):
             try:
                 sequence = max(sequence, int(name[: -len(LOG_SUFFIX)], 16) + 1)
@@ -192,11 +194,14 @@ class LocalLog:
             data = disk.read(name) or b""
             frames, good_bytes = decode_records(data)
             records.extend(frames)
+            total += good_bytes
             if good_bytes < len(data):
                 if position != len(names) - 1:
                     raise StorageError(f"{name}: bad record at byte {good_bytes} before the end")
                 disk.write_atomically(name, data[:good_bytes])
-        return cls(disk, sequence), records
+        log = cls(disk, sequence)
+        log.bytes = total
+        return log, records
 
     def append(self, frame: bytes) -> None:
         """Buffer one record; durable at the next :meth:`sync`."""
@@ -216,6 +221,7 @@ class LocalLog:
             self._disk.append_durably(_segment_name(self._sequence), bytes(self._buffer))
         except OSError as error:
             raise StorageError(f"local write-ahead log sync failed: {error}") from error
+        self.bytes += len(self._buffer)
         self._buffer.clear()
         self._buffered_records = 0
         self.syncs += 1
@@ -229,6 +235,7 @@ class LocalLog:
         """
         self._buffer.clear()
         self._buffered_records = 0
+        self.bytes = 0
         old = self._disk.names(LOG_SUFFIX)
         self._sequence += 1
         try:

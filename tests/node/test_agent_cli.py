@@ -55,6 +55,7 @@ def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
         ('node_id = "n1"\n[node]\ndurability = "sometimes"\n', "node.durability"),
         ('node_id = "n1"\n[node]\ndurability = 1\n', "node.durability"),
         ('node_id = "n1"\n[node]\nstatsd_sync_ms = 0\n', "node.statsd_sync_ms"),
+        ('node_id = "n1"\n[node]\nlog_bytes_max = 0\n', "node.log_bytes_max"),
         ("node_id = \n", "config"),
     ],
 )
@@ -138,6 +139,10 @@ def test_version_and_help_show_defaults_and_an_example(capsys: pytest.CaptureFix
 
 
 def test_durability_is_a_node_setting(tmp_path: Path) -> None:
-    path = _toml(tmp_path, 'node_id = "n1"\n[node]\ndurability = "none"\nstatsd_sync_ms = 50\n')
+    path = _toml(
+        tmp_path,
+        'node_id = "n1"\n[node]\ndurability = "none"\nstatsd_sync_ms = 50\nlog_bytes_max = 9\n',
+    )
     settings = load_settings(path, {})
-    assert (settings.node.durability, settings.node.statsd_sync_ms) == ("none", 50)
+    node = settings.node
+    assert (node.durability, node.statsd_sync_ms, node.log_bytes_max) == ("none", 50, 9)

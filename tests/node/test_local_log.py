@@ -78,14 +78,32 @@ def test_restart_after_a_snapshot_drops_every_record(disk: Disk) -> None:
     assert len(disk.names(LOG_SUFFIX)) == 1
 
 
+def test_the_log_counts_the_bytes_a_restart_would_replay(disk: Disk) -> None:
+    log, _ = LocalLog.open(disk)
+    log.append(b"x" * 100)
+    assert log.bytes == 0  # buffered only
+    log.sync()
+    written = log.bytes
+    assert written > 100  # the record's header too
+    reopened, _ = LocalLog.open(disk)
+    assert reopened.bytes == written
+    reopened.restart()
+    assert reopened.bytes == 0
+
+
 def _node(
-    disk: MemoryDisk, network: MemoryNetwork, clock: ManualClock, durability: str = "fsync"
+    disk: MemoryDisk,
+    network: MemoryNetwork,
+    clock: ManualClock,
+    durability: str = "fsync",
+    log_bytes_max: int = 64 * 1024 * 1024,
 ) -> Node:
     config = NodeConfig(
         node_id="a",
         listen_address=memory_address("a"),
         snapshot_interval_ms=60_000,
         durability=durability,
+        log_bytes_max=log_bytes_max,
     )
     return Node(config, network.endpoint("a"), clock, random.Random(1), disk=disk)
 
@@ -200,3 +218,24 @@ def test_statsd_lines_are_logged_within_statsd_sync_ms(durability: str) -> None:
     node.pump()
     assert _crashed_here(disk, clock) == (3.0 if durability == "fsync" else 0.0)
     assert (disk.names(LOG_SUFFIX) != []) == (durability == "fsync")
+
+
+def test_a_log_past_its_size_bound_is_folded_into_a_snapshot() -> None:
+    disk, clock = MemoryDisk(), ManualClock(1_000_000)
+    network = MemoryNetwork(1, FaultOptions())
+    node = _node(disk, network, clock, log_bytes_max=4_096)
+    acknowledged = 0
+    sizes = []
+    for round_ in range(60):  # far fewer rounds than the 60 s snapshot interval would need
+        tickets = [node.engine.write(f"key.{round_}.{i}", "add", 1) for i in range(20)]
+        node.pump()
+        acknowledged += sum(ticket.result().accepted for ticket in tickets)
+        clock.advance(10)
+        sizes.append(sum(len(disk.read(name) or b"") for name in disk.names(LOG_SUFFIX)))
+    assert max(sizes) < 4_096 + 4_096  # never more than the bound plus one pump's record
+    assert min(sizes[10:]) < max(sizes)  # it did start afresh, more than once
+    node.transport.close()  # crash: the snapshot and the log's tail hold every write
+    node = _node(disk, network, clock)
+    values = [windows(node, f"key.{r}.{i}")[0].value for r in range(60) for i in range(20)]
+    assert values == [1] * 1_200
+    assert acknowledged == 1_200
