@@ -19,6 +19,7 @@ from typing import Any
 from crdtstream import wire
 
 __all__ = [
+    "CLAIM_OPERATIONS",
     "KINDS",
     "OPERATIONS",
     "TEXT_KINDS",
@@ -52,6 +53,11 @@ OPERATIONS: dict[str, frozenset[str]] = {
 KINDS = tuple(OPERATIONS)
 TEXT_KINDS = frozenset({"set", "distinct"})
 
+CLAIM_OPERATIONS = frozenset({"claim", "settle"})
+"""Operations on the idempotency table alone, for a quorum write's idempotency key (any kind;
+see :mod:`crdtstream.raft.state_machine`): ``claim`` with the claiming replica as ``value``,
+``settle`` with ``"done <accepted> <replica>"`` or ``"released <replica>"``."""
+
 Number = int | float
 
 
@@ -75,13 +81,17 @@ class Command:
     def __post_init__(self) -> None:
         if self.kind not in OPERATIONS:
             raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
-        if self.operation not in OPERATIONS[self.kind]:
+        claim = self.operation in CLAIM_OPERATIONS
+        if self.operation not in OPERATIONS[self.kind] and not claim:
             raise ValueError(f"kind {self.kind} has no operation {self.operation!r}")
         if not self.client_id or not self.key:
             raise ValueError("client_id and key must not be empty")
         check_count(self.sequence, "sequence")
         check_count(self.timestamp_ms, "timestamp_ms")
-        if self.operation != "read":
+        if claim:
+            if not isinstance(self.value, str) or not self.idempotency_key:
+                raise ValueError(f"{self.operation} takes a text value and an idempotency key")
+        elif self.operation != "read":
             check_value(self.kind, self.value)
         if (self.operation == "conditional_add") != (self.limit is not None):
             raise ValueError("a limit is required by conditional_add and only by it")

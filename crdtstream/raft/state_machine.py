@@ -22,10 +22,20 @@ is refused everywhere. The table's clock is the machine's watermark (the newest 
 applied, so every replica reads the same clock at the same log index): a key is forgotten
 ``idempotency_ttl_ms`` after it was registered, and the oldest keys go first beyond
 ``idempotency_keys_max``. The table is part of snapshots.
+
+The same table decides who applies a **quorum** write's idempotency key. A quorum write is
+applied to the eventual store of the node that takes it, under that node's replica slot, where
+nothing tells one write from another; so a retry at another node must not apply it again, and
+only the node that applied it can say whether it did. ``claim`` registers the key (with the
+write's digest) as held by the claiming replica, or answers who holds it and in what state:
+``claimed`` (being applied), ``done`` (applied, with the events accepted) or ``released`` (its
+holder did not apply it: the next claim takes it). ``settle`` moves a claim from ``claimed`` to
+``done`` or ``released``, for its holder only. These commands change nothing else.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +45,7 @@ from crdtstream import wire
 from crdtstream.config import WindowConfig
 from crdtstream.errors import ConfigError, DecodeError
 from crdtstream.raft.commands import (
+    CLAIM_OPERATIONS,
     INT_MAX,
     KINDS,
     OPERATIONS,
@@ -91,6 +102,10 @@ class _Registration:
 
 IDEMPOTENCY_REUSED = "idempotency key {key!r} was used for another request"
 """The error of a command whose idempotency key was registered with another request."""
+
+CLAIMED, DONE, RELEASED = "claimed", "done", "released"
+"""The states of a quorum write's claim: the value of its registration's result is
+``[state, holder]``, plus the events accepted when ``done``."""
 
 
 @dataclass(slots=True)
@@ -169,6 +184,8 @@ class StateMachine:
 
     def _execute_once(self, command: Command) -> Result:
         """Execute ``command`` unless its idempotency key was registered already."""
+        if command.operation in CLAIM_OPERATIONS:
+            return self._claim(command)
         if not command.idempotency_key or command.operation == "read":
             return self._execute(command)
         registered = self._idempotent.get(command.idempotency_key)
@@ -180,13 +197,49 @@ class StateMachine:
                 )
             return registered.result
         result = self._execute(command)
+        self._register(command.idempotency_key, command.request_digest, result)
+        return result
+
+    def _register(self, key: str, digest: str, result: Result) -> None:
+        """Remember ``key`` from now on (at the young end, so expiry stays in log order)."""
         self._expire_idempotency_keys()
-        self._idempotent[command.idempotency_key] = _Registration(
-            command.request_digest, result, self.watermark_ms
-        )
+        self._idempotent.pop(key, None)
+        self._idempotent[key] = _Registration(digest, result, self.watermark_ms)
         if len(self._idempotent) > self.idempotency_keys_max:
             del self._idempotent[next(iter(self._idempotent))]
-        return result
+
+    def _claim(self, command: Command) -> Result:
+        """``claim`` or ``settle`` a quorum write's idempotency key (see the module docstring).
+
+        A claim answers ``applied=True`` when the claimer now holds the key, else the key's
+        registration as it stands (``applied=False``); a settle answers ``applied=True`` when it
+        changed the claim.
+        """
+        key = command.idempotency_key
+        self.watermark_ms = max(self.watermark_ms, command.timestamp_ms)  # the table's clock
+        registered = self._idempotent.get(key)
+        state = None if registered is None else _claim_state(registered.result)
+        if registered is not None and (
+            registered.digest != command.request_digest or state is None
+        ):
+            self.rejected_commands += 1
+            return Result(ok=False, error=IDEMPOTENCY_REUSED.format(key=key))
+        if command.operation == "claim":
+            if registered is not None and state != RELEASED:
+                return Result(ok=True, applied=False, value=registered.result.value)
+            result = Result(ok=True, applied=True, value=[CLAIMED, command.value])
+            self._register(key, command.request_digest, result)
+            return result
+        value = _settled(command.value)
+        if value is None:
+            self.rejected_commands += 1
+            return Result(ok=False, error=f"malformed settle {command.value!r}")
+        if registered is None or state != CLAIMED or registered.result.value[1] != value[1]:
+            current = None if registered is None else registered.result.value
+            return Result(ok=True, applied=False, value=current)
+        settled = Result(ok=True, applied=True, value=value)
+        self._idempotent[key] = dataclasses.replace(registered, result=settled)
+        return settled
 
     def _expire_idempotency_keys(self) -> None:
         """Forget keys registered ``idempotency_ttl_ms`` or longer ago by the machine clock."""
@@ -485,3 +538,22 @@ def _state_from(kind: str, body: Any) -> Any:
         return body
     check_value(kind, body)
     return body
+
+
+def _claim_state(result: Result) -> str | None:
+    """The state of a claim's registration; None for a strong write's."""
+    value = result.value
+    if isinstance(value, list) and value and value[0] in (CLAIMED, DONE, RELEASED):
+        return str(value[0])
+    return None
+
+
+def _settled(text: object) -> list[object] | None:
+    """The registration value a settle asks for: ``done <accepted> <holder>`` or
+    ``released <holder>``; None when malformed."""
+    parts = str(text).split(" ")
+    if len(parts) == 3 and parts[0] == DONE and parts[1].isdigit() and parts[2]:
+        return [DONE, parts[2], int(parts[1])]
+    if len(parts) == 2 and parts[0] == RELEASED and parts[1]:
+        return [RELEASED, parts[1]]
+    return None

@@ -407,3 +407,71 @@ def test_commands_without_a_key_keep_the_old_eight_field_frame() -> None:
     assert request_digest("hits", "counter", "add", 5, None, None) != with_key.request_digest
     with pytest.raises(ValueError, match="digest"):
         Command("a", 1, "hits", "counter", "add", 1, 0, None, "key-without-digest")
+
+
+# -- claims: who applies a quorum write's idempotency key --
+
+
+def claim_command(
+    client_id: str, sequence: int, operation: str, value: str, digest: str = "d1"
+) -> bytes:
+    command = Command(
+        client_id, sequence, "orders.eu", "counter", operation, value, 2_000, None, "req-9", digest
+    )
+    return encode_command(command)
+
+
+def test_the_first_claim_holds_the_key_and_later_claims_learn_who_holds_it() -> None:
+    machine = StateMachine(TUMBLING)
+    assert machine.apply(claim_command("a", 1, "claim", "node-a")) == Result(
+        ok=True, applied=True, value=["claimed", "node-a"]
+    )
+    # A retry at node b: not the holder; told who is applying it.
+    assert machine.apply(claim_command("b", 1, "claim", "node-b")) == Result(
+        ok=True, applied=False, value=["claimed", "node-a"]
+    )
+    # Only the holder settles it; the answer to every later claim is the first result.
+    assert not machine.apply(claim_command("b", 2, "settle", "done 1 node-b")).applied
+    assert machine.apply(claim_command("a", 2, "settle", "done 1 node-a")).applied
+    assert machine.apply(claim_command("c", 1, "claim", "node-c")) == Result(
+        ok=True, applied=False, value=["done", "node-a", 1]
+    )
+    assert not machine.apply(claim_command("a", 3, "settle", "released node-a")).applied
+    assert machine.read("orders.eu") is None  # claims touch no key
+    assert machine.rejected_commands == 0
+
+
+def test_a_released_claim_is_taken_by_the_next_claimer() -> None:
+    machine = StateMachine(TUMBLING)
+    machine.apply(claim_command("a", 1, "claim", "node-a"))
+    assert machine.apply(claim_command("a", 2, "settle", "released node-a")).applied
+    assert machine.apply(claim_command("b", 1, "claim", "node-b")) == Result(
+        ok=True, applied=True, value=["claimed", "node-b"]
+    )
+
+
+def test_a_claim_for_another_request_or_a_strong_writes_key_is_refused() -> None:
+    machine = StateMachine(TUMBLING)
+    machine.apply(claim_command("a", 1, "claim", "node-a"))
+    other = machine.apply(claim_command("b", 1, "claim", "node-b", digest="d2"))
+    assert not other.ok
+    assert "used for another request" in other.error
+    # A key a strong write registered, claimed with that write's very digest: still refused.
+    machine.apply(keyed("a", 2, 5, key="req-9-strong"))
+    digest = request_digest("hits", "counter", "add", 5, None, 1_000)
+    claim = Command(
+        "c", 1, "hits", "counter", "claim", "node-c", 2_000, None, "req-9-strong", digest
+    )
+    assert not machine.apply(encode_command(claim)).ok
+    assert newest_value(machine, "hits") == 5
+    assert machine.rejected_commands == 2
+
+
+def test_a_malformed_settle_is_rejected_and_claims_survive_a_snapshot() -> None:
+    machine = StateMachine(TUMBLING)
+    machine.apply(claim_command("a", 1, "claim", "node-a"))
+    bad = machine.apply(claim_command("a", 2, "settle", "done many node-a"))
+    assert not bad.ok
+    restored = StateMachine(TUMBLING)
+    restored.restore(machine.snapshot())
+    assert restored.apply(claim_command("b", 1, "claim", "node-b")).value == ["claimed", "node-a"]
