@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from crdtstream import wire
 from crdtstream.config import Mode, PolicyRule
 from crdtstream.engine.bounded_mode import BOUNDED_TAGS, BoundedKeys
+from crdtstream.engine.claims import QuorumClaims
 from crdtstream.engine.config import EngineConfig
 from crdtstream.engine.counters import EngineCounters, IngestCounters
 from crdtstream.engine.operations import (
@@ -38,7 +39,7 @@ from crdtstream.engine.operations import (
 )
 from crdtstream.engine.paxos_mode import PaxosReplica
 from crdtstream.engine.quorum import QUORUM_TAGS, Quorum
-from crdtstream.engine.requests import ReadAnswer
+from crdtstream.engine.requests import Completion, ReadAnswer
 from crdtstream.engine.sessions import ClientSession
 from crdtstream.engine.statsd import without_future_rows, without_keys
 from crdtstream.engine.strong import StrongReplica
@@ -58,6 +59,7 @@ from crdtstream.ingest import StatsdParser
 from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
 from crdtstream.paxos.value import read_view
 from crdtstream.policy import RESERVED_PREFIX, Policy
+from crdtstream.raft.commands import request_digest
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
@@ -139,6 +141,15 @@ class Engine:
         self.session = ClientSession(replica, rng)
         # Request ids start at random per run: an answer to an earlier run cannot confirm one.
         self.quorum = Quorum(store, self._send, first_id=rng.getrandbits(62))
+        self.claims = QuorumClaims(
+            replica,
+            store,
+            self.session,
+            self._submit_claim,
+            self._confirm,
+            self._acknowledge,
+            self._claims_held,
+        )
         self.bounded = BoundedKeys(
             config.node_id,
             replica,
@@ -183,7 +194,8 @@ class Engine:
         ``kind`` names the kind of a new key when the operation's default does not fit (say
         ``distinct`` for ``insert``). ``timestamp_ms`` is the event time (default: now, which is
         ``now_ms`` or else the time of the last :meth:`tick`). ``idempotency_key`` makes a
-        retried strong write apply at most once (refused for the other modes);
+        retried strong or quorum write apply at most once, whichever node takes the retry (see
+        :mod:`crdtstream.engine.claims` for quorum keys; refused for eventual and bounded ones);
         ``limit`` bounds a ``conditional_add``.
         ``weight`` and ``relative`` are those of :meth:`WindowStore.add` (eventual and quorum).
         The ticket fails with :class:`InvalidValueError`, :class:`KindConflictError`,
@@ -216,15 +228,18 @@ class Engine:
                 )
                 self._submit(ticket, command)
             else:
-                if idempotency_key is not None:
-                    # A retry at another node would write another replica's slot and count
-                    # twice: refused, rather than applied without the promise the key makes.
-                    raise RefusedError(
-                        f"idempotency keys are kept for strong keys only; {key!r} is {mode}"
-                    )
                 check_local(key, mode, op, operation, limit)
                 kind = kind_for(key, op, operation, kind, self.store.kind_of(key))
-                self._write_here(ticket, key, mode, op, value, kind, stamp, weight, relative)
+                if idempotency_key is None:
+                    self._write_here(ticket, key, mode, op, value, kind, stamp, weight, relative)
+                    return ticket
+
+                def apply() -> tuple[int, Answer]:
+                    return self._apply_here(key, mode, op, value, kind, stamp, weight, relative)
+
+                self._check_claimable(key, mode)
+                digest = request_digest(key, kind, op, value, None, timestamp_ms)
+                self.claims.write(ticket, key, kind, idempotency_key, digest, apply, self._now_ms)
         except (InvalidValueError, KindConflictError, RefusedError, UnavailableError) as error:
             ticket.fail(error)
         return ticket
@@ -251,6 +266,24 @@ class Engine:
         relative: bool,
     ) -> None:
         """Apply an eventual or quorum write here; a quorum one completes once confirmed."""
+        version, answer = self._apply_here(key, mode, op, value, kind, stamp, weight, relative)
+        if mode == "quorum":
+            self._replicate_since(version, ticket, answer)
+        else:
+            self._acknowledge(ticket, answer)
+
+    def _apply_here(
+        self,
+        key: str,
+        mode: Mode,
+        op: str,
+        value: float | int | str | bytes,
+        kind: str,
+        stamp: int,
+        weight: float,
+        relative: bool,
+    ) -> tuple[int, Answer]:
+        """Apply a write to the store: the store version before it, and its answer."""
         version = self.store.version
         if op == "remove":
             try:
@@ -266,10 +299,52 @@ class Engine:
                 raise InvalidValueError(str(error)) from error
             check_applied(result, key, kind, value)
             answer = Answer(key, kind, mode, mode, accepted=result.accepted)
-        if mode == "quorum":
-            self._replicate_since(version, ticket, answer)
+        return version, answer
+
+    def _check_claimable(self, key: str, mode: Mode) -> None:
+        """Refuse an idempotency key where a claim cannot make the write happen once."""
+        if mode != "quorum":
+            # A retry at another node would write another replica's slot and count twice.
+            raise RefusedError(
+                f"idempotency keys are kept for strong and quorum keys; {key!r} is {mode}"
+            )
+        if self.strong is None:
+            raise RefusedError(
+                f"an idempotency key on quorum key {key!r} is claimed through Raft, but this "
+                "node has no Raft voters configured (node.raft_voters)"
+            )
+        if not self.config.log_writes:
+            raise RefusedError(
+                f"an idempotency key on quorum key {key!r} needs the local write-ahead log (a "
+                "data directory with durability fsync): only it tells, after a crash, whether "
+                "this node applied the write it claimed"
+            )
+        if self._closed:
+            raise UnavailableError(SHUTTING_DOWN)
+
+    def _claims_held(self) -> list[tuple[str, str]]:
+        """The quorum idempotency keys this replica claimed and has not settled (known to a
+        Raft voter, which holds the replicated table)."""
+        if isinstance(self.strong, StrongReplica):
+            return self.strong.machine.claims_held_by(self.replica)
+        return []
+
+    def _submit_claim(self, command: Command, done: Completion) -> None:
+        """Replicate a claim or settle command through Raft."""
+        self._strong_for(command.key, "write").submit(command, self._timeout_ticks(), done)
+
+    def _confirm(self, what: int | str, done: Callable[[Exception | None], None]) -> None:
+        """Confirm at a majority the store's changes since version ``what``, or key ``what``'s
+        whole state."""
+        if self._closed:
+            done(UnavailableError(SHUTTING_DOWN))
+            return
+        peers, cluster_size = self.quorum_members()
+        timeout_ms = self.config.quorum_timeout_ms
+        if isinstance(what, str):
+            self.quorum.write_key(what, peers, cluster_size, self._monotonic_ms, timeout_ms, done)
         else:
-            self._acknowledge(ticket, answer)
+            self.quorum.write(what, peers, cluster_size, self._monotonic_ms, timeout_ms, done)
 
     def _acknowledge(self, ticket: Ticket, answer: Answer) -> None:
         """Complete a write now, or once the driver logged it when ``config.log_writes``."""
@@ -577,6 +652,7 @@ class Engine:
             self.next_gossip_ms = monotonic_ms + self.config.tick_interval_ms
             self.outbox.extend(self.gossip.tick(now_ms))
         self.quorum.tick(monotonic_ms)
+        self.claims.tick(monotonic_ms)
         self.quorum.flush(monotonic_ms)
         self.bounded.tick(now_ms, monotonic_ms, self.gossip.membership.live_peers())
         if self.strong is not None:

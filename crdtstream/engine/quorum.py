@@ -102,7 +102,8 @@ class _Request:
 @dataclass(slots=True)
 class _Batch:
     """Requests of one tag gathered since the last flush (they share members and deadline).
-    ``payloads``: store versions before each write, or keys to read."""
+    ``payloads``: store versions before each write or keys whose state is written, or keys to
+    read."""
 
     payloads: list[Any] = field(default_factory=list)
     dones: list[QuorumDone] = field(default_factory=list)
@@ -151,6 +152,19 @@ class Quorum:
         self._add(
             wire.Tag.QUORUM_WRITE, version_before, peers, cluster_size, now_ms, timeout_ms, done
         )
+
+    def write_key(
+        self,
+        key: str,
+        peers: Sequence[str],
+        cluster_size: int,
+        now_ms: int,
+        timeout_ms: int,
+        done: QuorumDone,
+    ) -> None:
+        """Replicate this node's whole state of ``key`` like a write (see :meth:`write`): to
+        confirm at a majority a write applied here earlier, whose request failed."""
+        self._add(wire.Tag.QUORUM_WRITE, key, peers, cluster_size, now_ms, timeout_ms, done)
 
     def read(
         self,
@@ -206,7 +220,12 @@ class Quorum:
         batches, self._batches = self._batches, {}
         for tag, batch in batches.items():
             if tag == wire.Tag.QUORUM_WRITE:
-                delta = _cells_only(self.store.delta_since(min(batch.payloads)))
+                versions = [p for p in batch.payloads if isinstance(p, int)]
+                parts = [self.store.key_state(p) for p in batch.payloads if isinstance(p, str)]
+                if versions:
+                    parts.append(self.store.delta_since(min(versions)))
+                joined = parts[0] if len(parts) == 1 else StoreDelta.join_all(parts)
+                delta = _cells_only(joined)
                 self._start(batch, batch.dones, functools.partial(_write_frames, delta))
                 continue
             for keys, dones in _read_chunks(batch):

@@ -61,3 +61,34 @@ class ClientSession:
             raise InvalidValueError(str(error)) from error
         self._sequence += 1
         return command
+
+    def claim_command(
+        self,
+        key: str,
+        kind: str,
+        operation: str,
+        value: str,
+        stamp: int,
+        idempotency_key: str,
+        digest: str,
+    ) -> Command:
+        """A ``claim`` or ``settle`` command in this session for a quorum write's
+        ``idempotency_key`` and the write's request ``digest`` (see
+        :mod:`crdtstream.raft.state_machine`)."""
+        try:
+            command = Command(
+                self.client_id,
+                self._sequence + 1,
+                key,
+                kind,
+                operation,
+                value,
+                stamp,
+                None,
+                idempotency_key,
+                digest,
+            )
+        except (TypeError, ValueError) as error:
+            raise InvalidValueError(str(error)) from error
+        self._sequence += 1
+        return command

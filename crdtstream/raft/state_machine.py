@@ -146,6 +146,8 @@ class StateMachine:
         self._sessions: dict[str, _Session] = {}
         # Idempotency key -> registration, in log order (so also in order of registered_ms).
         self._idempotent: dict[str, _Registration] = {}
+        # Claims in state ``claimed``: idempotency key -> holder (an index of the table above).
+        self._claimed: dict[str, str] = {}
 
     # -- applying --
 
@@ -206,7 +208,11 @@ class StateMachine:
         self._idempotent.pop(key, None)
         self._idempotent[key] = _Registration(digest, result, self.watermark_ms)
         if len(self._idempotent) > self.idempotency_keys_max:
-            del self._idempotent[next(iter(self._idempotent))]
+            self._forget(next(iter(self._idempotent)))
+
+    def _forget(self, key: str) -> None:
+        del self._idempotent[key]
+        self._claimed.pop(key, None)
 
     def _claim(self, command: Command) -> Result:
         """``claim`` or ``settle`` a quorum write's idempotency key (see the module docstring).
@@ -229,6 +235,8 @@ class StateMachine:
                 return Result(ok=True, applied=False, value=registered.result.value)
             result = Result(ok=True, applied=True, value=[CLAIMED, command.value])
             self._register(key, command.request_digest, result)
+            if key in self._idempotent:
+                self._claimed[key] = str(command.value)
             return result
         value = _settled(command.value)
         if value is None:
@@ -239,7 +247,17 @@ class StateMachine:
             return Result(ok=True, applied=False, value=current)
         settled = Result(ok=True, applied=True, value=value)
         self._idempotent[key] = dataclasses.replace(registered, result=settled)
+        del self._claimed[key]
         return settled
+
+    def claims_held_by(self, holder: str) -> list[tuple[str, str]]:
+        """The idempotency keys (with their digests) that ``holder`` claimed and has not
+        settled: a holder that restarted releases those it never applied."""
+        return [
+            (key, self._idempotent[key].digest)
+            for key, claimer in self._claimed.items()
+            if claimer == holder
+        ]
 
     def _expire_idempotency_keys(self) -> None:
         """Forget keys registered ``idempotency_ttl_ms`` or longer ago by the machine clock."""
@@ -249,7 +267,7 @@ class StateMachine:
             oldest = next(iter(table))
             if table[oldest].registered_ms > horizon_ms:
                 break
-            del table[oldest]
+            self._forget(oldest)
 
     def idempotency_keys(self) -> int:
         """How many idempotency keys the replicated table remembers now."""
@@ -419,6 +437,7 @@ class StateMachine:
             "_keys",
             "_sessions",
             "_idempotent",
+            "_claimed",
         ):
             setattr(self, name, getattr(fresh, name))
 
@@ -459,6 +478,9 @@ class StateMachine:
                 raise TypeError("an idempotency entry is [key, digest, result, registered_ms]")
             check_count(registered_ms, "registered_ms")
             machine._idempotent[key] = _Registration(digest, result_from(result), registered_ms)
+            value = machine._idempotent[key].result.value
+            if _claim_state(machine._idempotent[key].result) == CLAIMED:
+                machine._claimed[key] = str(value[1])
         return machine
 
 

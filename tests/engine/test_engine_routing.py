@@ -199,15 +199,19 @@ def test_any_write_completes_or_fails_with_a_typed_error(
 
 
 def test_an_idempotency_key_on_a_key_that_cannot_keep_it_is_refused() -> None:
-    """Only the replicated state machine remembers idempotency keys: an eventual or quorum
-    write carrying one is refused and applies nothing, never silently counted twice on retry."""
-    engine = solo()
-    version = engine.store.version
-    for key in ("hits", "orders.eu"):
+    """An eventual write carrying an idempotency key is refused and applies nothing, never
+    silently counted twice on retry; so is a quorum write where no claim can be made (no Raft
+    voters) or trusted after a crash (no local log)."""
+    for engine, key, reason in (
+        (solo(), "hits", "strong and quorum keys"),
+        (solo(), "orders.eu", "write-ahead log"),
+        (solo(voters=()), "orders.eu", "raft_voters"),
+    ):
+        version = engine.store.version
         ticket = engine.write(key, "add", 1, idempotency_key="retry-1")
         assert isinstance(ticket.error, RefusedError), (key, ticket.error)
-        assert "strong keys only" in str(ticket.error)
-    assert engine.store.version == version
+        assert reason in str(ticket.error)
+        assert engine.store.version == version
 
 
 def test_statsd_lines_for_bounded_and_reserved_keys_are_refused_and_counted() -> None:

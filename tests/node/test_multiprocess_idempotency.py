@@ -1,11 +1,13 @@
 """Three Raft voters as processes: one strong write with an ``Idempotency-Key`` is retried at
 each node in turn, the leader killed with SIGKILL (and restarted) between attempts; it is
 applied exactly once, every attempt is answered with the first result, and the same key with
-another body is refused (400) at every node."""
+another body is refused (400) at every node. A keyed quorum write whose node is SIGKILLed in the
+middle of the first attempt, then retried at every node, is applied exactly once too."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,10 +34,10 @@ def voters(tmp_path: Path) -> Iterator[list[Agent]]:
         yield started
 
 
-def _post(agent: Agent, body: dict[str, object]) -> tuple[int, dict[str, Any]]:
-    """Status and JSON answer of one keyed strong write (a connection error raises OSError)."""
+def _post(agent: Agent, body: dict[str, object], key: str = KEY) -> tuple[int, dict[str, Any]]:
+    """Status and JSON answer of one keyed write (a connection error raises OSError)."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{agent.http_port}/v1/keys/{KEY}",
+        f"http://127.0.0.1:{agent.http_port}/v1/keys/{key}",
         data=json.dumps(body).encode(),
         method="POST",
         headers={"Idempotency-Key": IDEMPOTENCY_KEY, "Content-Type": "application/json"},
@@ -73,8 +75,8 @@ def _leader(agents: list[Agent], deadline_s: float = 30.0) -> Agent:
     raise AssertionError(f"no leader elected within {deadline_s} s")
 
 
-def _total(agent: Agent) -> int:
-    answer = agent.request("GET", f"/v1/keys/{KEY}")
+def _total(agent: Agent, key: str = KEY) -> int:
+    answer = agent.request("GET", f"/v1/keys/{key}")
     return int(sum(window["value"] for window in answer["windows"]))
 
 
@@ -110,3 +112,56 @@ def test_a_keyed_retry_at_every_node_across_leader_kills_is_applied_once(
         assert "used for another request" in answer["error"]
     totals = {agent.node_id: _total(agent) for agent in voters}
     assert set(totals.values()) == {5}, (totals, log)
+
+
+QUORUM_KEY = "q.orders"
+QUORUM_BODY = {"op": "add", "value": 5}  # stamped now by the node: a retry names no time
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.01, 0.02, 0.04])
+def test_a_keyed_quorum_write_whose_node_is_killed_mid_request_is_applied_once(
+    tmp_path: Path, kill_after_s: float
+) -> None:
+    agents = make_voters(tmp_path, ["v1", "v2", "v3"], "q.*=quorum")
+    with running(agents):
+        _leader(agents)
+        holder = agents[0]
+        log: list[str] = []
+
+        def first_attempt() -> None:
+            try:
+                log.append(f"first attempt: {_post(holder, QUORUM_BODY, QUORUM_KEY)}")
+            except OSError as error:
+                log.append(f"first attempt: {error!r}")
+
+        attempt = threading.Thread(target=first_attempt)
+        attempt.start()
+        time.sleep(kill_after_s)
+        holder.kill()
+        attempt.join(timeout=15)
+        holder.start()
+        holder.wait_ready(20.0)
+        answers = []
+        for agent in [*agents[1:], holder]:
+            end = time.monotonic() + 30.0
+            while True:
+                try:
+                    status, answer = _post(agent, QUORUM_BODY, QUORUM_KEY)
+                except OSError as error:
+                    status, answer = 0, {"error": repr(error)}
+                log.append(f"retry at {agent.node_id}: {status} {answer}")
+                if status == 200 or time.monotonic() > end:
+                    break
+                assert status in (0, 503), log
+                time.sleep(0.2)
+            assert status == 200, log
+            answers.append(answer)
+        assert all(answer == answers[0] for answer in answers), log
+        assert answers[0]["accepted"] == 1, log
+        end = time.monotonic() + 15.0
+        while True:  # every node converges on the one write
+            totals = {agent.node_id: _total(agent, QUORUM_KEY) for agent in agents}
+            if set(totals.values()) == {5} or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert set(totals.values()) == {5}, (totals, log)

@@ -474,4 +474,19 @@ def test_a_malformed_settle_is_rejected_and_claims_survive_a_snapshot() -> None:
     assert not bad.ok
     restored = StateMachine(TUMBLING)
     restored.restore(machine.snapshot())
+    assert restored.claims_held_by("node-a") == [("req-9", "d1")]
     assert restored.apply(claim_command("b", 1, "claim", "node-b")).value == ["claimed", "node-a"]
+
+
+def test_a_holder_finds_the_claims_it_has_not_settled() -> None:
+    machine = StateMachine(TUMBLING, idempotency_keys_max=2)
+    machine.apply(claim_command("a", 1, "claim", "node-a"))
+    assert machine.claims_held_by("node-a") == [("req-9", "d1")]
+    assert machine.claims_held_by("node-b") == []
+    machine.apply(claim_command("a", 2, "settle", "released node-a"))
+    assert machine.claims_held_by("node-a") == []
+    machine.apply(claim_command("b", 1, "claim", "node-b"))
+    assert machine.claims_held_by("node-b") == [("req-9", "d1")]
+    machine.apply(keyed("c", 1, 1, key="k1"))
+    machine.apply(keyed("c", 2, 1, key="k2"))  # the table is full: the claim is forgotten
+    assert machine.claims_held_by("node-b") == []
