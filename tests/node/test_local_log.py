@@ -239,3 +239,29 @@ def test_a_log_past_its_size_bound_is_folded_into_a_snapshot() -> None:
     values = [windows(node, f"key.{r}.{i}")[0].value for r in range(60) for i in range(20)]
     assert values == [1] * 1_200
     assert acknowledged == 1_200
+
+
+class FailingDisk(MemoryDisk):
+    """A disk whose appends fail once ``failing`` is set, as a full or broken device does."""
+
+    failing = False
+
+    def append_durably(self, name: str, data: bytes) -> None:
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        super().append_durably(name, data)
+
+
+def test_a_failed_sync_stops_the_node_and_acknowledges_nothing() -> None:
+    disk, clock = FailingDisk(), ManualClock(1_000_000)
+    network = MemoryNetwork(1, FaultOptions())
+    node = _node(disk, network, clock)
+    ticket = node.engine.write("hits", "add", 5)
+    node.pump()
+    assert ticket.result().accepted == 1
+    disk.failing = True
+    waiting = node.engine.write("hits", "add", 7)
+    with pytest.raises(StorageError, match="No space left"):
+        node.pump()
+    assert not waiting.done  # never answered: a client retries elsewhere
+    assert node.engine.writes_awaiting_log == 1
