@@ -212,7 +212,7 @@ def gossip_handler(seed: int) -> Handler:
     return Handler(
         _refused_by(decode),
         lambda payload: _ignore(core.step("n2", payload, now[0])),
-        lambda: core.stats["malformed_received"],
+        lambda: core.stats.malformed_received,
         settle,
     )
 

@@ -728,7 +728,7 @@ class Engine:
             "replica": self.replica,
             "watermark_ms": self.store.watermark_ms,
             "members": members,
-            "gossip": dict(self.gossip.stats),
+            "gossip": dataclasses.asdict(self.gossip.stats),
             "ingest": dataclasses.asdict(self.ingest_counters),
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
