@@ -733,7 +733,7 @@ class Engine:
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
             "paxos": None if self.paxos is None else self.paxos.status(),
-            "quorum": dict(self.quorum.counters),
+            "quorum": dataclasses.asdict(self.quorum.counters),
             "bounded": dict(self.bounded.counters),
             "catalog": {
                 "keys": len(self.catalog.keys()),
@@ -746,7 +746,8 @@ class Engine:
         if self.strong is None:
             return None
         if isinstance(self.strong, StrongClient):
-            return {"role": "client", "voters": self.strong.voters, **self.strong.counters}
+            counters = dataclasses.asdict(self.strong.counters)
+            return {"role": "client", "voters": self.strong.voters, **counters}
         status = self.strong.status()
         return {
             "role": status.role.name.lower(),
@@ -755,5 +756,5 @@ class Engine:
             "commit": status.commit,
             "applied": status.applied,
             "voters": list(status.voters),
-            **self.strong.counters,
+            **dataclasses.asdict(self.strong.counters),
         }
