@@ -78,7 +78,8 @@ def screen(
     relative_array = None if relative is None else np.asarray(relative, dtype=np.bool_)
     _check_lengths(len(index), stamps, payload, weight_array, relative_array)
     # Viewed as unsigned, a negative index is huge: one reduction checks both bounds.
-    if len(index) and int(_extremes(index.view(np.uint64))[1]) >= name_count:
+    unsigned = index.view(np.uint64)
+    if len(index) and int(unsigned[0] if len(index) == 1 else unsigned.max()) >= name_count:
         raise ValueError("key_index points outside key_names")
     stamp_range = (0, 0)
     if len(stamps):
