@@ -259,7 +259,8 @@ class Engine:
                 raise InvalidValueError(str(error)) from error
             answer = Answer(key, kind, mode, mode, removed=removed)
         else:
-            self._declare(kind, [key])
+            if key not in self.store.keys:  # a new key: into the replicated catalog
+                self.catalog.declare_many([key], kind)
             try:
                 result = self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
             except (TypeError, ValueError, OverflowError) as error:
