@@ -212,7 +212,7 @@ def gossip_handler(seed: int) -> Handler:
     return Handler(
         _refused_by(decode),
         lambda payload: _ignore(core.step("n2", payload, now[0])),
-        lambda: core.stats["malformed_received"],
+        lambda: core.stats.malformed_received,
         settle,
     )
 
@@ -237,7 +237,7 @@ def quorum_handler(seed: int) -> Handler:
     return Handler(
         _refused_by(decode_quorum),
         lambda payload: quorum.step("n2", payload),
-        lambda: quorum.counters["malformed"],
+        lambda: quorum.counters.malformed,
         settle,
     )
 
@@ -277,7 +277,7 @@ def strong_handler(node_id: str, source: str, seed: int) -> Handler:
     return Handler(
         _guarded(refused),
         lambda payload: replica.step(source, payload),
-        lambda: replica.counters["malformed"],
+        lambda: replica.counters.malformed,
         settle,
         counts_rows=True,
     )
@@ -295,7 +295,7 @@ def client_handler(seed: int) -> Handler:
     return Handler(
         _refused_by(lambda data: wire.decode_as(data, wire.Tag.STRONG_RESPONSE, answers_from)),
         lambda payload: client.step("n1", payload),
-        lambda: client.counters["malformed"],
+        lambda: client.counters.malformed,
         settle,
         counts_rows=True,
     )

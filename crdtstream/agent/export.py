@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from crdtstream.agent.aggregates import RESERVED_PREFIX
 from crdtstream.agent.sinks import Point, Sink
@@ -44,6 +44,7 @@ from crdtstream.node import Node
 __all__ = [
     "RESERVED_PREFIX",
     "ClusterExporter",
+    "ExportCounters",
     "is_reserved",
     "points_of",
     "rendezvous_owner",
@@ -105,6 +106,14 @@ class _Plan:
     enqueued: set[str] = field(default_factory=set)
 
 
+@dataclass(slots=True)
+class ExportCounters:
+    """Windows this node planned for export, and keys it took over from gone members."""
+
+    windows_planned: int = 0
+    keys_taken_over: int = 0
+
+
 class ClusterExporter:
     """Decides which final windows this node exports and hands their points to a sink."""
 
@@ -116,7 +125,7 @@ class ClusterExporter:
         self.first_window_ms: int | None = None
         self.done_through_ms: int | None = None
         self.plans: dict[int, _Plan] = {}
-        self.counters: dict[str, int] = {"windows_planned": 0, "keys_taken_over": 0}
+        self.counters = ExportCounters()
 
     # ------------------------------------------------------------------ markers
 
@@ -178,7 +187,7 @@ class ClusterExporter:
             if owner in gone:
                 plan.owners[key] = rendezvous_owner(key, survivors)
                 if plan.owners[key] == self.node_id:
-                    self.counters["keys_taken_over"] += 1
+                    self.counters.keys_taken_over += 1
 
     def collect(self, now_ms: int) -> int:
         """Plan newly final windows, re-own dead owners' keys, and enqueue this node's share.
@@ -192,7 +201,7 @@ class ClusterExporter:
             if not self.node.engine.gossip.is_final(start, start + self.size_ms):
                 break
             self.plans[start] = self._plan(start, statuses)
-            self.counters["windows_planned"] += 1
+            self.counters.windows_planned += 1
         enqueued = 0
         for start, plan in sorted(self.plans.items()):
             self._take_over(start, plan, statuses)
@@ -220,7 +229,7 @@ class ClusterExporter:
         """The exporter's and its sink's counts, for ``/metrics``."""
         stats = getattr(self.sink, "stats", None)
         sink = stats.as_dict() if stats is not None else {}
-        return {**self.counters, **sink}
+        return asdict(self.counters) | sink
 
     async def flush(self) -> bool:
         """Flush the sink; once it holds nothing older, advance this node's ``done`` marker."""

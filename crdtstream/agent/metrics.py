@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
@@ -403,7 +403,7 @@ def _gossip_families(node: Node) -> list[Metric]:
     """Anti-entropy rounds and transfers, and how far each replica's watermark trails ours."""
     families = counter_group(
         "gossip_antientropy",
-        node.engine.gossip.anti_entropy.stats,
+        asdict(node.engine.gossip.anti_entropy.stats),
         "anti-entropy rounds and transfers",
     )
     own_ms = node.engine.store.watermark_ms

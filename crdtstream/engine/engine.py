@@ -292,7 +292,8 @@ class Engine:
                 raise InvalidValueError(str(error)) from error
             answer = Answer(key, kind, mode, mode, removed=removed)
         else:
-            self._declare(kind, [key])
+            if key not in self.store.keys:  # a new key: into the replicated catalog
+                self.catalog.declare_many([key], kind)
             try:
                 result = self.store.add(key, kind, value, stamp, weight=weight, relative=relative)
             except (TypeError, ValueError, OverflowError) as error:
@@ -819,12 +820,12 @@ class Engine:
             "replica": self.replica,
             "watermark_ms": self.store.watermark_ms,
             "members": members,
-            "gossip": dict(self.gossip.stats),
+            "gossip": dataclasses.asdict(self.gossip.stats),
             "ingest": dataclasses.asdict(self.ingest_counters),
             "ingest_errors": dict(self.ingest_errors),
             "raft": self._raft_status(),
             "paxos": None if self.paxos is None else self.paxos.status(),
-            "quorum": dict(self.quorum.counters),
+            "quorum": dataclasses.asdict(self.quorum.counters),
             "bounded": dict(self.bounded.counters),
             "catalog": {
                 "keys": len(self.catalog.keys()),
@@ -837,7 +838,8 @@ class Engine:
         if self.strong is None:
             return None
         if isinstance(self.strong, StrongClient):
-            return {"role": "client", "voters": self.strong.voters, **self.strong.counters}
+            counters = dataclasses.asdict(self.strong.counters)
+            return {"role": "client", "voters": self.strong.voters, **counters}
         status = self.strong.status()
         return {
             "role": status.role.name.lower(),
@@ -846,7 +848,7 @@ class Engine:
             "commit": status.commit,
             "applied": status.applied,
             "voters": list(status.voters),
-            **self.strong.counters,
+            **dataclasses.asdict(self.strong.counters),
         }
 
 

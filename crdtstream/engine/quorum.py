@@ -50,6 +50,7 @@ __all__ = [
     "QUORUM_TAGS",
     "RETRY_MS",
     "Quorum",
+    "QuorumCounters",
     "QuorumDone",
     "QuorumMessage",
     "ReadRequest",
@@ -113,6 +114,24 @@ class _Batch:
     created_ms: int = 0
 
 
+@dataclass(slots=True)
+class QuorumCounters:
+    """Quorum requests of one node and its answers to others (``quorum`` in ``/v1/status``)."""
+
+    writes_confirmed: int = 0
+    """Writes acknowledged by a majority (one per caller of a batch)."""
+    reads_confirmed: int = 0
+    """Reads merged from a majority (one per caller of a batch)."""
+    batches_sent: int = 0
+    timed_out: int = 0
+    """Requests failed because their deadline passed before a majority answered."""
+    malformed: int = 0
+    merge_refused: int = 0
+    """Peer cells not merged because the store refused their parameters."""
+    writes_refused: int = 0
+    """Peer writes not acknowledged because some of their cells were not held here."""
+
+
 class Quorum:
     """The quorum requests of one node, and its answers to other nodes' requests."""
 
@@ -124,18 +143,7 @@ class Quorum:
         self._batches: dict[int, _Batch] = {}
         self._next_id = first_id
         self._next_answer = first_id
-        self.counters: dict[str, int] = dict.fromkeys(
-            (
-                "writes_confirmed",
-                "reads_confirmed",
-                "batches_sent",
-                "timed_out",
-                "malformed",
-                "merge_refused",
-                "writes_refused",
-            ),
-            0,
-        )
+        self.counters = QuorumCounters()
 
     def write(
         self,
@@ -257,7 +265,7 @@ class Quorum:
             dones,
         )
         self._requests[request_id] = request
-        self.counters["batches_sent"] += 1
+        self.counters.batches_sent += 1
         self._send_request(request)
 
     def _send_request(self, request: _Request) -> None:
@@ -272,7 +280,7 @@ class Quorum:
         for request_id, request in list(self._requests.items()):
             if now_ms >= request.deadline_ms:
                 del self._requests[request_id]
-                self.counters["timed_out"] += 1
+                self.counters.timed_out += 1
                 request.finish(UnavailableError(_shortfall(request)))
             elif now_ms >= request.retry_ms:
                 request.retry_ms = now_ms + RETRY_MS
@@ -289,14 +297,14 @@ class Quorum:
         try:
             message = decode_quorum(payload)
         except DecodeError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         if isinstance(message, WritePart):
             refused_before = self.store.merge_rejected_cells
             if not self._merge(message.delta):
                 return
             if self.store.merge_rejected_cells > refused_before:
-                self.counters["writes_refused"] += 1  # not held here: no acknowledgement
+                self.counters.writes_refused += 1  # not held here: no acknowledgement
                 return
             ack = wire.encode(wire.Tag.QUORUM_ACK, [message.request_id, message.index])
             self._send(source, ack)
@@ -320,7 +328,7 @@ class Quorum:
             ):
                 return  # an answer to a request that finished, or not to this node's
             if message.index >= len(request.frames):
-                self.counters["malformed"] += 1  # acknowledges a part this request lacks
+                self.counters.malformed += 1  # acknowledges a part this request lacks
                 return
             self._part_in(message.request_id, source, 0, message.index, len(request.frames))
 
@@ -329,7 +337,7 @@ class Quorum:
         try:
             self.store.merge(delta)
         except MergeError:
-            self.counters["merge_refused"] += 1
+            self.counters.merge_refused += 1
             return False
         return True
 
@@ -348,9 +356,10 @@ class Quorum:
         if len(request.confirmed) >= request.needed:
             del self._requests[request_id]
             written = request.tag == wire.Tag.QUORUM_WRITE
-            self.counters["writes_confirmed" if written else "reads_confirmed"] += len(
-                request.dones
-            )
+            if written:
+                self.counters.writes_confirmed += len(request.dones)
+            else:
+                self.counters.reads_confirmed += len(request.dones)
             request.finish(None)
 
     def fail_all(self, error: Exception) -> None:

@@ -68,7 +68,7 @@ from crdtstream.raft.state_machine import (
 from crdtstream.raft.storage import DurableStorage, persist_ready
 from crdtstream.raft.types import Message, Ready, Role, decode_message, encode_message
 
-__all__ = ["Completion", "ReadAnswer", "StrongReplica"]
+__all__ = ["Completion", "ReadAnswer", "StrongCounters", "StrongReplica"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,19 @@ def _checked_command(command: Command) -> Command:
     if not all(type(text) is str for text in (command.client_id, command.key)):
         raise DecodeError("a command's client id and key must be strings")
     return command
+
+
+@dataclass(slots=True)
+class StrongCounters:
+    """Strong requests of one Raft voter (beside its role and indexes in ``raft`` status)."""
+
+    writes_ok: int = 0
+    writes_failed: int = 0
+    reads_ok: int = 0
+    reads_failed: int = 0
+    malformed: int = 0
+    retries: int = 0
+    """Writes proposed again because they stayed quiet past their retry tick."""
 
 
 class StrongReplica:
@@ -124,9 +137,7 @@ class StrongReplica:
         self._unsent_reads: list[Request] = []
         self._next_read_context = 0
         self._answers: dict[str, list[list[Any]]] = {}
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("writes_ok", "writes_failed", "reads_ok", "reads_failed", "malformed", "retries"), 0
-        )
+        self.counters = StrongCounters()
 
     # -- requests --
 
@@ -179,7 +190,7 @@ class StrongReplica:
         reads = self._unsent_reads + [r for batch in self._reads.values() for r in batch]
         self._unsent_reads, self._reads = [], {}
         for request in reads:
-            self.counters["reads_failed"] += 1
+            self.counters.reads_failed += 1
             request.done(None, error)
 
     def _finish_write(
@@ -192,7 +203,10 @@ class StrongReplica:
             waiting = self._writes[released]
             waiting.held = False
             self._propose(waiting)
-        self.counters["writes_ok" if error is None else "writes_failed"] += 1
+        if error is None:
+            self.counters.writes_ok += 1
+        else:
+            self.counters.writes_failed += 1
         request.done(answer, error)
 
     def _issue_reads(self) -> None:
@@ -217,7 +231,7 @@ class StrongReplica:
                 error = UnavailableError(self._unavailable_reason("write"))
                 self._finish_write(session, None, error)
             elif not request.held and self._tick >= request.retry_tick:
-                self.counters["retries"] += 1
+                self.counters.retries += 1
                 self._propose(request)
         for context, batch in list(self._reads.items()):
             waiting = [r for r in batch if r.read_index is None]
@@ -237,7 +251,7 @@ class StrongReplica:
             else:
                 del self._reads[context]
         for request in expired:
-            self.counters["reads_failed"] += 1
+            self.counters.reads_failed += 1
             request.done(None, UnavailableError(self._unavailable_reason("read")))
 
     def _unavailable_reason(self, what: str) -> str:
@@ -264,18 +278,18 @@ class StrongReplica:
             else:
                 raise DecodeError(f"tag {tag} is neither a Raft message nor a strong request")
         except DecodeError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         if tag == wire.Tag.STRONG_REQUEST:
             self._serve_forwarded(source, requests)
             return
         if message.sender != source or refusal(message, self.node_id) is not None:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         try:
             self.raw.step(message)
         except ProtocolViolationError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
 
     def _check_snapshot(self, message: Message) -> None:
         """Raise :class:`DecodeError` unless a snapshot the message carries restores here: once
@@ -303,7 +317,7 @@ class StrongReplica:
                 request_id, data, key, timeout_ticks = wire.build_checked(row, forwarded_from)
                 command = None if data is None else _checked_command(decode_command(data))
             except DecodeError:
-                self.counters["malformed"] += 1
+                self.counters.malformed += 1
                 continue
             requests.append(_Forwarded(request_id, command, key, timeout_ticks))
         return requests
@@ -391,7 +405,7 @@ class StrongReplica:
                 del self._reads[context]
             for request in ready:
                 assert request.key is not None
-                self.counters["reads_ok"] += 1
+                self.counters.reads_ok += 1
                 request.done(self.machine.read(request.key), None)
 
     def _maybe_compact(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from crdtstream import wire
 from crdtstream.engine.requests import (
@@ -28,7 +29,16 @@ from crdtstream.engine.requests import (
 from crdtstream.errors import DecodeError, UnavailableError
 from crdtstream.raft.state_machine import Command, Result, encode_command
 
-__all__ = ["StrongClient"]
+__all__ = ["StrongClient", "StrongClientCounters"]
+
+
+@dataclass(slots=True)
+class StrongClientCounters:
+    """Strong requests a non-voter forwarded (beside its voters in ``raft`` status)."""
+
+    answered: int = 0
+    failed: int = 0
+    malformed: int = 0
 
 
 class StrongClient:
@@ -55,7 +65,7 @@ class StrongClient:
         self._leader: str | None = None
         self._windows = SessionWindows(session_results_max)
         self._held: dict[Session, int] = {}
-        self.counters: dict[str, int] = dict.fromkeys(("answered", "failed", "malformed"), 0)
+        self.counters = StrongClientCounters()
 
     def submit(self, command: Command, timeout_ticks: int, done: Completion) -> None:
         """Forward a write to a voter (held back while too far ahead of its session)."""
@@ -96,7 +106,10 @@ class StrongClient:
                 if waiting_id is not None and waiting_id in self._requests:
                     self._requests[waiting_id][0].held = False
                     self._forward(waiting_id)
-        self.counters["failed" if error is not None else "answered"] += 1
+        if error is None:
+            self.counters.answered += 1
+        else:
+            self.counters.failed += 1
         request.done(answer, error)
 
     def tick(self) -> None:
@@ -116,7 +129,7 @@ class StrongClient:
         try:
             leader, rows = wire.decode_as(payload, wire.Tag.STRONG_RESPONSE, answers_from)
         except DecodeError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         if leader in self.voters:
             self._leader = leader
@@ -126,14 +139,14 @@ class StrongClient:
             try:
                 request_id, answer, error = wire.build_checked(row, response_from)
             except DecodeError:
-                self.counters["malformed"] += 1
+                self.counters.malformed += 1
                 continue
             entry = self._requests.get(request_id)
             if entry is None:
                 continue  # answered already (a retry's duplicate)
             is_write = entry[0].data is not None
             if error is None and is_write != isinstance(answer, Result):
-                self.counters["malformed"] += 1  # an answer of the wrong kind for this id
+                self.counters.malformed += 1  # an answer of the wrong kind for this id
                 continue
             if error is not None and self._tick < entry[0].deadline_tick:
                 self._forward(request_id)  # that voter gave up early: try another

@@ -95,6 +95,8 @@ class Ticket:
 
     def _finish(self) -> None:
         self.done = True
+        if not self._callbacks:  # a write answered at once: nobody waits yet
+            return
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             callback(self)

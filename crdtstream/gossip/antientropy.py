@@ -49,13 +49,33 @@ from crdtstream.gossip.lattice import DecodeDelta, DeltaLattice, DeltaT
 from crdtstream.gossip.messages import ANY_EPOCH, DeltaAck, DeltaPart, Message, decode_body
 from crdtstream.gossip.overlay import finger_neighbours
 
-__all__ = ["AntiEntropy"]
+__all__ = ["AntiEntropy", "AntiEntropyStats"]
 
 _TRANSFERS_KEPT = 4
 """Transfers remembered per peer, so a late acknowledgement still counts."""
 
 _INBOUND_KEPT = 16
 """Incomplete multi-part transfers held at once (parts beyond a gap wait, unacknowledged)."""
+
+
+@dataclass(slots=True)
+class AntiEntropyStats:
+    """Rounds and transfers of one anti-entropy component (``gossip_antientropy`` metrics)."""
+
+    rounds: int = 0
+    intervals_sent: int = 0
+    full_states_sent: int = 0
+    chunks_sent: int = 0
+    chunks_resent: int = 0
+    deltas_received: int = 0
+    deltas_inflating: int = 0
+    """Deltas received that changed the local state (the rest were already held)."""
+    acks_received: int = 0
+    peer_restarts_seen: int = 0
+    groups_truncated: int = 0
+    intervals_for_other_epoch: int = 0
+    """Delta parts built on what an earlier process of this node acknowledged (not merged)."""
+    merges_refused: int = 0
 
 
 @dataclass(slots=True)
@@ -151,23 +171,7 @@ class AntiEntropy(Generic[DeltaT]):
         # driver seeds ``rng`` from the operating system; the lattice version is mixed in so
         # that even a reused seed gives a new epoch once the state differs.
         self.epoch = (rng.getrandbits(63) + lattice.version * 0x9E3779B97F4A7C15) % (1 << 63)
-        self.stats: dict[str, int] = dict.fromkeys(
-            (
-                "rounds",
-                "intervals_sent",
-                "full_states_sent",
-                "chunks_sent",
-                "chunks_resent",
-                "deltas_received",
-                "deltas_inflating",
-                "acks_received",
-                "peer_restarts_seen",
-                "groups_truncated",
-                "intervals_for_other_epoch",
-                "merges_refused",
-            ),
-            0,
-        )
+        self.stats = AntiEntropyStats()
         self._decode = decode
         self._rng = rng
         self._delta_bytes_max = delta_bytes_max
@@ -202,7 +206,7 @@ class AntiEntropy(Generic[DeltaT]):
         if self._next_round_ms is not None and now_ms < self._next_round_ms:
             return []
         self._next_round_ms = now_ms + self.config.interval_ms
-        self.stats["rounds"] += 1
+        self.stats.rounds += 1
         neighbours = self.neighbours(peers)
         self._forget_all_but(neighbours)
         self._collect_garbage()
@@ -260,7 +264,7 @@ class AntiEntropy(Generic[DeltaT]):
         while len(self._buffer) > self.config.delta_buffer_groups:
             del self._buffer[self._buffer_start]
             self._buffer_start += 1
-            self.stats["groups_truncated"] += 1
+            self.stats.groups_truncated += 1
 
     def _forget_all_but(self, peers: Sequence[str]) -> None:
         keep = set(peers)
@@ -279,7 +283,7 @@ class AntiEntropy(Generic[DeltaT]):
         pending = self._large_pending(progress)
         if pending is not None:
             transfer_id, transfer = pending
-            self.stats["chunks_resent"] += len(transfer.unacked)
+            self.stats.chunks_resent += len(transfer.unacked)
             return self._chunk_messages(peer_id, transfer_id, transfer, sorted(transfer.unacked))
         full = self._needs_full_state(progress)
         payload = self._payload_for(peer_id, progress)
@@ -315,7 +319,7 @@ class AntiEntropy(Generic[DeltaT]):
             if full.is_empty():
                 progress.acked = self._sequence
                 return None
-            self.stats["full_states_sent"] += 1
+            self.stats.full_states_sent += 1
             return full
         acked = progress.acked
         assert acked is not None  # _needs_full_state covers None
@@ -328,14 +332,14 @@ class AntiEntropy(Generic[DeltaT]):
             # Everything it lacks came from it: nothing to send, and it holds it all.
             progress.acked = self._sequence
             return None
-        self.stats["intervals_sent"] += 1
+        self.stats.intervals_sent += 1
         return reduce(lambda left, right: left.join(right), groups)
 
     def _chunk_messages(
         self, peer_id: str, transfer_id: int, transfer: _Transfer, indexes: Sequence[int] | range
     ) -> list[Message]:
         count = len(transfer.chunks)
-        self.stats["chunks_sent"] += len(indexes)
+        self.stats.chunks_sent += len(indexes)
         return [
             Message(
                 peer_id,
@@ -358,7 +362,7 @@ class AntiEntropy(Generic[DeltaT]):
         if progress.epoch is None:
             progress.epoch = epoch
         elif progress.epoch != epoch:
-            self.stats["peer_restarts_seen"] += 1
+            self.stats.peer_restarts_seen += 1
             progress.epoch = epoch
             progress.forget()
             return False
@@ -378,11 +382,11 @@ class AntiEntropy(Generic[DeltaT]):
         if target_epoch not in (ANY_EPOCH, self.epoch):
             # Built on what an earlier process of this node acknowledged: not ours to merge. An
             # empty acknowledgement tells the sender our epoch, so it sends the full state next.
-            self.stats["intervals_for_other_epoch"] += 1
+            self.stats.intervals_for_other_epoch += 1
             return [
                 Message(source, wire.Tag.GOSSIP_ACK, [sender_epoch, self.epoch, transfer_id, []])
             ]
-        self.stats["deltas_received"] += 1
+        self.stats.deltas_received += 1
         released = self._inbound.accept((source, sender_epoch, transfer_id), index, count, delta)
         for _, piece in released:
             try:
@@ -390,7 +394,7 @@ class AntiEntropy(Generic[DeltaT]):
             except MergeError:
                 # A peer whose store parameters differ (say, another HLL precision): nothing
                 # of the piece was applied; no acknowledgement, so it is never counted as held.
-                self.stats["merges_refused"] += 1
+                self.stats.merges_refused += 1
                 return []
         if not released:
             return []  # held until the parts before it arrive; acknowledged once merged
@@ -402,7 +406,7 @@ class AntiEntropy(Generic[DeltaT]):
         inflating = self.lattice.merge(delta)
         self._seen_version = self.lattice.version
         if not inflating.is_empty():
-            self.stats["deltas_inflating"] += 1
+            self.stats.deltas_inflating += 1
             self._append(inflating, source)
 
     def receive_ack(self, source: str, ack: DeltaAck) -> None:
@@ -413,7 +417,7 @@ class AntiEntropy(Generic[DeltaT]):
             ack.transfer_id,
             ack.indexes,
         )
-        self.stats["acks_received"] += 1
+        self.stats.acks_received += 1
         if target_epoch != self.epoch or not self._observe_epoch(source, acker_epoch):
             return
         progress = self._peers[source]

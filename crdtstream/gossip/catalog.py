@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pycrdt
@@ -36,13 +37,23 @@ from crdtstream.errors import DecodeError
 from crdtstream.gossip.messages import Message
 from crdtstream.policy import Policy, rule_body, rule_from_body
 
-__all__ = ["KIND_ORDER", "Catalog"]
+__all__ = ["KIND_ORDER", "Catalog", "CatalogStats"]
 
 KIND_ORDER = ("counter", "gauge", "set", "distinct", "distribution", "max", "min")
 """The kinds, in the order that decides a conflict (earlier wins)."""
 
 _SEPARATOR = "\x1f"
 _OPENS_EXCHANGE = 1
+
+
+@dataclass(slots=True)
+class CatalogStats:
+    """Synchronisations and declarations of one key catalog."""
+
+    syncs_opened: int = 0
+    updates_applied: int = 0
+    conflicting_declarations: int = 0
+    """Keys declared here with a kind while another kind was already claimed for them."""
 
 
 class Catalog:
@@ -58,9 +69,7 @@ class Catalog:
         self._next_sync_ms: int | None = None
         self._index: dict[str, set[tuple[str, str]]] | None = None
         self._subscription = self._claims.observe(self._invalidate)
-        self.stats: dict[str, int] = dict.fromkeys(
-            ("syncs_opened", "updates_applied", "conflicting_declarations"), 0
-        )
+        self.stats = CatalogStats()
 
     def _invalidate(self, event: Any) -> None:
         """Keep the index in step with every change (local or synced), entry by entry: a
@@ -108,7 +117,7 @@ class Catalog:
             key for key in keys if not any(claimed == kind for claimed, _ in index.get(key, ()))
         ]
         if unclaimed:
-            self.stats["conflicting_declarations"] += sum(key in index for key in unclaimed)
+            self.stats.conflicting_declarations += sum(key in index for key in unclaimed)
             with self.doc.transaction():
                 for key in unclaimed:
                     self._claims[_SEPARATOR.join((key, kind, self.replica))] = True
@@ -165,7 +174,7 @@ class Catalog:
         self._next_sync_ms = now_ms + self.interval_ms
         if not peers:
             return []
-        self.stats["syncs_opened"] += 1
+        self.stats.syncs_opened += 1
         peer = peers[self._rng.randrange(len(peers))]
         return [self._step1(peer, _OPENS_EXCHANGE)]
 
@@ -184,7 +193,7 @@ class Catalog:
         except (ValueError, IndexError, TypeError, RuntimeError) as error:
             raise DecodeError(f"bad Yjs sync message: {error}") from error
         if message[1] != pycrdt.YSyncMessageType.SYNC_STEP1:
-            self.stats["updates_applied"] += 1
+            self.stats.updates_applied += 1
         replies = []
         if reply is not None:
             replies.append(Message(source, wire.Tag.CATALOG_SYNC, [0, reply]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol
 
 from crdtstream import wire
@@ -39,7 +40,7 @@ from crdtstream.gossip.messages import (
     encode_frame,
 )
 
-__all__ = ["CatalogSync", "GossipCore"]
+__all__ = ["CatalogSync", "GossipCore", "GossipStats"]
 
 ENVELOPE_BYTES_RESERVED = 2048
 """Room left in each frame for the envelope and piggyback around a delta part."""
@@ -51,6 +52,24 @@ _JOIN_TAGS = frozenset({wire.Tag.SWIM_SYNC, wire.Tag.SWIM_SYNC_REPLY})
 
 _GONE = ("left", "removed")
 """Member states whose replica will write no more (see ``crdtstream.gossip.finality``)."""
+
+
+@dataclass(slots=True)
+class GossipStats:
+    """Frames and bytes through one gossip core (the ``gossip`` section of ``/v1/status``)."""
+
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    delta_bytes_sent: int = 0
+    """The part of ``bytes_sent`` in delta frames."""
+    frames_received: int = 0
+    bytes_received: int = 0
+    malformed_received: int = 0
+    """Frames that failed to decode (counted and dropped)."""
+    piggyback_dropped_for_size: int = 0
+    """Frames sent without their membership piggyback because it would not fit."""
+    refused_rules_mismatch: int = 0
+    """Frames dropped because their sender holds other policy rules."""
 
 
 class CatalogSync(Protocol):
@@ -70,7 +89,7 @@ class GossipCore(Generic[DeltaT]):
 
     ``rules_fingerprint`` (e.g. ``Catalog.rules_fingerprint()`` or a digest of the configured
     policy) is compared when peers meet; frames from a peer with other rules are refused and
-    counted in ``stats["refused_rules_mismatch"]``.
+    counted in ``stats.refused_rules_mismatch``.
     """
 
     def __init__(
@@ -115,19 +134,7 @@ class GossipCore(Generic[DeltaT]):
         )
         self.progress = ProgressTable(self.window_config.retention_windows)
         self.catalog = catalog
-        self.stats: dict[str, int] = dict.fromkeys(
-            (
-                "frames_sent",
-                "bytes_sent",
-                "delta_bytes_sent",
-                "frames_received",
-                "bytes_received",
-                "malformed_received",
-                "piggyback_dropped_for_size",
-                "refused_rules_mismatch",
-            ),
-            0,
-        )
+        self.stats = GossipStats()
         self._rng = rng
         self._progress_order: list[str] = []
         self._progress_sent_ms: dict[str, int] = {}
@@ -144,10 +151,10 @@ class GossipCore(Generic[DeltaT]):
         self._refresh_own_progress()
         messages = self.membership.tick(now_ms)
         peers = self.membership.live_peers()
-        rounds = self.anti_entropy.stats["rounds"]
+        rounds = self.anti_entropy.stats.rounds
         shipped = self.anti_entropy.tick(now_ms, peers)
         messages += shipped
-        if not shipped and peers and self.anti_entropy.stats["rounds"] > rounds:
+        if not shipped and peers and self.anti_entropy.stats.rounds > rounds:
             # An idle round still carries this node's watermark, so windows go final.
             peer = peers[self._rng.randrange(len(peers))]
             messages.append(Message(peer, wire.Tag.GOSSIP_PROGRESS, []))
@@ -162,8 +169,8 @@ class GossipCore(Generic[DeltaT]):
         its body and a delta's bytes), before any state changes; the handlers then run outside
         any ``except``, so an exception they raise is a bug and propagates.
         """
-        self.stats["frames_received"] += 1
-        self.stats["bytes_received"] += len(payload)
+        self.stats.frames_received += 1
+        self.stats.bytes_received += len(payload)
         try:
             frame = decode_frame(payload)
             delta = (
@@ -172,14 +179,14 @@ class GossipCore(Generic[DeltaT]):
                 else None
             )
         except DecodeError:
-            self.stats["malformed_received"] += 1
+            self.stats.malformed_received += 1
             return []
         # A table exchange decides whether the peer's rules match before its piggyback is
         # believed; any other frame from a refused peer is dropped.
         joining = frame.tag in _JOIN_TAGS
         messages = self._dispatch(source, frame.tag, frame.body, delta, now_ms) if joining else []
         if source in self.membership.rules_mismatches:
-            self.stats["refused_rules_mismatch"] += 1
+            self.stats.refused_rules_mismatch += 1
             return self._encode(messages, now_ms)
         for update in frame.updates:
             self.membership.apply(update, now_ms)
@@ -255,7 +262,7 @@ class GossipCore(Generic[DeltaT]):
                 # refusal of bad bytes (translated to DecodeError in catalog.py) comes here.
                 return self.catalog.step(source, [body.flags, body.message])
             except DecodeError:
-                self.stats["malformed_received"] += 1
+                self.stats.malformed_received += 1
                 return []
         return self.membership.receive(source, tag, body, now_ms)
 
@@ -328,11 +335,11 @@ class GossipCore(Generic[DeltaT]):
             progress = self._piggyback_progress(message.peer_id, now_ms)
             payload = encode_frame(message.tag, message.body, updates, progress)
             if len(payload) > self.frame_bytes_max:
-                self.stats["piggyback_dropped_for_size"] += 1
+                self.stats.piggyback_dropped_for_size += 1
                 payload = encode_frame(message.tag, message.body, [], [])
-            self.stats["frames_sent"] += 1
-            self.stats["bytes_sent"] += len(payload)
+            self.stats.frames_sent += 1
+            self.stats.bytes_sent += len(payload)
             if message.tag == wire.Tag.GOSSIP_DELTA:
-                self.stats["delta_bytes_sent"] += len(payload)
+                self.stats.delta_bytes_sent += len(payload)
             out.append(Outgoing(message.peer_id, payload))
         return out

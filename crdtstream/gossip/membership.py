@@ -57,6 +57,7 @@ __all__ = [
     "PUSH_PULL_PROBE_PERIODS",
     "Member",
     "Membership",
+    "MembershipStats",
     "member_update",
 ]
 
@@ -73,6 +74,20 @@ PIGGYBACK_UPDATES_MAX = 6
 """Membership updates piggybacked on one frame."""
 
 _LIVE = ("alive", "suspect")
+
+
+@dataclass(slots=True)
+class MembershipStats:
+    """Probes and state changes seen by one membership component."""
+
+    probes: int = 0
+    probes_failed: int = 0
+    suspected: int = 0
+    declared_dead: int = 0
+    refuted: int = 0
+    """Suspicions of this node that it refuted with a higher incarnation."""
+    nacks: int = 0
+    refused_rules_mismatch: int = 0
 
 
 @dataclass(slots=True)
@@ -127,18 +142,7 @@ class Membership:
         # (its node restarted), or this node's own earlier incarnations. Finality needs them.
         self.retired_replicas: set[str] = set()
         self.awareness = 0
-        self.stats: dict[str, int] = dict.fromkeys(
-            (
-                "probes",
-                "probes_failed",
-                "suspected",
-                "declared_dead",
-                "refuted",
-                "nacks",
-                "refused_rules_mismatch",
-            ),
-            0,
-        )
+        self.stats = MembershipStats()
         self._rng = rng
         self._sequence = 0
         self._probe: _Probe | None = None
@@ -256,7 +260,7 @@ class Membership:
             return []
         self._sequence += 1
         self._probe = _Probe(self._sequence, target, now_ms, period_ms)
-        self.stats["probes"] += 1
+        self.stats.probes += 1
         return [Message(target, wire.Tag.SWIM_PING, [self._sequence, target])]
 
     def _next_probe_target(self) -> str | None:
@@ -281,7 +285,7 @@ class Membership:
         if probe.acked:
             self.awareness = max(0, self.awareness - 1)
             return
-        self.stats["probes_failed"] += 1
+        self.stats.probes_failed += 1
         if probe.nacks < probe.indirect_requests:
             # Relays that did not even answer with a nack suggest the problem is here.
             self.awareness = min(AWARENESS_MAX_MULTIPLIER - 1, self.awareness + 1)
@@ -327,7 +331,7 @@ class Membership:
         if isinstance(body, Nack):
             if self._probe is not None and self._probe.sequence == body.sequence:
                 self._probe.nacks += 1
-                self.stats["nacks"] += 1
+                self.stats.nacks += 1
             return []
         if isinstance(body, MemberTable):
             return self._receive_sync(source, tag, body, now_ms)
@@ -339,7 +343,7 @@ class Membership:
             # DESIGN §3: all nodes must hold the same policy rules; a mismatch is refused
             # (counted, and the peer is listed in ``rules_mismatches`` for status pages). The
             # reply carries our fingerprint only, so the other side refuses us as well.
-            self.stats["refused_rules_mismatch"] += 1
+            self.stats.refused_rules_mismatch += 1
             self.rules_mismatches[source] = fingerprint
             if tag == wire.Tag.SWIM_SYNC:
                 return [Message(source, wire.Tag.SWIM_SYNC_REPLY, [[], self.rules_fingerprint])]
@@ -423,9 +427,9 @@ class Membership:
 
     def _count_transition(self, status: str) -> None:
         if status == "suspect":
-            self.stats["suspected"] += 1
+            self.stats.suspected += 1
         elif status == "dead":
-            self.stats["declared_dead"] += 1
+            self.stats.declared_dead += 1
 
     def _confirm(self, update: MemberUpdate) -> None:
         suspicion = self._suspicions.get(update.node_id)
@@ -458,5 +462,5 @@ class Membership:
             me.incarnation = update.incarnation + 1
             self._broadcast(me.as_update(self.node_id))
             if accused:
-                self.stats["refuted"] += 1
+                self.stats.refuted += 1
                 self.awareness = min(AWARENESS_MAX_MULTIPLIER - 1, self.awareness + 1)

@@ -130,22 +130,32 @@ class MemoryDisk:
 
     def __init__(self) -> None:
         """An empty disk."""
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, bytearray] = {}
+        """Each file's durable bytes; appends extend them in place (a copy per append would
+        make a long log quadratic)."""
         self.syncs = 0
 
     def read(self, name: str) -> bytes | None:
         """The file's bytes, None when there is no such file."""
-        return self.files.get(name)
+        data = self.files.get(name)
+        return None if data is None else bytes(data)
 
     def write_atomically(self, name: str, data: bytes) -> None:
         """Replace the file (one sync)."""
-        self.files[name] = bytes(data)
+        self.files[name] = bytearray(data)
         self.syncs += 1
 
     def append_durably(self, name: str, data: bytes) -> None:
         """Append to the file (one sync)."""
-        self.files[name] = self.files.get(name, b"") + data
+        self.files.setdefault(name, bytearray()).extend(data)
         self.syncs += 1
+
+    def copy(self) -> MemoryDisk:
+        """What a node would find if it crashed now: every file as it is, apart from this disk
+        (later writes to either leave the other as it was)."""
+        image = MemoryDisk()
+        image.files = {name: bytearray(data) for name, data in self.files.items()}
+        return image
 
     def names(self, suffix: str) -> list[str]:
         """The files whose name ends with ``suffix``, sorted."""

@@ -119,6 +119,10 @@ def _apply_counter(batch: Batch, target: Target) -> None:
     values = np.asarray(batch.values, dtype=np.float64)
     if len(values) == 0:
         return
+    if len(values) == 1:
+        position, key = int(batch.positions[0]), int(batch.keys[0])
+        _add_counter_event(target, position, key, batch.key_count, float(values[0]))
+        return
     first, last = batch.position_range or (int(batch.positions.min()), int(batch.positions.max()))
     span, key_count = last - first + 1, batch.key_count
     if span * key_count > _CODE_SPACE_MAX:
@@ -139,16 +143,50 @@ def _apply_counter(batch: Batch, target: Target) -> None:
     for column in ("p", "n") if negative else ("p",):
         column_values = np.maximum(values, 0.0) if column == "p" else -np.minimum(values, 0.0)
         cells, sums = sum_by_code(codes, column_values if negative else values, span * key_count)
+        if span == 1:
+            # One slice (every single write, most batches): the codes are its keys, and
+            # splitting them by slice would cost more than the addition itself. Sums of zero
+            # touch no slice, as below.
+            if len(cells):
+                _add_counter_cells(target, first, column, key_count, cells, sums)
+            continue
         slice_offsets = cells // key_count
         bounds = np.flatnonzero(slice_offsets[1:] != slice_offsets[:-1]) + 1
         for chunk in np.split(np.arange(len(cells)), bounds):
             if len(chunk) == 0:
                 continue
-            state = target.state(first + int(slice_offsets[chunk[0]]))
-            table = state.table("counter", target.replica_count, key_count)
-            keys = cells[chunk] - slice_offsets[chunk[0]] * key_count
-            table.columns[column][0, keys] += sums[chunk]
-            table.version[0, keys] = target.version
+            offset = int(slice_offsets[chunk[0]])
+            keys = cells[chunk] - offset * key_count
+            _add_counter_cells(target, first + offset, column, key_count, keys, sums[chunk])
+
+
+def _add_counter_cells(
+    target: Target,
+    position: int,
+    column: str,
+    key_count: int,
+    keys: Int64Array,
+    sums: Float64Array,
+) -> None:
+    """Add ``sums`` to column ``column`` of this replica's counter cells ``keys`` in the slice
+    at ``position`` (distinct keys: a fancy-indexed ``+=`` applies each once)."""
+    table = target.state(position).table("counter", target.replica_count, key_count)
+    table.columns[column][0, keys] += sums
+    table.version[0, keys] = target.version
+
+
+def _add_counter_event(
+    target: Target, position: int, key: int, key_count: int, value: float
+) -> None:
+    """One event (a single write): the batch's grouping in scalars, which costs a fraction of
+    the array passes. A positive value goes to the ``p`` column, a negative one to ``n``; zero
+    touches no slice, as a batch's zero sums do not."""
+    if value == 0:
+        return
+    table = target.state(position).table("counter", target.replica_count, key_count)
+    column = "p" if value > 0 else "n"
+    table.columns[column][0, key] += abs(value)
+    table.version[0, key] = target.version
 
 
 def _apply_gauge(state: SliceState, batch: Batch, target: Target) -> None:

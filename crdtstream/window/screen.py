@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,7 @@ Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 Payload = npt.NDArray[np.float64] | npt.NDArray[np.uint64] | Sequence[Item]
 _FLOAT_KINDS = frozenset({"counter", "gauge", "distribution", "max", "min"})
+_Number = TypeVar("_Number", np.int64, np.uint64, np.float64)
 
 
 @dataclass(slots=True)
@@ -76,16 +78,20 @@ def screen(
     relative_array = None if relative is None else np.asarray(relative, dtype=np.bool_)
     _check_lengths(len(index), stamps, payload, weight_array, relative_array)
     # Viewed as unsigned, a negative index is huge: one reduction checks both bounds.
-    if len(index) and int(index.view(np.uint64).max()) >= name_count:
+    unsigned = index.view(np.uint64)
+    if len(index) and int(unsigned[0] if len(index) == 1 else unsigned.max()) >= name_count:
         raise ValueError("key_index points outside key_names")
-    stamp_range = (int(stamps.min()), int(stamps.max())) if len(stamps) else (0, 0)
+    stamp_range = (0, 0)
+    if len(stamps):
+        low, high = _extremes(stamps)
+        stamp_range = (int(low), int(high))
     value_range = _value_range(kind, payload)
     valid = _valid(kind, payload, stamps, stamp_range, value_range, weight_array)
     slide = windows.slide_ms
     position_range = (stamp_range[0] // slide, stamp_range[1] // slide)
     positions = (
         np.broadcast_to(np.int64(position_range[0]), stamps.shape)
-        if position_range[0] == position_range[1]
+        if position_range[0] == position_range[1] and len(stamps) > 1
         else np.floor_divide(stamps, slide)
     )
     return Screened(
@@ -124,7 +130,17 @@ def _value_range(kind: str, payload: object) -> tuple[float, float]:
     if kind not in _FLOAT_KINDS or not len(payload):  # type: ignore[arg-type]
         return 0.0, 0.0
     values: npt.NDArray[np.float64] = payload  # type: ignore[assignment]
-    return float(values.min()), float(values.max())
+    low, high = _extremes(values)
+    return float(low), float(high)
+
+
+def _extremes(values: npt.NDArray[_Number]) -> tuple[_Number, _Number]:
+    """Min and max of a non-empty array; one event (a single write) is read without the two
+    reductions, which cost more than everything else done with it. NaN propagates either way."""
+    if len(values) == 1:
+        value: _Number = values[0]
+        return value, value
+    return values.min(), values.max()
 
 
 def _valid(
@@ -169,4 +185,6 @@ def and_masks(
 
 def is_identity(name_ids: Int64Array) -> bool:
     """True when the batch's names map to kind-local ids 0..N-1, so no gather is needed."""
+    if len(name_ids) == 1:
+        return bool(name_ids[0] == 0)
     return bool((name_ids == np.arange(len(name_ids))).all())

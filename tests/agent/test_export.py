@@ -108,7 +108,7 @@ async def _scenario() -> None:
     assert not duplicates, f"seed={SEED}: exported more than once: {duplicates}"
     expected = {(key.partition("#")[0], second) for key, second in written}
     assert set(received) == expected, f"seed={SEED}: missing {expected - set(received)}"
-    taken_over = sum(e.counters["keys_taken_over"] for e in exporters.values())
+    taken_over = sum(e.counters.keys_taken_over for e in exporters.values())
     assert taken_over > 0, f"seed={SEED}: c owned nothing unflushed; the test proved nothing"
 
 

@@ -22,7 +22,7 @@ must keep that value for as long as it runs — a violation is recorded in
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from crdtstream.config import GossipConfig, MembershipConfig, WindowConfig
 from crdtstream.gossip.core import GossipCore
@@ -293,4 +293,4 @@ class Cluster:
 
 
 def _core_stats(core: GossipCore[SlotDelta]) -> dict[str, int]:
-    return {**core.anti_entropy.stats, **core.membership.stats, **core.stats}
+    return asdict(core.anti_entropy.stats) | asdict(core.membership.stats) | asdict(core.stats)

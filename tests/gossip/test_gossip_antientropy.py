@@ -63,8 +63,8 @@ def test_a_new_peer_gets_the_full_state_then_only_the_interval_it_lacks() -> Non
     a.lattice.add("k9", 10, 4)
     second = a.sync.tick(100, ["b"])
     assert set(shipped(second).cells) == {("k9", 0, "a~0")}
-    assert a.sync.stats["full_states_sent"] == 1
-    assert a.sync.stats["intervals_sent"] == 1
+    assert a.sync.stats.full_states_sent == 1
+    assert a.sync.stats.intervals_sent == 1
 
 
 def test_nothing_is_sent_to_a_peer_that_acknowledged_everything() -> None:
@@ -98,8 +98,8 @@ def test_a_received_delta_that_teaches_nothing_is_not_buffered() -> None:
     buffered = b.sync.buffered_groups
     deliver(messages, a, replicas)  # the same delta again: a duplicate
     assert b.sync.buffered_groups == buffered
-    assert b.sync.stats["deltas_received"] == 2
-    assert b.sync.stats["deltas_inflating"] == 1
+    assert b.sync.stats.deltas_received == 2
+    assert b.sync.stats.deltas_inflating == 1
 
 
 def test_only_the_inflating_part_of_a_received_delta_is_forwarded() -> None:
@@ -140,11 +140,11 @@ def test_a_peer_behind_a_truncated_buffer_gets_the_full_state() -> None:
     for index in range(CONFIG.delta_buffer_groups + 3):
         a.lattice.add(f"k{index}", 10, 1)
         a.sync.tick(100 + index * 100, ["b"])  # lost on the way: groups pile up
-    assert a.sync.stats["groups_truncated"] > 0
+    assert a.sync.stats.groups_truncated > 0
     now = 100 + (CONFIG.delta_buffer_groups + 3) * 100
-    full_states = a.sync.stats["full_states_sent"]
+    full_states = a.sync.stats.full_states_sent
     deliver(a.sync.tick(now, ["b"]), a, replicas)
-    assert a.sync.stats["full_states_sent"] == full_states + 1
+    assert a.sync.stats.full_states_sent == full_states + 1
     assert b.lattice.full_state() == a.lattice.full_state()
 
 
@@ -158,7 +158,7 @@ def test_a_restarted_peer_gets_the_full_state_again() -> None:
     b_again = replicas["b"]
     b_again.lattice.add("other", 10, 1)
     deliver(b_again.sync.tick(0, ["a"]), b_again, replicas)
-    assert a.sync.stats["peer_restarts_seen"] == 1
+    assert a.sync.stats.peer_restarts_seen == 1
     deliver(a.sync.tick(100, ["b"]), a, replicas)
     assert b_again.lattice.slot("k", 0, "a~0") == 1
 
@@ -260,8 +260,8 @@ def test_an_interval_built_for_a_peers_previous_process_is_refused_and_the_full_
     assert shipped(interval).cells.keys() == {("late", 0, "a~0")}  # built on the old ack
     deliver(interval, a, replicas)
     assert b_again.lattice.window_versions(0) == {}  # refused: no counts without their cells
-    assert b_again.sync.stats["intervals_for_other_epoch"] == 1
-    assert a.sync.stats["peer_restarts_seen"] == 1  # told by the empty acknowledgement
+    assert b_again.sync.stats.intervals_for_other_epoch == 1
+    assert a.sync.stats.peer_restarts_seen == 1  # told by the empty acknowledgement
     deliver(a.sync.tick(200, ["b"]), a, replicas)
     assert b_again.lattice.slot("early", 0, "a~0") == 1
     assert b_again.lattice.window_versions(0) == {"a~0": 2}

@@ -114,7 +114,7 @@ def test_declare_many_reports_conflicts_and_writes_one_claim_per_key() -> None:
     conflicts = catalogs["a"].declare_many(["y", "z", "z", "w"], "gauge")
     assert conflicts == ["y"]  # counter comes before gauge
     assert catalogs["a"].keys() == {"x": "counter", "y": "counter", "z": "gauge", "w": "gauge"}
-    assert catalogs["a"].stats["conflicting_declarations"] == 1
+    assert catalogs["a"].stats.conflicting_declarations == 1
     assert len(catalogs["a"].doc.get("claims", type=pycrdt.Map)) == 5  # x, y twice, z, w
 
 

@@ -130,7 +130,7 @@ def _run(
                 continue
             replies = cores[item.peer_id][0].step(source, item.payload, now_ms)
             queue.extend((item.peer_id, reply) for reply in replies)
-    malformed = {name: core.stats["malformed_received"] for name, (core, _) in cores.items()}
+    malformed = {name: core.stats.malformed_received for name, (core, _) in cores.items()}
     assert not any(malformed.values()), f"frames of correct peers counted malformed: {malformed}"
 
 

@@ -90,7 +90,7 @@ def test_a_suspected_member_refutes_with_a_higher_incarnation() -> None:
     assert group.status("a", "c") == "suspect"
     group.run(1_000)
     assert group.nodes["c"].me.incarnation >= 1
-    assert group.nodes["c"].stats["refuted"] >= 1
+    assert group.nodes["c"].stats.refuted >= 1
     assert {group.status(name, "c") for name in "ab"} == {"alive"}
 
 
@@ -193,8 +193,8 @@ def test_a_healthy_cluster_raises_no_suspicion() -> None:
     group = Group([f"n{index}" for index in range(10)], seed=3)
     group.run(20_000)
     for name, node in group.nodes.items():
-        assert node.stats["suspected"] == 0, name
-        assert node.stats["probes"] > 0, name
+        assert node.stats.suspected == 0, name
+        assert node.stats.probes > 0, name
 
 
 def test_a_failure_in_a_larger_cluster_reaches_every_member() -> None:

@@ -195,9 +195,7 @@ def test_a_confirmed_quorum_write_is_on_the_disk_of_a_member_that_acknowledged_i
 
 def _crashed_here(disk: MemoryDisk, clock: ManualClock) -> float:
     """The "lines" total a node restarted on a copy of ``disk`` holds (a crash now)."""
-    copy = MemoryDisk()
-    copy.files = dict(disk.files)
-    restarted = _node(copy, MemoryNetwork(2, FaultOptions()), clock)
+    restarted = _node(disk.copy(), MemoryNetwork(2, FaultOptions()), clock)
     restarted.transport.close()
     return sum(float(str(w.value)) for w in windows(restarted, "lines"))
 

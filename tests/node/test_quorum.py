@@ -192,7 +192,7 @@ def test_malformed_and_stray_quorum_frames_are_counted_and_change_nothing() -> N
     cluster = settled_cluster(6)
     cluster.corrupts_frames = True
     node = cluster.nodes["b"]
-    before = node.engine.quorum.counters["malformed"]
+    before = node.engine.quorum.counters.malformed
     bad = [
         wire.encode(wire.Tag.QUORUM_WRITE, "not a row"),
         wire.encode(wire.Tag.QUORUM_WRITE, [1, {"not": "a delta"}]),
@@ -201,7 +201,7 @@ def test_malformed_and_stray_quorum_frames_are_counted_and_change_nothing() -> N
     ]
     for frame in bad:
         node.engine.quorum.step("a", frame)
-    assert node.engine.quorum.counters["malformed"] == before + len(bad)
+    assert node.engine.quorum.counters.malformed == before + len(bad)
     # Answers to requests this node never made are ignored.
     node.engine.quorum.step("a", wire.encode(wire.Tag.QUORUM_ACK, [99, None]))
     assert node.engine.quorum.outstanding == 0
@@ -244,7 +244,7 @@ def test_a_batch_larger_than_a_frame_travels_in_parts_and_confirms_once_all_merg
     frames_before = writer.counters.frames_sent
     run_until(cluster, outcomes[-1])
     assert all(outcome.calls == [None] for outcome in outcomes)
-    assert writer.engine.quorum.counters["batches_sent"] == 1
+    assert writer.engine.quorum.counters.batches_sent == 1
     # One batch, several frames per member (4 members), so several parts each.
     assert writer.counters.frames_sent - frames_before > 3 * 4
     holders = [
@@ -342,7 +342,7 @@ def test_a_member_that_refuses_the_cells_does_not_acknowledge() -> None:
     quorum_write(cluster.nodes["a"], "k", "counter", 1, wrote)
     run_until(cluster, wrote)
     assert isinstance(wrote.calls[0], UnavailableError)
-    assert cluster.nodes["b"].engine.quorum.counters["writes_refused"] >= 1
+    assert cluster.nodes["b"].engine.quorum.counters.writes_refused >= 1
 
 
 def test_reads_of_many_keys_travel_in_frames_that_fit() -> None:
@@ -354,7 +354,7 @@ def test_reads_of_many_keys_travel_in_frames_that_fit() -> None:
     run_until(cluster, outcomes[-1])
     assert all(outcome.calls == [None] for outcome in outcomes)
     assert reader.counters.frames_oversize == 0
-    assert reader.engine.quorum.counters["batches_sent"] > 1
+    assert reader.engine.quorum.counters.batches_sent > 1
 
 
 def test_a_configured_cluster_size_keeps_a_node_that_knows_too_few_from_a_false_majority() -> None:

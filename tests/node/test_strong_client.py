@@ -90,7 +90,7 @@ def test_a_malformed_answer_is_counted_and_the_rest_of_its_frame_served() -> Non
         [request_id, "result", [True, True, 1, ""]],
     ]
     client.step(voter, answer_frame(None, rows))
-    assert client.counters["malformed"] == 2
+    assert client.counters.malformed == 2
     assert len(answers) == 1
     assert isinstance(answers[0], Result)
     assert answers[0].applied
