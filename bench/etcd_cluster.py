@@ -284,7 +284,6 @@ class EtcdClient:
         self._aiohttp = aiohttp
         self.urls = urls
         self.timeout_s = timeout_s
-        self.conflicts = 0
         self.session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             connector=aiohttp.TCPConnector(limit=0),
@@ -353,7 +352,6 @@ class EtcdClient:
                 return None
             if put:
                 return {"applied": True, "value": value + step}
-            self.conflicts += 1
         return None
 
     async def add(self, node: str, key: str) -> bool:
