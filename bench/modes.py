@@ -5,9 +5,12 @@ Three ``crdtstream agent`` processes (``--nodes``, up to 7), all Raft voters, ru
 fault proxies of :mod:`bench.cluster`: every byte between two nodes crosses a userspace proxy
 that adds the ``--profile``'s one-way latency and jitter (``lan`` 0.2 ms round trip, ``region``
 5 ms, ``wan`` 40 ms) and cuts links on command. Keys ``ev.*`` are eventual, ``qu.*`` quorum,
-``st.*`` strong through the Raft log and ``px.*`` strong through per-key Paxos (the ``paxos``
-column); the client (this process) reaches every node directly over HTTP, as a client
-next to each node would. Each mode runs in turn on the same cluster, in four parts:
+``st.*`` strong through the Raft log, ``px.*`` strong through per-key Paxos (the ``paxos``
+column) and ``bd.*`` bounded (the ``bounded`` column: writes are ``consume``, ``bd.quota`` has
+``--quota-limit`` per window, the other ``bd.*`` keys a limit never reached, all split over
+every node; the rules are ``[[policy]]`` tables in each agent's settings file); the client
+(this process) reaches every node directly over HTTP, as a client next to each node would.
+Each mode runs in turn on the same cluster, in four parts:
 
 1. **Phases** steady -> partition -> heal (``--seconds`` in all, a third each), under an
    *open-loop* load of ``--rate`` requests/s: each request starts at its scheduled time
@@ -21,7 +24,14 @@ next to each node would. Each mode runs in turn on the same cluster, in four par
    ``--quota-limit``; strong keys use ``conditional_add`` (the limit checked in the Raft log),
    eventual and quorum keys a read-then-add check by the client (all they offer). The overshoot
    is how far the healed, converged value passed the limit (strong must be 0). The limit
-   holds per window, as ``conditional_add`` keeps it.
+   holds per window, as ``conditional_add`` keeps it. Bounded keys ``consume`` on both sides
+   until the race ends (a refusal, HTTP 400 ``no_rights``, is unavailability, not an error);
+   the overshoot counts every acknowledged consume beyond the limit (must be 0), and the
+   minority must spend the rights it holds (``bounded_minority_share_used`` >= 1). A node
+   grants itself its share of a window only if it started before the window opened, so the
+   bounded windows are short (whole seconds, at least two phases) and the bounded mode waits
+   until its steady phase starts in a window opened after every agent started and its
+   partition phase just after a window boundary; the race stops before that window ends.
 3. **Convergence after heal**: adds made on both sides during the partition; the time from the
    heal until every node reports the same value, at least every acknowledged add.
 4. **t-visibility** (PBS-style), on the healed cluster: ``--trials`` adds, each acknowledged at
@@ -38,9 +48,23 @@ and ``{mode}_heal_write_ms_p99`` (refusals included), ``{mode}_t_visibility_ms_p
 ``_on_majority`` (fraction of the writes started at each side during the partition that were
 acknowledged before the heal),
 ``{mode}_quota_overshoot``, ``{mode}_bytes_per_write``, ``{mode}_converge_after_heal_ms``.
-Promises (the command exits 1 when one breaks): quorum and strong never stale and visible
-at once after an acknowledgement, never acknowledged on a minority; strong quota overshoot 0;
-eventual available on the minority.
+Promises (the command exits 1 when one breaks): quorum, strong and etcd never stale and
+visible at once after an acknowledgement, never acknowledged on a minority; strong, etcd and
+bounded quota overshoot 0; eventual and bounded available on the minority (bounded: the
+``bd.load`` key, whose rights never run out), and the bounded minority spends its share of the
+quota. For the bounded column, reads are one node's lower bound of the consumption, spread by
+gossip: stale reads and visibility are measured as for eventual, not promised (the JSON
+parameters' ``figures_differ`` says so).
+
+**The etcd anchor** (``etcd`` column), when ``etcd`` is on PATH: after the other columns, a
+cluster of as many etcd members (:mod:`bench.etcd_cluster`, with ``--pre-vote``) starts on free
+loopback ports, its peer links through the same kind of fault proxies, and the strong workload
+runs on it: an add is a linearizable read and a transaction that puts the sum if the key's
+``mod_revision`` is unchanged (retried on a conflict), a read is a linearizable range read
+(serializable, the member's own state, when convergence is checked), the quota a transaction
+comparing the value read; all through etcd's v3 HTTP/JSON gateway, each request given up after
+``--timeout-ms`` as our nodes refuse after it. Figures are named ``etcd_*``. Without etcd the
+JSON parameters say ``"etcd": "skipped: etcd not installed"`` and ``etcd_skipped`` is 1.
 
 ``--json`` adds every parameter and the environment (cores, versions); ``--plots DIR`` writes
 PNGs (latency over time with the partition shaded, latency CDFs, t-visibility curves,
@@ -52,31 +76,56 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bench.cluster import NODES_MAX, PROFILES, Cluster, LinkShape
+from bench.etcd_cluster import EtcdClient, EtcdCluster
 from bench.report import Report
 
 __all__ = ["MODES", "PROBE_DELAYS_MS", "add_arguments", "run"]
 
-MODES = ("eventual", "quorum", "strong", "paxos")
-"""``paxos`` is the strong mode with the per-key CASPaxos backend instead of the Raft log."""
-PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st", "paxos": "px"}
-POLICY = ("qu.*=quorum", "st.*=strong", "px.*=strong/paxos")
-STRONG = ("strong", "paxos")
-"""The modes whose keys are linearizable (either backend of the strong mode)."""
+MODES = ("eventual", "quorum", "strong", "paxos", "bounded", "etcd")
+"""``paxos`` is the strong mode with the per-key CASPaxos backend instead of the Raft log;
+``bounded`` the escrow quota; ``etcd`` the strong workload on an etcd cluster (the anchor)."""
+PREFIX = {"eventual": "ev", "quorum": "qu", "strong": "st", "paxos": "px", "bounded": "bd"}
+PREFIX["etcd"] = "etcd"
+STRONG = ("strong", "paxos", "etcd")
+"""The modes whose keys are linearizable (either backend of the strong mode, and etcd)."""
+BOUNDED_LOAD_LIMIT = 1_000_000_000
+"""The limit of the bounded keys other than the quota: never reached, so that only rights held
+decide whether a node answers."""
+NOT_APPLICABLE = {
+    "bounded": {
+        "stale_reads": "a bounded read is this node's lower bound of the consumption, as an "
+        "eventual read is: counted, not promised",
+        "visible_at_ack": "spread by gossip like eventual: measured, not promised",
+    },
+    "etcd": {
+        "converge_after_heal_ms": "serializable reads at every member: until the cut-off "
+        "member's own state caught up",
+    },
+}
+"""Figures reported for every column whose meaning differs for one (in the JSON parameters)."""
+ETCD_SKIPPED = "skipped: etcd not installed"
 PHASES = ("steady", "partition", "heal")
 PROBE_DELAYS_MS = (0, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280)
 VISIBILITY_GOAL = 0.99
 PARTITIONS = ("isolate", "minority")
+ALIGNMENT_MARGIN_S = 0.1
+"""How long after a window boundary the bounded quota race starts."""
+QUOTA_WINDOW_MARGIN_S = 1.5
+"""How long before its window ends the bounded quota race stops (a consume may wait 1 s)."""
 CLIENT_SLACK_S = 2.0
 """How much longer than the cluster's own deadline the HTTP client waits for an answer."""
 
@@ -138,6 +187,7 @@ class ModeRun:
     visibility: dict[int, float] = field(default_factory=dict)
     quota_value: float = 0.0
     quota_applied: float = 0.0
+    quota_minority_acked: int = 0
     converge_ms: float = 0.0
     bytes_per_write: float = 0.0
 
@@ -171,7 +221,32 @@ class Progress:
             print(file=sys.stderr)
 
 
-# ---------------------------------------------------------------------- HTTP client
+# ---------------------------------------------------------------------- clients
+
+
+class Target(Protocol):
+    """What a mode runs on: our agents (:class:`~bench.cluster.Cluster`) or etcd's members."""
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def partition(self, *groups: list[str]) -> None: ...
+
+    def heal(self) -> None: ...
+
+    def bytes_forwarded(self) -> int: ...
+
+
+class Counters(Protocol):
+    """Counter writes and reads at any node, None (never an exception) when refused."""
+
+    async def write(self, node: str, key: str, body: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    async def add(self, node: str, key: str) -> bool: ...
+
+    async def read(
+        self, node: str, key: str, consistency: str | None = None, *, per_window: bool = False
+    ) -> float | None: ...
 
 
 class Client:
@@ -200,13 +275,18 @@ class Client:
             return None
 
     async def add(self, node: str, key: str) -> bool:
-        return await self.write(node, key, {"op": "add", "value": 1}) is not None
+        """Add 1, or consume 1 of a bounded key (``bd.*``): whether it was acknowledged."""
+        op = "consume" if key.startswith(PREFIX["bounded"] + ".") else "add"
+        answer = await self.write(node, key, {"op": op, "value": 1})
+        return answer is not None and answer.get("applied") is not False
 
     async def read(
         self, node: str, key: str, consistency: str | None = None, *, per_window: bool = False
     ) -> float | None:
         """The sum of the key's windows, or with ``per_window`` the largest window's value (0
         for an unknown key); None when unavailable."""
+        if key.startswith(PREFIX["bounded"] + "."):
+            consistency = None  # a bounded read is one node's view whatever is asked
         query = "" if consistency is None else f"?consistency={consistency}"
         try:
             async with self.session.get(f"{self.urls[node]}/v1/keys/{key}{query}") as answer:
@@ -232,25 +312,48 @@ def run(args: argparse.Namespace) -> Report:
     unknown = set(modes) - set(MODES)
     if unknown:
         raise SystemExit(f"bench modes: unknown modes {sorted(unknown)} (known: {MODES})")
+    etcd = shutil.which("etcd") if "etcd" in modes else None
+    etcd_note = None if etcd is None else _etcd_version(etcd)
+    if "etcd" in modes and etcd is None:
+        print(f"bench modes: the etcd column is {ETCD_SKIPPED}", file=sys.stderr)
+        modes.remove("etcd")
+        etcd_note = ETCD_SKIPPED
     progress = Progress()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="crdtstream-bench-modes-") as directory:
+        root = Path(directory)
         cluster = Cluster(
-            Path(directory),
+            root,
             size=args.nodes,
             shape=_shape(args),
-            policy=POLICY,
+            extra_toml=_policy_toml(args),
             base_port=args.base_port,
             timeout_ms=args.timeout_ms,
             seed=args.seed,
         )
-        with cluster:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(cluster)
+            agents_started_s = time.time()  # every agent runs: later windows are theirs
+
+            def start_etcd() -> EtcdCluster:
+                # Started when its column comes, so that it does not load the machine before.
+                assert etcd is not None
+                anchor = EtcdCluster(
+                    root / "etcd", etcd, size=args.nodes, shape=_shape(args), seed=args.seed
+                )
+                return stack.enter_context(anchor)
+
             progress.update("waiting for a Raft leader")
             cluster.wait_for_leader()
-            runs = asyncio.run(_measure(cluster, args, modes, progress))
+            runs = asyncio.run(
+                _measure(cluster, start_etcd, args, modes, progress, agents_started_s)
+            )
     progress.done()
     report = _report(runs, args)
+    if etcd_note == ETCD_SKIPPED:
+        report.add("etcd_skipped", 1.0, ETCD_SKIPPED)
     report.parameters = _parameters(args, modes)
+    report.parameters["etcd"] = etcd_note
     report.environment = _environment(started)
     if args.plots is not None:
         _plots(runs, args.plots, args.profile)
@@ -258,28 +361,62 @@ def run(args: argparse.Namespace) -> Report:
 
 
 async def _measure(
-    cluster: Cluster, args: argparse.Namespace, modes: list[str], progress: Progress
+    cluster: Cluster,
+    start_etcd: Callable[[], EtcdCluster],
+    args: argparse.Namespace,
+    modes: list[str],
+    progress: Progress,
+    agents_started_s: float,
 ) -> list[ModeRun]:
     client = Client(cluster, args.timeout_ms)
+    runs = []
     try:
-        await _first_strong_write(client, cluster)
-        return [await _one_mode(cluster, client, mode, args, progress) for mode in modes]
+        await _first_strong_write(client, cluster.names, "st.warmup")
+        for mode in modes:
+            if mode == "etcd":
+                runs.append(await _etcd_mode(start_etcd, args, progress))
+            else:
+                runs.append(
+                    await _one_mode(cluster, client, mode, args, progress, agents_started_s)
+                )
+        return runs
     finally:
         await client.close()
 
 
-async def _first_strong_write(client: Client, cluster: Cluster) -> None:
+async def _etcd_mode(
+    start_etcd: Callable[[], EtcdCluster], args: argparse.Namespace, progress: Progress
+) -> ModeRun:
+    """The strong workload on the etcd anchor, started now behind its own fault proxies."""
+    progress.update("etcd: starting")
+    anchor = start_etcd()
+    # The agents refuse after --timeout-ms themselves; etcd has no such deadline, so the client
+    # gives up at it (a minority's etcd request would otherwise wait for etcd's own 5 s+).
+    client = EtcdClient(anchor.client_urls(), args.timeout_ms / 1000)
+    try:
+        await _first_strong_write(client, anchor.names, "etcd.warmup")
+        return await _one_mode(anchor, client, "etcd", args, progress, 0.0)
+    finally:
+        await client.close()
+
+
+async def _first_strong_write(client: Counters, names: list[str], key: str) -> None:
     """Until a strong write succeeds at every node: every node knows the leader."""
     deadline = time.monotonic() + 30
-    for name in cluster.names:
-        while not await client.add(name, "st.warmup"):
+    for name in names:
+        while not await client.add(name, key):
             if time.monotonic() > deadline:
                 raise TimeoutError("bench modes: strong writes still fail after 30 s")
             await asyncio.sleep(0.1)
 
 
 async def _one_mode(
-    cluster: Cluster, client: Client, mode: str, args: argparse.Namespace, progress: Progress
+    cluster: Target,
+    client: Counters,
+    mode: str,
+    args: argparse.Namespace,
+    progress: Progress,
+    agents_started_s: float,
 ) -> ModeRun:
     loop = asyncio.get_running_loop()
     prefix = PREFIX[mode]
@@ -288,6 +425,10 @@ async def _one_mode(
     minority = _minority(names, args.partition)
     majority = [name for name in names if name not in minority]
     phase_s = args.seconds / len(PHASES)
+    quota_until_s = math.inf  # unix time
+    if mode == "bounded":
+        progress.update("bounded: waiting for a window")
+        quota_until_s = await _bounded_alignment(args, agents_started_s)
     origin = loop.time()
     acked = [0]  # adds of the load key acknowledged so far
     phase = ["steady"]
@@ -325,11 +466,13 @@ async def _one_mode(
             if name == "partition":
                 cluster.partition(minority)
                 side_work = asyncio.gather(
-                    _quota(client, mode, minority, majority, phase_s, args.quota_limit),
+                    _quota(
+                        client, mode, minority, majority, phase_s, args.quota_limit, quota_until_s
+                    ),
                     _partitioned_adds(client, f"{prefix}.healed", names),
                 )
                 await asyncio.sleep(phase_s)
-                quota_applied, healed_acked = await side_work
+                (quota_applied, result.quota_minority_acked), healed_acked = await side_work
                 result.quota_applied = quota_applied
             elif name == "heal":
                 cluster.heal()
@@ -377,52 +520,84 @@ async def _open_loop(
 
 
 async def _quota(
-    client: Client, mode: str, minority: list[str], majority: list[str], seconds: float, limit: int
-) -> float:
-    """Clients on both sides add 1 up to ``limit`` for ``seconds``. Strong: ``conditional_add``
-    in the log, and the largest value an applied add was answered with is returned; others:
-    read, then add if below (0 returned). The limit holds per window, as the log keeps it."""
+    client: Counters,
+    mode: str,
+    minority: list[str],
+    majority: list[str],
+    seconds: float,
+    limit: int,
+    until_s: float = math.inf,
+) -> tuple[float, int]:
+    """Clients on both sides add 1 up to ``limit`` for ``seconds`` (and not past the unix time
+    ``until_s``). Strong: ``conditional_add`` in the log, and the largest value an applied add
+    was answered with is returned; bounded: ``consume`` until the end (a refusal is no answer),
+    and the number acknowledged is returned; others: read, then add if below (0 returned). The
+    limit holds per window, as the log keeps it. Second: the adds acknowledged on the minority.
+    """
     loop = asyncio.get_running_loop()
-    end = loop.time() + seconds * 0.8
+    end = loop.time() + min(seconds * 0.8, until_s - time.time())
     key = f"{PREFIX[mode]}.quota"
     applied = [0.0]  # the largest value the log answered an applied add with (strong)
+    acked = dict.fromkeys([*minority, *majority], 0)
 
     async def side(node: str) -> None:
         while loop.time() < end:
-            if mode in STRONG:
+            if mode == "bounded":
+                answer = await client.write(node, key, {"op": "consume", "value": 1})
+                if answer is not None and answer.get("applied"):
+                    acked[node] += 1
+                    applied[0] += 1
+                    continue
+            elif mode in STRONG:
                 body = {"op": "conditional_add", "value": 1, "limit": limit}
                 answer = await client.write(node, key, body)
                 if answer is not None:
                     if not answer.get("applied"):
                         return  # the limit is reached, and the log says so
                     applied[0] = max(applied[0], float(answer.get("value", 0.0)))
+                    acked[node] += 1
                     continue
             else:
                 value = await client.read(node, key, per_window=True)
                 if value is not None and value + 1 > limit:
                     return
                 if value is not None and await client.add(node, key):
+                    acked[node] += 1
                     continue
             await asyncio.sleep(0.05)  # unavailable: try again shortly
 
     await asyncio.gather(*(side(node) for node in [*minority, *majority]))
-    return applied[0]
+    return applied[0], sum(acked[node] for node in minority)
 
 
-async def _partitioned_adds(client: Client, key: str, names: list[str]) -> int:
+async def _bounded_alignment(args: argparse.Namespace, agents_started_s: float) -> float:
+    """Wait so that the bounded mode's steady phase starts in a window that opened after every
+    agent started (a node grants itself its share only then) and its partition phase, with the
+    quota race, starts just after a window boundary; the unix time the race must end by, so
+    that it stays in that one window."""
+    window_s = _bounded_window_ms(args.seconds) / 1000
+    phase_s = float(args.seconds) / len(PHASES)
+    now = time.time()
+    first_owned = (agents_started_s // window_s + 1) * window_s
+    boundary = math.ceil((max(first_owned, now) + phase_s) / window_s) * window_s
+    await asyncio.sleep(max(0.0, boundary - phase_s - now + ALIGNMENT_MARGIN_S))
+    return boundary + window_s - QUOTA_WINDOW_MARGIN_S
+
+
+async def _partitioned_adds(client: Counters, key: str, names: list[str]) -> int:
     """Five adds at every node during the partition; how many were acknowledged."""
     outcomes = await asyncio.gather(*(client.add(name, key) for name in names for _ in range(5)))
     return sum(outcomes)
 
 
-async def _values(client: Client, names: list[str], key: str) -> list[float | None]:
+async def _values(client: Counters, names: list[str], key: str) -> list[float | None]:
     return list(
         await asyncio.gather(*(client.read(name, key, consistency="eventual") for name in names))
     )
 
 
 async def _converged(
-    client: Client, names: list[str], keys: list[str], acked: int, deadline_s: float
+    client: Counters, names: list[str], keys: list[str], acked: int, deadline_s: float
 ) -> float:
     """The loop time at which every node reports the same value of every key in ``keys``, the
     first at least ``acked`` (the deadline's time when they never do)."""
@@ -444,7 +619,7 @@ async def _converged(
     return end
 
 
-async def _read_settled(client: Client, names: list[str], key: str) -> float:
+async def _read_settled(client: Counters, names: list[str], key: str) -> float:
     """The largest window value any node reports, once they agree (or after 10 s)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + 10
@@ -461,7 +636,9 @@ async def _read_settled(client: Client, names: list[str], key: str) -> float:
     return max((value for value in values if value is not None), default=0.0)
 
 
-async def _visibility(client: Client, mode: str, names: list[str], trials: int) -> dict[int, float]:
+async def _visibility(
+    client: Counters, mode: str, names: list[str], trials: int
+) -> dict[int, float]:
     """Fraction of reads at another node that saw an add, per delay after its acknowledgement."""
     loop = asyncio.get_running_loop()
     seen = dict.fromkeys(PROBE_DELAYS_MS, 0)
@@ -489,7 +666,7 @@ async def _visibility(client: Client, mode: str, names: list[str], trials: int) 
     return {delay: count / max(1, completed[0]) for delay, count in seen.items()}
 
 
-async def _bytes_per_write(cluster: Cluster, client: Client, key: str, rate: float) -> float:
+async def _bytes_per_write(cluster: Target, client: Counters, key: str, rate: float) -> float:
     """Bytes the proxies carried per acknowledged add during a write-only second, net of the
     idle traffic measured in the second before."""
     loop = asyncio.get_running_loop()
@@ -517,6 +694,65 @@ def _minority(names: list[str], partition: str) -> list[str]:
     """The nodes cut off: ``n1`` alone, or the largest minority from ``n1`` on."""
     ordered = sorted(names, key=lambda name: int(name[1:]))
     return ordered[:1] if partition == "isolate" else ordered[: (len(ordered) - 1) // 2]
+
+
+def _bounded_window_ms(seconds: float) -> int:
+    """The window of the bounded keys: whole seconds, at least twice a phase and 2 s, so that
+    the quota race fits in one window and the wait for a fresh window stays short."""
+    phase_ms = seconds * 1000 / len(PHASES)
+    return max(2_000, math.ceil(2 * phase_ms / 1000) * 1000)
+
+
+def _policy_toml(args: argparse.Namespace) -> str:
+    """Every node's key policy as ``[[policy]]`` tables: a bounded rule is a table (its limit,
+    window and members), and flags would replace the file's rules."""
+    members = ", ".join(f'"n{index + 1}"' for index in range(args.nodes))
+    window_ms = _bounded_window_ms(args.seconds)
+    rules = [
+        ("qu.*", 'mode = "quorum"'),
+        ("st.*", 'mode = "strong"'),
+        ("px.*", 'mode = "strong"\nbackend = "paxos"'),
+        (
+            "bd.quota",
+            f'mode = "bounded"\nlimit = {args.quota_limit}\nwindow_ms = {window_ms}\n'
+            f"members = [{members}]",
+        ),
+        (
+            "bd.*",
+            f'mode = "bounded"\nlimit = {BOUNDED_LOAD_LIMIT}\nwindow_ms = {window_ms}\n'
+            f"members = [{members}]",
+        ),
+    ]
+    return "\n".join(f'[[policy]]\npattern = "{pattern}"\n{body}' for pattern, body in rules)
+
+
+def _minority_share(args: argparse.Namespace) -> int:
+    """The quota's rights the minority's nodes hold between them at the window's start."""
+    from crdtstream.config import PolicyRule
+    from crdtstream.engine.bounded_mode import share_of
+
+    names = tuple(f"n{index + 1}" for index in range(args.nodes))
+    rule = PolicyRule(
+        "bd.quota",
+        "bounded",
+        limit=args.quota_limit,
+        window_ms=_bounded_window_ms(args.seconds),
+        members=names,
+    )
+    return sum(share_of(rule, name) for name in _minority(list(names), args.partition))
+
+
+def _etcd_version(executable: str) -> str:
+    """The first line of ``etcd --version``."""
+    import subprocess
+
+    try:
+        output = subprocess.run(
+            [executable, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return executable
+    return output.splitlines()[0] if output else executable
 
 
 def _shape(args: argparse.Namespace) -> LinkShape:
@@ -597,7 +833,8 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
             "of writes acknowledged",
         )
         overshoot = max(0.0, item.quota_value - args.quota_limit)
-        if mode in STRONG:
+        if mode in STRONG or mode == "bounded":
+            # Strong: the largest value applied; bounded: the consumes acknowledged.
             overshoot = max(overshoot, item.quota_applied - args.quota_limit)
         report.add(f"{mode}_quota_overshoot", overshoot, f"over a limit of {args.quota_limit}")
         report.add(f"{mode}_bytes_per_write", item.bytes_per_write, "bytes (all links, net)")
@@ -608,10 +845,18 @@ def _report(runs: list[ModeRun], args: argparse.Namespace) -> Report:
             report.promise(f"{mode}_available_on_minority", minority, "<= 0")
         if mode in STRONG:
             report.promise(f"{mode}_quota_overshoot", overshoot, "<= 0")
-        if mode == "eventual":
-            report.promise("eventual_available_on_minority", minority, ">= 1")
+        if mode in ("eventual", "bounded"):
+            report.promise(f"{mode}_available_on_minority", minority, ">= 1")
+        if mode == "bounded":
+            report.promise("bounded_quota_overshoot", overshoot, "<= 0")
+            share = _minority_share(args)
+            used = item.quota_minority_acked / max(1, share)
+            report.add(
+                "bounded_minority_quota_acked", item.quota_minority_acked, f"of its {share} rights"
+            )
+            report.promise("bounded_minority_share_used", used, ">= 1")
     by_name = {r.name: r.value for r in report.results}
-    for mode in ("quorum", *STRONG):
+    for mode in ("quorum", *STRONG, "bounded"):
         if f"{mode}_write_ms_p50" in by_name and "eventual_write_ms_p50" in by_name:
             ratio = by_name[f"{mode}_write_ms_p50"] / max(by_name["eventual_write_ms_p50"], 1e-9)
             report.add(f"{mode}_write_p50_vs_eventual", ratio, "x the eventual write latency")
@@ -635,6 +880,9 @@ def _parameters(args: argparse.Namespace, modes: list[str]) -> dict[str, Any]:
         "probe_delays_ms": list(PROBE_DELAYS_MS),
         "seed": args.seed,
         "plots": None if args.plots is None else str(args.plots),
+        "bounded_window_ms": _bounded_window_ms(args.seconds),
+        "bounded_load_limit": BOUNDED_LOAD_LIMIT,
+        "figures_differ": {mode: NOT_APPLICABLE[mode] for mode in modes if mode in NOT_APPLICABLE},
     }
 
 
@@ -674,6 +922,8 @@ def _plots(runs: list[ModeRun], directory: Path, profile: str) -> list[Path]:
         "quorum": "tab:blue",
         "strong": "tab:red",
         "paxos": "tab:purple",
+        "bounded": "tab:orange",
+        "etcd": "tab:gray",
     }
 
     figure, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), squeeze=False)

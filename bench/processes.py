@@ -172,6 +172,10 @@ class EtcdMember:
     log_path: Path
     initial_cluster: str
     executable: str = "etcd"
+    advertise_peer_port: int | None = None
+    """The peer port the others are told (a router in front of ``peer_port``), or the same."""
+    token: str = "crdtstream-bench"
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -185,14 +189,17 @@ class EtcdMember:
 
     def start(self) -> None:
         peer_url = f"http://127.0.0.1:{self.peer_port}"
+        advertised = self.advertise_peer_port or self.peer_port
+        advertised_url = f"http://127.0.0.1:{advertised}"
         args = [
             self.executable,
             *("--name", self.name, "--data-dir", str(self.data_dir)),
             *("--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url),
-            *("--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url),
+            *("--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", advertised_url),
             *("--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new"),
-            *("--initial-cluster-token", "crdtstream-bench", "--logger", "zap"),
+            *("--initial-cluster-token", self.token, "--logger", "zap"),
             *("--log-level", "warn"),
+            *self.extra_args,
         ]
         self.process = _spawn(args, self.log_path)
 
