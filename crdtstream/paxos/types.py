@@ -5,7 +5,13 @@ ballot number is a pair of a counter and a proposer id"). The proposer id carrie
 at start, so a proposer that restarted and counts from zero again never reuses a ballot it may
 have sent before its crash with another value.
 
-Every message names one key. Messages travel in one wire frame per destination
+Every message names one key. Besides the four messages of the protocol and REJECT, a node
+that does not lead a key sends an operation to the key's preferred proposer as FORWARD (the
+encoded command, or none for a read, with its operation id and remaining ticks) and gets its
+outcome back as FORWARDED (a ``PAXOS_FORWARD_ANSWER`` frame: the result, the read's view, or
+the error).
+
+Messages travel in one wire frame per destination
 (``PAXOS_MESSAGE``); an acceptor's record of a key (what it promised, what it accepted) is
 persisted as ``PAXOS_ACCEPTOR_RECORD``. Decoders raise :class:`~crdtstream.errors.DecodeError`
 and nothing else.
@@ -19,15 +25,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from crdtstream import wire
+from crdtstream.raft.commands import Result, decode_command, result_body, result_from
+from crdtstream.raft.state_machine import KeyView
 
 __all__ = [
     "ZERO_BALLOT",
     "AcceptorRecord",
     "Ballot",
+    "ForwardAnswer",
     "Message",
     "MessageType",
+    "decode_answer",
     "decode_messages",
     "decode_record",
+    "encode_answer",
     "encode_messages",
     "encode_record",
 ]
@@ -40,13 +51,19 @@ ZERO_BALLOT: Ballot = (0, "")
 
 
 class MessageType(enum.IntEnum):
-    """The four messages of the protocol and the refusal an acceptor answers either with."""
+    """The four messages of the protocol, the refusal an acceptor answers either with, and an
+    operation forwarded to a key's preferred proposer with its answer."""
 
     PREPARE = 1
     PROMISE = 2
     ACCEPT = 3
     ACCEPTED = 4
     REJECT = 5
+    FORWARD = 6
+    FORWARDED = 7
+
+
+_FORWARDING = (MessageType.FORWARD, MessageType.FORWARDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +75,11 @@ class Message:
     carries the proposed ``value`` and, in ``accepted``, the proposer's next ballot to promise
     along (``ZERO_BALLOT``: none); a REJECT carries in ``accepted`` the highest ballot the
     acceptor has seen, so the proposer can fast-forward its counter past it.
+
+    A FORWARD carries the forwarder's ``operation`` id, the ticks it has left (``timeout``)
+    and in ``payload`` the encoded command (``b""`` for a read); its FORWARDED answer the same
+    ``operation`` and in ``payload`` an encoded :class:`ForwardAnswer`. Both leave the ballots
+    at ``ZERO_BALLOT``.
     """
 
     type: MessageType
@@ -67,6 +89,66 @@ class Message:
     ballot: Ballot
     accepted: Ballot = ZERO_BALLOT
     value: bytes = b""
+    operation: int = 0
+    timeout: int = 0
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardAnswer:
+    """How a forwarded operation ended at the proposer that ran it (the fields of an outcome)."""
+
+    answer: Result | KeyView | None = None
+    error: str = ""
+    unknown: bool = False
+    refused: bool = False
+
+
+def encode_answer(answer: ForwardAnswer) -> bytes:
+    """The ``PAXOS_FORWARD_ANSWER`` frame of ``answer``."""
+    if answer.error:
+        body: list[Any] = ["error", answer.error, answer.unknown, answer.refused]
+    elif isinstance(answer.answer, Result):
+        body = ["result", result_body(answer.answer)]
+    elif answer.answer is None:
+        body = ["read", None]
+    else:
+        view = answer.answer
+        body = ["read", [view.kind, [list(window) for window in view.windows]]]
+    return wire.encode(wire.Tag.PAXOS_FORWARD_ANSWER, body)
+
+
+def _answer_from(body: Any) -> ForwardAnswer:
+    kind = body[0]
+    if kind == "error":
+        _, error, unknown, refused = body
+        if not isinstance(error, str) or not error:
+            raise ValueError("a forwarded error needs its text")
+        if type(unknown) is not bool or type(refused) is not bool:
+            raise TypeError("a forwarded error's flags are booleans")
+        return ForwardAnswer(None, error, unknown, refused)
+    if kind == "result":
+        _, result = body
+        return ForwardAnswer(result_from(result))
+    if kind != "read":
+        raise ValueError(f"unknown forwarded answer {kind!r}")
+    _, view = body
+    if view is None:
+        return ForwardAnswer(None)
+    view_kind, windows = view
+    if not isinstance(view_kind, str) or not isinstance(windows, list):
+        raise TypeError("a read answer is [kind, [[start_ms, end_ms, value], ...]]")
+    checked = []
+    for start_ms, end_ms, value in windows:
+        if type(start_ms) is not int or type(end_ms) is not int:
+            raise TypeError("a read answer's window bounds are integers")
+        checked.append((start_ms, end_ms, value))
+    return ForwardAnswer(KeyView(view_kind, tuple(checked)))
+
+
+def decode_answer(data: bytes | bytearray | memoryview) -> ForwardAnswer:
+    """The answer in a ``PAXOS_FORWARD_ANSWER`` frame; :class:`DecodeError` on bad bytes."""
+    return wire.decode_as(data, wire.Tag.PAXOS_FORWARD_ANSWER, _answer_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +191,12 @@ def _text(body: Any) -> str:
 
 def encode_messages(messages: Sequence[Message]) -> bytes:
     """One frame holding ``messages`` (all from one sender to one destination)."""
-    rows = [[int(m.type), m.key, list(m.ballot), list(m.accepted), m.value] for m in messages]
+    rows: list[list[Any]] = []
+    for m in messages:
+        row = [int(m.type), m.key, list(m.ballot), list(m.accepted), m.value]
+        if m.type in _FORWARDING:
+            row += [m.operation, m.timeout, m.payload]
+        rows.append(row)
     first = messages[0]
     return wire.encode(wire.Tag.PAXOS_MESSAGE, [first.sender, first.to, rows])
 
@@ -120,19 +207,41 @@ def _messages_from(body: Any) -> list[Message]:
     if not isinstance(rows, list) or not rows:
         raise TypeError("paxos messages are a non-empty list")
     messages = []
-    for kind, key, ballot, accepted, value in rows:
-        messages.append(
-            Message(
-                MessageType(kind),
-                sender,
-                to,
-                _text(key),
-                _ballot(ballot),
-                _ballot(accepted),
-                _value(value),
-            )
+    for row in rows:
+        kind, key, ballot, accepted, value, *forwarding = row
+        kind = MessageType(kind)
+        if len(forwarding) != (3 if kind in _FORWARDING else 0):
+            raise ValueError(f"a {kind.name} row has the wrong number of fields")
+        message = Message(
+            kind, sender, to, _text(key), _ballot(ballot), _ballot(accepted), _value(value)
         )
+        if forwarding:
+            message = _forwarding(message, *forwarding)
+        messages.append(message)
     return messages
+
+
+def _forwarding(message: Message, operation: Any, timeout: Any, payload: Any) -> Message:
+    """A FORWARD or FORWARDED message with its fields checked (the payload decodes)."""
+    if type(operation) is not int or operation < 1 or type(timeout) is not int or timeout < 0:
+        raise ValueError("a forwarded operation has an id >= 1 and ticks >= 0")
+    payload = _bytes(payload)
+    if message.type is MessageType.FORWARDED:
+        decode_answer(payload)
+    elif payload and decode_command(payload).key != message.key:
+        raise ValueError("a forwarded command names another key")
+    return Message(
+        message.type,
+        message.sender,
+        message.to,
+        message.key,
+        message.ballot,
+        message.accepted,
+        message.value,
+        operation,
+        timeout,
+        payload,
+    )
 
 
 def decode_messages(data: bytes | bytearray | memoryview) -> list[Message]:
