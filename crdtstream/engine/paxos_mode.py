@@ -3,9 +3,12 @@ driven inside the engine.
 
 Rules of this file: it performs the driver's duties for Paxos and nothing else — save the
 Ready's acceptor records and sync them (the storage is injected, so the file stays pure), only
-then send its messages, then complete its requests, then advance. Every node proposes; the
-acceptors are the Raft voters (a fixed set: membership changes are not supported by this
-backend). Time comes in as the engine's monotonic clock and becomes ticks of
+then send its messages, then complete its requests, then advance. The acceptors are the Raft
+voters (a fixed set: membership changes are not supported by this backend). Which node
+proposes for a key is the core's choice (:class:`~crdtstream.paxos.node.PaxosNode`): the key's
+preferred proposer, to which this node forwards the key's operations as messages like any
+other, or this node itself when it leads the key or that proposer did not answer in time.
+Time comes in as the engine's monotonic clock and becomes ticks of
 ``PaxosConfig.tick_ms``.
 
 Requests complete through the same callbacks as Raft's (:data:`Completion`): a write with its

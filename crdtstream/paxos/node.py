@@ -82,11 +82,9 @@ from crdtstream.paxos.types import (
     ForwardAnswer,
     Message,
     MessageType,
-    decode_answer,
-    encode_answer,
 )
 from crdtstream.paxos.value import apply_batch
-from crdtstream.raft.commands import Command, Result, decode_command, encode_command
+from crdtstream.raft.commands import Command, Result
 from crdtstream.raft.state_machine import KeyView
 
 __all__ = ["Outcome", "PaxosConfig", "PaxosNode", "ProposerCounters", "Ready", "proposer_ranking"]
@@ -212,8 +210,9 @@ class _Operation:
     command: Command | None
     deadline_tick: int
     sent_in_accept: bool = False
-    reply_to: tuple[str, int] | None = None
-    """A forwarded operation's forwarder and its operation id there (None: one of ours)."""
+    reply_to: tuple[str, int, Ballot] | None = None
+    """A forwarded operation's forwarder, its operation id there and the ballot field of its
+    FORWARD, echoed back (None: one of ours)."""
     forwarded_to: str = ""
     """The proposer this operation waits on ("" when proposed here)."""
     forwarded_tick: int = 0
@@ -284,6 +283,8 @@ class PaxosNode:
         self._forwarded: dict[int, _Operation] = {}
         """Our operations waiting on another proposer, by id."""
         self._suspected_until: dict[str, int] = {}
+        self._rankings: dict[str, list[str]] = {}
+        """Each key's :func:`proposer_ranking` (dropped whole past ``prepared_keys_max``)."""
         self._messages: list[Message] = []
         self._local_answers: list[Message] = []
         self._outcomes: list[Outcome] = []
@@ -323,7 +324,12 @@ class PaxosNode:
         node or not suspected (this node when forwarding is off or it leads the key)."""
         if not self.config.forward:
             return self.node_id
-        for acceptor in proposer_ranking(key, self.acceptors):
+        ranking = self._rankings.get(key)
+        if ranking is None:
+            if len(self._rankings) >= self.config.prepared_keys_max:
+                self._rankings.clear()
+            ranking = self._rankings[key] = proposer_ranking(key, self.acceptors)
+        for acceptor in ranking:
             if acceptor == self.node_id or self._suspected_until.get(acceptor, 0) <= self._tick:
                 return acceptor
         return self.node_id
@@ -346,7 +352,6 @@ class PaxosNode:
         operation.sent_in_accept = operation.command is not None
         self._forwarded[operation.id] = operation
         self.counters.operations_forwarded += 1
-        payload = b"" if operation.command is None else encode_command(operation.command)
         timeout = max(1, operation.deadline_tick - self._tick)
         self._messages.append(
             Message(
@@ -354,33 +359,37 @@ class PaxosNode:
                 self.node_id,
                 leader,
                 operation.key,
-                ZERO_BALLOT,
+                (0, self.proposer_id),  # echoed: an answer meant for an earlier run is stale
                 operation=operation.id,
                 timeout=timeout,
-                payload=payload,
+                command=operation.command,
             )
         )
 
     def _serve_forward(self, message: Message) -> None:
         """Propose an operation another node forwarded; its outcome goes back as FORWARDED."""
-        command = decode_command(message.payload) if message.payload else None
+        command = message.command
         deadline = self._tick + max(1, message.timeout)
         operation = _Operation(self._next_operation_id, message.key, command, deadline)
         self._next_operation_id += 1
-        operation.reply_to = (message.sender, message.operation)
+        operation.reply_to = (message.sender, message.operation, message.ballot)
         self.counters.forwards_served += 1
         self._propose(operation)
 
     def _forward_answered(self, message: Message) -> None:
         operation = self._forwarded.get(message.operation)
-        if operation is None or operation.forwarded_to != message.sender:
-            self.counters.stale_messages += 1  # answered after we proposed it ourselves
+        if (
+            operation is None  # answered after we proposed it ourselves
+            or operation.forwarded_to != message.sender
+            or message.ballot != (0, self.proposer_id)  # meant for this node's previous run
+        ):
+            self.counters.stale_messages += 1
             return
         del self._forwarded[message.operation]
         self._forward_latencies.append(self._tick - operation.forwarded_tick)
         self._suspected_until.pop(message.sender, None)
         self.counters.forwards_answered += 1
-        answer = decode_answer(message.payload)
+        answer = message.answer or ForwardAnswer()
         self._outcomes.append(
             Outcome(operation.id, answer.answer, answer.error, answer.unknown, answer.refused)
         )
@@ -402,7 +411,7 @@ class PaxosNode:
         if operation.reply_to is None:
             self._outcomes.append(outcome)
             return
-        forwarder, forwarded_id = operation.reply_to
+        forwarder, forwarded_id, echo = operation.reply_to
         answer = ForwardAnswer(outcome.answer, outcome.error, outcome.unknown, outcome.refused)
         self._messages.append(
             Message(
@@ -410,9 +419,9 @@ class PaxosNode:
                 self.node_id,
                 forwarder,
                 operation.key,
-                ZERO_BALLOT,
+                echo,
                 operation=forwarded_id,
-                payload=encode_answer(answer),
+                answer=answer,
             )
         )
 

@@ -7,9 +7,9 @@ have sent before its crash with another value.
 
 Every message names one key. Besides the four messages of the protocol and REJECT, a node
 that does not lead a key sends an operation to the key's preferred proposer as FORWARD (the
-encoded command, or none for a read, with its operation id and remaining ticks) and gets its
-outcome back as FORWARDED (a ``PAXOS_FORWARD_ANSWER`` frame: the result, the read's view, or
-the error).
+command, or none for a read, with its operation id and remaining ticks) and gets its outcome
+back as FORWARDED (the result, the read's view, or the error). Both travel inline in the
+frame's rows, decoded once.
 
 Messages travel in one wire frame per destination
 (``PAXOS_MESSAGE``); an acceptor's record of a key (what it promised, what it accepted) is
@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from crdtstream import wire
-from crdtstream.raft.commands import Result, decode_command, result_body, result_from
+from crdtstream.raft.commands import (
+    Command,
+    Result,
+    command_body,
+    command_from,
+    result_body,
+    result_from,
+)
 from crdtstream.raft.state_machine import KeyView
 
 __all__ = [
@@ -35,10 +42,8 @@ __all__ = [
     "ForwardAnswer",
     "Message",
     "MessageType",
-    "decode_answer",
     "decode_messages",
     "decode_record",
-    "encode_answer",
     "encode_messages",
     "encode_record",
 ]
@@ -77,9 +82,11 @@ class Message:
     acceptor has seen, so the proposer can fast-forward its counter past it.
 
     A FORWARD carries the forwarder's ``operation`` id, the ticks it has left (``timeout``)
-    and in ``payload`` the encoded command (``b""`` for a read); its FORWARDED answer the same
-    ``operation`` and in ``payload`` an encoded :class:`ForwardAnswer`. Both leave the ballots
-    at ``ZERO_BALLOT``.
+    and the ``command`` (None for a read); its FORWARDED answer the same ``operation`` and the
+    ``answer``. The FORWARD's
+    ``ballot`` is ``(0, forwarder's proposer id)`` and its answer echoes it, so an answer meant
+    for a run of the forwarder before its restart (whose operation ids began again at 1) is
+    told apart.
     """
 
     type: MessageType
@@ -91,7 +98,8 @@ class Message:
     value: bytes = b""
     operation: int = 0
     timeout: int = 0
-    payload: bytes = b""
+    command: Command | None = None
+    answer: ForwardAnswer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +112,7 @@ class ForwardAnswer:
     refused: bool = False
 
 
-def encode_answer(answer: ForwardAnswer) -> bytes:
-    """The ``PAXOS_FORWARD_ANSWER`` frame of ``answer``."""
+def _answer_body(answer: ForwardAnswer) -> list[Any]:
     if answer.error:
         body: list[Any] = ["error", answer.error, answer.unknown, answer.refused]
     elif isinstance(answer.answer, Result):
@@ -115,7 +122,7 @@ def encode_answer(answer: ForwardAnswer) -> bytes:
     else:
         view = answer.answer
         body = ["read", [view.kind, [list(window) for window in view.windows]]]
-    return wire.encode(wire.Tag.PAXOS_FORWARD_ANSWER, body)
+    return body
 
 
 def _answer_from(body: Any) -> ForwardAnswer:
@@ -144,11 +151,6 @@ def _answer_from(body: Any) -> ForwardAnswer:
             raise TypeError("a read answer's window bounds are integers")
         checked.append((start_ms, end_ms, value))
     return ForwardAnswer(KeyView(view_kind, tuple(checked)))
-
-
-def decode_answer(data: bytes | bytearray | memoryview) -> ForwardAnswer:
-    """The answer in a ``PAXOS_FORWARD_ANSWER`` frame; :class:`DecodeError` on bad bytes."""
-    return wire.decode_as(data, wire.Tag.PAXOS_FORWARD_ANSWER, _answer_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +196,10 @@ def encode_messages(messages: Sequence[Message]) -> bytes:
     rows: list[list[Any]] = []
     for m in messages:
         row = [int(m.type), m.key, list(m.ballot), list(m.accepted), m.value]
-        if m.type in _FORWARDING:
-            row += [m.operation, m.timeout, m.payload]
+        if m.type is MessageType.FORWARD:
+            row += [m.operation, m.timeout, None if m.command is None else command_body(m.command)]
+        elif m.type is MessageType.FORWARDED:
+            row += [m.operation, m.timeout, _answer_body(m.answer or ForwardAnswer())]
         rows.append(row)
     first = messages[0]
     return wire.encode(wire.Tag.PAXOS_MESSAGE, [first.sender, first.to, rows])
@@ -221,15 +225,17 @@ def _messages_from(body: Any) -> list[Message]:
     return messages
 
 
-def _forwarding(message: Message, operation: Any, timeout: Any, payload: Any) -> Message:
-    """A FORWARD or FORWARDED message with its fields checked (the payload decodes)."""
+def _forwarding(message: Message, operation: Any, timeout: Any, body: Any) -> Message:
+    """A FORWARD or FORWARDED message with its fields checked."""
     if type(operation) is not int or operation < 1 or type(timeout) is not int or timeout < 0:
         raise ValueError("a forwarded operation has an id >= 1 and ticks >= 0")
-    payload = _bytes(payload)
+    command = answer = None
     if message.type is MessageType.FORWARDED:
-        decode_answer(payload)
-    elif payload and decode_command(payload).key != message.key:
-        raise ValueError("a forwarded command names another key")
+        answer = _answer_from(body)
+    elif body is not None:
+        command = command_from(body)
+        if command.key != message.key:
+            raise ValueError("a forwarded command names another key")
     return Message(
         message.type,
         message.sender,
@@ -240,7 +246,8 @@ def _forwarding(message: Message, operation: Any, timeout: Any, payload: Any) ->
         message.value,
         operation,
         timeout,
-        payload,
+        command,
+        answer,
     )
 
 

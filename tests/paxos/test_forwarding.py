@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import pytest
 
+from crdtstream import wire
 from crdtstream.errors import DecodeError
 from crdtstream.paxos.node import PaxosConfig, proposer_ranking
 from crdtstream.paxos.types import (
-    ZERO_BALLOT,
     ForwardAnswer,
     Message,
     MessageType,
     decode_messages,
-    encode_answer,
     encode_messages,
 )
-from crdtstream.raft.commands import Command, Result, encode_command, request_digest
+from crdtstream.raft.commands import Command, Result, command_body, request_digest
 from crdtstream.raft.state_machine import KeyView
 from tests.paxos.sim import value_of
 from tests.paxos.test_paper import IDS, Cluster, add
@@ -137,6 +136,32 @@ def test_a_command_run_by_the_leader_and_again_by_its_forwarder_applies_once(
     assert value_of(read.answer) == 7  # type: ignore[arg-type]
 
 
+def test_an_answer_meant_for_a_forwarder_before_its_restart_is_not_delivered() -> None:
+    """Operation ids begin again at 1 after a restart: a late FORWARDED for the earlier run's
+    operation 1 must not complete the new run's operation 1 (a write answered as a read)."""
+    cluster = Cluster(config=FORWARDING)
+    cluster.nodes[THIRD].submit("k", add(5, 1), 100)
+    late: list[Message] = []
+
+    def hold_answers(message: Message) -> bool:
+        if message.type is MessageType.FORWARDED:
+            late.append(message)
+            return False
+        return True
+
+    cluster.deliver(hold_answers)
+    assert len(late) == 1
+    restarted = cluster.restart(THIRD, seed=99)
+    read = restarted.read("k", 100)
+    assert read == late[0].operation
+    restarted.step(late[0])
+    cluster.drain()
+    assert (THIRD, read) not in cluster.outcomes
+    assert restarted.counters.stale_messages == 1
+    outcome = cluster.finish(THIRD, read)
+    assert value_of(outcome.answer) == 5  # type: ignore[arg-type]
+
+
 def test_a_forwarded_read_is_a_full_round_at_the_leader() -> None:
     """A read forwarded to the leader still needs a majority to accept the identity change:
     with the leader cut off from the other acceptors it never answers from its own record,
@@ -165,18 +190,10 @@ def test_a_forwarded_read_is_a_full_round_at_the_leader() -> None:
 def test_forwarding_messages_round_trip_and_bad_ones_are_refused() -> None:
     command = add(3, 4)
     view = KeyView("counter", ((0, 1_000, 3),))
+    echo = (0, "b#00000001")
     messages = [
-        Message(
-            MessageType.FORWARD,
-            "b",
-            "a",
-            "k",
-            ZERO_BALLOT,
-            operation=9,
-            timeout=40,
-            payload=encode_command(command),
-        ),
-        Message(MessageType.FORWARD, "b", "a", "k", ZERO_BALLOT, operation=10, timeout=40),
+        Message(MessageType.FORWARD, "b", "a", "k", echo, operation=9, timeout=40, command=command),
+        Message(MessageType.FORWARD, "b", "a", "k", echo, operation=10, timeout=40),
     ]
     assert decode_messages(encode_messages(messages)) == messages
     for answer in (
@@ -184,37 +201,27 @@ def test_forwarding_messages_round_trip_and_bad_ones_are_refused() -> None:
         ForwardAnswer(view),
         ForwardAnswer(None),
         ForwardAnswer(None, "timed out", unknown=True),
+        ForwardAnswer(None, "does not restore", refused=True),
     ):
-        answered = Message(
-            MessageType.FORWARDED,
-            "a",
-            "b",
-            "k",
-            ZERO_BALLOT,
-            operation=9,
-            payload=encode_answer(answer),
-        )
+        answered = Message(MessageType.FORWARDED, "a", "b", "k", echo, operation=9, answer=answer)
         assert decode_messages(encode_messages([answered])) == [answered]
-    other_key = Message(
-        MessageType.FORWARD,
-        "b",
-        "a",
-        "j",
-        ZERO_BALLOT,
-        operation=1,
-        timeout=4,
-        payload=encode_command(command),
-    )
-    not_an_answer = Message(
-        MessageType.FORWARDED,
-        "a",
-        "b",
-        "k",
-        ZERO_BALLOT,
-        operation=1,
-        payload=encode_command(command),
-    )
-    no_id = Message(MessageType.FORWARD, "b", "a", "k", ZERO_BALLOT, timeout=4)
-    for bad in (other_key, not_an_answer, no_id):
+
+    def frame(*rest: object) -> bytes:
+        row = [int(MessageType.FORWARD), "k", list(echo), [0, ""], b"", *rest]
+        return wire.encode(wire.Tag.PAXOS_MESSAGE, ["b", "a", [row]])
+
+    body = command_body(command)
+    assert decode_messages(frame(1, 4, body))[0].command == command
+    other_key = command_body(add(3, 4, key="j"))
+    for bad in (
+        frame(1, 4, other_key),  # a command for another key
+        frame(0, 4, body),  # no operation id
+        frame(1, -1, body),  # negative ticks
+        frame(1, 4, ["not", "a", "command"]),
+        frame(1, 4),  # a FORWARD without its fields
+    ):
         with pytest.raises(DecodeError):
-            decode_messages(encode_messages([bad]))
+            decode_messages(bad)
+    row = [int(MessageType.FORWARDED), "k", list(echo), [0, ""], b"", 1, 0, ["maybe", 1]]
+    with pytest.raises(DecodeError):
+        decode_messages(wire.encode(wire.Tag.PAXOS_MESSAGE, ["a", "b", [row]]))
