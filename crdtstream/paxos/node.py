@@ -46,7 +46,9 @@ answers, so it keeps the one-round-trip path and nobody duels it. A node asked t
 read a key it does not lead sends the operation (its command with the command's session and
 idempotency key) to that proposer as FORWARD; the proposer puts it in its next round of the
 key and answers with FORWARDED. If no answer comes within a latency-scaled timeout (twice the
-p95 of recent forwards' round trips, clamped), the forwarder suspects the proposer for
+p95 of recent forwards' round trips, clamped) and that proposer has completed none of this
+node's other forwards meanwhile (then it is slow, not gone, and the wait starts again), the
+forwarder suspects the proposer for
 ``suspect_ticks``, proposes every operation it had forwarded there itself, and until then
 sends new ones to the next proposer in the ranking (itself, possibly). A proposer that is down
 therefore costs one timeout, not liveness. Safety never rests on this: a forwarded command may
@@ -216,6 +218,8 @@ class _Operation:
     forwarded_to: str = ""
     """The proposer this operation waits on ("" when proposed here)."""
     forwarded_tick: int = 0
+    waiting_since_tick: int = 0
+    """The start of the current wait for an answer (the forward, or the last re-arm)."""
     fallback_tick: int = 0
     """When, unanswered, it is proposed here instead."""
 
@@ -283,6 +287,8 @@ class PaxosNode:
         self._forwarded: dict[int, _Operation] = {}
         """Our operations waiting on another proposer, by id."""
         self._suspected_until: dict[str, int] = {}
+        self._answered_at: dict[str, int] = {}
+        """When each proposer last answered a forward with a completed operation."""
         self._rankings: dict[str, list[str]] = {}
         """Each key's :func:`proposer_ranking` (dropped whole past ``prepared_keys_max``)."""
         self._messages: list[Message] = []
@@ -346,7 +352,7 @@ class PaxosNode:
 
     def _forward(self, operation: _Operation, leader: str) -> None:
         operation.forwarded_to = leader
-        operation.forwarded_tick = self._tick
+        operation.forwarded_tick = operation.waiting_since_tick = self._tick
         operation.fallback_tick = self._tick + self.forward_timeout_ticks()
         # Once sent, a write may take effect there whatever we hear back.
         operation.sent_in_accept = operation.command is not None
@@ -390,6 +396,8 @@ class PaxosNode:
         self._suspected_until.pop(message.sender, None)
         self.counters.forwards_answered += 1
         answer = message.answer or ForwardAnswer()
+        if not answer.error:
+            self._answered_at[message.sender] = self._tick
         self._outcomes.append(
             Outcome(operation.id, answer.answer, answer.error, answer.unknown, answer.refused)
         )
@@ -437,7 +445,13 @@ class PaxosNode:
                 del self._forwarded[operation.id]
                 self._fail(operation)
             elif operation.fallback_tick <= self._tick:
-                self._suspect(operation.forwarded_to)
+                leader = operation.forwarded_to
+                if self._answered_at.get(leader, -1) > operation.waiting_since_tick:
+                    # Slow, not gone: it completed others since; wait another timeout.
+                    operation.waiting_since_tick = self._tick
+                    operation.fallback_tick = self._tick + self.forward_timeout_ticks()
+                else:
+                    self._suspect(leader)
         for round_ in list(self._rounds.values()):
             if self._tick - round_.phase_tick >= self.config.round_timeout_ticks:
                 self.counters.rounds_timed_out += 1

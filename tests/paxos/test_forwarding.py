@@ -97,6 +97,31 @@ def test_when_the_leader_is_down_the_forwarder_proposes_itself_then_skips_it() -
     assert second.counters.forwards_served == 1
 
 
+def test_a_leader_that_completes_other_forwards_is_slow_not_gone() -> None:
+    """An unanswered forward past its timeout is not enough to pass the leader over when the
+    leader completed another forward of this node since: the wait starts again. Only a
+    leader silent for a whole timeout is suspected."""
+    cluster = Cluster(config=FORWARDING)
+    third = cluster.nodes[THIRD]
+    lost = third.submit("k", add(1, 1), 200)
+    cluster.drain()
+    for node in cluster.nodes.values():
+        node.tick()
+    answered = third.submit("k", add(2, 2), 200)
+    cluster.deliver(lambda m: not (m.type is MessageType.FORWARDED and m.operation == lost))
+    assert (THIRD, answered) in cluster.outcomes
+    for _ in range(FORWARDING.forward_timeout_max_ticks):  # the wait before any answer
+        third.tick()
+    assert third.counters.proposers_suspected == 0
+    assert third.pending == 1
+    for _ in range(third.forward_timeout_ticks()):
+        third.tick()
+    assert third.counters.proposers_suspected == 1
+    assert third.counters.forward_fallbacks == 1
+    outcome = cluster.finish(THIRD, lost)
+    assert outcome.answer == Result(ok=True, applied=True, value=1)  # the leader's, not again
+
+
 def test_the_leader_is_tried_again_once_its_suspicion_ran_out() -> None:
     config = PaxosConfig(
         forward_timeout_min_ticks=4, forward_timeout_max_ticks=12, suspect_ticks=30
