@@ -47,8 +47,8 @@ read a key it does not lead sends the operation (its command with the command's 
 idempotency key) to that proposer as FORWARD; the proposer puts it in its next round of the
 key and answers with FORWARDED. If no answer comes within a latency-scaled timeout (twice the
 p95 of recent forwards' round trips, clamped) and that proposer has completed none of this
-node's other forwards meanwhile (then it is slow, not gone, and the wait starts again), the
-forwarder suspects the proposer for
+node's other forwards in the last half timeout (one that still does is slow, not gone: the
+wait starts again), the forwarder suspects the proposer for
 ``suspect_ticks``, proposes every operation it had forwarded there itself, and until then
 sends new ones to the next proposer in the ranking (itself, possibly). A proposer that is down
 therefore costs one timeout, not liveness. Safety never rests on this: a forwarded command may
@@ -218,8 +218,6 @@ class _Operation:
     forwarded_to: str = ""
     """The proposer this operation waits on ("" when proposed here)."""
     forwarded_tick: int = 0
-    waiting_since_tick: int = 0
-    """The start of the current wait for an answer (the forward, or the last re-arm)."""
     fallback_tick: int = 0
     """When, unanswered, it is proposed here instead."""
 
@@ -284,6 +282,8 @@ class PaxosNode:
         self._prepared: dict[str, tuple[Ballot, bytes]] = {}
         self._latencies: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
         self._forward_latencies: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
+        self._forward_timeout: int | None = None
+        """:meth:`forward_timeout_ticks`, until the next sample."""
         self._forwarded: dict[int, _Operation] = {}
         """Our operations waiting on another proposer, by id."""
         self._suspected_until: dict[str, int] = {}
@@ -343,16 +343,19 @@ class PaxosNode:
     def forward_timeout_ticks(self) -> int:
         """The wait for a forwarded operation's answer: twice the p95 of recent forwards'
         round trips, clamped to the configured bounds (the upper one before any sample)."""
-        config = self.config
-        if not self._forward_latencies:
-            return config.forward_timeout_max_ticks
-        ordered = sorted(self._forward_latencies)
-        p95 = ordered[((len(ordered) - 1) * 95) // 100]
-        return min(config.forward_timeout_max_ticks, max(config.forward_timeout_min_ticks, 2 * p95))
+        if self._forward_timeout is None:
+            config = self.config
+            timeout = config.forward_timeout_max_ticks
+            if self._forward_latencies:
+                ordered = sorted(self._forward_latencies)
+                p95 = ordered[((len(ordered) - 1) * 95) // 100]
+                timeout = min(timeout, max(config.forward_timeout_min_ticks, 2 * p95))
+            self._forward_timeout = timeout
+        return self._forward_timeout
 
     def _forward(self, operation: _Operation, leader: str) -> None:
         operation.forwarded_to = leader
-        operation.forwarded_tick = operation.waiting_since_tick = self._tick
+        operation.forwarded_tick = self._tick
         operation.fallback_tick = self._tick + self.forward_timeout_ticks()
         # Once sent, a write may take effect there whatever we hear back.
         operation.sent_in_accept = operation.command is not None
@@ -393,6 +396,7 @@ class PaxosNode:
             return
         del self._forwarded[message.operation]
         self._forward_latencies.append(self._tick - operation.forwarded_tick)
+        self._forward_timeout = None
         self._suspected_until.pop(message.sender, None)
         self.counters.forwards_answered += 1
         answer = message.answer or ForwardAnswer()
@@ -438,6 +442,7 @@ class PaxosNode:
         unanswered forwards, retry stuck rounds."""
         self._tick += 1
         self._expire()
+        timeout = self.forward_timeout_ticks()
         for operation in list(self._forwarded.values()):
             if operation.id not in self._forwarded:
                 continue  # proposed here by a fallback earlier in this loop
@@ -446,10 +451,10 @@ class PaxosNode:
                 self._fail(operation)
             elif operation.fallback_tick <= self._tick:
                 leader = operation.forwarded_to
-                if self._answered_at.get(leader, -1) > operation.waiting_since_tick:
-                    # Slow, not gone: it completed others since; wait another timeout.
-                    operation.waiting_since_tick = self._tick
-                    operation.fallback_tick = self._tick + self.forward_timeout_ticks()
+                answered_at = self._answered_at.get(leader)
+                if answered_at is not None and self._tick - answered_at <= timeout // 2:
+                    # Slow, not gone: it completes other forwards; wait another timeout.
+                    operation.fallback_tick = self._tick + timeout
                 else:
                     self._suspect(leader)
         for round_ in list(self._rounds.values()):
