@@ -50,7 +50,9 @@ p95 of recent forwards' round trips, clamped) and that proposer has completed no
 node's other forwards in the last half timeout (one that still does is slow, not gone: the
 wait starts again), the forwarder suspects the proposer for
 ``suspect_ticks``, proposes every operation it had forwarded there itself, and until then
-sends new ones to the next proposer in the ranking (itself, possibly). A proposer that is down
+sends new ones to the next proposer in the ranking (itself, possibly). Any message from the
+suspected proposer ends the suspicion early (it is back: a partition healed, a restart), so
+two nodes do not both propose for its keys for long. A proposer that is down
 therefore costs one timeout, not liveness. Safety never rests on this: a forwarded command may
 end up in rounds of both proposers, and its session in the value applies it at most once (the
 second answer is the first one's result); a read is a full round wherever it runs. An operation
@@ -471,6 +473,9 @@ class PaxosNode:
         from itself)."""
         if message.to != self.node_id or message.sender == self.node_id:
             raise ValueError(f"{message.type.name} from {message.sender} to {message.to} refused")
+        # Whatever it sends, a suspected proposer that reaches us is back (a partition healed,
+        # a restart): forward to it again rather than propose beside it.
+        self._suspected_until.pop(message.sender, None)
         self._step(message)
 
     def _step(self, message: Message) -> None:

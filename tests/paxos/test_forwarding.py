@@ -135,6 +135,18 @@ def test_the_leader_is_tried_again_once_its_suspicion_ran_out() -> None:
     assert third.proposer_of("k") == LEADER
 
 
+def test_a_suspected_leader_that_is_heard_from_again_leads_again() -> None:
+    """A healed partition: the first message from the suspected leader (here its answer as an
+    acceptor) ends the suspicion, so the forwarder does not keep proposing beside it."""
+    cluster = Cluster(config=FORWARDING)
+    third = cluster.nodes[THIRD]
+    cut_off = lambda m: LEADER not in (m.sender, m.to)  # noqa: E731
+    cluster.finish(THIRD, third.submit("k", add(1, 1), 100), cut_off)
+    assert third.proposer_of("k") == SECOND
+    cluster.finish(THIRD, third.submit("j", add(1, 2, key="j"), 100))  # healed
+    assert third.proposer_of("k") == LEADER
+
+
 @pytest.mark.parametrize("idempotency", [False, True])
 def test_a_command_run_by_the_leader_and_again_by_its_forwarder_applies_once(
     idempotency: bool,
