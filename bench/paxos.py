@@ -6,7 +6,9 @@ with fsync on (Raft: its write-ahead log, one fsync per ``Ready``; Paxos: the ac
 fsync per ``Ready``). The policy sends ``bench.raft.*`` to Raft and ``bench.paxos.*`` to Paxos.
 The load comes from a client :class:`~crdtstream.node.Node` in this process that is neither a
 voter nor an acceptor: for Raft it forwards each request to a voter (which forwards to the
-leader); for Paxos it is the proposer itself, talking to the acceptors directly.
+leader); for Paxos it forwards each operation to the key's preferred proposer (the first
+acceptor of the key's rendezvous ranking), and proposes it itself when that one does not
+answer in time.
 
 - ``raft_durable_writes_per_s`` / ``paxos_durable_writes_per_s``: closed loop, ``--concurrency``
   writes (a counter ``add`` on one key) in flight, rounds alternating between the backends
@@ -16,10 +18,12 @@ leader); for Paxos it is the proposer itself, talking to the acceptors directly.
   ``--read-concurrency`` in flight. A Paxos read is a full round (prepare and accept of the
   identity change), never a read of promises alone.
 - ``raft_kill_stall_ms`` / ``paxos_kill_stall_ms``: the same closed-loop write load; after
-  ``--kill-after`` seconds one node is SIGKILLed — for Raft the leader, for Paxos any acceptor
-  (there is no leader) — and the load runs ``--observe`` seconds more. The stall is the longest
-  time without a successful write from the kill on. The node is restarted from its data
-  directory before the next phase. Ratio ``paxos_vs_raft_kill_stall``, goal ``<= 0.5``.
+  ``--kill-after`` seconds one node is SIGKILLed — for Raft the leader, for Paxos the key's
+  preferred proposer (the worst acceptor to lose: every forward waits on it until the client
+  node's forward timeout passes it over) — and the load runs ``--observe`` seconds more. The
+  stall is the longest time without a successful write from the kill on. The node is restarted
+  from its data directory before the next phase. Ratio ``paxos_vs_raft_kill_stall``, goal
+  ``<= 0.5``.
 
 Every process started here is killed on every path.
 """
@@ -45,6 +49,7 @@ from bench.raft import (
     reader,
 )
 from bench.report import Report
+from crdtstream.paxos.node import proposer_ranking
 
 if TYPE_CHECKING:
     from crdtstream.node import Node
@@ -130,7 +135,7 @@ async def _measure(agents: list[processes.Agent], args: argparse.Namespace) -> F
             figures[f"{backend}_kill_stall_ms"] = (
                 stall_ms,
                 "ms, longest gap between successful writes after a SIGKILL"
-                + (" of the leader" if backend == "raft" else " of an acceptor"),
+                + (" of the leader" if backend == "raft" else " of the key's proposer"),
             )
         figures["requests_failed"] = (float(failed), "requests (unavailable) in the rate phases")
     return figures
@@ -159,7 +164,8 @@ async def _kill_stall(
         if backend == "raft":
             victim = await asyncio.to_thread(_wait_for_leader, agents)
         else:
-            victim = agents[0]
+            leader = proposer_ranking(PAXOS_KEY, [agent.node_id for agent in agents])[0]
+            victim = next(agent for agent in agents if agent.node_id == leader)
         killed_at = loop.time()
         await asyncio.to_thread(victim.kill)
         await asyncio.gather(*workers)

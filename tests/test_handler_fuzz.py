@@ -330,7 +330,7 @@ def paxos_handler(seed: int) -> Handler:
     return Handler(
         refused,
         lambda payload: replica.step("n1", payload),
-        lambda: replica.counters["malformed"],
+        lambda: replica.counters.malformed,
         settle,
     )
 

@@ -3,9 +3,12 @@ driven inside the engine.
 
 Rules of this file: it performs the driver's duties for Paxos and nothing else — save the
 Ready's acceptor records and sync them (the storage is injected, so the file stays pure), only
-then send its messages, then complete its requests, then advance. Every node proposes; the
-acceptors are the Raft voters (a fixed set: membership changes are not supported by this
-backend). Time comes in as the engine's monotonic clock and becomes ticks of
+then send its messages, then complete its requests, then advance. The acceptors are the Raft
+voters (a fixed set: membership changes are not supported by this backend). Which node
+proposes for a key is the core's choice (:class:`~crdtstream.paxos.node.PaxosNode`): the key's
+preferred proposer, to which this node forwards the key's operations as messages like any
+other, or this node itself when it leads the key or that proposer did not answer in time.
+Time comes in as the engine's monotonic clock and becomes ticks of
 ``PaxosConfig.tick_ms``.
 
 Requests complete through the same callbacks as Raft's (:data:`Completion`): a write with its
@@ -17,9 +20,11 @@ write was not applied.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from crdtstream.config import WindowConfig
 from crdtstream.engine.requests import Completion, Send
@@ -29,7 +34,19 @@ from crdtstream.paxos.storage import AcceptorStorage, persist_ready
 from crdtstream.paxos.types import Message, decode_messages, encode_messages
 from crdtstream.raft.commands import Command
 
-__all__ = ["PaxosReplica"]
+__all__ = ["PaxosReplica", "ReplicaCounters"]
+
+
+@dataclass(slots=True)
+class ReplicaCounters:
+    """The requests this node's replica completed (read through ``dataclasses.asdict``)."""
+
+    writes_ok: int = 0
+    writes_failed: int = 0
+    reads_ok: int = 0
+    reads_failed: int = 0
+    malformed: int = 0
+    """Frames that did not decode or were misaddressed."""
 
 
 class PaxosReplica:
@@ -55,11 +72,9 @@ class PaxosReplica:
         self._send = send
         self._started_ms = monotonic_ms
         self._ticks_done = 0
-        self._waiting: dict[int, tuple[Completion, str]] = {}
-        """Each operation's completion and what it is (``reads`` or ``writes``, as counted)."""
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("writes_ok", "writes_failed", "reads_ok", "reads_failed", "malformed"), 0
-        )
+        self._waiting: dict[int, tuple[Completion, bool]] = {}
+        """Each operation's completion and whether it is a write."""
+        self.counters = ReplicaCounters()
 
     def ticks_for(self, timeout_ms: int) -> int:
         """A timeout in ticks (at least one)."""
@@ -68,11 +83,11 @@ class PaxosReplica:
     def submit(self, command: Command, timeout_ms: int, done: Completion) -> None:
         """Run ``command`` on its key; ``done`` runs once it took effect or its deadline passed."""
         operation = self.node.submit(command.key, command, self.ticks_for(timeout_ms))
-        self._waiting[operation] = (done, "writes")
+        self._waiting[operation] = (done, True)
 
     def read(self, key: str, timeout_ms: int, done: Completion) -> None:
         """A linearizable read of ``key`` (a full round of the identity change)."""
-        self._waiting[self.node.read(key, self.ticks_for(timeout_ms))] = (done, "reads")
+        self._waiting[self.node.read(key, self.ticks_for(timeout_ms))] = (done, False)
 
     def tick(self, monotonic_ms: int) -> None:
         """Run the ticks due by ``monotonic_ms``."""
@@ -86,11 +101,11 @@ class PaxosReplica:
         try:
             messages = decode_messages(payload)
         except DecodeError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         # One sender and one destination per frame (the encoding has them once).
         if messages[0].sender != source or messages[0].to != self.node_id:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         for message in messages:
             self.node.step(message)
@@ -110,15 +125,25 @@ class PaxosReplica:
                 waiting = self._waiting.pop(outcome.operation_id, None)
                 if waiting is None:
                     continue
-                done, what = waiting
+                done, write = waiting
+                self._count(write, ok=not outcome.error)
                 if outcome.error:
-                    self.counters[f"{what}_failed"] += 1
                     kind = RefusedError if outcome.refused else UnavailableError
                     done(None, kind(outcome.error))
                 else:
-                    self.counters[f"{what}_ok"] += 1
                     done(outcome.answer, None)
             node.advance(ready)
+
+    def _count(self, write: bool, *, ok: bool) -> None:
+        counters = self.counters
+        if write and ok:
+            counters.writes_ok += 1
+        elif write:
+            counters.writes_failed += 1
+        elif ok:
+            counters.reads_ok += 1
+        else:
+            counters.reads_failed += 1
 
     def fail_all(self, error: Exception) -> None:
         """Fail every request in flight (the node is shutting down); a write failed here may
@@ -132,7 +157,10 @@ class PaxosReplica:
         return {
             "acceptors": list(self.node.acceptors),
             "pending": self.node.pending,
-            **self.counters,
-            **self.node.counters,
-            **{f"acceptor_{name}": count for name, count in self.node.acceptor.counters.items()},
+            **dataclasses.asdict(self.counters),
+            **dataclasses.asdict(self.node.counters),
+            **{
+                f"acceptor_{name}": count
+                for name, count in dataclasses.asdict(self.node.acceptor.counters).items()
+            },
         }

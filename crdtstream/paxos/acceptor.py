@@ -28,10 +28,20 @@ leave before then (:class:`~crdtstream.paxos.node.PaxosNode` holds it back).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from crdtstream.paxos.types import ZERO_BALLOT, AcceptorRecord, Ballot, Message, MessageType
 
-__all__ = ["Acceptor"]
+__all__ = ["Acceptor", "AcceptorCounters"]
+
+
+@dataclass(slots=True)
+class AcceptorCounters:
+    """What this acceptor answered (read as a mapping through ``dataclasses.asdict``)."""
+
+    promises: int = 0
+    accepts: int = 0
+    conflicts: int = 0
 
 
 class Acceptor:
@@ -43,7 +53,7 @@ class Acceptor:
         self.records: dict[str, AcceptorRecord] = dict(records)
         self.unsynced: dict[str, AcceptorRecord] = {}
         """Records changed since the driver last took them; persisted before any answer."""
-        self.counters = dict.fromkeys(("promises", "accepts", "conflicts"), 0)
+        self.counters = AcceptorCounters()
 
     def record(self, key: str) -> AcceptorRecord:
         """The record of ``key`` (an empty one for a key never seen)."""
@@ -54,14 +64,14 @@ class Acceptor:
         record = self.record(message.key)
         seen = max(record.promised, record.accepted)
         if message.ballot < seen:
-            self.counters["conflicts"] += 1
+            self.counters.conflicts += 1
             return self._answer(message, MessageType.REJECT, seen)
         if message.type is MessageType.PREPARE:
             if message.ballot != record.promised:
                 self._store(
                     message.key, AcceptorRecord(message.ballot, record.accepted, record.value)
                 )
-            self.counters["promises"] += 1
+            self.counters.promises += 1
             return self._answer(message, MessageType.PROMISE, record.accepted, record.value)
         if message.type is MessageType.ACCEPT:
             promised = message.ballot
@@ -71,7 +81,7 @@ class Acceptor:
             accepted = AcceptorRecord(promised, message.ballot, message.value)
             if accepted != record:
                 self._store(message.key, accepted)
-            self.counters["accepts"] += 1
+            self.counters.accepts += 1
             return self._answer(message, MessageType.ACCEPTED)
         raise ValueError(f"an acceptor answers PREPARE and ACCEPT, not {message.type.name}")
 

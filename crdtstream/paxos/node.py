@@ -38,6 +38,26 @@ An operation not done by its deadline fails: with an *unknown* outcome when it w
 an ACCEPT (it may still take effect, when a later round picks the value up), as "not applied"
 otherwise.
 
+A preferred proposer per key (the paper's §3, "a leader per key"; Paxos Made Simple's
+distinguished proposer): the acceptors ranked by a rendezvous hash of ``(key, acceptor)``; the
+first one not suspected is the key's proposer. Every node agrees on the ranking without a
+message, keys spread over the acceptors, and the proposer of a key stays the same while it
+answers, so it keeps the one-round-trip path and nobody duels it. A node asked to change or
+read a key it does not lead sends the operation (its command with the command's session and
+idempotency key) to that proposer as FORWARD; the proposer puts it in its next round of the
+key and answers with FORWARDED. If no answer comes within a latency-scaled timeout (twice the
+p95 of recent forwards' round trips, clamped) and that proposer has completed none of this
+node's other forwards in the last half timeout (one that still does is slow, not gone: the
+wait starts again), the forwarder suspects the proposer for
+``suspect_ticks``, proposes every operation it had forwarded there itself, and until then
+sends new ones to the next proposer in the ranking (itself, possibly). Any message from the
+suspected proposer ends the suspicion early (it is back: a partition healed, a restart), so
+two nodes do not both propose for its keys for long. A proposer that is down
+therefore costs one timeout, not liveness. Safety never rests on this: a forwarded command may
+end up in rounds of both proposers, and its session in the value applies it at most once (the
+second answer is the first one's result); a read is a full round wherever it runs. An operation
+received as FORWARD is proposed where it arrives, never forwarded again.
+
 Acceptors: a fixed set (the Raft voters), majority quorums. Membership changes are not
 supported: changing the set needs the paper's procedure (§2.3: flexible quorums and an
 identity sweep over every key), and replacing acceptors without it can lose every value.
@@ -48,6 +68,7 @@ ones that leave, so no promise or accept counts before its record is durable.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import deque
@@ -62,6 +83,7 @@ from crdtstream.paxos.types import (
     ZERO_BALLOT,
     AcceptorRecord,
     Ballot,
+    ForwardAnswer,
     Message,
     MessageType,
 )
@@ -69,7 +91,7 @@ from crdtstream.paxos.value import apply_batch
 from crdtstream.raft.commands import Command, Result
 from crdtstream.raft.state_machine import KeyView
 
-__all__ = ["Outcome", "PaxosConfig", "PaxosNode", "Ready"]
+__all__ = ["Outcome", "PaxosConfig", "PaxosNode", "ProposerCounters", "Ready", "proposer_ranking"]
 
 UNKNOWN_OUTCOME: Final = (
     "paxos {what} of {key!r} timed out without a majority; its outcome is unknown: it may "
@@ -96,13 +118,67 @@ class PaxosConfig:
     proposer needs one round trip (§2.2.1)."""
     prepared_keys_max: int = 10_000
     """Keys whose next ballot this proposer holds promised (the oldest are forgotten)."""
+    forward: bool = True
+    """Send an operation on a key this node does not lead to the key's preferred proposer."""
+    forward_timeout_min_ticks: int = 10
+    """The least wait for a forwarded operation's answer before proposing it here."""
+    forward_timeout_max_ticks: int = 100
+    """The most wait for that answer (also the wait before any forward was answered)."""
+    suspect_ticks: int = 400
+    """How long a proposer that left a forward unanswered is passed over."""
 
     def __post_init__(self) -> None:
-        for name in ("tick_ms", "round_timeout_ticks", "backoff_min_ticks", "batch_operations_max"):
+        for name in (
+            "tick_ms",
+            "round_timeout_ticks",
+            "backoff_min_ticks",
+            "batch_operations_max",
+            "forward_timeout_min_ticks",
+            "suspect_ticks",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"paxos.{name} must be >= 1")
         if self.backoff_max_ticks < self.backoff_min_ticks:
             raise ValueError("paxos.backoff_max_ticks must be >= backoff_min_ticks")
+        if self.forward_timeout_max_ticks < self.forward_timeout_min_ticks:
+            raise ValueError("paxos.forward_timeout_max_ticks must be >= forward_timeout_min_ticks")
+
+
+@dataclass(slots=True)
+class ProposerCounters:
+    """What this node's proposer did (read as a mapping through ``dataclasses.asdict``)."""
+
+    rounds_started: int = 0
+    rounds_succeeded: int = 0
+    rounds_one_round_trip: int = 0
+    rounds_conflicted: int = 0
+    rounds_timed_out: int = 0
+    operations_ok: int = 0
+    """Operations completed by this node's rounds (its own and those forwarded to it)."""
+    operations_failed: int = 0
+    stale_messages: int = 0
+    values_unreadable: int = 0
+    operations_forwarded: int = 0
+    """Operations sent to the key's preferred proposer."""
+    forwards_answered: int = 0
+    """Forwarded operations whose outcome came back."""
+    forwards_served: int = 0
+    """Operations other nodes forwarded here, proposed here."""
+    forward_fallbacks: int = 0
+    """Forwarded operations proposed here after their proposer did not answer in time."""
+    proposers_suspected: int = 0
+    """Times a preferred proposer was passed over for leaving a forward unanswered."""
+
+
+def proposer_ranking(key: str, acceptors: Sequence[str]) -> list[str]:
+    """The acceptors in the order they lead ``key``: a rendezvous (highest random weight)
+    hash, so every node ranks alike and removing one acceptor moves only its keys."""
+
+    def weight(acceptor: str) -> bytes:
+        data = f"{key}\x00{acceptor}".encode()
+        return hashlib.blake2b(data, digest_size=8).digest()
+
+    return sorted(acceptors, key=weight, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +214,14 @@ class _Operation:
     command: Command | None
     deadline_tick: int
     sent_in_accept: bool = False
+    reply_to: tuple[str, int, Ballot] | None = None
+    """A forwarded operation's forwarder, its operation id there and the ballot field of its
+    FORWARD, echoed back (None: one of ours)."""
+    forwarded_to: str = ""
+    """The proposer this operation waits on ("" when proposed here)."""
+    forwarded_tick: int = 0
+    fallback_tick: int = 0
+    """When, unanswered, it is proposed here instead."""
 
 
 @dataclass(slots=True)
@@ -158,7 +242,8 @@ class _Round:
 
 
 _LATENCY_SAMPLES: Final = 64
-"""Successful round durations kept for the backoff's percentiles."""
+"""Successful round durations kept for the backoff's percentiles (and forward round trips for
+the forward timeout's)."""
 
 
 class PaxosNode:
@@ -198,24 +283,21 @@ class PaxosNode:
         # accepted): the next round of the key skips PREPARE.
         self._prepared: dict[str, tuple[Ballot, bytes]] = {}
         self._latencies: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
+        self._forward_latencies: deque[int] = deque(maxlen=_LATENCY_SAMPLES)
+        self._forward_timeout: int | None = None
+        """:meth:`forward_timeout_ticks`, until the next sample."""
+        self._forwarded: dict[int, _Operation] = {}
+        """Our operations waiting on another proposer, by id."""
+        self._suspected_until: dict[str, int] = {}
+        self._answered_at: dict[str, int] = {}
+        """When each proposer last answered a forward with a completed operation."""
+        self._rankings: dict[str, list[str]] = {}
+        """Each key's :func:`proposer_ranking` (dropped whole past ``prepared_keys_max``)."""
         self._messages: list[Message] = []
         self._local_answers: list[Message] = []
         self._outcomes: list[Outcome] = []
         self._outstanding: Ready | None = None
-        self.counters: dict[str, int] = dict.fromkeys(
-            (
-                "rounds_started",
-                "rounds_succeeded",
-                "rounds_one_round_trip",
-                "rounds_conflicted",
-                "rounds_timed_out",
-                "operations_ok",
-                "operations_failed",
-                "stale_messages",
-                "values_unreadable",
-            ),
-            0,
-        )
+        self.counters = ProposerCounters()
 
     # -- inputs --
 
@@ -232,17 +314,154 @@ class PaxosNode:
     def _queue(self, key: str, command: Command | None, timeout_ticks: int) -> int:
         operation = _Operation(self._next_operation_id, key, command, self._tick + timeout_ticks)
         self._next_operation_id += 1
-        self._queues.setdefault(key, []).append(operation)
-        self._start_round(key)
+        leader = self.proposer_of(key)
+        if leader != self.node_id:
+            self._forward(operation, leader)
+        else:
+            self._propose(operation)
         return operation.id
 
+    def _propose(self, operation: _Operation) -> None:
+        self._queues.setdefault(operation.key, []).append(operation)
+        self._start_round(operation.key)
+
+    # -- the preferred proposer --
+
+    def proposer_of(self, key: str) -> str:
+        """Who proposes for ``key`` from here: the first acceptor of its ranking that is this
+        node or not suspected (this node when forwarding is off or it leads the key)."""
+        if not self.config.forward:
+            return self.node_id
+        ranking = self._rankings.get(key)
+        if ranking is None:
+            if len(self._rankings) >= self.config.prepared_keys_max:
+                self._rankings.clear()
+            ranking = self._rankings[key] = proposer_ranking(key, self.acceptors)
+        for acceptor in ranking:
+            if acceptor == self.node_id or self._suspected_until.get(acceptor, 0) <= self._tick:
+                return acceptor
+        return self.node_id
+
+    def forward_timeout_ticks(self) -> int:
+        """The wait for a forwarded operation's answer: twice the p95 of recent forwards'
+        round trips, clamped to the configured bounds (the upper one before any sample)."""
+        if self._forward_timeout is None:
+            config = self.config
+            timeout = config.forward_timeout_max_ticks
+            if self._forward_latencies:
+                ordered = sorted(self._forward_latencies)
+                p95 = ordered[((len(ordered) - 1) * 95) // 100]
+                timeout = min(timeout, max(config.forward_timeout_min_ticks, 2 * p95))
+            self._forward_timeout = timeout
+        return self._forward_timeout
+
+    def _forward(self, operation: _Operation, leader: str) -> None:
+        operation.forwarded_to = leader
+        operation.forwarded_tick = self._tick
+        operation.fallback_tick = self._tick + self.forward_timeout_ticks()
+        # Once sent, a write may take effect there whatever we hear back.
+        operation.sent_in_accept = operation.command is not None
+        self._forwarded[operation.id] = operation
+        self.counters.operations_forwarded += 1
+        timeout = max(1, operation.deadline_tick - self._tick)
+        self._messages.append(
+            Message(
+                MessageType.FORWARD,
+                self.node_id,
+                leader,
+                operation.key,
+                (0, self.proposer_id),  # echoed: an answer meant for an earlier run is stale
+                operation=operation.id,
+                timeout=timeout,
+                command=operation.command,
+            )
+        )
+
+    def _serve_forward(self, message: Message) -> None:
+        """Propose an operation another node forwarded; its outcome goes back as FORWARDED."""
+        command = message.command
+        deadline = self._tick + max(1, message.timeout)
+        operation = _Operation(self._next_operation_id, message.key, command, deadline)
+        self._next_operation_id += 1
+        operation.reply_to = (message.sender, message.operation, message.ballot)
+        self.counters.forwards_served += 1
+        self._propose(operation)
+
+    def _forward_answered(self, message: Message) -> None:
+        operation = self._forwarded.get(message.operation)
+        if (
+            operation is None  # answered after we proposed it ourselves
+            or operation.forwarded_to != message.sender
+            or message.ballot != (0, self.proposer_id)  # meant for this node's previous run
+        ):
+            self.counters.stale_messages += 1
+            return
+        del self._forwarded[message.operation]
+        self._forward_latencies.append(self._tick - operation.forwarded_tick)
+        self._forward_timeout = None
+        self._suspected_until.pop(message.sender, None)
+        self.counters.forwards_answered += 1
+        answer = message.answer or ForwardAnswer()
+        if not answer.error:
+            self._answered_at[message.sender] = self._tick
+        self._outcomes.append(
+            Outcome(operation.id, answer.answer, answer.error, answer.unknown, answer.refused)
+        )
+
+    def _suspect(self, leader: str) -> None:
+        """``leader`` left a forward unanswered: pass it over for a while and propose here
+        every operation still waiting on it."""
+        self._suspected_until[leader] = self._tick + self.config.suspect_ticks
+        self.counters.proposers_suspected += 1
+        waiting = [o for o in self._forwarded.values() if o.forwarded_to == leader]
+        for operation in waiting:
+            del self._forwarded[operation.id]
+            operation.forwarded_to = ""
+            self.counters.forward_fallbacks += 1
+            self._propose(operation)
+
+    def _finish(self, operation: _Operation, outcome: Outcome) -> None:
+        """Deliver ``outcome``: here, or back to the node that forwarded the operation."""
+        if operation.reply_to is None:
+            self._outcomes.append(outcome)
+            return
+        forwarder, forwarded_id, echo = operation.reply_to
+        answer = ForwardAnswer(outcome.answer, outcome.error, outcome.unknown, outcome.refused)
+        self._messages.append(
+            Message(
+                MessageType.FORWARDED,
+                self.node_id,
+                forwarder,
+                operation.key,
+                echo,
+                operation=forwarded_id,
+                answer=answer,
+            )
+        )
+
     def tick(self) -> None:
-        """Advance logical time by one tick: fail expired operations, retry stuck rounds."""
+        """Advance logical time by one tick: fail expired operations, fall back from
+        unanswered forwards, retry stuck rounds."""
         self._tick += 1
         self._expire()
+        timeout = self.forward_timeout_ticks()
+        for operation in list(self._forwarded.values()):
+            if operation.id not in self._forwarded:
+                continue  # proposed here by a fallback earlier in this loop
+            if operation.deadline_tick <= self._tick:
+                del self._forwarded[operation.id]
+                self._fail(operation)
+            elif operation.fallback_tick <= self._tick:
+                leader = operation.forwarded_to
+                answered_at = self._answered_at.get(leader)
+                if answered_at is not None and self._tick - answered_at <= timeout // 2:
+                    # Slow, not gone: it completes other forwards; wait another timeout.
+                    operation.fallback_tick = self._tick + timeout
+                else:
+                    self._suspect(leader)
         for round_ in list(self._rounds.values()):
             if self._tick - round_.phase_tick >= self.config.round_timeout_ticks:
-                self.counters["rounds_timed_out"] += 1
+                self.counters.rounds_timed_out += 1
                 self._abandon(round_)
         for key in [k for k, at in self._retry_at_tick.items() if at <= self._tick]:
             del self._retry_at_tick[key]
@@ -254,14 +473,23 @@ class PaxosNode:
         from itself)."""
         if message.to != self.node_id or message.sender == self.node_id:
             raise ValueError(f"{message.type.name} from {message.sender} to {message.to} refused")
+        # Whatever it sends, a suspected proposer that reaches us is back (a partition healed,
+        # a restart): forward to it again rather than propose beside it.
+        self._suspected_until.pop(message.sender, None)
         self._step(message)
 
     def _step(self, message: Message) -> None:
         if message.type in (MessageType.PREPARE, MessageType.ACCEPT):
             if self.node_id not in self.acceptors:
-                self.counters["stale_messages"] += 1
+                self.counters.stale_messages += 1
                 return
             self._messages.append(self.acceptor.step(message))
+            return
+        if message.type is MessageType.FORWARD:
+            self._serve_forward(message)
+            return
+        if message.type is MessageType.FORWARDED:
+            self._forward_answered(message)
             return
         round_ = self._rounds.get(message.key)
         if (
@@ -269,11 +497,11 @@ class PaxosNode:
             or round_.ballot != message.ballot
             or message.sender not in self.acceptors
         ):
-            self.counters["stale_messages"] += 1
+            self.counters.stale_messages += 1
             return
         if message.type is MessageType.REJECT:
             self._counter = max(self._counter, message.accepted[0])
-            self.counters["rounds_conflicted"] += 1
+            self.counters.rounds_conflicted += 1
             self._abandon(round_)
         elif message.type is MessageType.PROMISE and not round_.accepting:
             round_.promises[message.sender] = (message.accepted, message.value)
@@ -284,7 +512,7 @@ class PaxosNode:
             if len(round_.accepted_by) >= self.majority:
                 self._succeed(round_)
         else:
-            self.counters["stale_messages"] += 1
+            self.counters.stale_messages += 1
 
     # -- the proposer --
 
@@ -294,14 +522,14 @@ class PaxosNode:
         queue = self._queues[key]
         batch = queue[: self.config.batch_operations_max]
         self._queues[key] = queue[len(batch) :]
-        self.counters["rounds_started"] += 1
+        self.counters.rounds_started += 1
         prepared = self._prepared.pop(key, None)
         if prepared is not None:
             ballot, value = prepared
             round_ = _Round(key, ballot, batch, self._tick, self._tick)
             round_.promises[self.node_id] = (ZERO_BALLOT, value)
             self._rounds[key] = round_
-            self.counters["rounds_one_round_trip"] += 1
+            self.counters.rounds_one_round_trip += 1
             self._accept_phase(round_)
             return
         self._counter += 1
@@ -341,23 +569,23 @@ class PaxosNode:
         operations fail as refused, having changed nothing."""
         del self._rounds[round_.key]
         self._prepared.pop(round_.key, None)
-        self.counters["values_unreadable"] += 1
+        self.counters.values_unreadable += 1
         for operation in round_.operations:
-            self.counters["operations_failed"] += 1
-            self._outcomes.append(Outcome(operation.id, None, reason, refused=True))
+            self.counters.operations_failed += 1
+            self._finish(operation, Outcome(operation.id, None, reason, refused=True))
 
     def _succeed(self, round_: _Round) -> None:
         del self._rounds[round_.key]
         self._attempts.pop(round_.key, None)
         self._latencies.append(self._tick - round_.started_tick)
-        self.counters["rounds_succeeded"] += 1
+        self.counters.rounds_succeeded += 1
         if round_.next_ballot != ZERO_BALLOT:
             if len(self._prepared) >= self.config.prepared_keys_max:
                 del self._prepared[next(iter(self._prepared))]
             self._prepared[round_.key] = (round_.next_ballot, round_.value)
         for operation in round_.operations:
-            self.counters["operations_ok"] += 1
-            self._outcomes.append(Outcome(operation.id, round_.answers[operation.id]))
+            self.counters.operations_ok += 1
+            self._finish(operation, Outcome(operation.id, round_.answers[operation.id]))
         self._start_round(round_.key)
 
     def _abandon(self, round_: _Round) -> None:
@@ -417,9 +645,10 @@ class PaxosNode:
         text = UNKNOWN_OUTCOME if unknown else NOT_APPLIED
         if operation.command is None:
             text = "paxos read of {key!r} timed out without a majority"
-        self.counters["operations_failed"] += 1
-        self._outcomes.append(
-            Outcome(operation.id, None, text.format(what=what, key=operation.key), unknown)
+        self.counters.operations_failed += 1
+        self._finish(
+            operation,
+            Outcome(operation.id, None, text.format(what=what, key=operation.key), unknown),
         )
 
     def _broadcast(
@@ -473,5 +702,5 @@ class PaxosNode:
     @property
     def pending(self) -> int:
         """Operations not finished yet."""
-        queued = sum(len(queue) for queue in self._queues.values())
+        queued = sum(len(queue) for queue in self._queues.values()) + len(self._forwarded)
         return queued + sum(len(r.operations) for r in self._rounds.values())

@@ -27,6 +27,8 @@ __all__ = [
     "Result",
     "check_count",
     "check_value",
+    "command_body",
+    "command_from",
     "decode_command",
     "decode_result",
     "encode_command",
@@ -159,6 +161,11 @@ class Result:
 
 def encode_command(command: Command) -> bytes:
     """The wire frame of ``command``, the data of a log entry."""
+    return wire.encode(wire.Tag.RAFT_MACHINE_COMMAND, command_body(command))
+
+
+def command_body(command: Command) -> list[Any]:
+    """The body of a command, as :func:`encode_command` frames it (and other frames embed it)."""
     body = [
         command.client_id,
         command.sequence,
@@ -171,10 +178,11 @@ def encode_command(command: Command) -> bytes:
     ]
     if command.idempotency_key:
         body += [command.idempotency_key, command.request_digest]
-    return wire.encode(wire.Tag.RAFT_MACHINE_COMMAND, body)
+    return body
 
 
-def _command_from(body: Any) -> Command:
+def command_from(body: Any) -> Command:
+    """A command from its body; raises ``TypeError``/``ValueError`` on the wrong shape."""
     # Ten fields with an idempotency key, eight without (as every command before keys had).
     if not isinstance(body, list) or len(body) not in (8, 10):
         raise ValueError("a command must have 8 or 10 fields")
@@ -183,7 +191,7 @@ def _command_from(body: Any) -> Command:
 
 def decode_command(data: bytes | bytearray | memoryview) -> Command:
     """The command in ``data``; raises :class:`~crdtstream.errors.DecodeError` on bad bytes."""
-    return wire.decode_as(data, wire.Tag.RAFT_MACHINE_COMMAND, _command_from)
+    return wire.decode_as(data, wire.Tag.RAFT_MACHINE_COMMAND, command_from)
 
 
 def encode_result(result: Result) -> bytes:

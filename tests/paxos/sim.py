@@ -9,7 +9,10 @@ the nemesis partitions (isolated node, minority, bridge, majority ring) and cras
 node's ticks run at its own skewed rate.
 
 Clients are Jepsen-style processes with one operation in flight each, at a node picked at
-random, so every key is contended by several proposers. A write not answered (or answered
+random. Each key has a preferred proposer (the first of its rendezvous ranking): the other nodes
+forward to it, and propose themselves when it does not answer in time — so the nemesis's
+crashes and partitions of a key's proposer make forwarders fall back, and several proposers
+contend for the key again. A write not answered (or answered
 with a timeout) is retried at another node in the same session (odd clients: a fresh session
 per attempt and an idempotency key); after the last attempt it stays open in the history, its
 effect unknown. A read that fails leaves the history. One key takes only conditional adds: the
@@ -27,7 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from crdtstream.config import WindowConfig
-from crdtstream.paxos.node import Outcome, PaxosConfig, PaxosNode, Ready
+from crdtstream.paxos.node import Outcome, PaxosConfig, PaxosNode, Ready, proposer_ranking
 from crdtstream.paxos.storage import persist_ready
 from crdtstream.paxos.types import Ballot, Message, decode_messages, encode_messages
 from crdtstream.raft.commands import Command, Result, request_digest
@@ -37,7 +40,14 @@ from tests.paxos.crashable import CrashableAcceptorStorage
 from transports.memory import FaultOptions, MemoryNetwork, MemoryTransport, memory_address
 
 TICK_MS = 5
-CONFIG = PaxosConfig(tick_ms=TICK_MS, round_timeout_ticks=20, backoff_min_ticks=2)
+CONFIG = PaxosConfig(
+    tick_ms=TICK_MS,
+    round_timeout_ticks=20,
+    backoff_min_ticks=2,
+    forward_timeout_min_ticks=4,
+    forward_timeout_max_ticks=20,
+    suspect_ticks=60,
+)
 WINDOW = WindowConfig(size_ms=1_000_000, allowed_lateness_ms=0, retention_windows=1)
 TIMESTAMP_MS = 0
 """Every command lands in one window, so a key behaves as a single counter."""
@@ -80,6 +90,15 @@ class Report:
     reordered: int = 0
     unknown_outcomes: int = 0
     one_round_trips: int = 0
+    forwarded: int = 0
+    """Operations sent to a key's preferred proposer."""
+    forwards_answered: int = 0
+    fallbacks: int = 0
+    """Forwarded operations proposed by their forwarder after no answer in time."""
+    leader_crashes: int = 0
+    """Crashes of a node that was some key's preferred proposer."""
+    leader_cut_off: int = 0
+    """Partitions that left some key's preferred proposer without a majority."""
 
 
 @dataclass
@@ -170,6 +189,9 @@ class Simulation:
         self.crashes = self.restarts = self.partitions = 0
         self.conflicts = 0
         self.one_round_trips = 0
+        self.forwarded = self.forwards_answered = self.fallbacks = 0
+        self.leader_crashes = self.leader_cut_off = 0
+        self.leaders = {proposer_ranking(key, self.ids)[0] for key in [*options.keys, QUOTA_KEY]}
 
     # -- nodes --
 
@@ -188,6 +210,7 @@ class Simulation:
         assert node.endpoint is not None
         assert node.paxos is not None
         self.crashes += 1
+        self.leader_crashes += node.node_id in self.leaders
         self._count_rounds(node.paxos)
         node.endpoint.close()
         node.storage.crash()
@@ -237,8 +260,11 @@ class Simulation:
         node.paxos.advance(ready)
 
     def _count_rounds(self, paxos: PaxosNode) -> None:
-        self.conflicts += paxos.counters["rounds_conflicted"]
-        self.one_round_trips += paxos.counters["rounds_one_round_trip"]
+        self.conflicts += paxos.counters.rounds_conflicted
+        self.one_round_trips += paxos.counters.rounds_one_round_trip
+        self.forwarded += paxos.counters.operations_forwarded
+        self.forwards_answered += paxos.counters.forwards_answered
+        self.fallbacks += paxos.counters.forward_fallbacks
 
     # -- clients --
 
@@ -396,7 +422,18 @@ class Simulation:
         if faults is not None:
             self.network.set_faults(faults)
             self.partitions += action != "heal"
+            self.leader_cut_off += any(self._cut_off(leader, faults) for leader in self.leaders)
         self.nemesis_log.append(f"{self.now_ms}: {action}")
+
+    def _cut_off(self, node_id: str, faults: FaultOptions) -> bool:
+        """Whether ``faults`` leave ``node_id`` unable to reach a majority (itself counted)."""
+        reachable = sum(
+            1
+            for peer in self.ids
+            if peer == node_id
+            or (faults.can_pass(node_id, peer) and faults.can_pass(peer, node_id))
+        )
+        return reachable <= len(self.ids) // 2
 
     def _downtime_ms(self) -> int:
         if self.rng.random() < 0.4:
@@ -473,6 +510,11 @@ class Simulation:
             reordered=stats.reordered,
             unknown_outcomes=self.unknown_outcomes,
             one_round_trips=self.one_round_trips,
+            forwarded=self.forwarded,
+            forwards_answered=self.forwards_answered,
+            fallbacks=self.fallbacks,
+            leader_crashes=self.leader_crashes,
+            leader_cut_off=self.leader_cut_off,
         )
 
     def _final_reads(self) -> dict[str, dict[str, int]]:

@@ -14,6 +14,7 @@ from crdtstream.config import PolicyRule, RaftConfig, WindowConfig
 from crdtstream.engine import Answer
 from crdtstream.errors import ConfigError, UnavailableError
 from crdtstream.node import Node, NodeConfig, PeerAddress
+from crdtstream.paxos.node import proposer_ranking
 from crdtstream.policy import Policy
 from crdtstream.raft.state_machine import StateMachine
 from tests.node.malformed import assert_no_malformed
@@ -94,8 +95,15 @@ def test_conditional_adds_from_every_node_never_exceed_the_limit_and_skip_the_ra
         machine = getattr(strong, "machine", None)
         assert isinstance(machine, StateMachine)
         assert machine.read("quota.api") is None, "a paxos key went through the Raft log"
-    status = cluster.nodes["a"].engine.status()["paxos"]
-    assert status["rounds_succeeded"] >= 1
+    # Every node forwarded to the key's preferred proposer, which ran every round.
+    leader = proposer_ranking("quota.api", VOTERS)[0]
+    statuses = {name: node.engine.status()["paxos"] for name, node in cluster.nodes.items()}
+    assert statuses[leader]["rounds_succeeded"] >= 1
+    assert statuses[leader]["forwards_served"] == 9 + 3  # the others' writes and reads
+    for name, status in statuses.items():
+        if name != leader:
+            assert status["rounds_started"] == 0, name
+            assert status["operations_forwarded"] == status["forwards_answered"] > 0, name
 
 
 def test_a_raft_key_next_to_paxos_keys_still_goes_through_raft() -> None:

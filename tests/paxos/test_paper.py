@@ -34,6 +34,9 @@ WINDOW = WindowConfig(size_ms=1_000_000, allowed_lateness_ms=0, retention_window
 VALUE = apply_batch(WINDOW, "k", b"", [Command("c", 1, "k", "counter", "add", 1, 0)])[0]
 """A key's value as it travels: a one-key state machine snapshot."""
 IDS = ("a", "b", "c")
+LEADERLESS = PaxosConfig(forward=False)
+"""Every node proposes what it is asked (the paper's protocol, without a proposer per key):
+the rules are checked with the proposers each test picks."""
 
 
 def add(amount: int, sequence: int, client: str = "client", key: str = "k") -> Command:
@@ -43,18 +46,23 @@ def add(amount: int, sequence: int, client: str = "client", key: str = "k") -> C
 class Cluster:
     """Nodes whose messages wait in a list until a test delivers them (or drops them)."""
 
-    def __init__(self, ids: tuple[str, ...] = IDS, seed: int = 1) -> None:
+    def __init__(
+        self, ids: tuple[str, ...] = IDS, seed: int = 1, config: PaxosConfig = LEADERLESS
+    ) -> None:
         rng = random.Random(seed)
+        self.config = config
         self.storages = {node_id: MemoryAcceptorStorage() for node_id in ids}
         self.nodes = {
-            node_id: PaxosNode(node_id, ids, WINDOW, random.Random(rng.random())) for node_id in ids
+            node_id: PaxosNode(node_id, ids, WINDOW, random.Random(rng.random()), config)
+            for node_id in ids
         }
         self.in_flight: list[Message] = []
         self.outcomes: dict[tuple[str, int], Outcome] = {}
 
     def restart(self, node_id: str, seed: int) -> PaxosNode:
         storage = self.storages[node_id]
-        node = PaxosNode(node_id, IDS, WINDOW, random.Random(seed), records=storage.load())
+        records = storage.load()
+        node = PaxosNode(node_id, IDS, WINDOW, random.Random(seed), self.config, records)
         self.nodes[node_id] = node
         return node
 
@@ -213,7 +221,7 @@ def test_a_conflict_fast_forwards_the_counter_past_the_ballot_it_names() -> None
     assert isinstance(outcome.answer, Result)
     assert outcome.answer.applied
     assert cluster.storages["b"].records["k"].accepted[0] > 41
-    assert a.counters["rounds_conflicted"] >= 1
+    assert a.counters.rounds_conflicted >= 1
 
 
 def test_the_local_acceptor_answers_only_after_its_record_was_persisted() -> None:
@@ -310,7 +318,7 @@ def test_a_batch_applies_in_order_and_the_quota_holds() -> None:
     results = [cluster.outcomes[("a", i)].answer for i in ids]
     assert [r.applied for r in results] == [True, True, False, False]  # type: ignore[union-attr]
     # The first write starts a round at once; the three queued behind it share the next one.
-    assert a.counters["rounds_succeeded"] == 2
+    assert a.counters.rounds_succeeded == 2
 
 
 def test_a_retry_in_the_same_session_at_another_node_is_applied_once() -> None:
@@ -404,7 +412,7 @@ def test_the_next_change_by_the_same_proposer_skips_prepare() -> None:
     assert cluster.in_flight[0].ballot == promised
     read = cluster.finish("a", a.read("k", 100))
     assert value_of(read.answer) == 3  # type: ignore[arg-type]
-    assert a.counters["rounds_one_round_trip"] == 2
+    assert a.counters.rounds_one_round_trip == 2
 
 
 def test_a_proposer_that_came_in_between_sends_the_fast_path_back_to_prepare() -> None:
@@ -417,7 +425,7 @@ def test_a_proposer_that_came_in_between_sends_the_fast_path_back_to_prepare() -
     cluster.finish("b", b.submit("k", add(10, 1, "other"), 100))
     outcome = cluster.finish("a", a.submit("k", add(100, 2), 100))
     assert outcome.answer == Result(ok=True, applied=True, value=111)
-    assert a.counters["rounds_conflicted"] >= 1
+    assert a.counters.rounds_conflicted >= 1
 
 
 def test_a_value_that_does_not_restore_fails_its_operations_as_refused() -> None:
