@@ -83,6 +83,8 @@ class Load:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self.acked: dict[str, Counter[int]] = {mode: Counter() for mode in KEYS}
         self.errors: Counter[str] = Counter()
+        self.first_errors: dict[str, str] = {}
+        """The first answer of each kind of error, so a report says what went wrong."""
         self.completed = 0
 
     async def request(self, number: int) -> None:
@@ -95,19 +97,23 @@ class Load:
                 stamp_ms = int(time.time() * 1000)
                 body = {"op": "add", "value": 1, "timestamp_ms": stamp_ms}
                 async with self.session.post(f"{url}/v1/keys/{key}", json=body) as answer:
-                    await answer.read()
+                    text = await answer.read()
                     if answer.status == 200:
                         self.acked[mode][stamp_ms // WINDOW_MS * WINDOW_MS] += 1
                     else:
-                        self.errors[f"{mode}_write_{answer.status}"] += 1
+                        self._error(f"{mode}_write_{answer.status}", text.decode(errors="replace"))
             else:
                 async with self.session.get(f"{url}/v1/keys/{key}") as answer:
-                    await answer.read()
+                    text = await answer.read()
                     if answer.status not in (200, 404):
-                        self.errors[f"{mode}_read_{answer.status}"] += 1
+                        self._error(f"{mode}_read_{answer.status}", text.decode(errors="replace"))
         except (self._aiohttp.ClientError, TimeoutError) as error:
-            self.errors[f"{mode}_{type(error).__name__}"] += 1
+            self._error(f"{mode}_{type(error).__name__}", repr(error))
         self.completed += 1
+
+    def _error(self, kind: str, detail: str) -> None:
+        self.errors[kind] += 1
+        self.first_errors.setdefault(kind, detail[:300])
 
     async def windows(self, url: str, key: str, consistency: str) -> dict[int, float]:
         async with self.session.get(f"{url}/v1/keys/{key}?consistency={consistency}") as answer:
@@ -191,6 +197,7 @@ async def _soak_with(cluster: Cluster, load: Load, args: argparse.Namespace) -> 
         "offered_rate_per_s": rate,
         "requests": number,
         "errors": dict(load.errors),
+        "first_errors": load.first_errors,
         "sum_mismatches": mismatches,
         "memory": memory,
         "memory_flat": flat,
