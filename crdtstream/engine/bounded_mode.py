@@ -54,6 +54,7 @@ from crdtstream.window.results import WindowValue
 __all__ = [
     "BOUNDED_OPERATIONS",
     "BOUNDED_TAGS",
+    "BoundedCounters",
     "BoundedKeys",
     "BoundedRequest",
     "BoundedState",
@@ -87,6 +88,40 @@ def share_of(rule: PolicyRule, node_id: str) -> int:
     index = members.index(node_id)
     base, extra = divmod(rule.limit, len(members))
     return base + (index < extra)
+
+
+@dataclass(slots=True)
+class BoundedCounters:
+    """What the bounded keys of one node did (the ``bounded`` section of the node's status)."""
+
+    consumed_local: int = 0
+    """Consumptions served at once from this node's rights."""
+    consumed_after_wait: int = 0
+    """Consumptions served once peers' transfers arrived."""
+    refused_no_rights: int = 0
+    """Consumptions refused: more than is left, or rights did not arrive in time."""
+    requests_sent: int = 0
+    """``BOUNDED_REQUEST`` frames sent."""
+    transfers_given: int = 0
+    """Transfers this node made to a peer that asked or hinted at demand."""
+    rights_given: int = 0
+    """Rights those transfers moved."""
+    malformed: int = 0
+    """``BOUNDED_*`` frames that did not decode."""
+    entries_not_bounded_here: int = 0
+    """State entries of keys that are not bounded by this node's rules."""
+    entries_over_limit: int = 0
+    """State entries claiming more rights than the key's limit creates (dropped)."""
+    rights_handed_over: int = 0
+    """Rights passed to a live peer on leaving the cluster."""
+    windows_resumed: int = 0
+    """Windows of this node's previous run restored from its data directory at start."""
+    rows_retired: int = 0
+    """Replica rows retired by a strong decision (see :meth:`BoundedKeys.retire`)."""
+    rights_reclaimed: int = 0
+    """Rights of retired rows this node transferred to itself as their heir."""
+    retired_overspent: int = 0
+    """Units a retired row was seen to spend beyond its frozen state (its member was not dead)."""
 
 
 @dataclass(slots=True)
@@ -126,6 +161,7 @@ class BoundedKeys:
         timeout_ms: int,
         fanout: int = 3,
         round_ms: int = 200,
+        durable: bool = False,
     ) -> None:
         """``replica`` is the node's replica; this run writes under a fresh name derived from
         it. ``started_ms`` (wall clock) decides which windows' allocation this run may take."""
@@ -146,21 +182,10 @@ class BoundedKeys:
         self._round = 0
         self._rotation = 0
         self._peers: list[str] = []
-        self.counters: dict[str, int] = dict.fromkeys(
-            (
-                "consumed_local",
-                "consumed_after_wait",
-                "refused_no_rights",
-                "requests_sent",
-                "transfers_given",
-                "rights_given",
-                "malformed",
-                "entries_not_bounded_here",
-                "entries_over_limit",
-                "rights_handed_over",
-            ),
-            0,
-        )
+        self.counters = BoundedCounters()
+        self.durable = durable
+        self._unlogged: set[tuple[str, int]] = set()  # windows changed since the last log take
+        self._awaiting_log: list[tuple[Ticket, Answer]] = []
 
     # ------------------------------------------------------------------ requests
 
@@ -192,7 +217,7 @@ class BoundedKeys:
         if value > rule.limit - window.counter.value:
             # More than is left anywhere, as far as this node knows (it never knows less spent
             # than there is): no transfer can make it possible.
-            self.counters["refused_no_rights"] += 1
+            self.counters.refused_no_rights += 1
             raise RefusedError(
                 f"{NO_RIGHTS}: {value} asked of {key!r}, at most "
                 f"{rule.limit - window.counter.value} left of {rule.limit} this window"
@@ -200,7 +225,7 @@ class BoundedKeys:
         pending = _Pending(ticket, key, rule, value, monotonic_ms + self.timeout_ms, op)
         waiting_here = any(p.key == key and not p.ticket.done for p in self._pending)
         if not waiting_here and self._try(pending, now_ms):
-            self.counters["consumed_local"] += 1
+            self.counters.consumed_local += 1
             return
         self._pending.append(pending)
         self._ask(key, rule, now_ms)
@@ -273,7 +298,7 @@ class BoundedKeys:
         try:
             message = decode_bounded(payload)
         except DecodeError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         self._owners[message.replica] = source
         self._latest[source] = message.replica
@@ -286,10 +311,10 @@ class BoundedKeys:
         for entry in message.entries:
             rule = rules(entry.key)
             if rule is None:
-                self.counters["entries_not_bounded_here"] += 1  # a peer with other rules
+                self.counters.entries_not_bounded_here += 1  # a peer with other rules
                 continue
             if entry.counter.granted > (rule.limit or 0):
-                self.counters["entries_over_limit"] += 1  # more rights than the limit makes
+                self.counters.entries_over_limit += 1  # more rights than the limit makes
                 continue
             window = self._window_at(entry.key, rule, entry.window, now_ms)
             if window is None:
@@ -297,7 +322,7 @@ class BoundedKeys:
             before = window.counter.to_bytes()
             window.counter.merge(entry.counter)
             if window.counter.to_bytes() != before:
-                window.changed_round = self._round
+                self._changed(entry.key, entry.window, window)
             window.hints[message.replica] = (entry.unmet, entry.used)
             if entry.window == self._index(rule, now_ms):
                 self._answer_hint(source, message.replica, entry, rule, window, now_ms)
@@ -323,12 +348,112 @@ class BoundedKeys:
                 continue
             _, node_id, replica = max(heirs)
             window.counter.transfer(held, replica)
+            self._changed(key, number, window)
             handed += held
             for frame in self._state_frames([(key, number, window)]):
                 self._send(node_id, frame)
                 self._send(node_id, frame)  # twice: one loss should not strand them
-        self.counters["rights_handed_over"] += handed
+        self.counters.rights_handed_over += handed
         return handed
+
+    # ------------------------------------------------------------------ durability
+
+    def take_log_records(self) -> list[bytes]:
+        """The windows changed since the last call, as ``BOUNDED_STATE`` frames under this
+        run's replica, for the driver to append to the local log (empty when not durable).
+
+        The driver appends them and syncs the log before it sends any frame or calls
+        :meth:`logged`: then every state of this run's row a peer or a client ever saw is on
+        disk, and :meth:`resume` can take the row up again after a crash."""
+        if not self.durable or not self._unlogged:
+            self._unlogged.clear()
+            return []
+        changed = [
+            (key, number, self._windows[(key, number)])
+            for key, number in sorted(self._unlogged)
+            if (key, number) in self._windows
+        ]
+        self._unlogged.clear()
+        return self._state_frames(changed)
+
+    def snapshot_records(self) -> list[bytes]:
+        """Every kept window as ``BOUNDED_STATE`` frames (what a snapshot holds); marks them
+        logged, since the driver writes them durably before it truncates the log."""
+        self._unlogged.clear()
+        kept = sorted(self._windows.items(), key=lambda item: item[0])
+        return self._state_frames([(key, number, window) for (key, number), window in kept])
+
+    @property
+    def unlogged(self) -> bool:
+        """Whether a window changed since the last :meth:`take_log_records`."""
+        return self.durable and bool(self._unlogged)
+
+    @property
+    def awaiting_log(self) -> int:
+        """Consumptions done whose answer waits for :meth:`logged`."""
+        return len(self._awaiting_log)
+
+    def logged(self) -> None:
+        """The driver made the records taken so far durable: answer the consumptions that
+        waited for it (one sync answers all of them)."""
+        waiting, self._awaiting_log = self._awaiting_log, []
+        for ticket, answer in waiting:
+            ticket.complete(answer)
+
+    def resume(
+        self, records: Sequence[bytes], rules: Callable[[str], PolicyRule | None], now_ms: int
+    ) -> int:
+        """Take up the replica row of this node's previous run from its logged ``records``
+        (the snapshot's then the log's, in order): its name, and every kept window's state.
+        Call before anything else. Returns the windows restored.
+
+        Safe because the previous run logged every change before it left the node: no peer
+        holds a newer state of the row than the records, so spending and transferring from
+        it here cannot give the same rights twice. A window the records lack was never seen
+        outside the node, and it is not granted again unless this run may take it anyway
+        (its start is after ``started_ms``). Raises :class:`DecodeError` for a bad record.
+        """
+        if self._windows:
+            raise RuntimeError("resume() is called before any window is made")
+        messages = [decode_bounded(record) for record in records]
+        states = [message for message in messages if isinstance(message, BoundedState)]
+        if not states:
+            return 0
+        replicas = {state.replica for state in states}
+        if len(replicas) != 1:
+            raise DecodeError(f"the bounded records name several replicas: {sorted(replicas)}")
+        del self._owners[self.replica]
+        self.replica = states[0].replica
+        self._owners[self.replica] = self.node_id
+        for state in states:
+            for entry in state.entries:
+                rule = rules(entry.key)
+                if rule is None:
+                    continue  # no longer bounded here
+                current = self._index(rule, now_ms)
+                if not current - WINDOWS_KEPT < entry.window <= current:
+                    continue
+                window = self._windows.get((entry.key, entry.window))
+                if window is None:
+                    window = _Window(BoundedCounter(self.replica), rule, changed_round=0)
+                    self._windows[(entry.key, entry.window)] = window
+                window.counter.merge(entry.counter)
+                window.used = max(window.used, entry.used)
+        self.counters.windows_resumed += len(self._windows)
+        return len(self._windows)
+
+    def _changed(self, key: str, number: int, window: _Window) -> None:
+        """Note that ``window`` changed: gossiped in the next rounds, logged when durable."""
+        window.changed_round = self._round
+        if self.durable:
+            self._unlogged.add((key, number))
+
+    def _acknowledge(self, ticket: Ticket, answer: Answer) -> None:
+        """Answer a consumption now, or once it is logged when durable."""
+        if self.durable:
+            self._awaiting_log.append((ticket, answer))
+        else:
+            ticket.complete(answer)
 
     def fail_all(self, error: Exception) -> None:
         """Fail every waiting consumption with ``error`` (the node is shutting down)."""
@@ -366,6 +491,7 @@ class BoundedKeys:
             window = self._windows[(key, number)] = _Window(
                 counter, rule, changed_round=self._round
             )
+            self._changed(key, number, window)
         return window
 
     def _try(self, pending: _Pending, now_ms: int) -> bool:
@@ -375,8 +501,9 @@ class BoundedKeys:
             return False
         window.counter.consume(pending.amount)
         window.used += pending.amount
-        window.changed_round = self._round
-        pending.ticket.complete(
+        self._changed(pending.key, self._index(pending.rule, now_ms), window)
+        self._acknowledge(
+            pending.ticket,
             Answer(
                 pending.key,
                 "counter",
@@ -385,7 +512,7 @@ class BoundedKeys:
                 accepted=pending.amount,
                 applied=True,
                 value=window.counter.value,
-            )
+            ),
         )
         return True
 
@@ -397,9 +524,9 @@ class BoundedKeys:
             if pending.ticket.done:
                 continue
             if pending.key not in blocked and self._try(pending, now_ms):
-                self.counters["consumed_after_wait"] += 1
+                self.counters.consumed_after_wait += 1
             elif monotonic_ms >= pending.deadline_ms:
-                self.counters["refused_no_rights"] += 1
+                self.counters.refused_no_rights += 1
                 pending.ticket.fail(
                     RefusedError(
                         f"{NO_RIGHTS}: {pending.amount} of {pending.key!r} could not be covered "
@@ -435,7 +562,7 @@ class BoundedKeys:
         frame = wire.encode(wire.Tag.BOUNDED_REQUEST, [self.replica, [[key, number, unmet]]])
         for peer in order[: self.fanout]:
             self._send(peer, frame)
-            self.counters["requests_sent"] += 1
+            self.counters.requests_sent += 1
 
     def _spare(self, key: str, window: _Window) -> int:
         held = window.counter.rights(self.replica)
@@ -461,9 +588,9 @@ class BoundedKeys:
             return
         self._served[(replica, key, number)] = self._round
         window.counter.transfer(given, replica)
-        window.changed_round = self._round
-        self.counters["transfers_given"] += 1
-        self.counters["rights_given"] += given
+        self._changed(key, number, window)
+        self.counters.transfers_given += 1
+        self.counters.rights_given += given
         for frame in self._state_frames([(key, number, window)]):
             self._send(source, frame)
 

@@ -92,6 +92,7 @@ class Engine:
         raft_storage: DurableStorage | None = None,
         send_now: Callable[[], None] | None = None,
         paxos_storage: AcceptorStorage | None = None,
+        bounded_records: Sequence[bytes] = (),
     ) -> None:
         """Start at the clock reading ``now_ms`` / ``monotonic_ms``; ``store`` may be restored
         from a snapshot; ``raft_storage`` holds this node's Raft log when it is a voter (a
@@ -100,6 +101,9 @@ class Engine:
         syncs its own log, so that the followers' fsyncs run during its own. ``paxos_storage``
         holds this node's Paxos acceptor records (in memory when not given); Paxos runs when a
         policy rule names ``backend = "paxos"`` and Raft voters (its acceptors) are configured.
+        ``bounded_records`` are the logged bounded state of this node's previous run (see
+        :meth:`BoundedKeys.resume <crdtstream.engine.bounded_mode.BoundedKeys.resume>`; a bad
+        one raises :class:`DecodeError`); resumed only when ``config.log_writes``.
         """
         self._send_now = send_now
         self.config = config
@@ -148,7 +152,10 @@ class Engine:
             timeout_ms=config.bounded_timeout_ms,
             fanout=config.gossip.fanout,
             round_ms=config.gossip.interval_ms,
+            durable=config.log_writes,
         )
+        if config.log_writes and bounded_records:
+            self.bounded.resume(bounded_records, self._bounded_rule_or_none, now_ms)
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -280,8 +287,8 @@ class Engine:
 
     @property
     def writes_awaiting_log(self) -> int:
-        """Writes whose answer waits for :meth:`logged`."""
-        return len(self._awaiting_log)
+        """Writes whose answer waits for :meth:`logged` (bounded consumptions included)."""
+        return len(self._awaiting_log) + self.bounded.awaiting_log
 
     def logged(self) -> None:
         """The driver made every change of the store so far durable: answer the writes that
@@ -289,6 +296,7 @@ class Engine:
         waiting, self._awaiting_log = self._awaiting_log, []
         for ticket, answer in waiting:
             ticket.complete(answer)
+        self.bounded.logged()
 
     def _replicate_since(self, version: int, ticket: Ticket, answer: Answer) -> None:
         """Complete ``ticket`` once a majority holds the store's changes since ``version``."""
@@ -734,7 +742,7 @@ class Engine:
             "raft": self._raft_status(),
             "paxos": None if self.paxos is None else self.paxos.status(),
             "quorum": dict(self.quorum.counters),
-            "bounded": dict(self.bounded.counters),
+            "bounded": dataclasses.asdict(self.bounded.counters),
             "catalog": {
                 "keys": len(self.catalog.keys()),
                 "kind_conflicts": self.catalog.conflicts(),

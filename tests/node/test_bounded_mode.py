@@ -48,7 +48,7 @@ def test_a_node_spends_its_share_locally_then_obtains_rights_from_its_peers() ->
     assert not waiting.done
     cluster.run(300)
     assert waiting.result().accepted == 5
-    assert a.engine.bounded.counters["consumed_after_wait"] == 1
+    assert a.engine.bounded.counters.consumed_after_wait == 1
     cluster.run(1_000)
     answers = [node.engine.read("quota.api").result() for node in cluster.nodes.values()]
     assert {answer.value["value"] for answer in answers} == {LIMIT // 3 + 5}  # type: ignore[index]
@@ -128,6 +128,6 @@ def test_a_node_that_leaves_hands_its_rights_to_the_peer_that_uses_the_key() -> 
     c.close()
     del cluster.nodes["c"]
     cluster.run(500)
-    assert c.engine.bounded.counters["rights_handed_over"] == LIMIT // 3
+    assert c.engine.bounded.counters.rights_handed_over == LIMIT // 3
     assert _rights(a) == LIMIT // 3 - 5 + LIMIT // 3
     assert _rights(cluster.nodes["b"]) == LIMIT // 3

@@ -68,6 +68,6 @@ def test_rights_flow_to_a_steady_user_before_it_runs_short() -> None:
     assert all(ticket.error is None for ticket in tickets)
     n0 = sim.nodes["n0"].core
     assert n0 is not None
-    assert n0.counters["requests_sent"] == 0
-    given = sum(node.core.counters["rights_given"] for node in sim.nodes.values() if node.core)
+    assert n0.counters.requests_sent == 0
+    given = sum(node.core.counters.rights_given for node in sim.nodes.values() if node.core)
     assert given >= 60 - 30
