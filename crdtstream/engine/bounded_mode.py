@@ -251,6 +251,10 @@ class BoundedKeys:
         }
         return Answer(key, "counter", "bounded", "bounded", windows=tuple(windows), value=view)
 
+    def key_names(self) -> list[str]:
+        """The keys of the windows kept here, sorted."""
+        return sorted({key for key, _ in self._windows})
+
     def rights(self, key: str, rule: PolicyRule, now_ms: int) -> int:
         """This node's rights in ``key``'s open window."""
         return self._window(key, rule, now_ms).counter.rights(self.replica)

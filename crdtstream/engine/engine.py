@@ -154,8 +154,11 @@ class Engine:
             round_ms=config.gossip.interval_ms,
             durable=config.log_writes,
         )
+        self._bounded_declared: set[str] = set()
         if config.log_writes and bounded_records:
             self.bounded.resume(bounded_records, self._bounded_rule_or_none, now_ms)
+            for key in self.bounded.key_names():
+                self._declare_bounded(key)
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -211,6 +214,7 @@ class Engine:
                 now = self._now_ms if now_ms is None else now_ms
                 monotonic = self._monotonic_ms
                 self.bounded.write(ticket, key, rule, op, value, limit, now, monotonic)
+                self._declare_bounded(key)
                 return ticket
             operation = operation_named(op)
             if not isinstance(value, _SCALARS):
@@ -235,6 +239,13 @@ class Engine:
         except (InvalidValueError, KindConflictError, RefusedError, UnavailableError) as error:
             ticket.fail(error)
         return ticket
+
+    def _declare_bounded(self, key: str) -> None:
+        """Put a bounded key into the key catalog (as a counter: its value is what was spent)
+        the first time this run writes it, so the key listing shows it like any other key."""
+        if key not in self._bounded_declared:
+            self._bounded_declared.add(key)
+            self.catalog.declare_many([key], "counter")
 
     def _bounded_rule(self, key: str) -> PolicyRule:
         rule = self._bounded_rule_or_none(key)
