@@ -754,6 +754,7 @@ class Engine:
             "paxos": None if self.paxos is None else self.paxos.status(),
             "quorum": dict(self.quorum.counters),
             "bounded": dataclasses.asdict(self.bounded.counters),
+            "bounded_replica": self.bounded.replica,
             "catalog": {
                 "keys": len(self.catalog.keys()),
                 "kind_conflicts": self.catalog.conflicts(),

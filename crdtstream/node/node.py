@@ -199,7 +199,7 @@ class Node:
             self._send_outbox()
 
     def status(self) -> dict[str, object]:
-        """Members, gossip, transport, ingest, Raft and quorum state, as plain data."""
+        """Members, gossip, transport, ingest, Raft, quorum and bounded state, as plain data."""
         engine = self.engine.status()
         counters = dataclasses.asdict(self.engine.counters) | dataclasses.asdict(self.counters)
         return {
@@ -216,6 +216,8 @@ class Node:
             "paxos": engine["paxos"],
             "quorum": engine["quorum"],
             "catalog": engine["catalog"],
+            "bounded": engine["bounded"],
+            "bounded_replica": engine["bounded_replica"],
         }
 
     # ------------------------------------------------------------------ the loop
