@@ -10,15 +10,43 @@ rights it holds and merges cannot create rights (see :mod:`crdtstream.crdt.bound
 **Who is granted what.** Window ``w`` covers ``[w * window_ms, (w + 1) * window_ms)``. Member
 ``i`` of the rule's members (sorted) is allocated ``limit // n`` rights, plus one for the first
 ``limit % n`` members. A node's replica grants itself its node's share of a window lazily (when
-it first touches the window) and **only if it started before the window opened**: a node that
-restarts mid-window (whatever survived in its data directory) must not grant the same share
-twice, and it cannot know what its previous run spent. So its previous run's rights for the open
-window stay with that run's replica row (stranded until the window ends; reclaiming them early
-needs a strong decision that retires the row, not built), and it serves that window only with
-rights its peers give it. Every run writes under a replica name of its own
-(``<replica>/<8 hex digits>``), so no run resumes a row that another run wrote. The member list
-is fixed by configuration rather than taken from gossip membership: nodes with different views
-of the membership would split the limit differently, and the shares could sum to more than it.
+it first touches the window) and **only if it started before the window opened**, so no share
+is ever granted twice. Each run writes under a row named ``<replica>/<8 hex digits>``. The
+member list is fixed by configuration rather than taken from gossip membership: nodes with
+different views of the membership would split the limit differently, and the shares could sum
+to more than it.
+
+**Durability** (``durable``: the driver has a local log). Every change of a window this node
+holds (a grant, a consumption, a transfer, a merge) is handed to the driver as a
+``BOUNDED_STATE`` record (:meth:`BoundedKeys.take_log_records`), and the driver appends it and
+syncs the log before it sends any frame and before it answers the consumptions waiting for it
+(:meth:`BoundedKeys.logged`). So no state of this run's row exists outside the node that is
+not on its disk: a restarted node resumes the row (:meth:`BoundedKeys.resume`) with its rights,
+spending and transfers, gives nothing twice, and loses no answered consumption. A window the
+records lack was never seen outside the node; it is granted again only if the new run may take
+it anyway. Without a log (no data directory, or ``durability = "none"``) every run takes a
+fresh row: a crash loses the consumptions its peers had not heard of yet, and the rights left in
+the old row are stranded until the window ends, or until the row is retired.
+
+**Retiring rows** (:meth:`BoundedKeys.retire`). A removed member's rows are retired by a strong
+decision (:class:`Retirement`, carried by the Raft log, so every node applies the same decisions
+in the same order). The proposer collects every live node's copy of the member's rows
+(:meth:`BoundedKeys.rows_of`) and joins them (:meth:`RetiredRow.join`): the decision freezes
+each row at that state ``F`` and names one heir (the lowest-id live member). Each node then
+treats the row as retired; the heir re-issues what the row held at ``F`` —
+``grants_F + received - sent_F - spent_F``, where ``received`` grows if peers still transfer to
+the row — through a row of its own (:func:`heir_row`: a grant, passed at once to its own row),
+and every node discounts those grants when it checks a state against the limit. Why this is
+safe: only the member writes its row's slots, so if it is dead the row never changes again,
+and the rights it held at ``F`` are spent once, by the heir. Two things can break this, and
+neither is hidden: (1) the member was not dead, or came back with its data directory despite
+its removal, and spent or transferred past ``F``: every node that sees that counts the excess
+in ``retired_overspent``; (2) the member died with changes no live node had received (spent
+and answered, then killed before its next gossip round, its disk lost): the heir re-issues
+rights the member had already used, and what clients were told was consumed can exceed the
+limit by that much, while the counted value (what every node shows) never does. A
+decision applied twice changes nothing; retiring a member that is not removed is refused
+before anything is proposed.
 
 **Moving rights.** Each gossip round this node sends its state of recently changed windows,
 plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
@@ -32,8 +60,9 @@ reports use and holds less than it used, before that peer runs short. A repeated
 the same replica within one round is not served twice.
 
 Pure, like the other cores: time comes in as arguments, frames leave through ``send``.
-Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` and
-``BOUNDED_REQUEST [replica, [[key, window, amount], ...]]``.
+Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` (also the
+local log's records of bounded windows), ``BOUNDED_REQUEST [replica, [[key, window, amount],
+...]]`` and ``BOUNDED_RETIREMENT [member, heir, [[key, window, replica, frozen row], ...]]``.
 """
 
 from __future__ import annotations
@@ -58,8 +87,13 @@ __all__ = [
     "BoundedKeys",
     "BoundedRequest",
     "BoundedState",
+    "RetiredRow",
+    "Retirement",
     "StateEntry",
     "decode_bounded",
+    "decode_retirement",
+    "heir_row",
+    "owner_of",
     "share_of",
 ]
 
@@ -78,6 +112,20 @@ RECENT_ROUNDS: Final = 3
 """A window changed within this many rounds is sent every round."""
 
 Send = Callable[[str, bytes], None]
+
+
+def owner_of(replica: str) -> str:
+    """The node id a bounded row belongs to: rows are named ``<node_id>~<hex>/<hex>``."""
+    return replica.split("~", 1)[0]
+
+
+HEIR_SUFFIX: Final = "^heir"
+
+
+def heir_row(retired: str) -> str:
+    """The row through which the heir re-issues the rights of the retired row ``retired``
+    (written only by the heir, whom the decision names)."""
+    return f"{retired}{HEIR_SUFFIX}"
 
 
 def share_of(rule: PolicyRule, node_id: str) -> int:
@@ -184,7 +232,12 @@ class BoundedKeys:
         self._peers: list[str] = []
         self.counters = BoundedCounters()
         self.durable = durable
-        self._unlogged: set[tuple[str, int]] = set()  # windows changed since the last log take
+        self._unlogged: set[tuple[str, int]] = set()
+        # (key, window) -> retired row -> (the decision's row, overspending reported so far)
+        self._retired: dict[tuple[str, int], dict[str, tuple[RetiredRow, int]]] = {}
+        self._heir_of: dict[
+            str, str
+        ] = {}  # retired row -> heir node id  # windows changed since the last log take
         self._awaiting_log: list[tuple[Ticket, Answer]] = []
 
     # ------------------------------------------------------------------ requests
@@ -317,7 +370,7 @@ class BoundedKeys:
             if rule is None:
                 self.counters.entries_not_bounded_here += 1  # a peer with other rules
                 continue
-            if entry.counter.granted > (rule.limit or 0):
+            if self._granted_by_members(entry.key, entry.window, entry.counter) > (rule.limit or 0):
                 self.counters.entries_over_limit += 1  # more rights than the limit makes
                 continue
             window = self._window_at(entry.key, rule, entry.window, now_ms)
@@ -327,6 +380,7 @@ class BoundedKeys:
             window.counter.merge(entry.counter)
             if window.counter.to_bytes() != before:
                 self._changed(entry.key, entry.window, window)
+                self._settle_retired(entry.key, entry.window, window)
             window.hints[message.replica] = (entry.unmet, entry.used)
             if entry.window == self._index(rule, now_ms):
                 self._answer_hint(source, message.replica, entry, rule, window, now_ms)
@@ -458,6 +512,89 @@ class BoundedKeys:
             self._awaiting_log.append((ticket, answer))
         else:
             ticket.complete(answer)
+
+    # ------------------------------------------------------------------ retiring rows
+
+    def rows_of(self, member: str) -> list[RetiredRow]:
+        """This node's copy of the rows of ``member``'s runs in every kept window (their own
+        slots only): a proposer joins the copies of every live node (:meth:`RetiredRow.join`)
+        and retires them at that state."""
+        rows = []
+        for (key, number), window in sorted(self._windows.items(), key=lambda item: item[0]):
+            for replica in window.counter.writers():
+                if owner_of(replica) == member and not replica.endswith(HEIR_SUFFIX):
+                    rows.append(RetiredRow(key, number, replica, window.counter.row(replica)))
+        return rows
+
+    def retire(
+        self, retirement: Retirement, rules: Callable[[str], PolicyRule | None], now_ms: int
+    ) -> int:
+        """Apply a strong decision that retires rows (every node applies the same decisions in
+        the same order; applying one twice changes nothing). Returns the rows retired here.
+
+        Each row is frozen at the decision's state of it: the rights it still held there are
+        re-issued by the decision's heir through its row :func:`heir_row` (a grant, passed on
+        at once to the heir's own row), and later rights transferred to the retired row follow
+        them there. Any node that sees a retired row spend or transfer beyond its frozen state
+        counts the excess in ``retired_overspent``: that happens only if its member was not
+        dead, or came back with its data directory despite its removal.
+        """
+        retired = 0
+        for row in retirement.rows:
+            rule = rules(row.key)
+            if rule is None:
+                continue
+            window = self._window_at(row.key, rule, row.window, now_ms)
+            if window is None:
+                continue  # a window no longer kept: nothing left to reclaim
+            rows = self._retired.setdefault((row.key, row.window), {})
+            if row.replica in rows:
+                continue  # retired already: the first decision stands
+            rows[row.replica] = (row, 0)
+            self._heir_of[row.replica] = retirement.heir
+            retired += 1
+            self._settle_retired(row.key, row.window, window)
+        self.counters.rows_retired += retired
+        return retired
+
+    def _settle_retired(self, key: str, number: int, window: _Window) -> None:
+        """Count a retired row's spending beyond its frozen state; as its heir, re-issue the
+        rights it holds at that state (and those moved to it since)."""
+        rows = self._retired.get((key, number))
+        if not rows:
+            return
+        counter = window.counter
+        for replica, (row, reported) in sorted(rows.items()):
+            frozen = row.frozen
+            used = counter.spent_by(replica) + counter.sent_by(replica)
+            excess = used - frozen.spent_by(replica) - frozen.sent_by(replica)
+            if excess > reported:
+                self.counters.retired_overspent += excess - reported
+                rows[replica] = (row, excess)
+            if self._heir_of.get(replica) != self.node_id:
+                continue
+            left = (
+                frozen.granted_by(replica)
+                + counter.received_by(replica)
+                - frozen.sent_by(replica)
+                - frozen.spent_by(replica)
+            )
+            heir = heir_row(replica)
+            more = left - counter.granted_by(heir)
+            if more <= 0:
+                continue
+            writer = counter.as_replica(heir)
+            writer.grant(more)
+            writer.transfer(writer.rights(heir), self.replica)
+            counter.merge(writer)
+            self.counters.rights_reclaimed += more
+            self._changed(key, number, window)
+
+    def _granted_by_members(self, key: str, number: int, counter: BoundedCounter) -> int:
+        """The rights ``counter`` shows created, less those re-issued for retired rows (which
+        the rows themselves can no longer spend)."""
+        rows = self._retired.get((key, number), {})
+        return counter.granted - sum(counter.granted_by(heir_row(replica)) for replica in rows)
 
     def fail_all(self, error: Exception) -> None:
         """Fail every waiting consumption with ``error`` (the node is shutting down)."""
@@ -694,6 +831,73 @@ class BoundedRequest:
 
     replica: str
     entries: list[tuple[str, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredRow:
+    """One row of one window of a key, and the state it is frozen at (its own slots)."""
+
+    key: str
+    window: int
+    replica: str
+    frozen: BoundedCounter
+
+    @staticmethod
+    def join(copies: Sequence[Sequence[RetiredRow]]) -> list[RetiredRow]:
+        """The join of several nodes' copies of the same rows (each from :meth:`rows_of
+        <BoundedKeys.rows_of>`): per row, the pointwise max of its slots."""
+        joined: dict[tuple[str, int, str], BoundedCounter] = {}
+        for copy in copies:
+            for row in copy:
+                slot = (row.key, row.window, row.replica)
+                merged = joined.setdefault(slot, BoundedCounter("retirement"))
+                merged.merge(row.frozen.row(row.replica))
+        return [
+            RetiredRow(key, number, replica, frozen)
+            for (key, number, replica), frozen in sorted(joined.items(), key=lambda item: item[0])
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """A strong decision: ``member`` (removed) has its ``rows`` retired, and ``heir`` (a live
+    member) re-issues the rights they still hold. Frame ``BOUNDED_RETIREMENT [member, heir,
+    [[key, window, replica, frozen row as a counter frame], ...]]``."""
+
+    member: str
+    heir: str
+    rows: tuple[RetiredRow, ...]
+
+    def to_bytes(self) -> bytes:
+        """The decision as one frame (what the strong log carries)."""
+        rows = [[r.key, r.window, r.replica, r.frozen.to_bytes()] for r in self.rows]
+        return wire.encode(wire.Tag.BOUNDED_RETIREMENT, [self.member, self.heir, rows])
+
+
+def decode_retirement(payload: bytes) -> Retirement:
+    """Decode and check a ``BOUNDED_RETIREMENT`` frame; raises :class:`DecodeError` only."""
+    return wire.decode_as(payload, wire.Tag.BOUNDED_RETIREMENT, _build_retirement)
+
+
+def _build_retirement(body: Any) -> Retirement:
+    if not isinstance(body, list) or len(body) != 3:
+        raise ValueError("a retirement is [member, heir, rows]")
+    member, heir, entries = body
+    if not isinstance(entries, list):
+        raise ValueError("a retirement's rows are a list")
+    rows = []
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise ValueError("a retired row is [key, window, replica, frozen row]")
+        key, number, replica, frozen = entry
+        if not isinstance(frozen, bytes):
+            raise TypeError("a retired row carries its frozen state as a frame")
+        replica = _text(replica)
+        if owner_of(replica) != member:
+            raise ValueError(f"row {replica!r} is not a row of {member!r}")
+        counter = BoundedCounter.from_bytes(frozen).row(replica)
+        rows.append(RetiredRow(_text(key), _natural(number), replica, counter))
+    return Retirement(_text(member), _text(heir), tuple(rows))
 
 
 def decode_bounded(payload: bytes) -> BoundedState | BoundedRequest:
