@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from crdtstream import wire
 from crdtstream.config import Mode, PolicyRule
-from crdtstream.engine.bounded_mode import BOUNDED_TAGS, BoundedKeys
+from crdtstream.engine.bounded_mode import (
+    BOUNDED_TAGS,
+    BoundedKeys,
+    RetiredRow,
+    Retirement,
+    decode_retirement,
+)
 from crdtstream.engine.config import EngineConfig
 from crdtstream.engine.counters import EngineCounters, IngestCounters
 from crdtstream.engine.operations import (
@@ -703,6 +709,31 @@ class Engine:
                 "removed (force it only if that node is gone for good)"
             )
         return self.gossip.remove_member(node_id, self._now_ms)
+
+    def bounded_retirement(
+        self, member: str, copies: Sequence[Sequence[RetiredRow]] = ()
+    ) -> Retirement:
+        """The decision that retires the bounded rows of ``member``, to be proposed through the
+        strong log: its rows frozen at the join of this node's copy and ``copies`` (the other
+        live nodes' copies, from
+        :meth:`BoundedKeys.rows_of <crdtstream.engine.bounded_mode.BoundedKeys.rows_of>`), and
+        the lowest-id live member as the heir. Raises :class:`RefusedError` unless
+        ``member`` was removed (:meth:`remove_member`): a member that may still spend must not
+        have its rows retired."""
+        status = self.gossip.membership.members.get(member)
+        if status is None or status.status != "removed":
+            raise RefusedError(
+                f"member {member!r} is not removed: remove it before retiring its bounded rows"
+            )
+        live = [self.config.node_id, *self.gossip.membership.live_peers()]
+        rows = RetiredRow.join([self.bounded.rows_of(member), *copies])
+        return Retirement(member, min(live), tuple(rows))
+
+    def apply_bounded_retirement(self, decision: bytes) -> int:
+        """Apply a committed ``BOUNDED_RETIREMENT`` decision (every node, in the strong log's
+        order); returns the rows retired here. Raises :class:`DecodeError` for a bad frame."""
+        retirement = decode_retirement(decision)
+        return self.bounded.retire(retirement, self._bounded_rule_or_none, self._now_ms)
 
     def peers_behind(self) -> list[str]:
         """Live gossip neighbours that have not acknowledged every local change yet: a stopping
