@@ -12,7 +12,9 @@ transport.
 Durability (``durability = "fsync"``, with a disk): the store's changes go to the local
 write-ahead log (:mod:`crdtstream.storage.local_log`), synced once per pump before any frame
 leaves and before the writes waiting for it are answered, and at least every
-``statsd_sync_ms`` while statsd lines change the store.
+``statsd_sync_ms`` while statsd lines change the store. The changed windows of bounded keys go
+to the same log in the same sync (``BOUNDED_STATE`` records), and a snapshot writes them to
+``bounded.snapshot`` before the log is truncated: a restarted node resumes its bounded row.
 """
 
 from __future__ import annotations
@@ -238,7 +240,7 @@ class Node:
             and monotonic_ms - self._synced_ms >= self.config.statsd_sync_ms
             and (self.engine.store.version != self._logged_version or self.engine.bounded.unlogged)
         ):
-            self.make_durable()  # statsd lines changed the store and nothing was sent since
+            self.make_durable()  # statsd lines or bounded merges changed state, nothing sent since
         if monotonic_ms >= self._next_snapshot_ms:
             self._next_snapshot_ms = monotonic_ms + self.config.snapshot_interval_ms
             self.snapshot()
@@ -317,6 +319,7 @@ class Node:
         bounded, good_bytes = decode_records(saved)
         if good_bytes < len(saved):  # written atomically: damage, not a torn write
             raise StorageError(f"{BOUNDED_SNAPSHOT_FILE}: bad record at byte {good_bytes}")
+        saved_records = len(bounded)
         records: list[bytes] = []
         try:
             for record in logged:
@@ -336,10 +339,11 @@ class Node:
             raise StorageError(f"{SNAPSHOT_FILE} or local log unusable: {error}") from error
         if log_writes:
             return store, log, bounded
-        # Without the log this run takes fresh bounded rows; the old rows' state must not be
-        # resumed by a later logged run either (changes made after it may be lost by now).
-        if saved:
-            disk.remove(BOUNDED_SNAPSHOT_FILE)
+        # Without the log this run takes a fresh bounded row. The logged rows' state is folded
+        # into the bounded snapshot before the log goes, so that it stays complete (a later
+        # logged run may resume that row: nothing was ever sent under it that is not there).
+        if len(bounded) > saved_records:
+            disk.write_atomically(BOUNDED_SNAPSHOT_FILE, b"".join(map(encode_record, bounded)))
         if logged:
             disk.write_atomically(SNAPSHOT_FILE, encode_snapshot(store))
             log.restart()

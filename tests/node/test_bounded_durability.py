@@ -47,7 +47,7 @@ class DiskCluster:
         # Nodes take their share of windows opening after they started: go past a boundary.
         self.run(WINDOW_MS - self.clock.now_ms() % WINDOW_MS + 200)
 
-    def start(self, name: str) -> Node:
+    def start(self, name: str, durability: str | None = None) -> Node:
         others = [other for other in NAMES if other != name]
         config = _config(
             name,
@@ -55,7 +55,7 @@ class DiskCluster:
             None,
             self.snapshot_interval_ms,
             policy=(RULE,),
-            durability=self.durability,
+            durability=self.durability if durability is None else durability,
         )
         node = Node(
             config,
@@ -140,3 +140,24 @@ def test_without_the_log_a_crashed_run_leaves_its_row_behind() -> None:
     # Started mid-window: no share of its own, and the old row's rights are stranded.
     assert cluster.view("a")["rights"] == 0
     assert not cluster.disks["a"].read(BOUNDED_SNAPSHOT_FILE)
+
+
+def test_a_run_without_the_log_keeps_the_logged_row_whole_for_a_later_logged_run() -> None:
+    cluster = DiskCluster(3, snapshot_interval_ms=60_000, durability="fsync")
+    a = cluster.nodes["a"]
+    row = a.engine.bounded.replica
+    ticket = _consume(a, 3)
+    a.pump()
+    assert ticket.result().accepted == 3
+    cluster.crash("a")  # the consumption is in the log only
+    a = cluster.start("a", durability="none")
+    assert a.engine.bounded.replica != row
+    assert cluster.view("a")["rights"] == 0
+    cluster.run(200)
+    cluster.crash("a")
+    a = cluster.start("a", durability="fsync")
+    assert a.engine.bounded.replica == row
+    assert cluster.view("a")["rights"] == SHARE - 3, "the logged row was not resumed whole"
+    cluster.run(1_000)
+    for name in NAMES:
+        assert cluster.view(name)["value"] == 3, name
