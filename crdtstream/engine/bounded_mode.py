@@ -29,24 +29,28 @@ fresh row: a crash loses the consumptions its peers had not heard of yet, and th
 the old row are stranded until the window ends, or until the row is retired.
 
 **Retiring rows** (:meth:`BoundedKeys.retire`). A removed member's rows are retired by a strong
-decision (:class:`Retirement`, carried by the Raft log, so every node applies the same decisions
-in the same order). The proposer collects every live node's copy of the member's rows
-(:meth:`BoundedKeys.rows_of`) and joins them (:meth:`RetiredRow.join`): the decision freezes
-each row at that state ``F`` and names one heir (the lowest-id live member). Each node then
-treats the row as retired; the heir re-issues what the row held at ``F`` —
-``grants_F + received - sent_F - spent_F``, where ``received`` grows if peers still transfer to
-the row — through a row of its own (:func:`heir_row`: a grant, passed at once to its own row),
-and every node discounts those grants when it checks a state against the limit. Why this is
-safe: only the member writes its row's slots, so if it is dead the row never changes again,
-and the rights it held at ``F`` are spent once, by the heir. Two things can break this, and
-neither is hidden: (1) the member was not dead, or came back with its data directory despite
-its removal, and spent or transferred past ``F``: every node that sees that counts the excess
-in ``retired_overspent``; (2) the member died with changes no live node had received (spent
-and answered, then killed before its next gossip round, its disk lost): the heir re-issues
-rights the member had already used, and what clients were told was consumed can exceed the
-limit by that much, while the counted value (what every node shows) never does. A
-decision applied twice changes nothing; retiring a member that is not removed is refused
-before anything is proposed.
+decision (:class:`Retirement`), committed through the Raft log as an item of the strong set
+:data:`RETIREMENTS_KEY`, so every voter applies the same decisions in the same order (and the
+first decision that names a row is the one that stands). The proposer joins every live node's
+copy of the member's rows (:meth:`BoundedKeys.rows_of`, :meth:`RetiredRow.join`): the decision
+freezes each row at that state ``F`` and names one heir (the lowest-id live member). The heir
+re-issues what the row held at ``F`` — ``grants_F + received - sent_F - spent_F``, where
+``received`` grows if peers still transfer to the row — through a row of its own
+(:func:`heir_row`: a grant, passed at once to its own row), and every node discounts the grants
+of heir rows when it checks a state against the limit.
+
+Why this is safe: only the member writes its row's slots, so if it is dead the row never
+changes again, and the rights it held at ``F`` are spent once, by the one heir. What can break
+it, and is not hidden: (1) the member was not dead, or came back with its data directory
+despite its removal, and spent or transferred past ``F``: every node that applied the decision
+and sees that counts the excess in ``retired_overspent``; (2) the member died with changes no
+live node had received (answered, then killed before its next gossip round, its disk lost), or
+the proposer lacked a live node's newer copy: the heir re-issues rights already used, and what
+clients were told was consumed can exceed the limit by that much (the counted value, what
+nodes show, does not); (3) two decisions racing for the same row: the log orders them, but a
+voter that restores a Raft snapshot applies the committed items in their sorted order, which
+may differ. A decision applied twice changes nothing; retiring a member that is not removed is
+refused before anything is proposed.
 
 **Moving rights.** Each gossip round this node sends its state of recently changed windows,
 plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
@@ -83,6 +87,7 @@ from crdtstream.window.results import WindowValue
 __all__ = [
     "BOUNDED_OPERATIONS",
     "BOUNDED_TAGS",
+    "RETIREMENTS_KEY",
     "BoundedCounters",
     "BoundedKeys",
     "BoundedRequest",
@@ -120,6 +125,9 @@ def owner_of(replica: str) -> str:
 
 
 HEIR_SUFFIX: Final = "^heir"
+
+RETIREMENTS_KEY: Final = "__crdtstream.bounded.retirements"
+"""The strong (Raft) set key whose items are the committed retirements, as hex frames."""
 
 
 def heir_row(retired: str) -> str:
@@ -370,7 +378,7 @@ class BoundedKeys:
             if rule is None:
                 self.counters.entries_not_bounded_here += 1  # a peer with other rules
                 continue
-            if self._granted_by_members(entry.key, entry.window, entry.counter) > (rule.limit or 0):
+            if self._granted_by_members(entry.counter) > (rule.limit or 0):
                 self.counters.entries_over_limit += 1  # more rights than the limit makes
                 continue
             window = self._window_at(entry.key, rule, entry.window, now_ms)
@@ -590,11 +598,15 @@ class BoundedKeys:
             self.counters.rights_reclaimed += more
             self._changed(key, number, window)
 
-    def _granted_by_members(self, key: str, number: int, counter: BoundedCounter) -> int:
-        """The rights ``counter`` shows created, less those re-issued for retired rows (which
-        the rows themselves can no longer spend)."""
-        rows = self._retired.get((key, number), {})
-        return counter.granted - sum(counter.granted_by(heir_row(replica)) for replica in rows)
+    @staticmethod
+    def _granted_by_members(counter: BoundedCounter) -> int:
+        """The rights ``counter`` shows created, less those re-issued by heirs for retired rows
+        (which the rows themselves can no longer spend). Every heir row is discounted, also on
+        a node that has not applied the decision (one outside the Raft voters, or one whose
+        log no longer holds it): only a decision makes an heir row."""
+        return counter.granted - sum(
+            counter.granted_by(row) for row in counter.writers() if row.endswith(HEIR_SUFFIX)
+        )
 
     def fail_all(self, error: Exception) -> None:
         """Fail every waiting consumption with ``error`` (the node is shutting down)."""

@@ -26,6 +26,7 @@ from crdtstream import wire
 from crdtstream.config import Mode, PolicyRule
 from crdtstream.engine.bounded_mode import (
     BOUNDED_TAGS,
+    RETIREMENTS_KEY,
     BoundedKeys,
     RetiredRow,
     Retirement,
@@ -64,6 +65,7 @@ from crdtstream.ingest import StatsdParser
 from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
 from crdtstream.paxos.value import read_view
 from crdtstream.policy import Policy
+from crdtstream.raft.commands import decode_command
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
@@ -165,6 +167,14 @@ class Engine:
             self.bounded.resume(bounded_records, self._bounded_rule_or_none, now_ms)
             for key in self.bounded.key_names():
                 self._declare_bounded(key)
+        if isinstance(self.strong, StrongReplica):
+            # Retirements committed before the Raft snapshot this voter restored, then those
+            # applied from its log (in the log's order).
+            view = self.strong.machine.read(RETIREMENTS_KEY)
+            for _, _, items in () if view is None else view.windows:
+                for item in items:
+                    self._apply_retirement_item(item, now_ms)
+            self.strong.watch = (RETIREMENTS_KEY.encode(), self._on_retirement_command)
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -734,6 +744,66 @@ class Engine:
         order); returns the rows retired here. Raises :class:`DecodeError` for a bad frame."""
         retirement = decode_retirement(decision)
         return self.bounded.retire(retirement, self._bounded_rule_or_none, self._now_ms)
+
+    def retire_bounded_member(
+        self, member: str, copies: Sequence[Sequence[RetiredRow]] = ()
+    ) -> Ticket:
+        """Propose the retirement of ``member``'s bounded rows (:meth:`bounded_retirement`)
+        through the Raft log, as an item of the strong set :data:`RETIREMENTS_KEY`; every
+        voter applies it when it commits, in the log's order. The ticket completes once it is
+        applied here (its ``value``: the rows retired), or fails: :class:`RefusedError` without
+        Raft voters, for a member not removed, or with no row of it known here."""
+        ticket = Ticket()
+        try:
+            if self.strong is None:
+                raise RefusedError(
+                    "retiring bounded rows is a strong decision: it needs Raft voters "
+                    "(node.raft_voters)"
+                )
+            decision = self.bounded_retirement(member, copies)
+            if not decision.rows:
+                raise RefusedError(f"no bounded row of {member!r} is known here")
+            frame = decision.to_bytes().hex()
+            command = self.session.command(
+                RETIREMENTS_KEY, "set", "add", frame, None, self._now_ms, None, None
+            )
+        except RefusedError as error:
+            ticket.fail(error)
+            return ticket
+        rows = len(decision.rows)
+
+        def done(result: Result | ReadAnswer | None, error: Exception | None) -> None:
+            if error is not None:
+                ticket.fail(error)
+            elif not isinstance(result, Result) or not result.ok:
+                ticket.fail(RefusedError("the retirement was refused by the state machine"))
+            else:
+                ticket.complete(
+                    Answer(RETIREMENTS_KEY, "set", "strong", "strong", applied=True, value=rows)
+                )
+
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+        else:
+            self.strong.submit(command, self._timeout_ticks(), done)
+        return ticket
+
+    def _on_retirement_command(self, data: bytes) -> None:
+        """A committed command naming :data:`RETIREMENTS_KEY` (the strong log's watch)."""
+        command = decode_command(data)
+        if command.key == RETIREMENTS_KEY and command.operation == "add":
+            self._apply_retirement_item(command.value, self._now_ms)
+
+    def _apply_retirement_item(self, item: object, now_ms: int) -> None:
+        """Apply one committed retirement (a hex frame); a bad one is counted, not applied."""
+        try:
+            if not isinstance(item, str):
+                raise DecodeError(f"a retirement is a hex frame, got {item!r}")
+            retirement = decode_retirement(bytes.fromhex(item))
+        except (DecodeError, ValueError):
+            self.bounded.counters.malformed += 1
+            return
+        self.bounded.retire(retirement, self._bounded_rule_or_none, now_ms)
 
     def peers_behind(self) -> list[str]:
         """Live gossip neighbours that have not acknowledged every local change yet: a stopping

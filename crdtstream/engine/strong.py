@@ -124,6 +124,9 @@ class StrongReplica:
         self._unsent_reads: list[Request] = []
         self._next_read_context = 0
         self._answers: dict[str, list[list[Any]]] = {}
+        self.watch: tuple[bytes, Callable[[bytes], None]] | None = None
+        """``(marker, callback)``: every applied command whose encoding contains ``marker`` is
+        handed to ``callback`` too, in the log's order (the same order on every voter)."""
         self.counters: dict[str, int] = dict.fromkeys(
             ("writes_ok", "writes_failed", "reads_ok", "reads_failed", "malformed", "retries"), 0
         )
@@ -367,6 +370,10 @@ class StrongReplica:
             if entry.index <= self.machine.applied_index:
                 continue
             result = self.machine.apply_entry(entry)
+            if self.watch is not None and result is not None and result.ok:
+                marker, callback = self.watch
+                if marker in entry.data:
+                    callback(entry.data)
             session = None if result is None else self._sessions_by_command.get(entry.data)
             if session is not None:
                 self._finish_write(session, result, None)

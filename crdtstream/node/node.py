@@ -175,6 +175,14 @@ class Node:
         ticket = self.engine.read(key, consistency=consistency)
         return ticket.result() if ticket.done else await self._settled(ticket)
 
+    async def retire_bounded_member(self, member: str) -> Answer:
+        """:meth:`Engine.retire_bounded_member
+        <crdtstream.engine.Engine.retire_bounded_member>` with this node's copy of the rows
+        (which gossip keeps at the live nodes' join, unless a partition kept a newer copy
+        away), awaited until the decision is applied here; its ``value`` is the rows retired."""
+        ticket = self.engine.retire_bounded_member(member)
+        return ticket.result() if ticket.done else await self._settled(ticket)
+
     def ingest_statsd(self, data: bytes | Sequence[bytes]) -> dict[str, object]:
         """Parse statsd/DogStatsD datagrams and apply them at the clock's now (see
         :meth:`Engine.ingest_statsd <crdtstream.engine.Engine.ingest_statsd>`)."""
