@@ -170,11 +170,9 @@ class Engine:
         if isinstance(self.strong, StrongReplica):
             # Retirements committed before the Raft snapshot this voter restored, then those
             # applied from its log (in the log's order).
-            view = self.strong.machine.read(RETIREMENTS_KEY)
-            for _, _, items in () if view is None else view.windows:
-                for item in items:
-                    self._apply_retirement_item(item, now_ms)
+            self._apply_retirements_held(now_ms)
             self.strong.watch = (RETIREMENTS_KEY.encode(), self._on_retirement_command)
+            self.strong.on_restore = self._on_strong_restore
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -787,6 +785,18 @@ class Engine:
         else:
             self.strong.submit(command, self._timeout_ticks(), done)
         return ticket
+
+    def _apply_retirements_held(self, now_ms: int) -> None:
+        """Apply every retirement the strong state machine holds (after it was restored from
+        a snapshot; applying one again changes nothing)."""
+        assert isinstance(self.strong, StrongReplica)
+        view = self.strong.machine.read(RETIREMENTS_KEY)
+        for _, _, items in () if view is None else view.windows:
+            for item in items:
+                self._apply_retirement_item(item, now_ms)
+
+    def _on_strong_restore(self) -> None:
+        self._apply_retirements_held(self._now_ms)
 
     def _on_retirement_command(self, data: bytes) -> None:
         """A committed command naming :data:`RETIREMENTS_KEY` (the strong log's watch)."""

@@ -127,6 +127,9 @@ class StrongReplica:
         self.watch: tuple[bytes, Callable[[bytes], None]] | None = None
         """``(marker, callback)``: every applied command whose encoding contains ``marker`` is
         handed to ``callback`` too, in the log's order (the same order on every voter)."""
+        self.on_restore: Callable[[], None] | None = None
+        """Called after the state machine was replaced by a snapshot from the leader (the
+        commands it covers are never applied here one by one)."""
         self.counters: dict[str, int] = dict.fromkeys(
             ("writes_ok", "writes_failed", "reads_ok", "reads_failed", "malformed", "retries"), 0
         )
@@ -366,6 +369,8 @@ class StrongReplica:
     def _apply(self, ready: Ready) -> None:
         if ready.snapshot is not None and not ready.snapshot.is_empty():
             self.machine.restore(ready.snapshot.data)
+            if self.on_restore is not None:
+                self.on_restore()
         for entry in ready.committed_entries:
             if entry.index <= self.machine.applied_index:
                 continue

@@ -42,8 +42,10 @@ class RaftBoundedCluster:
         rng = random.Random(seed)
         voters = tuple(PeerAddress(v, memory_address(v)) for v in VOTERS)
         self.nodes: dict[str, Node] = {}
+        self.rng = rng
+        self.configs: dict[str, NodeConfig] = {}
         for name in NAMES:
-            config = NodeConfig(
+            config = self.configs[name] = NodeConfig(
                 node_id=name,
                 listen_address=memory_address(name),
                 peers=tuple(PeerAddress(o, memory_address(o)) for o in NAMES if o != name),
@@ -60,6 +62,19 @@ class RaftBoundedCluster:
             )
         # Nodes take their share of windows opening after they started.
         self.run(WINDOW_MS - self.clock.now_ms() % WINDOW_MS + 500)
+
+    def restart(self, name: str) -> Node:
+        """Stop ``name`` and start it afresh (no data directory: its Raft log comes from the
+        leader again)."""
+        self.nodes.pop(name).close()
+        node = Node(
+            self.configs[name],
+            self.network.endpoint(name),
+            self.clock,
+            random.Random(self.rng.getrandbits(64)),
+        )
+        self.nodes[name] = node
+        return node
 
     def run(self, duration_ms: int) -> None:
         for _ in range(duration_ms // STEP_MS):
@@ -113,6 +128,11 @@ def test_a_retirement_committed_through_raft_lets_the_survivors_spend_the_whole_
         counters = cluster.nodes[name].engine.bounded.counters
         assert counters.entries_over_limit == 0, name
         assert counters.retired_overspent == 0, name
+    # A voter that starts afresh learns the decision from the leader's log too.
+    b = cluster.restart("b")
+    assert b.engine.bounded.counters.rows_retired == 0
+    cluster.run(3_000)
+    assert b.engine.bounded.counters.rows_retired == 1
 
 
 async def _retire_over_the_command_line() -> None:
