@@ -37,7 +37,10 @@ freezes each row at that state ``F`` and names one heir (the lowest-id live memb
 re-issues what the row held at ``F`` — ``grants_F + received - sent_F - spent_F``, where
 ``received`` grows if peers still transfer to the row — through a row of its own
 (:func:`heir_row`: a grant, passed at once to its own row), and every node discounts the grants
-of heir rows when it checks a state against the limit.
+of heir rows when it checks a state against the limit. Only a run of the heir that was
+running when the decision was proposed (``proposed_ms``), or that resumed its row from its log,
+re-issues: the heir row's totals are the same whoever computes them, but a fresh run of the heir
+would pass them a second time to a row of its own.
 
 Why this is safe: only the member writes its row's slots, so if it is dead the row never
 changes again, and the rights it held at ``F`` are spent once, by the one heir. What can break
@@ -66,7 +69,8 @@ the same replica within one round is not served twice.
 Pure, like the other cores: time comes in as arguments, frames leave through ``send``.
 Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` (also the
 local log's records of bounded windows), ``BOUNDED_REQUEST [replica, [[key, window, amount],
-...]]`` and ``BOUNDED_RETIREMENT [member, heir, [[key, window, replica, frozen row], ...]]``.
+...]]`` and ``BOUNDED_RETIREMENT [member, heir, proposed_ms, [[key, window, replica, frozen
+row], ...]]``.
 """
 
 from __future__ import annotations
@@ -240,12 +244,11 @@ class BoundedKeys:
         self._peers: list[str] = []
         self.counters = BoundedCounters()
         self.durable = durable
-        self._unlogged: set[tuple[str, int]] = set()
+        self._unlogged: set[tuple[str, int]] = set()  # windows changed since the last take
         # (key, window) -> retired row -> (the decision's row, overspending reported so far)
         self._retired: dict[tuple[str, int], dict[str, tuple[RetiredRow, int]]] = {}
-        self._heir_of: dict[
-            str, str
-        ] = {}  # retired row -> heir node id  # windows changed since the last log take
+        self._reissues: set[str] = set()  # retired rows whose rights this run re-issues
+        self._resumed = False
         self._awaiting_log: list[tuple[Ticket, Answer]] = []
 
     # ------------------------------------------------------------------ requests
@@ -505,6 +508,7 @@ class BoundedKeys:
                     self._windows[(entry.key, entry.window)] = window
                 window.counter.merge(entry.counter)
                 window.used = max(window.used, entry.used)
+        self._resumed = True
         self.counters.windows_resumed += len(self._windows)
         return len(self._windows)
 
@@ -543,9 +547,13 @@ class BoundedKeys:
         Each row is frozen at the decision's state of it: the rights it still held there are
         re-issued by the decision's heir through its row :func:`heir_row` (a grant, passed on
         at once to the heir's own row), and later rights transferred to the retired row follow
-        them there. Any node that sees a retired row spend or transfer beyond its frozen state
-        counts the excess in ``retired_overspent``: that happens only if its member was not
-        dead, or came back with its data directory despite its removal.
+        them there. Only a run of the heir that started by ``proposed_ms``, or that resumed its
+        row from its log, re-issues: a later run does not know what an earlier one re-issued
+        and passed to a row it no longer has (those rights then stay where they went).
+
+        Any node that sees a retired row spend or transfer beyond its frozen state counts the
+        excess in ``retired_overspent``: that happens only if its member was not dead, or came
+        back with its data directory despite its removal.
         """
         retired = 0
         for row in retirement.rows:
@@ -559,7 +567,10 @@ class BoundedKeys:
             if row.replica in rows:
                 continue  # retired already: the first decision stands
             rows[row.replica] = (row, 0)
-            self._heir_of[row.replica] = retirement.heir
+            if retirement.heir == self.node_id and (
+                self._resumed or self.started_ms <= retirement.proposed_ms
+            ):
+                self._reissues.add(row.replica)
             retired += 1
             self._settle_retired(row.key, row.window, window)
         self.counters.rows_retired += retired
@@ -579,7 +590,7 @@ class BoundedKeys:
             if excess > reported:
                 self.counters.retired_overspent += excess - reported
                 rows[replica] = (row, excess)
-            if self._heir_of.get(replica) != self.node_id:
+            if replica not in self._reissues:
                 continue
             left = (
                 frozen.granted_by(replica)
@@ -874,16 +885,19 @@ class RetiredRow:
 class Retirement:
     """A strong decision: ``member`` (removed) has its ``rows`` retired, and ``heir`` (a live
     member) re-issues the rights they still hold. Frame ``BOUNDED_RETIREMENT [member, heir,
-    [[key, window, replica, frozen row as a counter frame], ...]]``."""
+    proposed_ms, [[key, window, replica, frozen row as a counter frame], ...]]``."""
 
     member: str
     heir: str
+    proposed_ms: int
+    """The proposer's wall clock: only a run of the heir that started by then re-issues."""
     rows: tuple[RetiredRow, ...]
 
     def to_bytes(self) -> bytes:
         """The decision as one frame (what the strong log carries)."""
         rows = [[r.key, r.window, r.replica, r.frozen.to_bytes()] for r in self.rows]
-        return wire.encode(wire.Tag.BOUNDED_RETIREMENT, [self.member, self.heir, rows])
+        body = [self.member, self.heir, self.proposed_ms, rows]
+        return wire.encode(wire.Tag.BOUNDED_RETIREMENT, body)
 
 
 def decode_retirement(payload: bytes) -> Retirement:
@@ -892,9 +906,9 @@ def decode_retirement(payload: bytes) -> Retirement:
 
 
 def _build_retirement(body: Any) -> Retirement:
-    if not isinstance(body, list) or len(body) != 3:
-        raise ValueError("a retirement is [member, heir, rows]")
-    member, heir, entries = body
+    if not isinstance(body, list) or len(body) != 4:
+        raise ValueError("a retirement is [member, heir, proposed_ms, rows]")
+    member, heir, proposed_ms, entries = body
     if not isinstance(entries, list):
         raise ValueError("a retirement's rows are a list")
     rows = []
@@ -909,7 +923,7 @@ def _build_retirement(body: Any) -> Retirement:
             raise ValueError(f"row {replica!r} is not a row of {member!r}")
         counter = BoundedCounter.from_bytes(frozen).row(replica)
         rows.append(RetiredRow(_text(key), _natural(number), replica, counter))
-    return Retirement(_text(member), _text(heir), tuple(rows))
+    return Retirement(_text(member), _text(heir), _natural(proposed_ms), tuple(rows))
 
 
 def decode_bounded(payload: bytes) -> BoundedState | BoundedRequest:

@@ -735,7 +735,7 @@ class Engine:
             )
         live = [self.config.node_id, *self.gossip.membership.live_peers()]
         rows = RetiredRow.join([self.bounded.rows_of(member), *copies])
-        return Retirement(member, min(live), tuple(rows))
+        return Retirement(member, min(live), self._now_ms, tuple(rows))
 
     def apply_bounded_retirement(self, decision: bytes) -> int:
         """Apply a committed ``BOUNDED_RETIREMENT`` decision (every node, in the strong log's

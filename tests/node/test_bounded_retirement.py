@@ -40,7 +40,7 @@ def _retirement(sim: BoundedSimulation, member: str) -> Retirement:
     the lowest-id live member as the heir; it goes through the wire as the strong log holds it."""
     live = sim.live()
     copies = [core.rows_of(member) for core in (sim.nodes[n].core for n in live) if core]
-    decision = Retirement(member, min(live), tuple(RetiredRow.join(copies)))
+    decision = Retirement(member, min(live), sim.now_ms, tuple(RetiredRow.join(copies)))
     return decode_retirement(decision.to_bytes())
 
 
@@ -146,8 +146,36 @@ def test_a_retirement_names_only_rows_of_its_member() -> None:
     counter = BoundedCounter("n1~00000000/00000000")
     counter.grant(3)
     row = RetiredRow(KEY, 0, "n1~00000000/00000000", counter)
-    frame = Retirement("n2", "n0", (row,)).to_bytes()
+    frame = Retirement("n2", "n0", 5, (row,)).to_bytes()
     with pytest.raises(DecodeError, match="not a row of"):
         decode_retirement(frame)
-    good = Retirement("n1", "n0", (row,))
+    good = Retirement("n1", "n0", 5, (row,))
     assert decode_retirement(good.to_bytes()) == good
+
+
+def test_a_fresh_run_of_the_heir_does_not_reissue_the_rights_again() -> None:
+    sim = _simulation(14)
+    _run(sim, 20)
+    sim.consume("n2", 2)
+    _run(sim, 50)
+    sim.crash("n2", keep_data=False)
+    decision = _retirement(sim, "n2")
+    for node_id in sim.live():
+        core = sim.nodes[node_id].core
+        assert core is not None
+        core.retire(decision, sim._rule_of, sim.now_ms)
+    _run(sim, 50)
+    heir = sim.nodes["n0"].core
+    assert heir is not None
+    assert heir.counters.rights_reclaimed == LIMIT // 3 - 2
+    # The heir crashes with its data directory lost and starts again; it applies the decision
+    # (from the strong log) before any peer's state reached it.
+    sim.crash("n0", keep_data=False)
+    _run(sim, 10)
+    sim.restart("n0")
+    fresh = sim.nodes["n0"].core
+    assert fresh is not None
+    assert fresh.retire(decision, sim._rule_of, sim.now_ms) == 1
+    assert fresh.counters.rights_reclaimed == 0
+    _spend_everything(sim, ["n0", "n1"])
+    assert sim.union(sim.now_ms // WINDOW_MS).value <= LIMIT

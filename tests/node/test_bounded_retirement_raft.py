@@ -133,6 +133,17 @@ def test_a_retirement_committed_through_raft_lets_the_survivors_spend_the_whole_
     assert b.engine.bounded.counters.rows_retired == 0
     cluster.run(3_000)
     assert b.engine.bounded.counters.rows_retired == 1
+    # The heir starting afresh applies the decision but re-issues nothing a second time: its
+    # earlier run passed the rights to a row this run does not write.
+    a = cluster.restart("a")
+    cluster.run(3_000)
+    assert a.engine.bounded.counters.rows_retired == 1
+    assert a.engine.bounded.counters.rights_reclaimed == 0
+    late = [node.engine.write(KEY, "consume", 1) for node in cluster.nodes.values()]
+    cluster.run(2_000)
+    assert all(t.error is not None for t in late)
+    for name in ("a", "b", "d"):
+        assert cluster.view(name)["value"] == LIMIT, name
 
 
 async def _retire_over_the_command_line() -> None:
