@@ -255,6 +255,12 @@ def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
         action="store_true",
         help="remove it even though this node still believes it alive or suspect",
     )
+    remove_parser.add_argument(
+        "--retire-bounded",
+        action="store_true",
+        help="then retire its bounded rows through the Raft log, so that the lowest-id live "
+        "member re-issues the rights they hold",
+    )
     remove_parser.set_defaults(handler=_run_remove_member)
 
 
@@ -377,6 +383,11 @@ def _run_remove_member(args: argparse.Namespace) -> int:
         return code
     state = "removed" if answer["removed"] else "was already removed"
     print(f"member {answer['member']} {state}")
+    if code != 0 or not args.retire_bounded:
+        return code
+    code, answer = _http_get(url.removesuffix("/remove") + "/retire-bounded", method="POST")
+    if answer is not None:
+        print(f"member {answer['member']}: {answer['rows_retired']} bounded rows retired")
     return code
 
 

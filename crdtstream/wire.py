@@ -127,6 +127,7 @@ class Tag(enum.IntEnum):
     PAXOS_ACCEPTOR_RECORD = 121
     BOUNDED_STATE = 150
     BOUNDED_REQUEST = 151
+    BOUNDED_RETIREMENT = 152
 
 
 def _pack_default(obj: object) -> Any:

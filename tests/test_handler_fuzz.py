@@ -380,7 +380,7 @@ def bounded_handler(seed: int) -> Handler:
     return Handler(
         _refused_by(decode_bounded),
         lambda payload: core.step("n1", payload, rules, samples.BASE_MS + now[0], now[0]),
-        lambda: core.counters["malformed"],
+        lambda: core.counters.malformed,
         settle,
     )
 

@@ -2,7 +2,9 @@
 
 Routes (DESIGN.md §4): ``GET /v1/keys`` (listing), ``GET /v1/keys/{key}`` (a long poll with
 ``?index=N&wait=30s``), ``POST /v1/keys/{key}``, ``POST /v1/ingest``, ``GET /v1/status``,
-``GET /metrics``, ``GET /v1/watch?prefix=`` (Server-Sent Events; :mod:`.watching`). What a
+``GET /metrics``, ``POST /v1/members/{id}/remove``, ``POST /v1/members/{id}/retire-bounded``
+(the strong decision that retires a removed member's bounded rows), ``GET /v1/watch?prefix=``
+(Server-Sent Events; :mod:`.watching`). What a
 request may carry is checked in :mod:`crdtstream.agent.http_input` before anything is written;
 a refusal answers 4xx with ``{"error": ..., "reason": ...}`` and is counted by reason. An
 exception escaping a handler is a bug: it is logged with its traceback, counted, and answered
@@ -291,6 +293,17 @@ def build_app(
         except RefusedError as error:
             raise InputError(409, "member_not_removable", str(error)) from None
         return web.json_response({"member": node_id, "removed": removed})
+
+    @routes.post("/v1/members/{node_id}/retire-bounded")
+    async def retire_bounded(request: web.Request) -> web.Response:
+        node_id = request.match_info["node_id"]
+        try:
+            answer = await node.retire_bounded_member(node_id)
+        except RefusedError as error:
+            raise InputError(409, "member_not_retirable", str(error)) from None
+        except UnavailableError as error:
+            return _error(503, str(error))
+        return web.json_response({"member": node_id, "rows_retired": answer.value})
 
     @routes.post("/v1/ingest")
     async def ingest(request: web.Request) -> web.Response:

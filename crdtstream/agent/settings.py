@@ -72,6 +72,7 @@ NODE_TUNING = (
     "receive_batch_packets",
     "strong_timeout_ms",
     "quorum_timeout_ms",
+    "bounded_timeout_ms",
     "quorum_cluster_size",
     "event_time_future_ms_max",
     "statsd_sync_ms",

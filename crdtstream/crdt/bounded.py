@@ -134,6 +134,38 @@ class BoundedCounter(Crdt):
         held = {replica: self.rights(replica) for replica in sorted(replicas)}
         return {replica: n for replica, n in held.items() if n}
 
+    def writers(self) -> list[str]:
+        """Every replica with a slot of its own here (a grant, spending or a transfer out)."""
+        writers = set(self._grants) | set(self._spent)
+        writers.update(source for source, _ in self._transfers)
+        return sorted(writers)
+
+    def received_by(self, replica: str) -> int:
+        """The rights moved to ``replica`` by others, as far as this state knows."""
+        return sum(total for (_, target), total in self._transfers.items() if target == replica)
+
+    def sent_by(self, replica: str) -> int:
+        """The rights ``replica`` moved to others."""
+        return sum(total for (source, _), total in self._transfers.items() if source == replica)
+
+    def row(self, replica: str) -> BoundedCounter:
+        """Only the slots ``replica`` writes (its grant, its spending, its transfers out): the
+        state of its row, which a retirement freezes."""
+        row = BoundedCounter(self.replica)
+        if replica in self._grants:
+            row._grants[replica] = self._grants[replica]
+        if replica in self._spent:
+            row._spent[replica] = self._spent[replica]
+        row._transfers = {slot: n for slot, n in self._transfers.items() if slot[0] == replica}
+        return row
+
+    def as_replica(self, replica: str) -> BoundedCounter:
+        """A copy that writes as ``replica`` (a node writing a second row it owns); merge it
+        back to keep what it wrote."""
+        counter = self.copy()
+        counter.replica = validate_replica(replica)
+        return counter
+
     def granted_by(self, replica: str) -> int:
         """The rights ``replica`` created for itself."""
         return self._grants.get(replica, 0)

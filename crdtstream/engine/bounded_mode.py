@@ -10,15 +10,50 @@ rights it holds and merges cannot create rights (see :mod:`crdtstream.crdt.bound
 **Who is granted what.** Window ``w`` covers ``[w * window_ms, (w + 1) * window_ms)``. Member
 ``i`` of the rule's members (sorted) is allocated ``limit // n`` rights, plus one for the first
 ``limit % n`` members. A node's replica grants itself its node's share of a window lazily (when
-it first touches the window) and **only if it started before the window opened**: a node that
-restarts mid-window (whatever survived in its data directory) must not grant the same share
-twice, and it cannot know what its previous run spent. So its previous run's rights for the open
-window stay with that run's replica row (stranded until the window ends; reclaiming them early
-needs a strong decision that retires the row, not built), and it serves that window only with
-rights its peers give it. Every run writes under a replica name of its own
-(``<replica>/<8 hex digits>``), so no run resumes a row that another run wrote. The member list
-is fixed by configuration rather than taken from gossip membership: nodes with different views
-of the membership would split the limit differently, and the shares could sum to more than it.
+it first touches the window) and **only if it started before the window opened**, so no share
+is ever granted twice. Each run writes under a row named ``<replica>/<8 hex digits>``. The
+member list is fixed by configuration rather than taken from gossip membership: nodes with
+different views of the membership would split the limit differently, and the shares could sum
+to more than it.
+
+**Durability** (``durable``: the driver has a local log). Every change of a window this node
+holds (a grant, a consumption, a transfer, a merge) is handed to the driver as a
+``BOUNDED_STATE`` record (:meth:`BoundedKeys.take_log_records`), and the driver appends it and
+syncs the log before it sends any frame and before it answers the consumptions waiting for it
+(:meth:`BoundedKeys.logged`). So no state of this run's row exists outside the node that is
+not on its disk: a restarted node resumes the row (:meth:`BoundedKeys.resume`) with its rights,
+spending and transfers, gives nothing twice, and loses no answered consumption. A window the
+records lack was never seen outside the node; it is granted again only if the new run may take
+it anyway. Without a log (no data directory, or ``durability = "none"``) every run takes a
+fresh row: a crash loses the consumptions its peers had not heard of yet, and the rights left in
+the old row are stranded until the window ends, or until the row is retired.
+
+**Retiring rows** (:meth:`BoundedKeys.retire`). A removed member's rows are retired by a strong
+decision (:class:`Retirement`), committed through the Raft log as an item of the strong set
+:data:`RETIREMENTS_KEY`, so every voter applies the same decisions in the same order (and the
+first decision that names a row is the one that stands). The proposer joins every live node's
+copy of the member's rows (:meth:`BoundedKeys.rows_of`, :meth:`RetiredRow.join`): the decision
+freezes each row at that state ``F`` and names one heir (the lowest-id live member). The heir
+re-issues what the row held at ``F`` — ``grants_F + received - sent_F - spent_F``, where
+``received`` grows if peers still transfer to the row — through a row of its own
+(:func:`heir_row`: a grant, passed at once to its own row), and every node discounts the grants
+of heir rows when it checks a state against the limit. Only a run of the heir that was
+running when the decision was proposed (``proposed_ms``), or that resumed its row from its log,
+re-issues: the heir row's totals are the same whoever computes them, but a fresh run of the heir
+would pass them a second time to a row of its own.
+
+Why this is safe: only the member writes its row's slots, so if it is dead the row never
+changes again, and the rights it held at ``F`` are spent once, by the one heir. What can break
+it, and is not hidden: (1) the member was not dead, or came back with its data directory
+despite its removal, and spent or transferred past ``F``: every node that applied the decision
+and sees that counts the excess in ``retired_overspent``; (2) the member died with changes no
+live node had received (answered, then killed before its next gossip round, its disk lost), or
+the proposer lacked a live node's newer copy: the heir re-issues rights already used, and what
+clients were told was consumed can exceed the limit by that much (the counted value, what
+nodes show, does not); (3) two decisions racing for the same row: the log orders them, but a
+voter that restores a Raft snapshot applies the committed items in their sorted order, which
+may differ. A decision applied twice changes nothing; retiring a member that is not removed is
+refused before anything is proposed.
 
 **Moving rights.** Each gossip round this node sends its state of recently changed windows,
 plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
@@ -32,8 +67,10 @@ reports use and holds less than it used, before that peer runs short. A repeated
 the same replica within one round is not served twice.
 
 Pure, like the other cores: time comes in as arguments, frames leave through ``send``.
-Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` and
-``BOUNDED_REQUEST [replica, [[key, window, amount], ...]]``.
+Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` (also the
+local log's records of bounded windows), ``BOUNDED_REQUEST [replica, [[key, window, amount],
+...]]`` and ``BOUNDED_RETIREMENT [member, heir, proposed_ms, [[key, window, replica, frozen
+row], ...]]``.
 """
 
 from __future__ import annotations
@@ -54,11 +91,18 @@ from crdtstream.window.results import WindowValue
 __all__ = [
     "BOUNDED_OPERATIONS",
     "BOUNDED_TAGS",
+    "RETIREMENTS_KEY",
+    "BoundedCounters",
     "BoundedKeys",
     "BoundedRequest",
     "BoundedState",
+    "RetiredRow",
+    "Retirement",
     "StateEntry",
     "decode_bounded",
+    "decode_retirement",
+    "heir_row",
+    "owner_of",
     "share_of",
 ]
 
@@ -79,6 +123,23 @@ RECENT_ROUNDS: Final = 3
 Send = Callable[[str, bytes], None]
 
 
+def owner_of(replica: str) -> str:
+    """The node id a bounded row belongs to: rows are named ``<node_id>~<hex>/<hex>``."""
+    return replica.split("~", 1)[0]
+
+
+HEIR_SUFFIX: Final = "^heir"
+
+RETIREMENTS_KEY: Final = "__crdtstream.bounded.retirements"
+"""The strong (Raft) set key whose items are the committed retirements, as hex frames."""
+
+
+def heir_row(retired: str) -> str:
+    """The row through which the heir re-issues the rights of the retired row ``retired``
+    (written only by the heir, whom the decision names)."""
+    return f"{retired}{HEIR_SUFFIX}"
+
+
 def share_of(rule: PolicyRule, node_id: str) -> int:
     """The rights ``node_id`` is allocated per window by ``rule`` (0 for a non-member)."""
     members = sorted(rule.members)
@@ -87,6 +148,40 @@ def share_of(rule: PolicyRule, node_id: str) -> int:
     index = members.index(node_id)
     base, extra = divmod(rule.limit, len(members))
     return base + (index < extra)
+
+
+@dataclass(slots=True)
+class BoundedCounters:
+    """What the bounded keys of one node did (the ``bounded`` section of the node's status)."""
+
+    consumed_local: int = 0
+    """Consumptions served at once from this node's rights."""
+    consumed_after_wait: int = 0
+    """Consumptions served once peers' transfers arrived."""
+    refused_no_rights: int = 0
+    """Consumptions refused: more than is left, or rights did not arrive in time."""
+    requests_sent: int = 0
+    """``BOUNDED_REQUEST`` frames sent."""
+    transfers_given: int = 0
+    """Transfers this node made to a peer that asked or hinted at demand."""
+    rights_given: int = 0
+    """Rights those transfers moved."""
+    malformed: int = 0
+    """``BOUNDED_*`` frames that did not decode."""
+    entries_not_bounded_here: int = 0
+    """State entries of keys that are not bounded by this node's rules."""
+    entries_over_limit: int = 0
+    """State entries claiming more rights than the key's limit creates (dropped)."""
+    rights_handed_over: int = 0
+    """Rights passed to a live peer on leaving the cluster."""
+    windows_resumed: int = 0
+    """Windows of this node's previous run restored from its data directory at start."""
+    rows_retired: int = 0
+    """Replica rows retired by a strong decision (see :meth:`BoundedKeys.retire`)."""
+    rights_reclaimed: int = 0
+    """Rights of retired rows this node transferred to itself as their heir."""
+    retired_overspent: int = 0
+    """Units a retired row was seen to spend beyond its frozen state (its member was not dead)."""
 
 
 @dataclass(slots=True)
@@ -126,6 +221,7 @@ class BoundedKeys:
         timeout_ms: int,
         fanout: int = 3,
         round_ms: int = 200,
+        durable: bool = False,
     ) -> None:
         """``replica`` is the node's replica; this run writes under a fresh name derived from
         it. ``started_ms`` (wall clock) decides which windows' allocation this run may take."""
@@ -146,21 +242,14 @@ class BoundedKeys:
         self._round = 0
         self._rotation = 0
         self._peers: list[str] = []
-        self.counters: dict[str, int] = dict.fromkeys(
-            (
-                "consumed_local",
-                "consumed_after_wait",
-                "refused_no_rights",
-                "requests_sent",
-                "transfers_given",
-                "rights_given",
-                "malformed",
-                "entries_not_bounded_here",
-                "entries_over_limit",
-                "rights_handed_over",
-            ),
-            0,
-        )
+        self.counters = BoundedCounters()
+        self.durable = durable
+        self._unlogged: set[tuple[str, int]] = set()  # windows changed since the last take
+        # (key, window) -> retired row -> (the decision's row, overspending reported so far)
+        self._retired: dict[tuple[str, int], dict[str, tuple[RetiredRow, int]]] = {}
+        self._reissues: set[str] = set()  # retired rows whose rights this run re-issues
+        self._resumed = False
+        self._awaiting_log: list[tuple[Ticket, Answer]] = []
 
     # ------------------------------------------------------------------ requests
 
@@ -192,7 +281,7 @@ class BoundedKeys:
         if value > rule.limit - window.counter.value:
             # More than is left anywhere, as far as this node knows (it never knows less spent
             # than there is): no transfer can make it possible.
-            self.counters["refused_no_rights"] += 1
+            self.counters.refused_no_rights += 1
             raise RefusedError(
                 f"{NO_RIGHTS}: {value} asked of {key!r}, at most "
                 f"{rule.limit - window.counter.value} left of {rule.limit} this window"
@@ -200,7 +289,7 @@ class BoundedKeys:
         pending = _Pending(ticket, key, rule, value, monotonic_ms + self.timeout_ms, op)
         waiting_here = any(p.key == key and not p.ticket.done for p in self._pending)
         if not waiting_here and self._try(pending, now_ms):
-            self.counters["consumed_local"] += 1
+            self.counters.consumed_local += 1
             return
         self._pending.append(pending)
         self._ask(key, rule, now_ms)
@@ -225,6 +314,10 @@ class BoundedKeys:
             "rights": current.counter.rights(self.replica),
         }
         return Answer(key, "counter", "bounded", "bounded", windows=tuple(windows), value=view)
+
+    def key_names(self) -> list[str]:
+        """The keys of the windows kept here, sorted."""
+        return sorted({key for key, _ in self._windows})
 
     def rights(self, key: str, rule: PolicyRule, now_ms: int) -> int:
         """This node's rights in ``key``'s open window."""
@@ -273,7 +366,7 @@ class BoundedKeys:
         try:
             message = decode_bounded(payload)
         except DecodeError:
-            self.counters["malformed"] += 1
+            self.counters.malformed += 1
             return
         self._owners[message.replica] = source
         self._latest[source] = message.replica
@@ -286,10 +379,10 @@ class BoundedKeys:
         for entry in message.entries:
             rule = rules(entry.key)
             if rule is None:
-                self.counters["entries_not_bounded_here"] += 1  # a peer with other rules
+                self.counters.entries_not_bounded_here += 1  # a peer with other rules
                 continue
-            if entry.counter.granted > (rule.limit or 0):
-                self.counters["entries_over_limit"] += 1  # more rights than the limit makes
+            if self._granted_by_members(entry.counter) > (rule.limit or 0):
+                self.counters.entries_over_limit += 1  # more rights than the limit makes
                 continue
             window = self._window_at(entry.key, rule, entry.window, now_ms)
             if window is None:
@@ -297,7 +390,8 @@ class BoundedKeys:
             before = window.counter.to_bytes()
             window.counter.merge(entry.counter)
             if window.counter.to_bytes() != before:
-                window.changed_round = self._round
+                self._changed(entry.key, entry.window, window)
+                self._settle_retired(entry.key, entry.window, window)
             window.hints[message.replica] = (entry.unmet, entry.used)
             if entry.window == self._index(rule, now_ms):
                 self._answer_hint(source, message.replica, entry, rule, window, now_ms)
@@ -323,12 +417,207 @@ class BoundedKeys:
                 continue
             _, node_id, replica = max(heirs)
             window.counter.transfer(held, replica)
+            self._changed(key, number, window)
             handed += held
             for frame in self._state_frames([(key, number, window)]):
                 self._send(node_id, frame)
                 self._send(node_id, frame)  # twice: one loss should not strand them
-        self.counters["rights_handed_over"] += handed
+        self.counters.rights_handed_over += handed
         return handed
+
+    # ------------------------------------------------------------------ durability
+
+    def take_log_records(self) -> list[bytes]:
+        """The windows changed since the last call, as ``BOUNDED_STATE`` frames under this
+        run's replica, for the driver to append to the local log (empty when not durable).
+
+        The driver appends them and syncs the log before it sends any frame or calls
+        :meth:`logged`: then every state of this run's row a peer or a client ever saw is on
+        disk, and :meth:`resume` can take the row up again after a crash."""
+        if not self.durable or not self._unlogged:
+            self._unlogged.clear()
+            return []
+        changed = [
+            (key, number, self._windows[(key, number)])
+            for key, number in sorted(self._unlogged)
+            if (key, number) in self._windows
+        ]
+        self._unlogged.clear()
+        return self._state_frames(changed)
+
+    def snapshot_records(self) -> list[bytes]:
+        """Every kept window as ``BOUNDED_STATE`` frames (what a snapshot holds); marks them
+        logged, since the driver writes them durably before it truncates the log."""
+        self._unlogged.clear()
+        kept = sorted(self._windows.items(), key=lambda item: item[0])
+        return self._state_frames([(key, number, window) for (key, number), window in kept])
+
+    @property
+    def unlogged(self) -> bool:
+        """Whether a window changed since the last :meth:`take_log_records`."""
+        return self.durable and bool(self._unlogged)
+
+    @property
+    def awaiting_log(self) -> int:
+        """Consumptions done whose answer waits for :meth:`logged`."""
+        return len(self._awaiting_log)
+
+    def logged(self) -> None:
+        """The driver made the records taken so far durable: answer the consumptions that
+        waited for it (one sync answers all of them)."""
+        waiting, self._awaiting_log = self._awaiting_log, []
+        for ticket, answer in waiting:
+            ticket.complete(answer)
+
+    def resume(
+        self, records: Sequence[bytes], rules: Callable[[str], PolicyRule | None], now_ms: int
+    ) -> int:
+        """Take up the replica row of this node's previous run from its logged ``records``
+        (the snapshot's then the log's, in order): its name, and every kept window's state.
+        Call before anything else. Returns the windows restored.
+
+        Safe because the previous run logged every change before it left the node: no peer
+        holds a newer state of the row than the records, so spending and transferring from
+        it here cannot give the same rights twice. A window the records lack was never seen
+        outside the node, and it is not granted again unless this run may take it anyway
+        (its start is after ``started_ms``). Raises :class:`DecodeError` for a bad record.
+        """
+        if self._windows:
+            raise RuntimeError("resume() is called before any window is made")
+        messages = [decode_bounded(record) for record in records]
+        states = [message for message in messages if isinstance(message, BoundedState)]
+        if not states:
+            return 0
+        replicas = {state.replica for state in states}
+        if len(replicas) != 1:
+            raise DecodeError(f"the bounded records name several replicas: {sorted(replicas)}")
+        del self._owners[self.replica]
+        self.replica = states[0].replica
+        self._owners[self.replica] = self.node_id
+        for state in states:
+            for entry in state.entries:
+                rule = rules(entry.key)
+                if rule is None:
+                    continue  # no longer bounded here
+                current = self._index(rule, now_ms)
+                if not current - WINDOWS_KEPT < entry.window <= current:
+                    continue
+                window = self._windows.get((entry.key, entry.window))
+                if window is None:
+                    window = _Window(BoundedCounter(self.replica), rule, changed_round=0)
+                    self._windows[(entry.key, entry.window)] = window
+                window.counter.merge(entry.counter)
+                window.used = max(window.used, entry.used)
+        self._resumed = True
+        self.counters.windows_resumed += len(self._windows)
+        return len(self._windows)
+
+    def _changed(self, key: str, number: int, window: _Window) -> None:
+        """Note that ``window`` changed: gossiped in the next rounds, logged when durable."""
+        window.changed_round = self._round
+        if self.durable:
+            self._unlogged.add((key, number))
+
+    def _acknowledge(self, ticket: Ticket, answer: Answer) -> None:
+        """Answer a consumption now, or once it is logged when durable."""
+        if self.durable:
+            self._awaiting_log.append((ticket, answer))
+        else:
+            ticket.complete(answer)
+
+    # ------------------------------------------------------------------ retiring rows
+
+    def rows_of(self, member: str) -> list[RetiredRow]:
+        """This node's copy of the rows of ``member``'s runs in every kept window (their own
+        slots only): a proposer joins the copies of every live node (:meth:`RetiredRow.join`)
+        and retires them at that state."""
+        rows = []
+        for (key, number), window in sorted(self._windows.items(), key=lambda item: item[0]):
+            for replica in window.counter.writers():
+                if owner_of(replica) == member and not replica.endswith(HEIR_SUFFIX):
+                    rows.append(RetiredRow(key, number, replica, window.counter.row(replica)))
+        return rows
+
+    def retire(
+        self, retirement: Retirement, rules: Callable[[str], PolicyRule | None], now_ms: int
+    ) -> int:
+        """Apply a strong decision that retires rows (every node applies the same decisions in
+        the same order; applying one twice changes nothing). Returns the rows retired here.
+
+        Each row is frozen at the decision's state of it: the rights it still held there are
+        re-issued by the decision's heir through its row :func:`heir_row` (a grant, passed on
+        at once to the heir's own row), and later rights transferred to the retired row follow
+        them there. Only a run of the heir that started by ``proposed_ms``, or that resumed its
+        row from its log, re-issues: a later run does not know what an earlier one re-issued
+        and passed to a row it no longer has (those rights then stay where they went).
+
+        Any node that sees a retired row spend or transfer beyond its frozen state counts the
+        excess in ``retired_overspent``: that happens only if its member was not dead, or came
+        back with its data directory despite its removal.
+        """
+        retired = 0
+        for row in retirement.rows:
+            rule = rules(row.key)
+            if rule is None:
+                continue
+            window = self._window_at(row.key, rule, row.window, now_ms)
+            if window is None:
+                continue  # a window no longer kept: nothing left to reclaim
+            rows = self._retired.setdefault((row.key, row.window), {})
+            if row.replica in rows:
+                continue  # retired already: the first decision stands
+            rows[row.replica] = (row, 0)
+            if retirement.heir == self.node_id and (
+                self._resumed or self.started_ms <= retirement.proposed_ms
+            ):
+                self._reissues.add(row.replica)
+            retired += 1
+            self._settle_retired(row.key, row.window, window)
+        self.counters.rows_retired += retired
+        return retired
+
+    def _settle_retired(self, key: str, number: int, window: _Window) -> None:
+        """Count a retired row's spending beyond its frozen state; as its heir, re-issue the
+        rights it holds at that state (and those moved to it since)."""
+        rows = self._retired.get((key, number))
+        if not rows:
+            return
+        counter = window.counter
+        for replica, (row, reported) in sorted(rows.items()):
+            frozen = row.frozen
+            used = counter.spent_by(replica) + counter.sent_by(replica)
+            excess = used - frozen.spent_by(replica) - frozen.sent_by(replica)
+            if excess > reported:
+                self.counters.retired_overspent += excess - reported
+                rows[replica] = (row, excess)
+            if replica not in self._reissues:
+                continue
+            left = (
+                frozen.granted_by(replica)
+                + counter.received_by(replica)
+                - frozen.sent_by(replica)
+                - frozen.spent_by(replica)
+            )
+            heir = heir_row(replica)
+            more = left - counter.granted_by(heir)
+            if more <= 0:
+                continue
+            writer = counter.as_replica(heir)
+            writer.grant(more)
+            writer.transfer(writer.rights(heir), self.replica)
+            counter.merge(writer)
+            self.counters.rights_reclaimed += more
+            self._changed(key, number, window)
+
+    @staticmethod
+    def _granted_by_members(counter: BoundedCounter) -> int:
+        """The rights ``counter`` shows created, less those re-issued by heirs for retired rows
+        (which the rows themselves can no longer spend). Every heir row is discounted, also on
+        a node that has not applied the decision (one outside the Raft voters, or one whose
+        log no longer holds it): only a decision makes an heir row."""
+        return counter.granted - sum(
+            counter.granted_by(row) for row in counter.writers() if row.endswith(HEIR_SUFFIX)
+        )
 
     def fail_all(self, error: Exception) -> None:
         """Fail every waiting consumption with ``error`` (the node is shutting down)."""
@@ -366,6 +655,7 @@ class BoundedKeys:
             window = self._windows[(key, number)] = _Window(
                 counter, rule, changed_round=self._round
             )
+            self._changed(key, number, window)
         return window
 
     def _try(self, pending: _Pending, now_ms: int) -> bool:
@@ -375,8 +665,9 @@ class BoundedKeys:
             return False
         window.counter.consume(pending.amount)
         window.used += pending.amount
-        window.changed_round = self._round
-        pending.ticket.complete(
+        self._changed(pending.key, self._index(pending.rule, now_ms), window)
+        self._acknowledge(
+            pending.ticket,
             Answer(
                 pending.key,
                 "counter",
@@ -385,7 +676,7 @@ class BoundedKeys:
                 accepted=pending.amount,
                 applied=True,
                 value=window.counter.value,
-            )
+            ),
         )
         return True
 
@@ -397,9 +688,9 @@ class BoundedKeys:
             if pending.ticket.done:
                 continue
             if pending.key not in blocked and self._try(pending, now_ms):
-                self.counters["consumed_after_wait"] += 1
+                self.counters.consumed_after_wait += 1
             elif monotonic_ms >= pending.deadline_ms:
-                self.counters["refused_no_rights"] += 1
+                self.counters.refused_no_rights += 1
                 pending.ticket.fail(
                     RefusedError(
                         f"{NO_RIGHTS}: {pending.amount} of {pending.key!r} could not be covered "
@@ -435,7 +726,7 @@ class BoundedKeys:
         frame = wire.encode(wire.Tag.BOUNDED_REQUEST, [self.replica, [[key, number, unmet]]])
         for peer in order[: self.fanout]:
             self._send(peer, frame)
-            self.counters["requests_sent"] += 1
+            self.counters.requests_sent += 1
 
     def _spare(self, key: str, window: _Window) -> int:
         held = window.counter.rights(self.replica)
@@ -461,9 +752,9 @@ class BoundedKeys:
             return
         self._served[(replica, key, number)] = self._round
         window.counter.transfer(given, replica)
-        window.changed_round = self._round
-        self.counters["transfers_given"] += 1
-        self.counters["rights_given"] += given
+        self._changed(key, number, window)
+        self.counters.transfers_given += 1
+        self.counters.rights_given += given
         for frame in self._state_frames([(key, number, window)]):
             self._send(source, frame)
 
@@ -563,6 +854,76 @@ class BoundedRequest:
 
     replica: str
     entries: list[tuple[str, int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredRow:
+    """One row of one window of a key, and the state it is frozen at (its own slots)."""
+
+    key: str
+    window: int
+    replica: str
+    frozen: BoundedCounter
+
+    @staticmethod
+    def join(copies: Sequence[Sequence[RetiredRow]]) -> list[RetiredRow]:
+        """The join of several nodes' copies of the same rows (each from :meth:`rows_of
+        <BoundedKeys.rows_of>`): per row, the pointwise max of its slots."""
+        joined: dict[tuple[str, int, str], BoundedCounter] = {}
+        for copy in copies:
+            for row in copy:
+                slot = (row.key, row.window, row.replica)
+                merged = joined.setdefault(slot, BoundedCounter("retirement"))
+                merged.merge(row.frozen.row(row.replica))
+        return [
+            RetiredRow(key, number, replica, frozen)
+            for (key, number, replica), frozen in sorted(joined.items(), key=lambda item: item[0])
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """A strong decision: ``member`` (removed) has its ``rows`` retired, and ``heir`` (a live
+    member) re-issues the rights they still hold. Frame ``BOUNDED_RETIREMENT [member, heir,
+    proposed_ms, [[key, window, replica, frozen row as a counter frame], ...]]``."""
+
+    member: str
+    heir: str
+    proposed_ms: int
+    """The proposer's wall clock: only a run of the heir that started by then re-issues."""
+    rows: tuple[RetiredRow, ...]
+
+    def to_bytes(self) -> bytes:
+        """The decision as one frame (what the strong log carries)."""
+        rows = [[r.key, r.window, r.replica, r.frozen.to_bytes()] for r in self.rows]
+        body = [self.member, self.heir, self.proposed_ms, rows]
+        return wire.encode(wire.Tag.BOUNDED_RETIREMENT, body)
+
+
+def decode_retirement(payload: bytes) -> Retirement:
+    """Decode and check a ``BOUNDED_RETIREMENT`` frame; raises :class:`DecodeError` only."""
+    return wire.decode_as(payload, wire.Tag.BOUNDED_RETIREMENT, _build_retirement)
+
+
+def _build_retirement(body: Any) -> Retirement:
+    if not isinstance(body, list) or len(body) != 4:
+        raise ValueError("a retirement is [member, heir, proposed_ms, rows]")
+    member, heir, proposed_ms, entries = body
+    if not isinstance(entries, list):
+        raise ValueError("a retirement's rows are a list")
+    rows = []
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise ValueError("a retired row is [key, window, replica, frozen row]")
+        key, number, replica, frozen = entry
+        if not isinstance(frozen, bytes):
+            raise TypeError("a retired row carries its frozen state as a frame")
+        replica = _text(replica)
+        if owner_of(replica) != member:
+            raise ValueError(f"row {replica!r} is not a row of {member!r}")
+        counter = BoundedCounter.from_bytes(frozen).row(replica)
+        rows.append(RetiredRow(_text(key), _natural(number), replica, counter))
+    return Retirement(_text(member), _text(heir), _natural(proposed_ms), tuple(rows))
 
 
 def decode_bounded(payload: bytes) -> BoundedState | BoundedRequest:

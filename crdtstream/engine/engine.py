@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from crdtstream import wire
 from crdtstream.config import Mode, PolicyRule
-from crdtstream.engine.bounded_mode import BOUNDED_TAGS, BoundedKeys
+from crdtstream.engine.bounded_mode import (
+    BOUNDED_TAGS,
+    RETIREMENTS_KEY,
+    BoundedKeys,
+    RetiredRow,
+    Retirement,
+    decode_retirement,
+)
 from crdtstream.engine.claims import QuorumClaims
 from crdtstream.engine.config import EngineConfig
 from crdtstream.engine.counters import EngineCounters, IngestCounters
@@ -59,7 +66,7 @@ from crdtstream.ingest import StatsdParser
 from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
 from crdtstream.paxos.value import read_view
 from crdtstream.policy import RESERVED_PREFIX, Policy
-from crdtstream.raft.commands import request_digest
+from crdtstream.raft.commands import decode_command, request_digest
 from crdtstream.raft.state_machine import Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
@@ -94,6 +101,7 @@ class Engine:
         raft_storage: DurableStorage | None = None,
         send_now: Callable[[], None] | None = None,
         paxos_storage: AcceptorStorage | None = None,
+        bounded_records: Sequence[bytes] = (),
     ) -> None:
         """Start at the clock reading ``now_ms`` / ``monotonic_ms``; ``store`` may be restored
         from a snapshot; ``raft_storage`` holds this node's Raft log when it is a voter (a
@@ -102,6 +110,9 @@ class Engine:
         syncs its own log, so that the followers' fsyncs run during its own. ``paxos_storage``
         holds this node's Paxos acceptor records (in memory when not given); Paxos runs when a
         policy rule names ``backend = "paxos"`` and Raft voters (its acceptors) are configured.
+        ``bounded_records`` are the logged bounded state of this node's previous run (see
+        :meth:`BoundedKeys.resume <crdtstream.engine.bounded_mode.BoundedKeys.resume>`; a bad
+        one raises :class:`DecodeError`); resumed only when ``config.log_writes``.
         """
         self._send_now = send_now
         self.config = config
@@ -159,7 +170,19 @@ class Engine:
             timeout_ms=config.bounded_timeout_ms,
             fanout=config.gossip.fanout,
             round_ms=config.gossip.interval_ms,
+            durable=config.log_writes,
         )
+        self._bounded_declared: set[str] = set()
+        if config.log_writes and bounded_records:
+            self.bounded.resume(bounded_records, self._bounded_rule_or_none, now_ms)
+            for key in self.bounded.key_names():
+                self._declare_bounded(key)
+        if isinstance(self.strong, StrongReplica):
+            # Retirements committed before the Raft snapshot this voter restored, then those
+            # applied from its log (in the log's order).
+            self._apply_retirements_held(now_ms)
+            self.strong.watch = (RETIREMENTS_KEY.encode(), self._on_retirement_command)
+            self.strong.on_restore = self._on_strong_restore
         self._now_ms = now_ms
         self._monotonic_ms = monotonic_ms
         self._started_ms = monotonic_ms
@@ -216,6 +239,7 @@ class Engine:
                 now = self._now_ms if now_ms is None else now_ms
                 monotonic = self._monotonic_ms
                 self.bounded.write(ticket, key, rule, op, value, limit, now, monotonic)
+                self._declare_bounded(key)
                 return ticket
             operation = operation_named(op)
             if not isinstance(value, _SCALARS):
@@ -243,6 +267,13 @@ class Engine:
         except (InvalidValueError, KindConflictError, RefusedError, UnavailableError) as error:
             ticket.fail(error)
         return ticket
+
+    def _declare_bounded(self, key: str) -> None:
+        """Put a bounded key into the key catalog (as a counter: its value is what was spent)
+        the first time this run writes it, so the key listing shows it like any other key."""
+        if key not in self._bounded_declared:
+            self._bounded_declared.add(key)
+            self.catalog.declare_many([key], "counter")
 
     def _bounded_rule(self, key: str) -> PolicyRule:
         rule = self._bounded_rule_or_none(key)
@@ -356,8 +387,8 @@ class Engine:
 
     @property
     def writes_awaiting_log(self) -> int:
-        """Writes whose answer waits for :meth:`logged`."""
-        return len(self._awaiting_log)
+        """Writes whose answer waits for :meth:`logged` (bounded consumptions included)."""
+        return len(self._awaiting_log) + self.bounded.awaiting_log
 
     def logged(self) -> None:
         """The driver made every change of the store so far durable: answer the writes that
@@ -365,6 +396,7 @@ class Engine:
         waiting, self._awaiting_log = self._awaiting_log, []
         for ticket, answer in waiting:
             ticket.complete(answer)
+        self.bounded.logged()
 
     def _replicate_since(self, version: int, ticket: Ticket, answer: Answer) -> None:
         """Complete ``ticket`` once a majority holds the store's changes since ``version``."""
@@ -777,6 +809,103 @@ class Engine:
             )
         return self.gossip.remove_member(node_id, self._now_ms)
 
+    def bounded_retirement(
+        self, member: str, copies: Sequence[Sequence[RetiredRow]] = ()
+    ) -> Retirement:
+        """The decision that retires the bounded rows of ``member``, to be proposed through the
+        strong log: its rows frozen at the join of this node's copy and ``copies`` (the other
+        live nodes' copies, from
+        :meth:`BoundedKeys.rows_of <crdtstream.engine.bounded_mode.BoundedKeys.rows_of>`), and
+        the lowest-id live member as the heir. Raises :class:`RefusedError` unless
+        ``member`` was removed (:meth:`remove_member`): a member that may still spend must not
+        have its rows retired."""
+        status = self.gossip.membership.members.get(member)
+        if status is None or status.status != "removed":
+            raise RefusedError(
+                f"member {member!r} is not removed: remove it before retiring its bounded rows"
+            )
+        live = [self.config.node_id, *self.gossip.membership.live_peers()]
+        rows = RetiredRow.join([self.bounded.rows_of(member), *copies])
+        return Retirement(member, min(live), self._now_ms, tuple(rows))
+
+    def apply_bounded_retirement(self, decision: bytes) -> int:
+        """Apply a committed ``BOUNDED_RETIREMENT`` decision (every node, in the strong log's
+        order); returns the rows retired here. Raises :class:`DecodeError` for a bad frame."""
+        retirement = decode_retirement(decision)
+        return self.bounded.retire(retirement, self._bounded_rule_or_none, self._now_ms)
+
+    def retire_bounded_member(
+        self, member: str, copies: Sequence[Sequence[RetiredRow]] = ()
+    ) -> Ticket:
+        """Propose the retirement of ``member``'s bounded rows (:meth:`bounded_retirement`)
+        through the Raft log, as an item of the strong set :data:`RETIREMENTS_KEY`; every
+        voter applies it when it commits, in the log's order. The ticket completes once it is
+        applied here (its ``value``: the rows retired), or fails: :class:`RefusedError` without
+        Raft voters, for a member not removed, or with no row of it known here."""
+        ticket = Ticket()
+        try:
+            if self.strong is None:
+                raise RefusedError(
+                    "retiring bounded rows is a strong decision: it needs Raft voters "
+                    "(node.raft_voters)"
+                )
+            decision = self.bounded_retirement(member, copies)
+            if not decision.rows:
+                raise RefusedError(f"no bounded row of {member!r} is known here")
+            frame = decision.to_bytes().hex()
+            command = self.session.command(
+                RETIREMENTS_KEY, "set", "add", frame, None, self._now_ms, None, None
+            )
+        except RefusedError as error:
+            ticket.fail(error)
+            return ticket
+        rows = len(decision.rows)
+
+        def done(result: Result | ReadAnswer | None, error: Exception | None) -> None:
+            if error is not None:
+                ticket.fail(error)
+            elif not isinstance(result, Result) or not result.ok:
+                ticket.fail(RefusedError("the retirement was refused by the state machine"))
+            else:
+                ticket.complete(
+                    Answer(RETIREMENTS_KEY, "set", "strong", "strong", applied=True, value=rows)
+                )
+
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+        else:
+            self.strong.submit(command, self._timeout_ticks(), done)
+        return ticket
+
+    def _apply_retirements_held(self, now_ms: int) -> None:
+        """Apply every retirement the strong state machine holds (after it was restored from
+        a snapshot; applying one again changes nothing)."""
+        assert isinstance(self.strong, StrongReplica)
+        view = self.strong.machine.read(RETIREMENTS_KEY)
+        for _, _, items in () if view is None else view.windows:
+            for item in items:
+                self._apply_retirement_item(item, now_ms)
+
+    def _on_strong_restore(self) -> None:
+        self._apply_retirements_held(self._now_ms)
+
+    def _on_retirement_command(self, data: bytes) -> None:
+        """A committed command naming :data:`RETIREMENTS_KEY` (the strong log's watch)."""
+        command = decode_command(data)
+        if command.key == RETIREMENTS_KEY and command.operation == "add":
+            self._apply_retirement_item(command.value, self._now_ms)
+
+    def _apply_retirement_item(self, item: object, now_ms: int) -> None:
+        """Apply one committed retirement (a hex frame); a bad one is counted, not applied."""
+        try:
+            if not isinstance(item, str):
+                raise DecodeError(f"a retirement is a hex frame, got {item!r}")
+            retirement = decode_retirement(bytes.fromhex(item))
+        except (DecodeError, ValueError):
+            self.bounded.counters.malformed += 1
+            return
+        self.bounded.retire(retirement, self._bounded_rule_or_none, now_ms)
+
     def peers_behind(self) -> list[str]:
         """Live gossip neighbours that have not acknowledged every local change yet: a stopping
         node steps until there are none (or a deadline), so its last deltas are not lost."""
@@ -826,7 +955,8 @@ class Engine:
             "raft": self._raft_status(),
             "paxos": None if self.paxos is None else self.paxos.status(),
             "quorum": dataclasses.asdict(self.quorum.counters),
-            "bounded": dict(self.bounded.counters),
+            "bounded": dataclasses.asdict(self.bounded.counters),
+            "bounded_replica": self.bounded.replica,
             "catalog": {
                 "keys": len(self.catalog.keys()),
                 "kind_conflicts": self.catalog.conflicts(),

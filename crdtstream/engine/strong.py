@@ -137,6 +137,12 @@ class StrongReplica:
         self._unsent_reads: list[Request] = []
         self._next_read_context = 0
         self._answers: dict[str, list[list[Any]]] = {}
+        self.watch: tuple[bytes, Callable[[bytes], None]] | None = None
+        """``(marker, callback)``: every applied command whose encoding contains ``marker`` is
+        handed to ``callback`` too, in the log's order (the same order on every voter)."""
+        self.on_restore: Callable[[], None] | None = None
+        """Called after the state machine was replaced by a snapshot from the leader (the
+        commands it covers are never applied here one by one)."""
         self.counters = StrongCounters()
 
     # -- requests --
@@ -377,10 +383,16 @@ class StrongReplica:
     def _apply(self, ready: Ready) -> None:
         if ready.snapshot is not None and not ready.snapshot.is_empty():
             self.machine.restore(ready.snapshot.data)
+            if self.on_restore is not None:
+                self.on_restore()
         for entry in ready.committed_entries:
             if entry.index <= self.machine.applied_index:
                 continue
             result = self.machine.apply_entry(entry)
+            if self.watch is not None and result is not None and result.ok:
+                marker, callback = self.watch
+                if marker in entry.data:
+                    callback(entry.data)
             session = None if result is None else self._sessions_by_command.get(entry.data)
             if session is not None:
                 self._finish_write(session, result, None)

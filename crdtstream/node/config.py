@@ -58,17 +58,21 @@ class NodeConfig:
     so does a quorum request not confirmed by a majority within ``quorum_timeout_ms``. Quorum
     majorities count the nodes membership knows of, and at least ``quorum_cluster_size`` when
     set: a node that has not met everyone yet (started with seeds only) then never takes a
-    minority for a majority.
+    minority for a majority. A consumption of a ``bounded`` key that this node's rights do not
+    cover, nor peers' transfers within ``bounded_timeout_ms``, is refused (``no_rights``).
     An event stamped more than ``event_time_future_ms_max`` ahead of the node's clock is
     refused (counted), so one bad clock cannot close every window.
 
     ``durability`` ``"fsync"`` (with a data directory) logs every eventual and quorum write in
     the local write-ahead log and fsyncs it before the write is acknowledged, once per pump
     (group commit); statsd lines, which have no acknowledgement, are synced at least every
-    ``statsd_sync_ms``. ``"none"`` turns the log off: writes since the last snapshot are lost
-    in a crash. The log starts afresh at every snapshot, and a snapshot is also taken as soon
-    as the log holds ``log_bytes_max`` bytes, which bounds the log's size on disk and the
-    replay at restart under a heavy write load.
+    ``statsd_sync_ms``; so is every change of this node's ``bounded`` rows (spends, grants,
+    transfers), before it is answered or sent, and a restarted node resumes its rows. ``"none"``
+    turns the log off: writes since the last snapshot are lost in a crash, and every run takes
+    fresh bounded rows (the rights left in a crashed run's row are stranded until the window
+    ends, or until a strong decision retires the row). The log starts afresh at every snapshot,
+    and a snapshot is also taken as soon as the log holds ``log_bytes_max`` bytes, which bounds
+    the log's size on disk and the replay at restart under a heavy write load.
     """
 
     node_id: str
@@ -87,6 +91,7 @@ class NodeConfig:
     policy: tuple[PolicyRule, ...] = ()
     strong_timeout_ms: int = 5_000
     quorum_timeout_ms: int = 2_000
+    bounded_timeout_ms: int = 1_000
     quorum_cluster_size: int = 0
     event_time_future_ms_max: int = 300_000
     durability: str = "fsync"
@@ -116,6 +121,12 @@ class NodeConfig:
             "node.quorum_timeout_ms",
             "must be > 0",
             self.quorum_timeout_ms,
+        )
+        require(
+            self.bounded_timeout_ms > 0,
+            "node.bounded_timeout_ms",
+            "must be > 0",
+            self.bounded_timeout_ms,
         )
         require(
             self.quorum_cluster_size >= 0,
@@ -159,6 +170,7 @@ class NodeConfig:
             policy=self.policy,
             strong_timeout_ms=self.strong_timeout_ms,
             quorum_timeout_ms=self.quorum_timeout_ms,
+            bounded_timeout_ms=self.bounded_timeout_ms,
             quorum_cluster_size=self.quorum_cluster_size,
             event_time_future_ms_max=self.event_time_future_ms_max,
         )

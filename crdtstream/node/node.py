@@ -12,7 +12,9 @@ transport.
 Durability (``durability = "fsync"``, with a disk): the store's changes go to the local
 write-ahead log (:mod:`crdtstream.storage.local_log`), synced once per pump before any frame
 leaves and before the writes waiting for it are answered, and at least every
-``statsd_sync_ms`` while statsd lines change the store.
+``statsd_sync_ms`` while statsd lines change the store. The changed windows of bounded keys go
+to the same log in the same sync (``BOUNDED_STATE`` records), and a snapshot writes them to
+``bounded.snapshot`` before the log is truncated: a restarted node resumes its bounded row.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from crdtstream import wire
 from crdtstream.clock import Clock
 from crdtstream.engine import Answer, Engine, Ticket
 from crdtstream.errors import (
@@ -40,6 +43,7 @@ from crdtstream.storage.paxos_acceptors import AcceptorFile
 from crdtstream.storage.snapshot import restore
 from crdtstream.storage.snapshot import snapshot as encode_snapshot
 from crdtstream.storage.wal import WalStorage
+from crdtstream.storage.wal_format import decode_records, encode_record
 from crdtstream.transport import Transport
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
@@ -47,6 +51,9 @@ from crdtstream.window.store import WindowStore
 __all__ = ["DriverCounters", "Node"]
 
 SNAPSHOT_FILE = "store.snapshot"
+BOUNDED_SNAPSHOT_FILE = "bounded.snapshot"
+"""The bounded keys' state at the last snapshot: ``BOUNDED_STATE`` frames in the local log's
+record format, written before the log is truncated."""
 RAFT_DIRECTORY = "raft"
 PAXOS_DIRECTORY = "paxos"
 
@@ -99,10 +106,26 @@ class Node:
             if peer.node_id != config.node_id and peer.node_id not in self._known_addresses:
                 self._known_addresses[peer.node_id] = peer.address
                 transport.add_peer(peer.node_id, peer.address)
-        store, self._log = self._open_store(log_writes)
+        store, self._log, bounded_records = self._open_store(log_writes)
         self._logged_version = store.version
         self._synced_ms = clock.monotonic_ms()
-        self.engine = Engine(
+        try:
+            self.engine = self._start_engine(store, rng, raft_storage, bounded_records)
+        except DecodeError as error:
+            raise StorageError(f"bounded state in the data directory unusable: {error}") from error
+        self._flush_pending = False
+        self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
+        self._closed = False
+
+    def _start_engine(
+        self,
+        store: WindowStore,
+        rng: random.Random,
+        raft_storage: DurableStorage | None,
+        bounded_records: list[bytes],
+    ) -> Engine:
+        config, clock = self.config, self.clock
+        return Engine(
             dataclasses.replace(config.engine_config(), log_writes=self._log is not None),
             self.identity.replica,
             store,
@@ -112,10 +135,8 @@ class Node:
             raft_storage=raft_storage if raft_storage is not None else self._open_raft_log(),
             send_now=self._send_outbox,
             paxos_storage=self._open_acceptor_file(),
+            bounded_records=bounded_records,
         )
-        self._flush_pending = False
-        self._next_snapshot_ms = clock.monotonic_ms() + config.snapshot_interval_ms
-        self._closed = False
 
     # ------------------------------------------------------------------ requests
 
@@ -154,6 +175,14 @@ class Node:
         ticket = self.engine.read(key, consistency=consistency)
         return ticket.result() if ticket.done else await self._settled(ticket)
 
+    async def retire_bounded_member(self, member: str) -> Answer:
+        """:meth:`Engine.retire_bounded_member
+        <crdtstream.engine.Engine.retire_bounded_member>` with this node's copy of the rows
+        (which gossip keeps at the live nodes' join, unless a partition kept a newer copy
+        away), awaited until the decision is applied here; its ``value`` is the rows retired."""
+        ticket = self.engine.retire_bounded_member(member)
+        return ticket.result() if ticket.done else await self._settled(ticket)
+
     def ingest_statsd(self, data: bytes | Sequence[bytes]) -> dict[str, object]:
         """Parse statsd/DogStatsD datagrams and apply them at the clock's now (see
         :meth:`Engine.ingest_statsd <crdtstream.engine.Engine.ingest_statsd>`)."""
@@ -180,7 +209,7 @@ class Node:
             self._send_outbox()
 
     def status(self) -> dict[str, object]:
-        """Members, gossip, transport, ingest, Raft and quorum state, as plain data."""
+        """Members, gossip, transport, ingest, Raft, quorum and bounded state, as plain data."""
         engine = self.engine.status()
         counters = dataclasses.asdict(self.engine.counters) | dataclasses.asdict(self.counters)
         return {
@@ -197,6 +226,8 @@ class Node:
             "paxos": engine["paxos"],
             "quorum": engine["quorum"],
             "catalog": engine["catalog"],
+            "bounded": engine["bounded"],
+            "bounded_replica": engine["bounded_replica"],
         }
 
     # ------------------------------------------------------------------ the loop
@@ -215,9 +246,9 @@ class Node:
         if (
             self._log is not None
             and monotonic_ms - self._synced_ms >= self.config.statsd_sync_ms
-            and self.engine.store.version != self._logged_version
+            and (self.engine.store.version != self._logged_version or self.engine.bounded.unlogged)
         ):
-            self.make_durable()  # statsd lines changed the store and nothing was sent since
+            self.make_durable()  # statsd lines or bounded merges changed state, nothing sent since
         if monotonic_ms >= self._next_snapshot_ms or (
             self._log is not None and self._log.bytes >= self.config.log_bytes_max
         ):
@@ -282,17 +313,30 @@ class Node:
 
     # ------------------------------------------------------------------ disk
 
-    def _open_store(self, log_writes: bool) -> tuple[WindowStore, LocalLog | None]:
-        """The store restored from the snapshot with the local log replayed over it, and the
-        log to append to (None when ``log_writes`` is off: the replayed log is then folded into a
-        new snapshot and dropped)."""
+    def _open_store(self, log_writes: bool) -> tuple[WindowStore, LocalLog | None, list[bytes]]:
+        """The store restored from the snapshot with the local log replayed over it, the log to
+        append to (None when ``log_writes`` is off: the replayed log is then folded into a new
+        snapshot and dropped), and the bounded keys' records (snapshot's, then the log's) for
+        the engine to resume this node's bounded rows from (none when ``log_writes`` is off:
+        without the log, a run does not resume its previous run's rows)."""
         store = WindowStore(self.identity.replica, self.config.window)
         disk = self.disk
         if disk is None:
-            return store, None
+            return store, None, []
         data = disk.read(SNAPSHOT_FILE)
-        log, records = LocalLog.open(disk)
+        log, logged = LocalLog.open(disk)
+        saved = disk.read(BOUNDED_SNAPSHOT_FILE) or b""
+        bounded, good_bytes = decode_records(saved)
+        if good_bytes < len(saved):  # written atomically: damage, not a torn write
+            raise StorageError(f"{BOUNDED_SNAPSHOT_FILE}: bad record at byte {good_bytes}")
+        saved_records = len(bounded)
+        records: list[bytes] = []
         try:
+            for record in logged:
+                if wire.peek_tag(record) == wire.Tag.BOUNDED_STATE:
+                    bounded.append(record)
+                else:
+                    records.append(record)
             if data is not None:
                 restored = restore(data)
                 if restored.replica == self.identity.replica:
@@ -304,11 +348,16 @@ class Node:
         except (DecodeError, MergeError) as error:
             raise StorageError(f"{SNAPSHOT_FILE} or local log unusable: {error}") from error
         if log_writes:
-            return store, log
-        if records:
+            return store, log, bounded
+        # Without the log this run takes a fresh bounded row. The logged rows' state is folded
+        # into the bounded snapshot before the log goes, so that it stays complete (a later
+        # logged run may resume that row: nothing was ever sent under it that is not there).
+        if len(bounded) > saved_records:
+            disk.write_atomically(BOUNDED_SNAPSHOT_FILE, b"".join(map(encode_record, bounded)))
+        if logged:
             disk.write_atomically(SNAPSHOT_FILE, encode_snapshot(store))
             log.restart()
-        return store, None
+        return store, None, []
 
     def _open_raft_log(self) -> DurableStorage | None:
         """The on-disk Raft log of a voter with a data directory (None: the engine keeps it in
@@ -334,8 +383,10 @@ class Node:
         store = self.engine.store
         if store.version != self._logged_version:
             log.append(store.delta_since(self._logged_version).to_bytes())
-            log.sync()
             self._logged_version = store.version
+        for record in self.engine.bounded.take_log_records():
+            log.append(record)
+        log.sync()
         self._synced_ms = self.clock.monotonic_ms()
         self.engine.logged()
 
@@ -344,6 +395,10 @@ class Node:
         (nothing without a disk)."""
         if self.disk is None:
             return
+        if self._log is not None:
+            # Before the log is truncated: the bounded rows' state must outlive it.
+            bounded = b"".join(map(encode_record, self.engine.bounded.snapshot_records()))
+            self.disk.write_atomically(BOUNDED_SNAPSHOT_FILE, bounded)
         self.disk.write_atomically(SNAPSHOT_FILE, encode_snapshot(self.engine.store))
         if self._log is not None:
             self._log.restart()

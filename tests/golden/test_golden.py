@@ -77,6 +77,7 @@ WIRE_TAGS = {
     "PAXOS_ACCEPTOR_RECORD": 121,
     "BOUNDED_STATE": 150,
     "BOUNDED_REQUEST": 151,
+    "BOUNDED_RETIREMENT": 152,
 }
 """The tag table as released. ONLY APPEND: a new tag is added here too; a changed or removed
 number breaks every stored file and every older peer, and must fail this test."""

@@ -2,9 +2,14 @@
 
 Nodes consume from one bounded key concurrently while the network loses, duplicates, delays
 (reorders) and partitions frames (groups of every shape, and one-way cuts), and nodes crash and
-come back, with or without their data directory (with it, a node resumes its replica name, as
-after a clean shutdown; the bounded rows of its previous run are never resumed either way).
-Every run records which faults happened, so a test can assert they did.
+come back, with or without their data directory. Every node runs as the driver does with a
+local log: its frames wait in an outbox, and at a sync the changed windows are appended to its
+disk (a list of records; sometimes the whole state replaces it, as a snapshot truncates the
+log), the consumptions waiting for the log are answered, and only then does the outbox leave.
+A crash keeps exactly the disk: whatever changed after the last sync is lost, and was neither
+answered nor sent. A node that comes back with its data directory resumes its previous row from
+the disk; without it, it starts a fresh row. Every run records which faults happened, so a test
+can assert they did.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from dataclasses import dataclass, field
 
 from crdtstream.config import PolicyRule
 from crdtstream.crdt import BoundedCounter
-from crdtstream.engine.bounded_mode import BoundedKeys, share_of
+from crdtstream.engine.bounded_mode import BoundedKeys, BoundedState, decode_bounded, share_of
 from crdtstream.engine.tickets import Ticket
-from crdtstream.errors import RefusedError, UnavailableError
+from crdtstream.errors import RefusedError
 
 KEY = "quota.api"
 STEP_MS = 10
@@ -32,6 +37,8 @@ class _Node:
     core: BoundedKeys | None
     offset_ms: int
     incarnation: int = 0
+    disk: list[bytes] = field(default_factory=list)  # what survives a crash
+    outbox: list[tuple[str, bytes]] = field(default_factory=list)  # frames waiting for a sync
 
 
 @dataclass
@@ -44,7 +51,7 @@ class Outcome:
     refused: int = 0
     faults: Counter[str] = field(default_factory=Counter)
     rounds_to_rights: list[int] = field(default_factory=list)
-    replicas_crashed: set[str] = field(default_factory=set)
+    replicas_wiped: set[str] = field(default_factory=set)
 
 
 class BoundedSimulation:
@@ -77,10 +84,9 @@ class BoundedSimulation:
 
     def _boot(self, node: _Node) -> None:
         node_rng = random.Random(self.rng.getrandbits(64))
-        source = node.node_id
 
         def send(target: str, frame: bytes) -> None:
-            self._send(source, target, frame)
+            node.outbox.append((target, frame))
 
         node.core = BoundedKeys(
             node.node_id,
@@ -89,7 +95,13 @@ class BoundedSimulation:
             send,
             started_ms=self.now_ms,
             timeout_ms=TIMEOUT_MS,
+            durable=True,
         )
+        if node.disk:
+            previous = decode_bounded(node.disk[-1]).replica
+            node.core.resume(node.disk, self._rule_of, self.now_ms)
+            assert node.core.replica == previous
+            self.outcome.faults["row_resumed"] += 1
         if hasattr(self, "all_counters"):
             self.all_counters.append(node.core)
 
@@ -97,11 +109,17 @@ class BoundedSimulation:
         node = self.nodes[node_id]
         if node.core is None:
             return
-        self.outcome.replicas_crashed.add(node.core.replica)
-        node.core.fail_all(UnavailableError("crashed"))
+        if node.core.unlogged or node.core.awaiting_log or node.outbox:
+            self.outcome.faults["crash_lost_unsynced"] += 1
+        if not keep_data:
+            self.outcome.replicas_wiped.add(node.core.replica)
+        # The process dies: waiting clients get no answer (their tickets stay open), the
+        # outbox and every unsynced change go with it.
         node.core = None
+        node.outbox.clear()
         node.incarnation += 1
         if not keep_data:
+            node.disk = []
             node.base_replica = f"{node_id}~{node.incarnation}"
         self.outcome.faults["crash_kept_data" if keep_data else "crash_wiped_data"] += 1
 
@@ -110,6 +128,27 @@ class BoundedSimulation:
         if node.core is None:
             self._boot(node)
             self.outcome.faults["restart"] += 1
+
+    def sync(self, node: _Node) -> None:
+        """The driver's group commit: log the changed windows (or, now and then, write the
+        whole state as a snapshot that truncates the log), answer what waited for it, then
+        let the outbox leave."""
+        core = node.core
+        if core is None:
+            return
+        if self.faulty and self.rng.random() < 0.02:
+            node.disk = core.snapshot_records()
+            self.outcome.faults["snapshot"] += 1
+        else:
+            node.disk.extend(core.take_log_records())
+        core.logged()
+        outbox, node.outbox = node.outbox, []
+        for target, frame in outbox:
+            self._send(node.node_id, target, frame)
+
+    def sync_all(self) -> None:
+        for node in self.nodes.values():
+            self.sync(node)
 
     # ------------------------------------------------------------------ network
 
@@ -157,7 +196,9 @@ class BoundedSimulation:
 
     # ------------------------------------------------------------------ clients and time
 
-    def consume(self, node_id: str, amount: int) -> Ticket | None:
+    def consume(self, node_id: str, amount: int, *, sync: bool = True) -> Ticket | None:
+        """A client's consumption at ``node_id``; answered at the node's next sync (at once
+        when ``sync``)."""
         node = self.nodes[node_id]
         if node.core is None:
             return None
@@ -179,6 +220,8 @@ class BoundedSimulation:
                 self.outcome.refused += 1
 
         ticket.on_done(record)
+        if sync:
+            self.sync(node)
         return ticket
 
     def step(self) -> None:
@@ -203,13 +246,15 @@ class BoundedSimulation:
             peers = [other for other in self.node_ids if other != node.node_id]
             gossip_round = (self.now_ms + node.offset_ms) % ROUND_MS < STEP_MS
             node.core.tick(self.now_ms, self.now_ms, peers, gossip_round=gossip_round)
+        self.sync_all()
         self.check_safety()
 
     def _rule_of(self, key: str) -> PolicyRule | None:
         return self.rule if key.startswith("quota.") else None
 
     def check_safety(self) -> None:
-        """The acknowledged consumption of every window is within the limit."""
+        """The acknowledged consumption of every window is within the limit, and so is the
+        consumption every live node's state and every disk show together."""
         per_window: Counter[int] = Counter()
         for (_, window), amount in self.outcome.acked.items():
             per_window[window] += amount
@@ -217,6 +262,18 @@ class BoundedSimulation:
             assert amount <= self.outcome.limit, (
                 f"seed={self.outcome.seed}: window {window} consumed {amount} > limit"
             )
+        window = self.now_ms // self.rule.window_ms
+        seen = self.union(window)
+        for node in self.nodes.values():
+            for record in node.disk:
+                message = decode_bounded(record)
+                assert isinstance(message, BoundedState)
+                for entry in message.entries:
+                    if entry.window == window:
+                        seen.merge(entry.counter)
+        assert seen.value <= self.outcome.limit, (
+            f"seed={self.outcome.seed}: window {window} shows {seen.value} spent > limit"
+        )
 
     # ------------------------------------------------------------------ views
 
@@ -251,11 +308,15 @@ def run(seed: int, *, steps: int = 500) -> tuple[BoundedSimulation, Outcome]:
             sim.crash(rng.choice(sim.node_ids), keep_data=rng.random() < 0.5)
         elif roll < 0.05:
             sim.restart(rng.choice(sim.node_ids))
-        # Concurrent demand from every node, heavier on a couple of them.
+        # Concurrent demand from every node, heavier on a couple of them, answered at the
+        # nodes' next sync; a crash may come first, and take what was not synced with it.
         for node_id in sim.node_ids:
             weight = 0.25 if node_id in ("n0", "n1") else 0.05
             if rng.random() < weight:
-                sim.consume(node_id, rng.randint(1, 3))
+                sim.consume(node_id, rng.randint(1, 3), sync=False)
+        if rng.random() < 0.006:
+            sim.crash(rng.choice(sim.node_ids), keep_data=rng.random() < 0.7)
+        sim.sync_all()
         sim.step()
     healthy_phase(sim)
     return sim, sim.outcome
@@ -271,16 +332,16 @@ def healthy_phase(sim: BoundedSimulation) -> None:
     for _ in range(3 * TIMEOUT_MS // STEP_MS):
         sim.step()
     window = sim.now_ms // sim.rule.window_ms
-    crashed = sim.outcome.replicas_crashed
+    wiped = sim.outcome.replicas_wiped
     for (replica, acked_window), amount in sim.outcome.acked.items():
         if acked_window < window - 1:
             continue  # no longer kept
         union = sim.union(acked_window)
         spent = union.spent_by(replica)
-        if replica in crashed:
-            # Spent before a crash but never sent: the count misses it, but the rights it
-            # used are never issued again: those its row still shows, or the node's share if
-            # the row never left the node (no later run of the node takes that share).
+        if replica in wiped:
+            # Spent before a crash that took the data directory, never sent: the count misses
+            # it, but the rights it used are never issued again: those its row still shows, or
+            # the node's share if the row never left the node (no later run takes that share).
             node_id = replica.split("~")[0]
             unseen_share = share_of(sim.rule, node_id) if not union.granted_by(replica) else 0
             assert amount <= spent + max(0, union.rights(replica)) + unseen_share, (
@@ -288,6 +349,7 @@ def healthy_phase(sim: BoundedSimulation) -> None:
                 f"{spent} spent and {union.rights(replica)} rights"
             )
         else:
+            # Every acknowledged consumption was logged first: none is lost, crash or not.
             assert spent == amount, (
                 f"seed={sim.outcome.seed}: {replica} acked {amount}, the cluster sees {spent}"
             )

@@ -25,12 +25,14 @@ def test_toml_and_flags_merge_with_flags_winning(tmp_path: Path) -> None:
         'raft_voters = ["n1=tcp://127.0.0.1:7001"]\n'
         '[[policy]]\npattern = "quota.*"\nmode = "strong"\n'
         "[window]\nsize_ms = 60000\nallowed_lateness_ms = 1000\n"
-        "[node]\nquorum_cluster_size = 5\nquorum_timeout_ms = 900\n",
+        "[node]\nquorum_cluster_size = 5\nquorum_timeout_ms = 900\nbounded_timeout_ms = 700\n",
     )
     settings = load_settings(path, {"node_id": "n9", "peers": ["n2=tcp://127.0.0.1:7002"]})
     assert settings.node.node_id == "n9"
     assert settings.node.window.size_ms == 60_000
     assert (settings.node.quorum_cluster_size, settings.node.quorum_timeout_ms) == (5, 900)
+    assert settings.node.bounded_timeout_ms == 700
+    assert settings.node.engine_config().bounded_timeout_ms == 700
     assert settings.http == ("127.0.0.1", 8001)
     assert settings.statsd is None
     assert (settings.node.durability, settings.node.statsd_sync_ms) == ("fsync", 200)

@@ -48,7 +48,7 @@ def test_a_node_spends_its_share_locally_then_obtains_rights_from_its_peers() ->
     assert not waiting.done
     cluster.run(300)
     assert waiting.result().accepted == 5
-    assert a.engine.bounded.counters["consumed_after_wait"] == 1
+    assert a.engine.bounded.counters.consumed_after_wait == 1
     cluster.run(1_000)
     answers = [node.engine.read("quota.api").result() for node in cluster.nodes.values()]
     assert {answer.value["value"] for answer in answers} == {LIMIT // 3 + 5}  # type: ignore[index]
@@ -128,6 +128,39 @@ def test_a_node_that_leaves_hands_its_rights_to_the_peer_that_uses_the_key() -> 
     c.close()
     del cluster.nodes["c"]
     cluster.run(500)
-    assert c.engine.bounded.counters["rights_handed_over"] == LIMIT // 3
+    assert c.engine.bounded.counters.rights_handed_over == LIMIT // 3
     assert _rights(a) == LIMIT // 3 - 5 + LIMIT // 3
     assert _rights(cluster.nodes["b"]) == LIMIT // 3
+
+
+def test_a_removed_members_rows_are_retired_and_its_rights_reissued_by_the_heir() -> None:
+    cluster = _cluster(6)
+    a, b, c = (cluster.nodes[name] for name in NAMES)
+    assert _consume(c, 4).done
+    cluster.run(500)  # c's spending reaches a and b
+    c.transport.close()  # c dies with its rights: nobody else may spend them yet
+    del cluster.nodes["c"]
+    cluster.run(500)
+    with pytest.raises(RefusedError, match="not removed"):
+        a.engine.bounded_retirement("c")
+    assert a.engine.remove_member("c", force=True)
+    decision = a.engine.bounded_retirement("c", [b.engine.bounded.rows_of("c")])
+    assert decision.heir == "a"
+    assert [row.replica for row in decision.rows] == [c.engine.bounded.replica]
+    frame = decision.to_bytes()  # what the strong log carries and every node applies
+    assert [a.engine.apply_bounded_retirement(frame), b.engine.apply_bounded_retirement(frame)] == [
+        1,
+        1,
+    ]
+    assert _rights(a) == LIMIT // 3 + LIMIT // 3 - 4
+    tickets = [_consume(node, 1) for node in (a, b) for _ in range(LIMIT)]
+    cluster.run(3_000)
+    accepted = sum(1 for ticket in tickets if ticket.error is None)
+    assert accepted == LIMIT - 4
+    for node in (a, b):
+        assert node.engine.read("quota.api").result().value == {
+            "value": LIMIT,
+            "limit": LIMIT,
+            "rights": 0,
+        }
+        assert node.engine.bounded.counters.entries_over_limit == 0

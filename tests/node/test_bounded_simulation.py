@@ -1,5 +1,6 @@
-"""The bounded mode under faults: the limit holds, acknowledged consumption is kept, and rights
-reach a node with demand within a few gossip rounds once the cluster is healthy.
+"""The bounded mode under faults: the limit holds, acknowledged consumption is kept (also
+across crashes, when the node keeps its data directory: it resumes its row from its log), and
+rights reach a node with demand within a few gossip rounds once the cluster is healthy.
 
 ``CRDTSTREAM_BOUNDED_SEEDS`` sets the number of seeds (default 30; run 200 or more locally).
 """
@@ -37,6 +38,9 @@ def test_the_limit_holds_and_rights_move_under_every_fault() -> None:
         "partitioned",
         "crash_kept_data",
         "crash_wiped_data",
+        "crash_lost_unsynced",
+        "row_resumed",
+        "snapshot",
         "restart",
         "partition_split",
         "partition_isolate",
@@ -68,6 +72,6 @@ def test_rights_flow_to_a_steady_user_before_it_runs_short() -> None:
     assert all(ticket.error is None for ticket in tickets)
     n0 = sim.nodes["n0"].core
     assert n0 is not None
-    assert n0.counters["requests_sent"] == 0
-    given = sum(node.core.counters["rights_given"] for node in sim.nodes.values() if node.core)
+    assert n0.counters.requests_sent == 0
+    given = sum(node.core.counters.rights_given for node in sim.nodes.values() if node.core)
     assert given >= 60 - 30

@@ -32,7 +32,9 @@ def _free_port() -> int:
 async def _scenario() -> None:
     address = f"tcp://127.0.0.1:{_free_port()}"
     rule = PolicyRule("b.*", "bounded", limit=LIMIT, window_ms=WINDOW_MS, members=("solo",))
-    config = NodeConfig(node_id="solo", listen_address=address, policy=(rule,))
+    config = NodeConfig(
+        node_id="solo", listen_address=address, policy=(rule,), bounded_timeout_ms=300
+    )
     node = Node(config, ZmqTransport("solo", address), SystemClock(), random.Random(1))
     stop = asyncio.Event()
     task = asyncio.create_task(node.run(stop))
@@ -53,6 +55,8 @@ async def _scenario() -> None:
         assert written.status == 200, await written.text()
         answer = await written.json()
         assert answer["applied"] is True
+        listing = await (await client.get("/v1/keys", params={"prefix": "b."})).json()
+        assert listing["keys"] == [{"key": "b.api", "kind": "counter", "mode": "bounded"}]
         after = await (await client.get(url)).json()
         # The window may have rolled over in between; then the new one starts from zero.
         assert after["value"] in (0, 3)
@@ -62,6 +66,7 @@ async def _scenario() -> None:
         assert "no_rights" in (await refused.json())["error"]
         wrong = await client.post(url, json={"op": "add", "value": 1})
         assert wrong.status == 400
+        assert node.engine.bounded.timeout_ms == 300
     finally:
         await client.close()
         stop.set()
