@@ -56,7 +56,7 @@ from crdtstream.raft.commands import Command, Result
 from crdtstream.raft.state_machine import DONE, RELEASED
 from crdtstream.window.store import WindowStore
 
-__all__ = ["CLAIM_PREFIX", "QuorumClaims"]
+__all__ = ["CLAIM_PREFIX", "ClaimedKey", "QuorumClaims"]
 
 CLAIM_PREFIX: Final = RESERVED_PREFIX + "claim#"
 """Marker keys: ``CLAIM_PREFIX`` + JSON ``[replica, idempotency key, digest, key, kind,
@@ -82,14 +82,22 @@ Apply = Callable[[], tuple[int, Answer]]
 """Apply a write to the store: the store version before it and its answer (or a typed error)."""
 
 
-@dataclass(slots=True)
-class _Applied:
-    """A claimed write applied here and not yet settled ``done``."""
+@dataclass(frozen=True, slots=True)
+class ClaimedKey:
+    """A quorum write's idempotency key, with the write it stands for: the write's key and kind
+    and the digest of the request."""
 
     key: str
     kind: str
     idempotency_key: str
     digest: str
+
+
+@dataclass(slots=True)
+class _Applied:
+    """A claimed write applied here and not yet settled ``done``."""
+
+    claim: ClaimedKey
     accepted: int
     confirming: bool = False
 
@@ -123,22 +131,14 @@ class QuorumClaims:
         for name in store.keys:
             applied = _marker_of(name, replica)
             if applied is not None:
-                self.unsettled[applied.idempotency_key] = applied
+                self.unsettled[applied.claim.idempotency_key] = applied
 
     def write(
-        self,
-        ticket: Ticket,
-        key: str,
-        kind: str,
-        idempotency_key: str,
-        digest: str,
-        apply: Apply,
-        now_ms: int,
-        *,
-        retried: bool = False,
+        self, ticket: Ticket, claim: ClaimedKey, apply: Apply, now_ms: int, *, retried: bool = False
     ) -> None:
-        """Claim ``idempotency_key`` for the write ``apply`` makes, then apply it, or answer
-        from the claim (see the module docstring)."""
+        """Claim the key for the write ``apply`` makes, then apply it, or answer from the claim
+        (see the module docstring)."""
+        idempotency_key = claim.idempotency_key
         if idempotency_key in self._claiming:
             # Its claim's answer is on the way: a second claim could overtake it (answers to a
             # node outside the voters travel the network) and find the key claimed here but
@@ -150,9 +150,7 @@ class QuorumClaims:
                 )
             )
             return
-        command = self.session.claim_command(
-            key, kind, "claim", self.replica, now_ms, idempotency_key, digest
-        )
+        command = self._command(claim, "claim", self.replica, now_ms)
         self._claiming.add(idempotency_key)
 
         def claimed(result: Result | ReadAnswer | None, error: Exception | None) -> None:
@@ -166,9 +164,10 @@ class QuorumClaims:
                 return
             state = result.value
             if result.applied:
-                self._apply(ticket, key, kind, idempotency_key, digest, apply, now_ms)
+                self._apply(ticket, claim, apply, now_ms)
             elif state[0] == DONE:
-                ticket.complete(Answer(key, kind, "quorum", "quorum", accepted=int(state[2])))
+                answer = Answer(claim.key, claim.kind, "quorum", "quorum", accepted=int(state[2]))
+                ticket.complete(answer)
             elif state[1] != self.replica:
                 ticket.fail(
                     UnavailableError(
@@ -182,37 +181,32 @@ class QuorumClaims:
             elif retried:
                 ticket.fail(UnavailableError(f"idempotency key {idempotency_key!r} is contended"))
             else:  # claimed here and never applied: release it, then claim it afresh
-                self._settle(
-                    key, kind, idempotency_key, digest, f"{RELEASED} {self.replica}", now_ms
-                )
-                self.write(ticket, key, kind, idempotency_key, digest, apply, now_ms, retried=True)
+                self._settle(claim, f"{RELEASED} {self.replica}", now_ms)
+                self.write(ticket, claim, apply, now_ms, retried=True)
 
         self._submit(command, claimed)
 
-    def _apply(
-        self,
-        ticket: Ticket,
-        key: str,
-        kind: str,
-        idempotency_key: str,
-        digest: str,
-        apply: Apply,
-        now_ms: int,
-    ) -> None:
+    def _apply(self, ticket: Ticket, claim: ClaimedKey, apply: Apply, now_ms: int) -> None:
         """Apply the write this node now holds the claim of, with its marker in the same step."""
         try:
             version, answer = apply()
         except (InvalidValueError, KindConflictError) as error:
-            self._settle(key, kind, idempotency_key, digest, f"{RELEASED} {self.replica}", now_ms)
+            self._settle(claim, f"{RELEASED} {self.replica}", now_ms)
             ticket.fail(error)
             return
-        applied = _Applied(key, kind, idempotency_key, digest, answer.accepted)
+        applied = _Applied(claim, answer.accepted, confirming=True)
         marker = CLAIM_PREFIX + json.dumps(
-            [self.replica, idempotency_key, digest, key, kind, answer.accepted]
+            [
+                self.replica,
+                claim.idempotency_key,
+                claim.digest,
+                claim.key,
+                claim.kind,
+                applied.accepted,
+            ]
         )
         self.store.add(marker, "max", 1.0, now_ms)
-        self.unsettled[idempotency_key] = applied
-        applied.confirming = True
+        self.unsettled[claim.idempotency_key] = applied
 
         def confirmed(error: Exception | None) -> None:
             applied.confirming = False
@@ -232,6 +226,7 @@ class QuorumClaims:
     def _confirm_again(self, applied: _Applied, ticket: Ticket | None) -> None:
         """Confirm the key's state here (holding the write) at a majority, then settle."""
         applied.confirming = True
+        claim = applied.claim
 
         def confirmed(error: Exception | None) -> None:
             applied.confirming = False
@@ -241,46 +236,35 @@ class QuorumClaims:
                 return
             if ticket is not None:
                 answer = Answer(
-                    applied.key, applied.kind, "quorum", "quorum", accepted=applied.accepted
+                    claim.key, claim.kind, "quorum", "quorum", accepted=applied.accepted
                 )
                 self._acknowledge(ticket, answer)
             self._settle_done(applied, None)
 
-        self._confirm(applied.key, confirmed)
+        self._confirm(claim.key, confirmed)
 
     def _settle_done(self, applied: _Applied, now_ms: int | None) -> None:
-        outcome = f"{DONE} {applied.accepted} {self.replica}"
-
         def settled(result: Result | ReadAnswer | None, error: Exception | None) -> None:
             if error is None and isinstance(result, Result) and result.ok:
                 state = result.value
                 if result.applied or (isinstance(state, list) and state[0] == DONE):
-                    self.unsettled.pop(applied.idempotency_key, None)
+                    self.unsettled.pop(applied.claim.idempotency_key, None)
 
-        self._settle(
-            applied.key,
-            applied.kind,
-            applied.idempotency_key,
-            applied.digest,
-            outcome,
-            now_ms,
-            settled,
-        )
+        self._settle(applied.claim, f"{DONE} {applied.accepted} {self.replica}", now_ms, settled)
 
     def _settle(
         self,
-        key: str,
-        kind: str,
-        idempotency_key: str,
-        digest: str,
+        claim: ClaimedKey,
         outcome: str,
         now_ms: int | None,
         done: Completion | None = None,
     ) -> None:
-        command = self.session.claim_command(
-            key, kind, "settle", outcome, now_ms or 0, idempotency_key, digest
+        self._submit(self._command(claim, "settle", outcome, now_ms or 0), done or _ignore)
+
+    def _command(self, claim: ClaimedKey, operation: str, value: str, stamp: int) -> Command:
+        return self.session.claim_command(
+            claim.key, claim.kind, operation, value, stamp, claim.idempotency_key, claim.digest
         )
-        self._submit(command, done or _ignore)
 
     def tick(self, monotonic_ms: int) -> None:
         """Now and then: confirm and settle again the writes applied here and not settled, and
@@ -298,17 +282,16 @@ class QuorumClaims:
         for idempotency_key, digest in self._held():
             busy = self.unsettled.keys() | self._claiming | self._releasing
             if idempotency_key not in busy:
-                self._release(idempotency_key, digest)
+                self._release(ClaimedKey(CLAIMS_KEY, "counter", idempotency_key, digest))
 
-    def _release(self, idempotency_key: str, digest: str) -> None:
+    def _release(self, claim: ClaimedKey) -> None:
         """Release a claim of this replica that has no marker: it was never applied here."""
-        self._releasing.add(idempotency_key)
+        self._releasing.add(claim.idempotency_key)
 
         def released(result: Result | ReadAnswer | None, error: Exception | None) -> None:
-            self._releasing.discard(idempotency_key)
+            self._releasing.discard(claim.idempotency_key)
 
-        outcome = f"{RELEASED} {self.replica}"
-        self._settle(CLAIMS_KEY, "counter", idempotency_key, digest, outcome, None, released)
+        self._settle(claim, f"{RELEASED} {self.replica}", None, released)
 
 
 def _ignore(result: Result | ReadAnswer | None, error: Exception | None) -> None:
@@ -330,4 +313,4 @@ def _marker_of(name: str, replica: str) -> _Applied | None:
         return None
     if type(accepted) is not int:
         return None
-    return _Applied(key, kind, idempotency_key, digest, accepted)
+    return _Applied(ClaimedKey(key, kind, idempotency_key, digest), accepted)

@@ -32,7 +32,7 @@ from crdtstream.engine.bounded_mode import (
     Retirement,
     decode_retirement,
 )
-from crdtstream.engine.claims import QuorumClaims
+from crdtstream.engine.claims import ClaimedKey, QuorumClaims
 from crdtstream.engine.config import EngineConfig
 from crdtstream.engine.counters import EngineCounters, IngestCounters
 from crdtstream.engine.operations import (
@@ -263,7 +263,8 @@ class Engine:
 
                 self._check_claimable(key, mode)
                 digest = request_digest(key, kind, op, value, None, timestamp_ms)
-                self.claims.write(ticket, key, kind, idempotency_key, digest, apply, self._now_ms)
+                claim = ClaimedKey(key, kind, idempotency_key, digest)
+                self.claims.write(ticket, claim, apply, self._now_ms)
         except (InvalidValueError, KindConflictError, RefusedError, UnavailableError) as error:
             ticket.fail(error)
         return ticket

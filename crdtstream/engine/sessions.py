@@ -44,23 +44,7 @@ class ClientSession:
         digest = ""
         if idempotency_key is not None:
             digest = request_digest(key, kind, operation, value, limit, timestamp_ms)
-        try:
-            command = Command(
-                self.client_id,
-                self._sequence + 1,
-                key,
-                kind,
-                operation,
-                value,
-                stamp,
-                limit,
-                idempotency_key or "",
-                digest,
-            )
-        except (TypeError, ValueError) as error:
-            raise InvalidValueError(str(error)) from error
-        self._sequence += 1
-        return command
+        return self._next(key, kind, operation, value, stamp, limit, idempotency_key or "", digest)
 
     def claim_command(
         self,
@@ -75,6 +59,21 @@ class ClientSession:
         """A ``claim`` or ``settle`` command in this session for a quorum write's
         ``idempotency_key`` and the write's request ``digest`` (see
         :mod:`crdtstream.raft.state_machine`)."""
+        return self._next(key, kind, operation, value, stamp, None, idempotency_key, digest)
+
+    def _next(
+        self,
+        key: str,
+        kind: str,
+        operation: str,
+        value: float | int | str,
+        stamp: int,
+        limit: float | int | None,
+        idempotency_key: str,
+        digest: str,
+    ) -> Command:
+        """The session's next command; one the state machine could not take is an
+        :class:`InvalidValueError` (and uses no sequence number)."""
         try:
             command = Command(
                 self.client_id,
@@ -84,7 +83,7 @@ class ClientSession:
                 operation,
                 value,
                 stamp,
-                None,
+                limit,
                 idempotency_key,
                 digest,
             )
