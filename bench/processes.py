@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,11 +26,41 @@ REQUEST_TIMEOUT_S = 2.0
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A port that was free on 127.0.0.1 a moment ago, below the kernel's ephemeral range and
+    never handed out before by this process.
+
+    A port picked by binding port 0 comes from the ephemeral range, where the kernel also takes
+    the source port of every outgoing connection: between the pick and the agent's own bind, a
+    peer reconnecting to a node not up yet could take it ("address already in use"). Ports
+    below the range are only ever taken by an explicit bind.
+    """
+    low, high = _PORT_RANGE
+    for _ in range(1_000):
+        port = _PORT_PICKER.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
         return port
+    raise OSError(f"no free port in [{low}, {high}) after 1,000 tries")
+
+
+def _ports_below_ephemeral() -> tuple[int, int]:
+    """Ports from 10,000 up to the start of the kernel's ephemeral range (Linux: 32768)."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32_768
+    return 10_000, max(first, 10_001)
+
+
+_PORT_RANGE = _ports_below_ephemeral()
+_PORT_PICKER = random.Random(os.getpid() ^ time.monotonic_ns())
+_HANDED_OUT: set[int] = set()
 
 
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:

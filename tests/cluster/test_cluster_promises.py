@@ -133,7 +133,9 @@ def test_a_partition_keeps_every_modes_promise(tmp_path: Path) -> None:
                 answers += [answer] if answer is not None else []
         assert answers
         assert max(answer["value"] for answer in answers) == limit
-        assert not answers[-1]["applied"]
+        # At most two windows saw the race (it is shorter than one), each taking `limit` adds.
+        applied = sum(1 for answer in answers if answer["applied"])
+        assert limit <= applied <= 2 * limit, answers
         c.heal()
         _eventually_equal(c.agents, "ev.sum", acked["ev.sum"], 15)
         # The minority's three refused strong adds were answered 503, outcome unknown: one it
