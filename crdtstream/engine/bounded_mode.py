@@ -31,9 +31,11 @@ the old row are stranded until the window ends, or until the row is retired.
 **Retiring rows** (:meth:`BoundedKeys.retire`). A removed member's rows are retired by a strong
 decision (:class:`Retirement`), committed through the Raft log as an item of the strong set
 :data:`RETIREMENTS_KEY`, so every voter applies the same decisions in the same order (and the
-first decision that names a row is the one that stands). The proposer joins every live node's
-copy of the member's rows (:meth:`BoundedKeys.rows_of`, :meth:`RetiredRow.join`): the decision
-freezes each row at that state ``F`` and names one heir (the lowest-id live member). The heir
+first decision that names a row is the one that stands). The proposer takes its own copy of the
+member's rows (:meth:`BoundedKeys.rows_of`), which gossip brings toward the join of every live
+node's copy, joined with any copies collected from other nodes (:meth:`RetiredRow.join`; the
+driver passes none yet): the decision freezes each row at that state ``F`` and names one heir
+(the lowest-id live member). The heir
 re-issues what the row held at ``F`` — ``grants_F + received - sent_F - spent_F``, where
 ``received`` grows if peers still transfer to the row — through a row of its own
 (:func:`heir_row`: a grant, passed at once to its own row), and every node discounts the grants
