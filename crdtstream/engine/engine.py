@@ -374,10 +374,7 @@ class Engine:
             return
         peers, cluster_size = self.quorum_members()
         timeout_ms = self.config.quorum_timeout_ms
-        if isinstance(what, str):
-            self.quorum.write_key(what, peers, cluster_size, self._monotonic_ms, timeout_ms, done)
-        else:
-            self.quorum.write(what, peers, cluster_size, self._monotonic_ms, timeout_ms, done)
+        self.quorum.write(what, peers, cluster_size, self._monotonic_ms, timeout_ms, done)
 
     def _acknowledge(self, ticket: Ticket, answer: Answer) -> None:
         """Complete a write now, or once the driver logged it when ``config.log_writes``."""

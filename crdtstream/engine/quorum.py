@@ -147,32 +147,19 @@ class Quorum:
 
     def write(
         self,
-        version_before: int,
+        changes: int | str,
         peers: Sequence[str],
         cluster_size: int,
         now_ms: int,
         timeout_ms: int,
         done: QuorumDone,
     ) -> None:
-        """Replicate the store's changes since ``version_before`` (a write just applied here)
-        to ``peers`` at the next :meth:`flush`; ``done`` runs once a majority of
-        ``cluster_size`` nodes (this one included) holds them, or at the deadline."""
-        self._add(
-            wire.Tag.QUORUM_WRITE, version_before, peers, cluster_size, now_ms, timeout_ms, done
-        )
-
-    def write_key(
-        self,
-        key: str,
-        peers: Sequence[str],
-        cluster_size: int,
-        now_ms: int,
-        timeout_ms: int,
-        done: QuorumDone,
-    ) -> None:
-        """Replicate this node's whole state of ``key`` like a write (see :meth:`write`): to
-        confirm at a majority a write applied here earlier, whose request failed."""
-        self._add(wire.Tag.QUORUM_WRITE, key, peers, cluster_size, now_ms, timeout_ms, done)
+        """Replicate ``changes`` to ``peers`` at the next :meth:`flush`: the store's changes
+        since that version (an int: a write just applied here), or that key's whole state (a
+        str: to confirm a write applied here earlier, whose request failed). ``done`` runs once
+        a majority of ``cluster_size`` nodes (this one included) holds them, or at the
+        deadline."""
+        self._add(wire.Tag.QUORUM_WRITE, changes, peers, cluster_size, now_ms, timeout_ms, done)
 
     def read(
         self,
