@@ -77,6 +77,13 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine"]
 
+_REFUSALS: Final = {"strong": 1, "bounded": 2}
+"""Modes whose writes statsd cannot carry (they need an answer), by refusal code."""
+_RESERVED: Final = 3
+"""The refusal code of the agent's reserved keys."""
+_REFUSAL_CODES: Final = 4
+"""Refusal codes, 0 (kept) included."""
+
 STRONG_TAGS: Final = frozenset(
     (wire.Tag.RAFT_MESSAGE, wire.Tag.STRONG_REQUEST, wire.Tag.STRONG_RESPONSE)
 )
@@ -628,18 +635,13 @@ class Engine:
             self.ingest_errors[reason] = self.ingest_errors.get(reason, 0) + count
         accepted = late = conflicts = future = strong = bounded = reserved = 0
         horizon_ms = now + self.config.event_time_future_ms_max
-        modes = {rule.mode for rule in self.policy.rules}
         for kind, parsed_batch in parsed.batches.items():
             batch, dropped = without_future_rows(parsed_batch, horizon_ms)
             future += dropped
-            batch, dropped = without_keys(batch, _is_reserved)
-            reserved += dropped
-            if "strong" in modes:
-                batch, dropped = without_keys(batch, self._is_strong)
-                strong += dropped
-            if "bounded" in modes:
-                batch, dropped = without_keys(batch, self._is_bounded)
-                bounded += dropped
+            batch, refused = without_keys(batch, self._statsd_refusal, _REFUSAL_CODES)
+            reserved += int(refused[_RESERVED])
+            strong += int(refused[_REFUSALS["strong"]])
+            bounded += int(refused[_REFUSALS["bounded"]])
             self._declare(kind, batch.key_names)
             result = self.store.ingest_batch(kind, batch)
             accepted += result.accepted
@@ -664,11 +666,11 @@ class Engine:
             "errors": dict(parsed.errors),
         }
 
-    def _is_strong(self, key: str) -> bool:
-        return self.policy.mode_of(key) == "strong"
-
-    def _is_bounded(self, key: str) -> bool:
-        return self.policy.mode_of(key) == "bounded"
+    def _statsd_refusal(self, key: str) -> int:
+        """Why statsd may not write ``key`` (an index of :data:`_REFUSALS`), 0 when it may."""
+        if key.startswith(RESERVED_PREFIX):
+            return _RESERVED
+        return _REFUSALS.get(self.policy.mode_of(key), 0) if self.policy.rules else 0
 
     # ------------------------------------------------------------------ time and frames
 
@@ -978,7 +980,3 @@ class Engine:
             "voters": list(status.voters),
             **dataclasses.asdict(self.strong.counters),
         }
-
-
-def _is_reserved(key: str) -> bool:
-    return key.startswith(RESERVED_PREFIX)

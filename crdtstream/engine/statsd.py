@@ -19,16 +19,21 @@ def without_future_rows(batch: KindBatch, horizon_ms: int) -> tuple[KindBatch, i
     return kept_rows(batch, batch.timestamps_ms <= horizon_ms)
 
 
-def without_keys(batch: KindBatch, refused: Callable[[str], bool]) -> tuple[KindBatch, int]:
-    """``batch`` without the keys ``refused`` names (their rows and names), and how many rows
-    were dropped."""
-    kept_keys = ~np.fromiter(map(refused, batch.key_names), np.bool_, len(batch.key_names))
+def without_keys(
+    batch: KindBatch, refusal: Callable[[str], int], reasons: int
+) -> tuple[KindBatch, npt.NDArray[np.int64]]:
+    """``batch`` without the keys ``refusal`` refuses (their rows and names), and the rows
+    dropped per reason: ``refusal(name)`` is 0 to keep the key, else its reason, below
+    ``reasons``. One pass over the batch's distinct names, whatever the reasons."""
+    codes = np.fromiter(map(refusal, batch.key_names), np.int64, len(batch.key_names))
+    kept_keys = codes == 0
     if kept_keys.all():
-        return batch, 0
+        return batch, np.zeros(reasons, dtype=np.int64)
+    dropped = np.bincount(codes[batch.key_index], minlength=reasons)
     renumbered = np.cumsum(kept_keys, dtype=np.int64) - 1
     rows = kept_keys[batch.key_index]
     names = [name for name, kept in zip(batch.key_names, kept_keys.tolist(), strict=True) if kept]
-    filtered, dropped = kept_rows(batch, rows)
+    filtered, _ = kept_rows(batch, rows)
     return (
         dataclasses.replace(
             filtered,
