@@ -258,8 +258,8 @@ def _add_client_commands(subparsers: argparse._SubParsersAction[argparse.Argumen
     remove_parser.add_argument(
         "--retire-bounded",
         action="store_true",
-        help="then retire its bounded rows through the Raft log, so that the lowest-id live "
-        "member re-issues the rights they hold",
+        help="then retire its bounded rows through the Raft log (at the join of every live "
+        "node's copy), so that the lowest-id live Raft voter re-issues the rights they hold",
     )
     remove_parser.set_defaults(handler=_run_remove_member)
 

@@ -128,6 +128,8 @@ class Tag(enum.IntEnum):
     BOUNDED_STATE = 150
     BOUNDED_REQUEST = 151
     BOUNDED_RETIREMENT = 152
+    BOUNDED_ROWS_ASK = 153
+    BOUNDED_ROWS = 154
 
 
 def _pack_default(obj: object) -> Any:

@@ -30,12 +30,16 @@ the old row are stranded until the window ends, or until the row is retired.
 
 **Retiring rows** (:meth:`BoundedKeys.retire`). A removed member's rows are retired by a strong
 decision (:class:`Retirement`), committed through the Raft log as an item of the strong set
-:data:`RETIREMENTS_KEY`, so every voter applies the same decisions in the same order (and the
-first decision that names a row is the one that stands). The proposer takes its own copy of the
-member's rows (:meth:`BoundedKeys.rows_of`), which gossip brings toward the join of every live
-node's copy, joined with any copies collected from other nodes (:meth:`RetiredRow.join`; the
-driver passes none yet): the decision freezes each row at that state ``F`` and names one heir
-(the lowest-id live member). The heir
+:data:`RETIREMENTS_KEY`, so every voter applies it. One decision per member commits: the
+command carries an idempotency key naming the member, so the state machine refuses a second
+one, and the set never holds two decisions for the same row (a voter that restores a snapshot
+applies the same one as every other voter). The proposer first gathers every live node's copy
+of the member's rows (:meth:`BoundedKeys.gather_rows`: ``BOUNDED_ROWS_ASK`` to each, answered
+with ``BOUNDED_ROWS``; a node that does not answer in time makes the retirement unavailable,
+and a member that is dead without being removed makes it refused) and joins them
+(:meth:`RetiredRow.join`): the decision freezes each row at that state ``F`` and names one
+heir, the lowest-id live Raft voter (voters apply decisions from the log; other nodes do not).
+The heir
 re-issues what the row held at ``F`` — ``grants_F + received - sent_F - spent_F``, where
 ``received`` grows if peers still transfer to the row — through a row of its own
 (:func:`heir_row`: a grant, passed at once to its own row), and every node discounts the grants
@@ -50,12 +54,12 @@ it, and is not hidden: (1) the member was not dead, or came back with its data d
 despite its removal, and spent or transferred past ``F``: every node that applied the decision
 and sees that counts the excess in ``retired_overspent``; (2) the member died with changes no
 live node had received (answered, then killed before its next gossip round, its disk lost), or
-the proposer lacked a live node's newer copy: the heir re-issues rights already used, and what
+only a node that left or was removed had them: the heir re-issues rights already used, and what
 clients were told was consumed can exceed the limit by that much (the counted value, what
-nodes show, does not); (3) two decisions racing for the same row: the log orders them, but a
-voter that restores a Raft snapshot applies the committed items in their sorted order, which
-may differ. A decision applied twice changes nothing; retiring a member that is not removed is
-refused before anything is proposed.
+nodes show, does not). A decision applied twice changes nothing; retiring a member that is not
+removed is refused before anything is proposed. Decisions are kept as long as the strong
+set's window retention and the idempotency table keep them; a bounded window longer than that
+can outlive them, and then a node that starts afresh no longer counts ``retired_overspent``.
 
 **Moving rights.** Each gossip round this node sends its state of recently changed windows,
 plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
@@ -71,8 +75,9 @@ the same replica within one round is not served twice.
 Pure, like the other cores: time comes in as arguments, frames leave through ``send``.
 Frames: ``BOUNDED_STATE [replica, [[key, window, counter body, unmet, used], ...]]`` (also the
 local log's records of bounded windows), ``BOUNDED_REQUEST [replica, [[key, window, amount],
-...]]`` and ``BOUNDED_RETIREMENT [member, heir, proposed_ms, [[key, window, replica, frozen
-row], ...]]``.
+...]]``, ``BOUNDED_RETIREMENT [member, heir, proposed_ms, [[key, window, replica, frozen
+row], ...]]``, ``BOUNDED_ROWS_ASK [replica, [nonce, member]]`` and ``BOUNDED_ROWS [replica,
+[nonce, member, part, parts, rows]]``.
 """
 
 from __future__ import annotations
@@ -87,7 +92,7 @@ from crdtstream.config import PolicyRule
 from crdtstream.crdt.bounded import NO_RIGHTS, BoundedCounter
 from crdtstream.engine.requests import FRAME_BYTES_MAX
 from crdtstream.engine.tickets import Answer, Ticket
-from crdtstream.errors import DecodeError, InvalidValueError, RefusedError
+from crdtstream.errors import DecodeError, InvalidValueError, RefusedError, UnavailableError
 from crdtstream.window.results import WindowValue
 
 __all__ = [
@@ -100,6 +105,8 @@ __all__ = [
     "BoundedState",
     "RetiredRow",
     "Retirement",
+    "RowsAnswer",
+    "RowsAsk",
     "StateEntry",
     "decode_bounded",
     "decode_retirement",
@@ -108,7 +115,14 @@ __all__ = [
     "share_of",
 ]
 
-BOUNDED_TAGS: Final = frozenset((wire.Tag.BOUNDED_STATE, wire.Tag.BOUNDED_REQUEST))
+BOUNDED_TAGS: Final = frozenset(
+    (
+        wire.Tag.BOUNDED_STATE,
+        wire.Tag.BOUNDED_REQUEST,
+        wire.Tag.BOUNDED_ROWS_ASK,
+        wire.Tag.BOUNDED_ROWS,
+    )
+)
 
 BOUNDED_OPERATIONS: Final = ("conditional_add", "consume")
 """The writes a bounded key takes: both spend ``value`` units of the quota."""
@@ -123,6 +137,9 @@ RECENT_ROUNDS: Final = 3
 """A window changed within this many rounds is sent every round."""
 
 Send = Callable[[str, bytes], None]
+
+Gathered = Callable[[list["RetiredRow"] | None, Exception | None], None]
+"""Called once a gathering of rows ends: ``(rows, None)``, or ``(None, error)``."""
 
 
 def owner_of(replica: str) -> str:
@@ -184,6 +201,10 @@ class BoundedCounters:
     """Rights of retired rows this node transferred to itself as their heir."""
     retired_overspent: int = 0
     """Units a retired row was seen to spend beyond its frozen state (its member was not dead)."""
+    row_copies_sent: int = 0
+    """Copies of a member's rows sent to a node gathering them for a retirement."""
+    gatherings_failed: int = 0
+    """Gatherings of rows for a retirement that a live node did not answer in time."""
 
 
 @dataclass(slots=True)
@@ -195,6 +216,19 @@ class _Window:
     used: int = 0
     changed_round: int = 0
     hints: dict[str, tuple[int, int]] = field(default_factory=dict)  # replica -> (unmet, used)
+
+
+@dataclass(slots=True)
+class _Gathering:
+    """Copies of one member's rows being collected from every live node for a retirement."""
+
+    member: str
+    deadline_ms: int
+    timeout_ms: int
+    done: Gathered
+    copies: list[list[RetiredRow]]
+    waiting: set[str]
+    parts: dict[str, set[int]] = field(default_factory=dict)  # node id -> parts received
 
 
 @dataclass(slots=True)
@@ -252,6 +286,7 @@ class BoundedKeys:
         self._reissues: set[str] = set()  # retired rows whose rights this run re-issues
         self._resumed = False
         self._awaiting_log: list[tuple[Ticket, Answer]] = []
+        self._gatherings: dict[int, _Gathering] = {}  # nonce -> gathering
 
     # ------------------------------------------------------------------ requests
 
@@ -339,6 +374,7 @@ class BoundedKeys:
         when ``gossip_round`` says so) also ask for rights again and send state with demand
         hints to ``fanout`` of ``peers`` (live members)."""
         self._serve(now_ms, monotonic_ms)
+        self._expire_gatherings(monotonic_ms)
         if gossip_round is None:
             gossip_round = monotonic_ms >= self._next_round_ms
         if not gossip_round:
@@ -346,6 +382,7 @@ class BoundedKeys:
         self._next_round_ms = monotonic_ms + self.round_ms
         self._round += 1
         self._peers = list(peers)
+        self._ask_rows_again()
         for key, rule in {(p.key, p.rule.pattern): p.rule for p in self._pending}.items():
             self._ask(key[0], rule, now_ms)
         self._drop_old(now_ms)
@@ -372,6 +409,12 @@ class BoundedKeys:
             return
         self._owners[message.replica] = source
         self._latest[source] = message.replica
+        if isinstance(message, RowsAsk):
+            self._answer_rows(source, message)
+            return
+        if isinstance(message, RowsAnswer):
+            self._take_rows(source, message)
+            return
         if isinstance(message, BoundedRequest):
             for key, number, amount in message.entries:
                 rule = rules(key)
@@ -531,14 +574,107 @@ class BoundedKeys:
 
     def rows_of(self, member: str) -> list[RetiredRow]:
         """This node's copy of the rows of ``member``'s runs in every kept window (their own
-        slots only): a proposer joins the copies of every live node (:meth:`RetiredRow.join`)
-        and retires them at that state."""
+        slots only): a proposer joins the copies of every live node (:meth:`gather_rows`) and
+        retires them at that state."""
         rows = []
         for (key, number), window in sorted(self._windows.items(), key=lambda item: item[0]):
             for replica in window.counter.writers():
                 if owner_of(replica) == member and not replica.endswith(HEIR_SUFFIX):
                     rows.append(RetiredRow(key, number, replica, window.counter.row(replica)))
         return rows
+
+    def gather_rows(
+        self,
+        member: str,
+        peers: Sequence[str],
+        monotonic_ms: int,
+        timeout_ms: int,
+        done: Gathered,
+    ) -> None:
+        """Collect the copy of ``member``'s rows held by every node in ``peers`` (the live
+        ones), join them with this node's (:meth:`RetiredRow.join`) and call ``done(rows,
+        None)``: the state a retirement freezes the rows at. The ask is sent again each round
+        to the peers that have not answered (frames may be lost); if one has not answered
+        within ``timeout_ms``, ``done(None, UnavailableError)`` names it. Without every live
+        copy the join could miss the dead member's last changes, which some live node alone
+        received, and its heir would re-issue rights already used."""
+        nonce = self._rng.getrandbits(62)
+        gathering = _Gathering(
+            member,
+            monotonic_ms + timeout_ms,
+            timeout_ms,
+            done,
+            [self.rows_of(member)],
+            set(peers) - {self.node_id},
+        )
+        if not gathering.waiting:
+            done(RetiredRow.join(gathering.copies), None)
+            return
+        self._gatherings[nonce] = gathering
+        self._ask_rows(nonce, gathering)
+
+    def _ask_rows(self, nonce: int, gathering: _Gathering) -> None:
+        frame = wire.encode(wire.Tag.BOUNDED_ROWS_ASK, [self.replica, [nonce, gathering.member]])
+        for peer in sorted(gathering.waiting):
+            self._send(peer, frame)
+
+    def _ask_rows_again(self) -> None:
+        for nonce, gathering in list(self._gatherings.items()):
+            self._ask_rows(nonce, gathering)
+
+    def _expire_gatherings(self, monotonic_ms: int) -> None:
+        for nonce, gathering in list(self._gatherings.items()):
+            if monotonic_ms < gathering.deadline_ms:
+                continue
+            del self._gatherings[nonce]
+            self.counters.gatherings_failed += 1
+            gathering.done(
+                None,
+                UnavailableError(
+                    f"no copy of {gathering.member!r}'s bounded rows came from "
+                    f"{sorted(gathering.waiting)} within {gathering.timeout_ms} ms: a "
+                    "retirement needs the copy of every live node"
+                ),
+            )
+
+    def _answer_rows(self, source: str, ask: RowsAsk) -> None:
+        """Send ``source`` this node's copy of the rows it asked for, in parts under the
+        frame budget (an empty copy is one empty part)."""
+        rows = [
+            [row.key, row.window, row.replica, row.frozen.to_bytes()]
+            for row in self.rows_of(ask.member)
+        ]
+        parts: list[list[list[Any]]] = [[]]
+        size = 0
+        for row in rows:
+            row_bytes = len(wire.encode(wire.Tag.BOUNDED_ROWS, row))
+            if parts[-1] and size + row_bytes > FRAME_BYTES_MAX:
+                parts.append([])
+                size = 0
+            parts[-1].append(row)
+            size += row_bytes
+        for index, part in enumerate(parts):
+            body = [self.replica, [ask.nonce, ask.member, index, len(parts), part]]
+            self._send(source, wire.encode(wire.Tag.BOUNDED_ROWS, body))
+        self.counters.row_copies_sent += 1
+
+    def _take_rows(self, source: str, answer: RowsAnswer) -> None:
+        gathering = self._gatherings.get(answer.nonce)
+        if gathering is None or source not in gathering.waiting:
+            return  # a late or repeated answer
+        if answer.member != gathering.member:
+            self.counters.malformed += 1
+            return
+        received = gathering.parts.setdefault(source, set())
+        if answer.part in received:
+            return
+        received.add(answer.part)
+        gathering.copies.append(list(answer.rows))
+        if len(received) == answer.parts:
+            gathering.waiting.discard(source)
+        if not gathering.waiting:
+            del self._gatherings[answer.nonce]
+            gathering.done(RetiredRow.join(gathering.copies), None)
 
     def retire(
         self, retirement: Retirement, rules: Callable[[str], PolicyRule | None], now_ms: int
@@ -622,10 +758,14 @@ class BoundedKeys:
         )
 
     def fail_all(self, error: Exception) -> None:
-        """Fail every waiting consumption with ``error`` (the node is shutting down)."""
+        """Fail every waiting consumption and gathering with ``error`` (the node is shutting
+        down)."""
         pending, self._pending = self._pending, []
         for waiting in pending:
             waiting.ticket.fail(error)
+        gatherings, self._gatherings = self._gatherings, {}
+        for gathering in gatherings.values():
+            gathering.done(None, error)
 
     @property
     def outstanding(self) -> int:
@@ -859,6 +999,29 @@ class BoundedRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class RowsAsk:
+    """``BOUNDED_ROWS_ASK [replica, [nonce, member]]``: send me your copy of ``member``'s
+    rows (a node gathering them for a retirement)."""
+
+    replica: str
+    nonce: int
+    member: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowsAnswer:
+    """``BOUNDED_ROWS [replica, [nonce, member, part, parts, rows]]``: part ``part`` of
+    ``parts`` of the sender's copy of ``member``'s rows."""
+
+    replica: str
+    nonce: int
+    member: str
+    part: int
+    parts: int
+    rows: tuple[RetiredRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RetiredRow:
     """One row of one window of a key, and the state it is frozen at (its own slots)."""
 
@@ -913,6 +1076,13 @@ def _build_retirement(body: Any) -> Retirement:
     member, heir, proposed_ms, entries = body
     if not isinstance(entries, list):
         raise ValueError("a retirement's rows are a list")
+    member = _text(member)
+    rows = _retired_rows(member, entries)
+    return Retirement(member, _text(heir), _natural(proposed_ms), rows)
+
+
+def _retired_rows(member: str, entries: list[Any]) -> tuple[RetiredRow, ...]:
+    """``[[key, window, replica, frozen row], ...]``, every row one of ``member``'s."""
     rows = []
     for entry in entries:
         if not isinstance(entry, list) or len(entry) != 4:
@@ -925,17 +1095,43 @@ def _build_retirement(body: Any) -> Retirement:
             raise ValueError(f"row {replica!r} is not a row of {member!r}")
         counter = BoundedCounter.from_bytes(frozen).row(replica)
         rows.append(RetiredRow(_text(key), _natural(number), replica, counter))
-    return Retirement(_text(member), _text(heir), _natural(proposed_ms), tuple(rows))
+    return tuple(rows)
 
 
-def decode_bounded(payload: bytes) -> BoundedState | BoundedRequest:
+def decode_bounded(payload: bytes) -> BoundedState | BoundedRequest | RowsAsk | RowsAnswer:
     """Decode and check one ``BOUNDED_*`` frame; raises :class:`DecodeError` only."""
     tag, body = wire.decode(payload)
     if tag not in BOUNDED_TAGS:
         raise DecodeError(f"not a bounded frame: tag {tag}")
     if tag == wire.Tag.BOUNDED_STATE:
         return wire.build_checked(body, _build_state)
-    return wire.build_checked(body, _build_ask)
+    if tag == wire.Tag.BOUNDED_REQUEST:
+        return wire.build_checked(body, _build_ask)
+    if tag == wire.Tag.BOUNDED_ROWS_ASK:
+        return wire.build_checked(body, _build_rows_ask)
+    return wire.build_checked(body, _build_rows_answer)
+
+
+def _build_rows_ask(body: Any) -> RowsAsk:
+    replica, rest = _head(body)
+    if len(rest) != 2:
+        raise ValueError("a rows ask is [nonce, member]")
+    nonce, member = rest
+    return RowsAsk(replica, _natural(nonce), _text(member))
+
+
+def _build_rows_answer(body: Any) -> RowsAnswer:
+    replica, rest = _head(body)
+    if len(rest) != 5:
+        raise ValueError("a rows answer is [nonce, member, part, parts, rows]")
+    nonce, member, part, parts, entries = rest
+    if not isinstance(entries, list):
+        raise ValueError("a rows answer's rows are a list")
+    member = _text(member)
+    part, parts = _natural(part), _natural(parts)
+    if not part < parts:
+        raise ValueError(f"part {part} of {parts}")
+    return RowsAnswer(replica, _natural(nonce), member, part, parts, _retired_rows(member, entries))
 
 
 def _build_state(body: Any) -> BoundedState:

@@ -67,7 +67,7 @@ from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
 from crdtstream.paxos.value import read_view
 from crdtstream.policy import RESERVED_PREFIX, Policy
 from crdtstream.raft.commands import decode_command, request_digest
-from crdtstream.raft.state_machine import Command, Result
+from crdtstream.raft.state_machine import IDEMPOTENCY_REUSED, Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
 from crdtstream.window.store import WindowStore
@@ -816,17 +816,40 @@ class Engine:
         strong log: its rows frozen at the join of this node's copy and ``copies`` (the other
         live nodes' copies, from
         :meth:`BoundedKeys.rows_of <crdtstream.engine.bounded_mode.BoundedKeys.rows_of>`), and
-        the lowest-id live member as the heir. Raises :class:`RefusedError` unless
-        ``member`` was removed (:meth:`remove_member`): a member that may still spend must not
-        have its rows retired."""
-        status = self.gossip.membership.members.get(member)
+        the lowest-id live Raft voter as the heir (a voter applies the decision from its log;
+        without voters, the lowest-id live node, for a decision applied by other means).
+        Raises :class:`RefusedError` unless ``member`` was removed (:meth:`remove_member`): a
+        member that may still spend must not have its rows retired; and
+        :class:`UnavailableError` when no Raft voter is live."""
+        self._check_retirable(member)
+        live = {self.config.node_id, *self.gossip.membership.live_peers()}
+        voters = self.config.raft_voters
+        heirs = sorted(live.intersection(voters) if voters else live)
+        if not heirs:
+            raise UnavailableError("no Raft voter is live to re-issue the retired rights")
+        rows = RetiredRow.join([self.bounded.rows_of(member), *copies])
+        return Retirement(member, heirs[0], self._now_ms, tuple(rows))
+
+    def _check_retirable(self, member: str) -> None:
+        """Refuse to retire the rows of a member that is not removed, or while another member
+        is dead without being removed (it may hold the newest copy of the rows, and come
+        back)."""
+        members = self.gossip.membership.members
+        status = members.get(member)
         if status is None or status.status != "removed":
             raise RefusedError(
                 f"member {member!r} is not removed: remove it before retiring its bounded rows"
             )
-        live = [self.config.node_id, *self.gossip.membership.live_peers()]
-        rows = RetiredRow.join([self.bounded.rows_of(member), *copies])
-        return Retirement(member, min(live), self._now_ms, tuple(rows))
+        dead = sorted(
+            node_id
+            for node_id, other in members.items()
+            if node_id != member and other.status == "dead"
+        )
+        if dead:
+            raise RefusedError(
+                f"members {dead} are dead and may hold the newest copy of {member!r}'s rows: "
+                "bring them back, or remove them, before retiring its bounded rows"
+            )
 
     def apply_bounded_retirement(self, decision: bytes) -> int:
         """Apply a committed ``BOUNDED_RETIREMENT`` decision (every node, in the strong log's
@@ -834,14 +857,20 @@ class Engine:
         retirement = decode_retirement(decision)
         return self.bounded.retire(retirement, self._bounded_rule_or_none, self._now_ms)
 
-    def retire_bounded_member(
-        self, member: str, copies: Sequence[Sequence[RetiredRow]] = ()
-    ) -> Ticket:
-        """Propose the retirement of ``member``'s bounded rows (:meth:`bounded_retirement`)
-        through the Raft log, as an item of the strong set :data:`RETIREMENTS_KEY`; every
-        voter applies it when it commits, in the log's order. The ticket completes once it is
-        applied here (its ``value``: the rows retired), or fails: :class:`RefusedError` without
-        Raft voters, for a member not removed, or with no row of it known here."""
+    def retire_bounded_member(self, member: str) -> Ticket:
+        """Retire ``member``'s bounded rows: gather every live node's copy of them
+        (:meth:`BoundedKeys.gather_rows
+        <crdtstream.engine.bounded_mode.BoundedKeys.gather_rows>`), then propose the decision
+        (:meth:`bounded_retirement`) through the Raft log as an item of the strong set
+        :data:`RETIREMENTS_KEY`; every voter applies it when it commits, in the log's order.
+        One decision per member commits: the command carries an idempotency key naming the
+        member, so a second one (a retry, or another node's) is refused by the state machine.
+
+        The ticket completes once the decision is committed (its ``value``: the rows retired),
+        or fails: :class:`RefusedError` without Raft voters, for a member not removed, while
+        another member is dead, with no row of the member known at any live node, or when its
+        rows were retired already; :class:`UnavailableError` when a live node's copy did not
+        come within ``strong_timeout_ms``, or the decision could not commit in time."""
         ticket = Ticket()
         try:
             if self.strong is None:
@@ -849,33 +878,69 @@ class Engine:
                     "retiring bounded rows is a strong decision: it needs Raft voters "
                     "(node.raft_voters)"
                 )
-            decision = self.bounded_retirement(member, copies)
-            if not decision.rows:
-                raise RefusedError(f"no bounded row of {member!r} is known here")
-            frame = decision.to_bytes().hex()
-            command = self.session.command(
-                RETIREMENTS_KEY, "set", "add", frame, None, self._now_ms, None, None
-            )
+            self._check_retirable(member)
         except RefusedError as error:
             ticket.fail(error)
             return ticket
-        rows = len(decision.rows)
+        if self._closed:
+            ticket.fail(UnavailableError(SHUTTING_DOWN))
+            return ticket
+
+        def gathered(rows: list[RetiredRow] | None, error: Exception | None) -> None:
+            if error is not None:
+                ticket.fail(error)
+            else:
+                assert rows is not None
+                self._propose_retirement(ticket, member, rows)
+
+        self.bounded.gather_rows(
+            member,
+            self.gossip.membership.live_peers(),
+            self._monotonic_ms,
+            self.config.strong_timeout_ms,
+            gathered,
+        )
+        return ticket
+
+    def _propose_retirement(self, ticket: Ticket, member: str, rows: list[RetiredRow]) -> None:
+        """Propose the retirement of ``member``'s ``rows`` (every live node's copy, joined)."""
+        assert self.strong is not None
+        idempotency_key = f"{RETIREMENTS_KEY}/{member}"
+        try:
+            if self._closed:
+                raise UnavailableError(SHUTTING_DOWN)
+            decision = self.bounded_retirement(member, [rows])
+            if not decision.rows:
+                raise RefusedError(f"no bounded row of {member!r} is known at any live node")
+            frame = decision.to_bytes().hex()
+            command = self.session.command(
+                RETIREMENTS_KEY, "set", "add", frame, None, self._now_ms, None, idempotency_key
+            )
+        except (RefusedError, UnavailableError) as error:
+            ticket.fail(error)
+            return
+        retired_already = IDEMPOTENCY_REUSED.format(key=idempotency_key)
 
         def done(result: Result | ReadAnswer | None, error: Exception | None) -> None:
             if error is not None:
                 ticket.fail(error)
+            elif isinstance(result, Result) and result.error == retired_already:
+                ticket.fail(RefusedError(f"the bounded rows of {member!r} were retired already"))
             elif not isinstance(result, Result) or not result.ok:
                 ticket.fail(RefusedError("the retirement was refused by the state machine"))
             else:
                 ticket.complete(
-                    Answer(RETIREMENTS_KEY, "set", "strong", "strong", applied=True, value=rows)
+                    Answer(
+                        RETIREMENTS_KEY,
+                        "set",
+                        "strong",
+                        "strong",
+                        applied=True,
+                        value=len(decision.rows),
+                    )
                 )
 
-        if self._closed:
-            ticket.fail(UnavailableError(SHUTTING_DOWN))
-        else:
-            self.strong.submit(command, self._timeout_ticks(), done)
-        return ticket
+        self.strong.submit(command, self._timeout_ticks(), done)
 
     def _apply_retirements_held(self, now_ms: int) -> None:
         """Apply every retirement the strong state machine holds (after it was restored from

@@ -177,9 +177,9 @@ class Node:
 
     async def retire_bounded_member(self, member: str) -> Answer:
         """:meth:`Engine.retire_bounded_member
-        <crdtstream.engine.Engine.retire_bounded_member>` with this node's copy of the rows
-        (which gossip keeps at the live nodes' join, unless a partition kept a newer copy
-        away), awaited until the decision is applied here; its ``value`` is the rows retired."""
+        <crdtstream.engine.Engine.retire_bounded_member>`, awaited: every live node's copy of
+        the rows is gathered, then the decision goes through the Raft log; its ``value`` is
+        the rows retired."""
         ticket = self.engine.retire_bounded_member(member)
         return ticket.result() if ticket.done else await self._settled(ticket)
 

@@ -78,6 +78,8 @@ WIRE_TAGS = {
     "BOUNDED_STATE": 150,
     "BOUNDED_REQUEST": 151,
     "BOUNDED_RETIREMENT": 152,
+    "BOUNDED_ROWS_ASK": 153,
+    "BOUNDED_ROWS": 154,
 }
 """The tag table as released. ONLY APPEND: a new tag is added here too; a changed or removed
 number breaks every stored file and every older peer, and must fail this test."""

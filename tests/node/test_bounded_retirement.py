@@ -8,16 +8,22 @@ was not dead and spends past its frozen state is counted on every node that sees
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from crdtstream import wire
+from crdtstream.config import PolicyRule
 from crdtstream.crdt import BoundedCounter
 from crdtstream.engine.bounded_mode import (
+    BoundedKeys,
     RetiredRow,
     Retirement,
+    decode_bounded,
     decode_retirement,
     heir_row,
 )
-from crdtstream.errors import DecodeError
+from crdtstream.errors import DecodeError, UnavailableError
 from tests.node.bounded_sim import KEY, BoundedSimulation
 
 LIMIT = 60
@@ -179,3 +185,87 @@ def test_a_fresh_run_of_the_heir_does_not_reissue_the_rights_again() -> None:
     assert fresh.counters.rights_reclaimed == 0
     _spend_everything(sim, ["n0", "n1"])
     assert sim.union(sim.now_ms // WINDOW_MS).value <= LIMIT
+
+
+def test_a_copy_too_big_for_one_frame_is_gathered_in_parts_lost_or_repeated() -> None:
+    """The gatherer joins every part of a peer's copy, whatever order they come in, once; an
+    ask lost on the way is sent again the next round."""
+    rule = PolicyRule(
+        "quota.*", "bounded", limit=90, window_ms=WINDOW_MS, members=("m", "n0", "n1")
+    )
+    keys = [f"quota.k{i:05d}" for i in range(6_000)]
+    frames: dict[str, list[tuple[str, bytes]]] = {"m": [], "n0": [], "n1": []}
+
+    def core(node_id: str) -> BoundedKeys:
+        def send(peer: str, frame: bytes) -> None:
+            frames[peer].append((node_id, frame))
+
+        return BoundedKeys(
+            node_id, f"{node_id}~0001", random.Random(node_id), send, started_ms=0, timeout_ms=500
+        )
+
+    dead, gatherer, peer = core("m"), core("n0"), core("n1")
+    now = WINDOW_MS + 5
+    for key in keys:
+        assert dead.rights(key, rule, now) == 30
+    dead.tick(now, 0, ["n1"], gossip_round=True)  # m's state reaches n1 only (many frames)
+    for source, frame in frames["n1"]:
+        peer.step(source, frame, lambda key: rule, now, 0)
+    assert len(peer.rows_of("m")) == len(keys)
+    results: list[tuple[object, object]] = []
+    gatherer.gather_rows("m", ["n1"], 0, 1_000, lambda rows, error: results.append((rows, error)))
+    frames["n1"].clear()  # the first ask is lost
+    gatherer.tick(now, 100, ["n1"], gossip_round=True)
+    asks, frames["n1"] = frames["n1"], []
+    assert len(asks) == 1
+    peer.step(asks[0][0], asks[0][1], lambda key: rule, now, 0)
+    parts, frames["n0"] = frames["n0"], []
+    assert len(parts) > 1
+    for source, frame in reversed(parts):
+        assert results == [], "done before every part came"
+        gatherer.step(source, frame, lambda key: rule, now, 100)
+    gatherer.step(*parts[0], lambda key: rule, now, 100)  # a repeated part changes nothing
+    [(rows, error)] = results
+    assert error is None
+    assert isinstance(rows, list)
+    assert {(row.key, row.replica) for row in rows} == {(key, dead.replica) for key in keys}
+    assert gatherer.counters.malformed == 0
+
+
+def test_a_gathering_not_answered_in_time_fails_unavailable_naming_the_silent_peer() -> None:
+    sent: list[str] = []
+    gatherer = BoundedKeys(
+        "n0",
+        "n0~0001",
+        random.Random(3),
+        lambda peer, _: sent.append(peer),
+        started_ms=0,
+        timeout_ms=500,
+    )
+    results: list[tuple[object, object]] = []
+    gatherer.gather_rows("m", ["n1", "n2"], 0, 1_000, lambda rows, e: results.append((rows, e)))
+    assert sorted(sent) == ["n1", "n2"]
+    gatherer.tick(0, 999, [])
+    assert results == []
+    gatherer.tick(0, 1_000, [])
+    [(rows, error)] = results
+    assert rows is None
+    assert isinstance(error, UnavailableError)
+    assert "['n1', 'n2']" in str(error)
+    assert gatherer.counters.gatherings_failed == 1
+
+
+def test_rows_frames_of_the_wrong_shape_are_decode_errors() -> None:
+    counter = BoundedCounter("x~0001")
+    counter.grant(1)
+    row = [KEY, 0, "x~0001", counter.to_bytes()]
+    bad = [
+        [["n1~0001", [7, "m", 0, 1, [row]]]],  # a row of another member
+        [["n1~0001", [7, "m", 1, 1, []]]],  # part 1 of 1
+        [["n1~0001", [7, "m", 0, 1]]],  # no rows
+        [["n1~0001", [-1, "m"]]],  # a negative nonce (as an ask)
+    ]
+    tags = [wire.Tag.BOUNDED_ROWS] * 3 + [wire.Tag.BOUNDED_ROWS_ASK]
+    for tag, [body] in zip(tags, bad, strict=True):
+        with pytest.raises(DecodeError):
+            decode_bounded(wire.encode(tag, body))
