@@ -63,7 +63,9 @@ can outlive them, and then a node that starts afresh no longer counts ``retired_
 
 **Moving rights.** Each gossip round this node sends its state of recently changed windows,
 plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
-carries demand hints: the sender's unmet demand and its use this window. A waiting consumption
+carries demand hints: the sender's unmet demand and its use this window. Between rounds, the
+windows it consumed from are pushed to one live peer at most every :data:`PUSH_MS`, so its
+spending is known outside it within tens of milliseconds, not a round. A waiting consumption
 also sends ``BOUNDED_REQUEST`` for its shortfall each round to the peers believed to hold the
 most rights. A peer answers a request or a hint of unmet demand by transferring
 ``min(shortfall, spare)`` (spare: its rights minus its own unmet demand, and minus half of them
@@ -136,6 +138,11 @@ ROTATING_KEYS_PER_ROUND: Final = 32
 RECENT_ROUNDS: Final = 3
 """A window changed within this many rounds is sent every round."""
 
+PUSH_MS: Final = 20
+"""Between rounds, windows this node consumed from are pushed to one live peer at most this
+often, so that its spending is known outside it within about this long (what a retirement
+of its rows can miss if it dies for good)."""
+
 Send = Callable[[str, bytes], None]
 
 Gathered = Callable[[list["RetiredRow"] | None, Exception | None], None]
@@ -205,6 +212,8 @@ class BoundedCounters:
     """Copies of a member's rows sent to a node gathering them for a retirement."""
     gatherings_failed: int = 0
     """Gatherings of rows for a retirement that a live node did not answer in time."""
+    states_pushed: int = 0
+    """State frames pushed to one peer between rounds, soon after this node consumed."""
 
 
 @dataclass(slots=True)
@@ -287,6 +296,8 @@ class BoundedKeys:
         self._resumed = False
         self._awaiting_log: list[tuple[Ticket, Answer]] = []
         self._gatherings: dict[int, _Gathering] = {}  # nonce -> gathering
+        self._consumed_unpushed: set[tuple[str, int]] = set()  # windows spent from since a push
+        self._next_push_ms = 0
 
     # ------------------------------------------------------------------ requests
 
@@ -378,7 +389,9 @@ class BoundedKeys:
         if gossip_round is None:
             gossip_round = monotonic_ms >= self._next_round_ms
         if not gossip_round:
+            self._push(monotonic_ms, peers)
             return
+        self._consumed_unpushed.clear()  # the round sends them to fanout peers
         self._next_round_ms = monotonic_ms + self.round_ms
         self._round += 1
         self._peers = list(peers)
@@ -622,6 +635,24 @@ class BoundedKeys:
         for nonce, gathering in list(self._gatherings.items()):
             self._ask_rows(nonce, gathering)
 
+    def _push(self, monotonic_ms: int, peers: Sequence[str]) -> None:
+        """Send the windows this node consumed from since the last push or round to one
+        random live peer, at most every :data:`PUSH_MS`: the spending a retirement of this
+        node's rows could miss, were it to die for good now, is that of the last push."""
+        if not self._consumed_unpushed or not peers or monotonic_ms < self._next_push_ms:
+            return
+        self._next_push_ms = monotonic_ms + PUSH_MS
+        entries = [
+            (key, number, self._windows[(key, number)])
+            for key, number in sorted(self._consumed_unpushed)
+            if (key, number) in self._windows
+        ]
+        self._consumed_unpushed.clear()
+        peer = self._rng.choice(list(peers))
+        for frame in self._state_frames(entries):
+            self._send(peer, frame)
+            self.counters.states_pushed += 1
+
     def _expire_gatherings(self, monotonic_ms: int) -> None:
         for nonce, gathering in list(self._gatherings.items()):
             if monotonic_ms < gathering.deadline_ms:
@@ -807,7 +838,9 @@ class BoundedKeys:
             return False
         window.counter.consume(pending.amount)
         window.used += pending.amount
-        self._changed(pending.key, self._index(pending.rule, now_ms), window)
+        number = self._index(pending.rule, now_ms)
+        self._changed(pending.key, number, window)
+        self._consumed_unpushed.add((pending.key, number))
         self._acknowledge(
             pending.ticket,
             Answer(

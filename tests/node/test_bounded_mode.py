@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdtstream.config import PolicyRule
 from crdtstream.engine import Ticket
+from crdtstream.engine.bounded_mode import share_of
 from crdtstream.errors import InvalidValueError, RefusedError
 from crdtstream.node import Node
 from tests.node.test_node_simulation import Cluster
@@ -164,3 +167,30 @@ def test_a_removed_members_rows_are_retired_and_its_rights_reissued_by_the_heir(
             "rights": 0,
         }
         assert node.engine.bounded.counters.entries_over_limit == 0
+
+
+@given(
+    limit=st.integers(1, 10_000),
+    members=st.lists(
+        st.text("abcdefgh", min_size=1, max_size=3), min_size=2, max_size=12, unique=True
+    ),
+    data=st.data(),
+)
+def test_nodes_with_an_old_and_a_shrunk_member_list_never_grant_past_the_limit(
+    limit: int, members: list[str], data: st.DataObject
+) -> None:
+    """A removed member is taken out of a rule's ``members`` one node at a time: each
+    remaining member grants its share under the list it has, old or new, and the shares never
+    add up to more than the limit (each remaining member's share only grows)."""
+    removed = data.draw(
+        st.lists(st.sampled_from(members), min_size=1, max_size=len(members) - 1, unique=True)
+    )
+    old = PolicyRule("quota.*", "bounded", limit=limit, window_ms=WINDOW_MS, members=tuple(members))
+    remaining = tuple(m for m in members if m not in removed)
+    new = PolicyRule("quota.*", "bounded", limit=limit, window_ms=WINDOW_MS, members=remaining)
+    assert sum(share_of(new, member) for member in remaining) == limit
+    for member in remaining:
+        assert share_of(new, member) >= share_of(old, member), member
+    updated = data.draw(st.sets(st.sampled_from(remaining)))
+    granted = sum(share_of(new if m in updated else old, m) for m in remaining)
+    assert granted <= limit

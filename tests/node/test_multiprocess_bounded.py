@@ -10,127 +10,39 @@ its rights are spent after the restart, and the whole quota is used in the end.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
-from bench.processes import Agent, make_agents, running
+from bench.processes import Agent
+from tests.node.bounded_agents import (
+    DEADLINE_S,
+    Clients,
+    bounded_agents,
+    converged,
+    read_quota,
+    wait_for_window,
+)
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.timeout(150)]
 
-KEY = "quota.api"
 LIMIT = 600
 NAMES = ["n1", "n2", "n3"]
-START_MARGIN_MS = 12_000
-"""Time the agents have to start before the window opens (they take their share only of a
-window that opens after they started)."""
-DEADLINE_S = 40.0
-
-
-def _window_ms(opens_at_ms: int) -> int:
-    """A window size from 40 s to 60 s whose next window opens soon after ``opens_at_ms``: the
-    test then runs inside that one window without waiting up to a minute for it."""
-    return min(range(40_000, 60_001), key=lambda size: -opens_at_ms % size)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[list[Agent], int]]:
-    window_ms = _window_ms(int(time.time() * 1000) + START_MARGIN_MS)
-    agents = make_agents(tmp_path, NAMES)
-    members = ", ".join(f'"{name}"' for name in NAMES)
-    for agent in agents:
-        config = tmp_path / f"{agent.node_id}.toml"
-        config.write_text(
-            f'[[policy]]\npattern = "quota.*"\nmode = "bounded"\nlimit = {LIMIT}\n'
-            f"members = [{members}]\nwindow_ms = {window_ms}\n"
-            "[node]\nbounded_timeout_ms = 1000\n"
-        )
-        agent.extra_args = ["--config", str(config)]
-    with running(agents) as started:
-        yield started, window_ms
-
-
-def _read(agent: Agent) -> dict[str, int]:
-    answer = agent.request("GET", f"/v1/keys/{quote(KEY, safe='')}")
-    return {name: int(answer[name]) for name in ("value", "limit", "rights")}
-
-
-class Clients:
-    """Threads that consume one unit at a time at one agent, counting what was answered."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.acked = 0
-        self.in_flight_at_kill = 0  # sent, never answered: the kill came first
-        self.refused = 0
-        self.unexpected: list[str] = []  # answers other than done or refused for lack of rights
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-
-    def start(self, agent: Agent, count: int) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._consume, args=(agent,)) for _ in range(count)]
-        for thread in threads:
-            thread.start()
-        self.threads.extend(threads)
-        return threads
-
-    def _consume(self, agent: Agent) -> None:
-        body = json.dumps({"op": "consume", "value": 1}).encode()
-        while not self.stop.is_set():
-            try:
-                answer = agent.request("POST", f"/v1/keys/{quote(KEY, safe='')}", body)
-            except urllib.error.HTTPError as error:
-                text = error.read().decode()
-                with self.lock:
-                    if error.code == 400 and "no_rights" in text:
-                        self.refused += 1
-                    else:
-                        self.unexpected.append(f"{error.code} {text}")
-                time.sleep(0.05)
-                continue
-            except OSError:  # the agent was killed with this consumption in flight
-                with self.lock:
-                    self.in_flight_at_kill += 1
-                return
-            assert answer["applied"] is True, answer
-            with self.lock:
-                self.acked += 1
-
-    def join(self, threads: list[threading.Thread]) -> None:
-        for thread in threads:
-            thread.join(timeout=30)
-            assert not thread.is_alive()
-
-
-def _wait_for_window(window_ms: int) -> None:
-    now_ms = time.time() * 1000
-    opens_ms = -(-now_ms // window_ms) * window_ms
-    assert opens_ms - now_ms <= START_MARGIN_MS + 1_000, "the agents started too late"
-    time.sleep((opens_ms - now_ms) / 1000 + 0.5)
-
-
-def _converged(agents: list[Agent]) -> int:
-    end = time.monotonic() + DEADLINE_S
-    values: list[int] = []
-    while time.monotonic() < end:
-        values = [_read(agent)["value"] for agent in agents]
-        if len(set(values)) == 1:
-            return values[0]
-        time.sleep(0.2)
-    pytest.fail(f"no convergence: nodes see {values}")
+    with bounded_agents(tmp_path, NAMES, LIMIT, voters=False) as started:
+        yield started
 
 
 def test_sigkill_among_bounded_consumers_loses_nothing_and_strands_nothing(
     cluster: tuple[list[Agent], int],
 ) -> None:
     agents, window_ms = cluster
-    _wait_for_window(window_ms)
+    wait_for_window(window_ms)
     window = int(time.time() * 1000) // window_ms
     victim = agents[1]
     row = victim.request("GET", "/v1/status")["bounded_replica"]
@@ -154,13 +66,13 @@ def test_sigkill_among_bounded_consumers_loses_nothing_and_strands_nothing(
     # Consume the rest of the quota everywhere: the restarted node's rights too.
     clients.start(victim, 3)
     while time.monotonic() < end:
-        if all(_read(agent)["value"] == LIMIT for agent in agents):
+        if all(read_quota(agent)["value"] == LIMIT for agent in agents):
             break
         time.sleep(0.2)
     clients.stop.set()
     clients.join(clients.threads)
     assert not clients.unexpected, clients.unexpected
-    value = _converged(agents)
+    value = converged(agents)
     assert int(time.time() * 1000) // window_ms == window, "the window rolled over"
     assert clients.in_flight_at_kill == killed_in_flight, "an agent failed after the kill"
     assert clients.acked <= value <= clients.acked + killed_in_flight, (
@@ -174,4 +86,4 @@ def test_sigkill_among_bounded_consumers_loses_nothing_and_strands_nothing(
     )
     assert value == LIMIT, f"rights stranded: {value} of {LIMIT} spent"
     for agent in agents:
-        assert _read(agent) == {"value": LIMIT, "limit": LIMIT, "rights": 0}
+        assert read_quota(agent) == {"value": LIMIT, "limit": LIMIT, "rights": 0}
