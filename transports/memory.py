@@ -155,9 +155,10 @@ class TraceEntry:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NetworkStats:
-    """What the network did to the packets it was given, since it was created."""
+    """What the network did to the packets it was given, since it was created
+    (:meth:`MemoryNetwork.stats` hands out a copy)."""
 
     scheduled: int = 0
     delivered: int = 0
@@ -220,7 +221,7 @@ class MemoryNetwork:
         self._queued_by_link: dict[tuple[str, str], int] = {}
         self._held: dict[Link, deque[_Flight]] = {}
         self._endpoints: dict[str, MemoryTransport] = {}
-        self._counts: dict[str, int] = dict.fromkeys(NetworkStats.__slots__, 0)
+        self._counts = NetworkStats()
         self.trace: list[TraceEntry] | None = [] if trace else None
 
     @property
@@ -240,7 +241,7 @@ class MemoryNetwork:
 
     def stats(self) -> NetworkStats:
         """A snapshot of what the network did to the packets it was given."""
-        return NetworkStats(**self._counts)
+        return replace(self._counts)
 
     def endpoint(
         self, node_id: str, config: TransportConfig | None = None, address: str | None = None
@@ -312,12 +313,12 @@ class MemoryNetwork:
         self._record(source.node_id, address, "sent", payload)
         faults, chance = self._faults, self._random.random
         if faults.drop_probability and chance() < faults.drop_probability:
-            self._counts["dropped"] += 1
+            self._counts.dropped += 1
             self._record(source.node_id, address, "dropped", payload)
             return True
         self._schedule(self._now_ms + self._draw_delay_ms(), source.node_id, address, payload)
         if faults.duplicate_probability and chance() < faults.duplicate_probability:
-            self._counts["duplicated"] += 1
+            self._counts.duplicated += 1
             self._record(source.node_id, address, "duplicated", payload)
             self._schedule(self._now_ms + self._draw_delay_ms(), source.node_id, address, payload)
         return True
@@ -328,13 +329,13 @@ class MemoryNetwork:
         if faults.delay_ms_max > faults.delay_ms_min:
             delay_ms = self._random.randint(faults.delay_ms_min, faults.delay_ms_max)
         if faults.reorder_probability and self._random.random() < faults.reorder_probability:
-            self._counts["reordered"] += 1
+            self._counts.reordered += 1
             delay_ms += self._random.randint(1, faults.reorder_delay_ms_max)
         return delay_ms
 
     def _schedule(self, due_ms: int, source_id: str, address: str, payload: bytes) -> None:
         self._sequence += 1
-        self._counts["scheduled"] += 1
+        self._counts.scheduled += 1
         link = (source_id, address)
         self._queued_by_link[link] = self._queued_by_link.get(link, 0) + 1
         heapq.heappush(self._in_flight, (due_ms, self._sequence, source_id, address, payload))
@@ -352,18 +353,20 @@ class MemoryNetwork:
         _, _, source_id, address, payload = flight
         endpoint = self._endpoints.get(address)
         if endpoint is None:
+            self._counts.no_endpoint += 1
             return self._lose(flight, "no_endpoint")
         link = (source_id, endpoint.node_id)
         if not self._faults.can_pass(*link):
+            self._counts.cut += 1
             return self._lose(flight, "cut")
         if link in self._faults.clogged_links:
             # A held packet keeps its place in the sender's queue: a clogged path pushes back.
-            self._counts["clogged"] += 1
+            self._counts.clogged += 1
             self._record(source_id, address, "clogged", payload)
             self._held.setdefault(link, deque()).append(flight)
             return 0
         self._release(source_id, address)
-        self._counts["delivered"] += 1
+        self._counts.delivered += 1
         self._record(source_id, address, "delivered", payload)
         endpoint._arrive(source_id, payload)
         return 1
@@ -371,7 +374,6 @@ class MemoryNetwork:
     def _lose(self, flight: _Flight, event: str) -> int:
         _, _, source_id, address, payload = flight
         self._release(source_id, address)
-        self._counts[event] += 1
         self._record(source_id, address, event, payload)
         return 0
 
