@@ -57,9 +57,13 @@ live node had received (answered, then killed before its next gossip round, its 
 only a node that left or was removed had them: the heir re-issues rights already used, and what
 clients were told was consumed can exceed the limit by that much (the counted value, what
 nodes show, does not). A decision applied twice changes nothing; retiring a member that is not
-removed is refused before anything is proposed. Decisions are kept as long as the strong
-set's window retention and the idempotency table keep them; a bounded window longer than that
-can outlive them, and then a node that starts afresh no longer counts ``retired_overspent``.
+removed is refused before anything is proposed. The strong log keeps a decision for its
+windows' retention (10 minutes by default), and the idempotency table that makes it the only
+one for its member for 24 hours; a node with the local log also keeps the decisions it applied
+in its log and snapshot while their windows are kept (``BOUNDED_RETIREMENT`` records), so a
+restarted heir still re-issues and a restarted node still counts. A node that starts afresh
+after the strong log dropped a decision does not know it: it accepts the heir's rights, but
+does not count the row's overspending.
 
 **Moving rights.** Each gossip round this node sends its state of recently changed windows,
 plus a rotating slice of the others, to ``fanout`` live peers (``BOUNDED_STATE``); every entry
@@ -293,6 +297,8 @@ class BoundedKeys:
         # (key, window) -> retired row -> (the decision's row, overspending reported so far)
         self._retired: dict[tuple[str, int], dict[str, tuple[RetiredRow, int]]] = {}
         self._reissues: set[str] = set()  # retired rows whose rights this run re-issues
+        self._decisions: dict[str, Retirement] = {}  # member -> the decision applied here
+        self._unlogged_decisions: list[Retirement] = []
         self._resumed = False
         self._awaiting_log: list[tuple[Ticket, Answer]] = []
         self._gatherings: dict[int, _Gathering] = {}  # nonce -> gathering
@@ -492,7 +498,8 @@ class BoundedKeys:
         The driver appends them and syncs the log before it sends any frame or calls
         :meth:`logged`: then every state of this run's row a peer or a client ever saw is on
         disk, and :meth:`resume` can take the row up again after a crash."""
-        if not self.durable or not self._unlogged:
+        decisions, self._unlogged_decisions = self._unlogged_decisions, []
+        if not self.durable or not (self._unlogged or decisions):
             self._unlogged.clear()
             return []
         changed = [
@@ -501,19 +508,28 @@ class BoundedKeys:
             if (key, number) in self._windows
         ]
         self._unlogged.clear()
-        return self._state_frames(changed)
+        return [decision.to_bytes() for decision in decisions] + self._state_frames(changed)
 
     def snapshot_records(self) -> list[bytes]:
-        """Every kept window as ``BOUNDED_STATE`` frames (what a snapshot holds); marks them
-        logged, since the driver writes them durably before it truncates the log."""
+        """Every kept window as ``BOUNDED_STATE`` frames, after the retirements applied here
+        that still name a kept window (what a snapshot holds); marks them logged, since the
+        driver writes them durably before it truncates the log."""
         self._unlogged.clear()
+        self._unlogged_decisions.clear()
         kept = sorted(self._windows.items(), key=lambda item: item[0])
-        return self._state_frames([(key, number, window) for (key, number), window in kept])
+        decisions = [
+            decision.to_bytes()
+            for _, decision in sorted(self._decisions.items())
+            if any((row.key, row.window) in self._windows for row in decision.rows)
+        ]
+        states = self._state_frames([(key, number, window) for (key, number), window in kept])
+        return decisions + states
 
     @property
     def unlogged(self) -> bool:
-        """Whether a window changed since the last :meth:`take_log_records`."""
-        return self.durable and bool(self._unlogged)
+        """Whether a window changed, or a retirement was applied, since the last
+        :meth:`take_log_records`."""
+        return self.durable and bool(self._unlogged or self._unlogged_decisions)
 
     @property
     def awaiting_log(self) -> int:
@@ -531,8 +547,9 @@ class BoundedKeys:
         self, records: Sequence[bytes], rules: Callable[[str], PolicyRule | None], now_ms: int
     ) -> int:
         """Take up the replica row of this node's previous run from its logged ``records``
-        (the snapshot's then the log's, in order): its name, and every kept window's state.
-        Call before anything else. Returns the windows restored.
+        (the snapshot's then the log's, in order): its name, every kept window's state, and
+        the retirements it applied (:meth:`retire`, again: they outlive the strong log's
+        retention of them). Call before anything else. Returns the windows restored.
 
         Safe because the previous run logged every change before it left the node: no peer
         holds a newer state of the row than the records, so spending and transferring from
@@ -542,9 +559,21 @@ class BoundedKeys:
         """
         if self._windows:
             raise RuntimeError("resume() is called before any window is made")
-        messages = [decode_bounded(record) for record in records]
+        decisions = [
+            decode_retirement(record)
+            for record in records
+            if wire.peek_tag(record) == wire.Tag.BOUNDED_RETIREMENT
+        ]
+        messages = [
+            decode_bounded(record)
+            for record in records
+            if wire.peek_tag(record) != wire.Tag.BOUNDED_RETIREMENT
+        ]
         states = [message for message in messages if isinstance(message, BoundedState)]
         if not states:
+            for decision in decisions:
+                self.retire(decision, rules, now_ms)
+            self._unlogged_decisions.clear()  # on the disk already
             return 0
         replicas = {state.replica for state in states}
         if len(replicas) != 1:
@@ -568,6 +597,9 @@ class BoundedKeys:
                 window.used = max(window.used, entry.used)
         self._resumed = True
         self.counters.windows_resumed += len(self._windows)
+        for decision in decisions:
+            self.retire(decision, rules, now_ms)
+        self._unlogged_decisions.clear()  # on the disk already
         return len(self._windows)
 
     def _changed(self, key: str, number: int, window: _Window) -> None:
@@ -743,6 +775,10 @@ class BoundedKeys:
             retired += 1
             self._settle_retired(row.key, row.window, window)
         self.counters.rows_retired += retired
+        if retired and retirement.member not in self._decisions:
+            self._decisions[retirement.member] = retirement
+            if self.durable:
+                self._unlogged_decisions.append(retirement)
         return retired
 
     def _settle_retired(self, key: str, number: int, window: _Window) -> None:

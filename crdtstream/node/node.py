@@ -13,8 +13,9 @@ Durability (``durability = "fsync"``, with a disk): the store's changes go to th
 write-ahead log (:mod:`crdtstream.storage.local_log`), synced once per pump before any frame
 leaves and before the writes waiting for it are answered, and at least every
 ``statsd_sync_ms`` while statsd lines change the store. The changed windows of bounded keys go
-to the same log in the same sync (``BOUNDED_STATE`` records), and a snapshot writes them to
-``bounded.snapshot`` before the log is truncated: a restarted node resumes its bounded row.
+to the same log in the same sync (``BOUNDED_STATE`` records, and ``BOUNDED_RETIREMENT`` for
+each retirement applied), and a snapshot writes them to ``bounded.snapshot`` before the log is
+truncated: a restarted node resumes its bounded row and the retirements it knew.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from crdtstream import wire
 from crdtstream.clock import Clock
@@ -51,9 +53,12 @@ from crdtstream.window.store import WindowStore
 __all__ = ["DriverCounters", "Node"]
 
 SNAPSHOT_FILE = "store.snapshot"
+BOUNDED_RECORD_TAGS: Final = frozenset((wire.Tag.BOUNDED_STATE, wire.Tag.BOUNDED_RETIREMENT))
+"""The local log's records of the bounded keys (the rest are the store's deltas)."""
+
 BOUNDED_SNAPSHOT_FILE = "bounded.snapshot"
-"""The bounded keys' state at the last snapshot: ``BOUNDED_STATE`` frames in the local log's
-record format, written before the log is truncated."""
+"""The bounded keys' state at the last snapshot: ``BOUNDED_RETIREMENT`` then ``BOUNDED_STATE``
+frames in the local log's record format, written before the log is truncated."""
 RAFT_DIRECTORY = "raft"
 PAXOS_DIRECTORY = "paxos"
 
@@ -333,7 +338,7 @@ class Node:
         records: list[bytes] = []
         try:
             for record in logged:
-                if wire.peek_tag(record) == wire.Tag.BOUNDED_STATE:
+                if wire.peek_tag(record) in BOUNDED_RECORD_TAGS:
                     bounded.append(record)
                 else:
                     records.append(record)

@@ -18,6 +18,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from crdtstream import wire
 from crdtstream.config import PolicyRule
 from crdtstream.crdt import BoundedCounter
 from crdtstream.engine.bounded_mode import BoundedKeys, BoundedState, decode_bounded, share_of
@@ -97,10 +98,15 @@ class BoundedSimulation:
             timeout_ms=TIMEOUT_MS,
             durable=True,
         )
+        rows = [
+            decode_bounded(record).replica
+            for record in node.disk
+            if wire.peek_tag(record) == wire.Tag.BOUNDED_STATE
+        ]
         if node.disk:
-            previous = decode_bounded(node.disk[-1]).replica
             node.core.resume(node.disk, self._rule_of, self.now_ms)
-            assert node.core.replica == previous
+        if rows:
+            assert node.core.replica == rows[-1]
             self.outcome.faults["row_resumed"] += 1
         if hasattr(self, "all_counters"):
             self.all_counters.append(node.core)
@@ -266,6 +272,8 @@ class BoundedSimulation:
         seen = self.union(window)
         for node in self.nodes.values():
             for record in node.disk:
+                if wire.peek_tag(record) == wire.Tag.BOUNDED_RETIREMENT:
+                    continue
                 message = decode_bounded(record)
                 assert isinstance(message, BoundedState)
                 for entry in message.entries:

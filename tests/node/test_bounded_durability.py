@@ -161,3 +161,38 @@ def test_a_run_without_the_log_keeps_the_logged_row_whole_for_a_later_logged_run
     cluster.run(1_000)
     for name in NAMES:
         assert cluster.view(name)["value"] == 3, name
+
+
+@pytest.mark.parametrize("snapshot_interval_ms", [60_000, 30])
+def test_a_restarted_node_applies_the_retirements_it_had_applied(
+    snapshot_interval_ms: int,
+) -> None:
+    """Through the driver's log (and its snapshot): the decision is on the disk, so a node
+    restarted when the strong log may no longer hold it still knows the row is retired."""
+    cluster = DiskCluster(2, snapshot_interval_ms=snapshot_interval_ms, durability="fsync")
+    c = cluster.nodes["c"]
+    assert _consume(c, 2).done is False
+    cluster.run(400)
+    cluster.crash("c")
+    a = cluster.nodes["a"]
+    assert a.engine.remove_member("c", force=True)
+    frame = a.engine.bounded_retirement("c").to_bytes()
+    for name in ("a", "b"):
+        assert cluster.nodes[name].engine.apply_bounded_retirement(frame) == 1
+    cluster.run(400)
+    reclaimed = a.engine.bounded.counters.rights_reclaimed
+    assert reclaimed == SHARE - 2
+    cluster.crash("a")
+    if snapshot_interval_ms < 1_000:
+        assert cluster.disks["a"].read(BOUNDED_SNAPSHOT_FILE), "no snapshot was taken"
+    a = cluster.start("a")
+    assert a.engine.bounded.counters.rows_retired == 1, "the decision was not on the disk"
+    assert a.engine.apply_bounded_retirement(frame) == 0, "applied twice"
+    cluster.run(400)
+    assert a.engine.bounded.counters.rights_reclaimed == 0, "re-issued twice"
+    spend_all = [_consume(cluster.nodes[name], 1) for name in ("a", "b") for _ in range(LIMIT)]
+    cluster.run(3_000)
+    accepted = sum(ticket.result().accepted for ticket in spend_all if ticket.error is None)
+    assert accepted == LIMIT - 2
+    for name in ("a", "b"):
+        assert cluster.view(name)["value"] == LIMIT, name

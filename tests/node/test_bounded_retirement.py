@@ -269,3 +269,43 @@ def test_rows_frames_of_the_wrong_shape_are_decode_errors() -> None:
     for tag, [body] in zip(tags, bad, strict=True):
         with pytest.raises(DecodeError):
             decode_bounded(wire.encode(tag, body))
+
+
+def test_the_retirements_a_node_applied_outlive_a_restart_with_its_data_directory() -> None:
+    """The strong log keeps decisions only for its retention; a node's own log and snapshot
+    keep those it applied, so a restarted heir still re-issues rights that reach the retired
+    row later, and a restarted node still counts the row's overspending."""
+    sim = _simulation(15)
+    _run(sim, 20)
+    sim.consume("n2", 3)
+    _run(sim, 50)
+    sim.crash("n2", keep_data=False)
+    decision = _retirement(sim, "n2")
+    for node_id in sim.live():
+        core = sim.nodes[node_id].core
+        assert core is not None
+        assert core.retire(decision, sim._rule_of, sim.now_ms) == 1
+    _run(sim, 50)
+    window = sim.now_ms // WINDOW_MS
+    dead_row = decision.rows[0].replica
+    n1 = sim.nodes["n1"]
+    n1.disk = n1.core.snapshot_records() if n1.core else []  # the decision in a snapshot
+    for node_id in ("n0", "n1"):  # the heir from its log, n1 from its snapshot
+        sim.crash(node_id, keep_data=True)
+        sim.restart(node_id)
+        core = sim.nodes[node_id].core
+        assert core is not None
+        assert core.counters.rows_retired == 1, node_id
+    _run(sim, 50)
+    # A transfer answering the dead node's old request reaches its row after the restarts.
+    n1_core = sim.nodes["n1"].core
+    assert n1_core is not None
+    state = n1_core._windows[(KEY, window)]
+    state.counter.transfer(5, dead_row)
+    n1_core._changed(KEY, window, state)
+    _run(sim, 100)
+    heir = sim.nodes["n0"].core
+    assert heir is not None
+    assert heir.counters.rights_reclaimed == 5, "the restarted heir forgot the decision"
+    assert _spend_everything(sim, ["n0", "n1"]) > 0
+    assert sim.union(window).value == LIMIT
