@@ -443,24 +443,30 @@ class PaxosNode:
         self._suspected_until[leader] = self._tick + self.config.suspect_ticks
         self.counters.proposers_suspected += 1
         waiting = [o for o in self._forwarded.values() if o.forwarded_to == leader]
+        queued_here = set()
         for operation in waiting:
             del self._forwarded[operation.id]
-            self._reroute(operation)
+            if self._reroute(operation):
+                queued_here.add(operation.key)
+        # Started once all are queued, so the operations of a key go in one round together.
+        for key in queued_here:
+            self._start_round(key)
 
-    def _reroute(self, operation: _Operation) -> None:
+    def _reroute(self, operation: _Operation) -> bool:
         """Send an operation whose proposer did not answer to the first proposer of its key's
         ranking not suspected — the one every other forwarder of the key picks too, so the
-        survivors do not duel — or propose it here when that is this node, or when it has
+        survivors do not duel — or queue it here (True) when that is this node, or when it has
         been sent on once per other acceptor already (the bound on its hops)."""
         leader = self.proposer_of(operation.key)
         if leader == self.node_id or operation.reforwards >= len(self.acceptors) - 1:
             operation.forwarded_to = ""
             self.counters.forward_fallbacks += 1
-            self._propose(operation)
-            return
+            self._queues.setdefault(operation.key, []).append(operation)
+            return True
         operation.reforwards += 1
         self.counters.forwards_rerouted += 1
         self._send_forward(operation, leader)
+        return False
 
     def _finish(self, operation: _Operation, outcome: Outcome) -> None:
         """Deliver ``outcome``: here, or back to the node that forwarded the operation."""

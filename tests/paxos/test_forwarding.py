@@ -161,6 +161,20 @@ def test_the_forwarder_that_ranks_next_proposes_and_the_other_sends_to_it() -> N
     assert (third.forward_fallbacks, third.forwards_rerouted, third.rounds_started) == (0, 1, 0)
 
 
+def test_operations_that_fall_back_together_go_in_one_round() -> None:
+    """The leader is cut off while the next of the ranking waits on it with three writes:
+    when it falls back, all three go in one round, not the first alone and the others in a
+    round after it."""
+    cluster = Cluster(config=FORWARDING)
+    second = cluster.nodes[SECOND]
+    writes = [second.submit("k", add(1, sequence, SECOND), 100) for sequence in (1, 2, 3)]
+    cut_off = lambda m: LEADER not in (m.sender, m.to)  # noqa: E731
+    for operation in writes:
+        assert cluster.finish(SECOND, operation, cut_off).answer is not None
+    assert second.counters.forward_fallbacks == 3
+    assert second.counters.rounds_started == second.counters.rounds_succeeded == 1
+
+
 def test_an_operation_is_sent_on_at_most_once_per_other_acceptor() -> None:
     """Every proposer it is sent to stays silent (their answers are lost) and each suspicion
     runs out after a tick, so the ranking's first proposer is never passed over for long: the
