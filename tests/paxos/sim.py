@@ -13,11 +13,10 @@ random. Each key has a preferred proposer (the first of its rendezvous ranking):
 forward to it, and when it does not answer in time send on to the next proposer of the ranking
 (or propose themselves when that is them) — so the nemesis's crashes and partitions of a key's
 proposer make forwarders fall back and reroute, and several proposers contend for the key
-again. A write not answered (or answered
-with a timeout) is retried at another node in the same session (odd clients: a fresh session
-per attempt and an idempotency key); after the last attempt it stays open in the history, its
-effect unknown. A read that fails leaves the history. One key takes only conditional adds: the
-quota, which must never exceed its limit.
+again. A write not answered (or answered with a timeout) is retried at another node in the same
+session (odd clients: a fresh session per attempt and an idempotency key); after the last
+attempt it stays open in the history, its effect unknown. A read that fails leaves the
+history. One key takes only conditional adds: the quota, which must never exceed its limit.
 
 Checked during the run: persist-before-send, and that no two acceptors ever accepted different
 values under one ballot. At the end everything heals and restarts, and a read through every
