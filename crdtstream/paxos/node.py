@@ -48,15 +48,20 @@ idempotency key) to that proposer as FORWARD; the proposer puts it in its next r
 key and answers with FORWARDED. If no answer comes within a latency-scaled timeout (twice the
 p95 of recent forwards' round trips, clamped) and that proposer has completed none of this
 node's other forwards in the last half timeout (one that still does is slow, not gone: the
-wait starts again), the forwarder suspects the proposer for
-``suspect_ticks``, proposes every operation it had forwarded there itself, and until then
-sends new ones to the next proposer in the ranking (itself, possibly). Any message from the
-suspected proposer ends the suspicion early (it is back: a partition healed, a restart), so
-two nodes do not both propose for its keys for long. A proposer that is down
-therefore costs one timeout, not liveness. Safety never rests on this: a forwarded command may
-end up in rounds of both proposers, and its session in the value applies it at most once (the
-second answer is the first one's result); a read is a full round wherever it runs. An operation
-received as FORWARD is proposed where it arrives, never forwarded again.
+wait starts again), the forwarder suspects the proposer for ``suspect_ticks`` and sends every
+operation it had forwarded there on to the next proposer of the key's ranking not suspected —
+proposing it itself only when that is this node — and new ones too until the suspicion ends.
+Every forwarder that waited on the cut-off proposer picks the same next one, so the survivors
+keep one proposer per key instead of each proposing its own operations and duelling (REJECT,
+backoff) until their suspicions agree. An operation is sent on at most once per other acceptor
+(suspicions may end meanwhile); after that it is proposed here. Any message from the suspected
+proposer ends the suspicion early (it is back: a partition healed, a restart), so two nodes do
+not both propose for its keys for long. A proposer that is down therefore costs one timeout and
+one hop, not liveness. Safety never rests on this: a forwarded command may end up in rounds of
+several proposers, and its session in the value applies it at most once (the later answers are
+the first one's result); a read is a full round wherever it runs. An answer counts only from
+the proposer the operation waits on now. An operation received as FORWARD is proposed where it
+arrives, never forwarded again.
 
 Acceptors: a fixed set (the Raft voters), majority quorums. Membership changes are not
 supported: changing the set needs the paper's procedure (§2.3: flexible quorums and an
@@ -69,6 +74,7 @@ ones that leave, so no promise or accept counts before its record is durable.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import random
 from collections import deque
@@ -168,6 +174,9 @@ class ProposerCounters:
     """Forwarded operations proposed here after their proposer did not answer in time."""
     proposers_suspected: int = 0
     """Times a preferred proposer was passed over for leaving a forward unanswered."""
+    forwards_rerouted: int = 0
+    """Forwarded operations sent on to the next proposer of their key's ranking after theirs
+    did not answer in time."""
 
 
 def proposer_ranking(key: str, acceptors: Sequence[str]) -> list[str]:
@@ -221,7 +230,14 @@ class _Operation:
     """The proposer this operation waits on ("" when proposed here)."""
     forwarded_tick: int = 0
     fallback_tick: int = 0
-    """When, unanswered, it is proposed here instead."""
+    """When, unanswered, its proposer is suspected and it goes to the next one."""
+    reforwards: int = 0
+    """Times it was sent on to the next proposer after the one it waited on did not answer."""
+
+    @property
+    def due_tick(self) -> int:
+        """When a forwarded operation needs a look: its fallback or its deadline."""
+        return min(self.fallback_tick, self.deadline_tick)
 
 
 @dataclass(slots=True)
@@ -288,6 +304,10 @@ class PaxosNode:
         """:meth:`forward_timeout_ticks`, until the next sample."""
         self._forwarded: dict[int, _Operation] = {}
         """Our operations waiting on another proposer, by id."""
+        self._forwards_due: list[tuple[int, int]] = []
+        """A heap of ``(due tick, operation id)`` over :attr:`_forwarded`, so a tick looks only
+        at the forwards that are due. Entries are deleted lazily: one whose operation was
+        answered, or was given another due tick since, is skipped when it comes up."""
         self._suspected_until: dict[str, int] = {}
         self._answered_at: dict[str, int] = {}
         """When each proposer last answered a forward with a completed operation."""
@@ -356,13 +376,17 @@ class PaxosNode:
         return self._forward_timeout
 
     def _forward(self, operation: _Operation, leader: str) -> None:
-        operation.forwarded_to = leader
-        operation.forwarded_tick = self._tick
-        operation.fallback_tick = self._tick + self.forward_timeout_ticks()
+        self.counters.operations_forwarded += 1
         # Once sent, a write may take effect there whatever we hear back.
         operation.sent_in_accept = operation.command is not None
+        self._send_forward(operation, leader)
+
+    def _send_forward(self, operation: _Operation, leader: str) -> None:
+        """Send ``operation`` to ``leader`` as FORWARD and wait a forward timeout for it."""
+        operation.forwarded_to = leader
+        operation.forwarded_tick = self._tick
+        self._schedule_fallback(operation, self._tick + self.forward_timeout_ticks())
         self._forwarded[operation.id] = operation
-        self.counters.operations_forwarded += 1
         timeout = max(1, operation.deadline_tick - self._tick)
         self._messages.append(
             Message(
@@ -408,17 +432,41 @@ class PaxosNode:
             Outcome(operation.id, answer.answer, answer.error, answer.unknown, answer.refused)
         )
 
+    def _schedule_fallback(self, operation: _Operation, fallback_tick: int) -> None:
+        operation.fallback_tick = fallback_tick
+        heapq.heappush(self._forwards_due, (operation.due_tick, operation.id))
+
     def _suspect(self, leader: str) -> None:
-        """``leader`` left a forward unanswered: pass it over for a while and propose here
-        every operation still waiting on it."""
+        """``leader`` left a forward unanswered: pass it over for a while and send every
+        operation still waiting on it to the key's next proposer (a scan, but once per
+        suspicion, not per tick)."""
         self._suspected_until[leader] = self._tick + self.config.suspect_ticks
         self.counters.proposers_suspected += 1
         waiting = [o for o in self._forwarded.values() if o.forwarded_to == leader]
+        queued_here = set()
         for operation in waiting:
             del self._forwarded[operation.id]
+            if self._reroute(operation):
+                queued_here.add(operation.key)
+        # Started once all are queued, so the operations of a key go in one round together.
+        for key in queued_here:
+            self._start_round(key)
+
+    def _reroute(self, operation: _Operation) -> bool:
+        """Send an operation whose proposer did not answer to the first proposer of its key's
+        ranking not suspected — the one every other forwarder of the key picks too, so the
+        survivors do not duel — or queue it here (True) when that is this node, or when it has
+        been sent on once per other acceptor already (the bound on its hops)."""
+        leader = self.proposer_of(operation.key)
+        if leader == self.node_id or operation.reforwards >= len(self.acceptors) - 1:
             operation.forwarded_to = ""
             self.counters.forward_fallbacks += 1
-            self._propose(operation)
+            self._queues.setdefault(operation.key, []).append(operation)
+            return True
+        operation.reforwards += 1
+        self.counters.forwards_rerouted += 1
+        self._send_forward(operation, leader)
+        return False
 
     def _finish(self, operation: _Operation, outcome: Outcome) -> None:
         """Deliver ``outcome``: here, or back to the node that forwarded the operation."""
@@ -444,21 +492,7 @@ class PaxosNode:
         unanswered forwards, retry stuck rounds."""
         self._tick += 1
         self._expire()
-        timeout = self.forward_timeout_ticks()
-        for operation in list(self._forwarded.values()):
-            if operation.id not in self._forwarded:
-                continue  # proposed here by a fallback earlier in this loop
-            if operation.deadline_tick <= self._tick:
-                del self._forwarded[operation.id]
-                self._fail(operation)
-            elif operation.fallback_tick <= self._tick:
-                leader = operation.forwarded_to
-                answered_at = self._answered_at.get(leader)
-                if answered_at is not None and self._tick - answered_at <= timeout // 2:
-                    # Slow, not gone: it completes other forwards; wait another timeout.
-                    operation.fallback_tick = self._tick + timeout
-                else:
-                    self._suspect(leader)
+        self._tick_forwards()
         for round_ in list(self._rounds.values()):
             if self._tick - round_.phase_tick >= self.config.round_timeout_ticks:
                 self.counters.rounds_timed_out += 1
@@ -466,6 +500,28 @@ class PaxosNode:
         for key in [k for k, at in self._retry_at_tick.items() if at <= self._tick]:
             del self._retry_at_tick[key]
             self._start_round(key)
+
+    def _tick_forwards(self) -> None:
+        """Fail the forwarded operations past their deadline; suspect the proposers that
+        left one unanswered past its fallback tick."""
+        timeout = self.forward_timeout_ticks()
+        due = self._forwards_due
+        while due and due[0][0] <= self._tick:
+            due_tick, operation_id = heapq.heappop(due)
+            operation = self._forwarded.get(operation_id)
+            if operation is None or operation.due_tick != due_tick:
+                continue  # answered, proposed here, or due again later
+            if operation.deadline_tick <= self._tick:
+                del self._forwarded[operation.id]
+                self._fail(operation)
+                continue
+            leader = operation.forwarded_to
+            answered_at = self._answered_at.get(leader)
+            if answered_at is not None and self._tick - answered_at <= timeout // 2:
+                # Slow, not gone: it completes other forwards; wait another timeout.
+                self._schedule_fallback(operation, self._tick + timeout)
+            else:
+                self._suspect(leader)
 
     def step(self, message: Message) -> None:
         """Handle a message received from a peer; stale answers are dropped. Raises

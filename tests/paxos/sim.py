@@ -10,13 +10,13 @@ node's ticks run at its own skewed rate.
 
 Clients are Jepsen-style processes with one operation in flight each, at a node picked at
 random. Each key has a preferred proposer (the first of its rendezvous ranking): the other nodes
-forward to it, and propose themselves when it does not answer in time — so the nemesis's
-crashes and partitions of a key's proposer make forwarders fall back, and several proposers
-contend for the key again. A write not answered (or answered
-with a timeout) is retried at another node in the same session (odd clients: a fresh session
-per attempt and an idempotency key); after the last attempt it stays open in the history, its
-effect unknown. A read that fails leaves the history. One key takes only conditional adds: the
-quota, which must never exceed its limit.
+forward to it, and when it does not answer in time send on to the next proposer of the ranking
+(or propose themselves when that is them) — so the nemesis's crashes and partitions of a key's
+proposer make forwarders fall back and reroute, and several proposers contend for the key
+again. A write not answered (or answered with a timeout) is retried at another node in the same
+session (odd clients: a fresh session per attempt and an idempotency key); after the last
+attempt it stays open in the history, its effect unknown. A read that fails leaves the
+history. One key takes only conditional adds: the quota, which must never exceed its limit.
 
 Checked during the run: persist-before-send, and that no two acceptors ever accepted different
 values under one ballot. At the end everything heals and restarts, and a read through every
@@ -95,6 +95,8 @@ class Report:
     forwards_answered: int = 0
     fallbacks: int = 0
     """Forwarded operations proposed by their forwarder after no answer in time."""
+    rerouted: int = 0
+    """Forwarded operations sent on to the next proposer of the ranking after no answer."""
     leader_crashes: int = 0
     """Crashes of a node that was some key's preferred proposer."""
     leader_cut_off: int = 0
@@ -189,7 +191,7 @@ class Simulation:
         self.crashes = self.restarts = self.partitions = 0
         self.conflicts = 0
         self.one_round_trips = 0
-        self.forwarded = self.forwards_answered = self.fallbacks = 0
+        self.forwarded = self.forwards_answered = self.fallbacks = self.rerouted = 0
         self.leader_crashes = self.leader_cut_off = 0
         self.leaders = {proposer_ranking(key, self.ids)[0] for key in [*options.keys, QUOTA_KEY]}
 
@@ -265,6 +267,7 @@ class Simulation:
         self.forwarded += paxos.counters.operations_forwarded
         self.forwards_answered += paxos.counters.forwards_answered
         self.fallbacks += paxos.counters.forward_fallbacks
+        self.rerouted += paxos.counters.forwards_rerouted
 
     # -- clients --
 
@@ -513,6 +516,7 @@ class Simulation:
             forwarded=self.forwarded,
             forwards_answered=self.forwards_answered,
             fallbacks=self.fallbacks,
+            rerouted=self.rerouted,
             leader_crashes=self.leader_crashes,
             leader_cut_off=self.leader_cut_off,
         )

@@ -65,25 +65,31 @@ def test_writes_from_every_node_on_one_key_never_duel() -> None:
     assert leader.rounds_started == leader.rounds_succeeded
 
 
-def test_when_the_leader_is_down_the_forwarder_proposes_itself_then_skips_it() -> None:
+def test_when_the_leader_is_down_the_forwarder_sends_on_to_the_next_then_skips_it() -> None:
     cluster = Cluster(config=FORWARDING)
     alive = (SECOND, THIRD)
     third = cluster.nodes[THIRD]
+    second = cluster.nodes[SECOND]
     outcome = cluster.finish(
         THIRD, third.submit("k", add(2, 1), 100), lambda m: m.sender in alive and m.to in alive
     )
     assert outcome.answer == Result(ok=True, applied=True, value=2)
-    assert third.counters.forward_fallbacks == 1
     assert third.counters.proposers_suspected == 1
+    # Not proposed here: sent on to the next proposer of the ranking, which ran it.
+    assert third.counters.forwards_rerouted == 1
+    assert third.counters.forward_fallbacks == 0
+    assert third.counters.rounds_started == 0
+    assert second.counters.forwards_served == 1
     # Suspected: the next write goes to the second proposer of the ranking, at once.
     third.submit("k", add(3, 2), 100)
     cluster.drain()
     assert [(m.type, m.to) for m in cluster.in_flight] == [(MessageType.FORWARD, SECOND)]
-    second = cluster.nodes[SECOND]
     between_alive = lambda m: m.sender in alive and m.to in alive  # noqa: E731
-    # SECOND has not heard from the leader yet: it forwards, times out, proposes itself...
+    # SECOND has not heard from the leader yet: it forwards, times out, and proposes itself,
+    # being the next of the ranking...
     cluster.finish(SECOND, second.submit("k", add(4, 1, "second"), 100), between_alive)
     assert second.counters.forward_fallbacks == 1
+    assert second.counters.forwards_rerouted == 0
     # ...and from then on proposes at once, serving THIRD's forwards as well.
     second.submit("k", add(5, 2, "second"), 100)
     cluster.drain()
@@ -94,7 +100,125 @@ def test_when_the_leader_is_down_the_forwarder_proposes_itself_then_skips_it() -
     }
     read = cluster.finish(SECOND, second.read("k", 100), between_alive)
     assert value_of(read.answer) == 14  # type: ignore[arg-type]
-    assert second.counters.forwards_served == 1
+    assert second.counters.forwards_served == 2
+
+
+def test_forwarders_of_a_cut_off_leader_agree_on_the_next_proposer_and_do_not_duel() -> None:
+    """The leader of a key is cut off while two nodes wait on it with a write each. Both time
+    out at the same tick; both send their write on to the second of the ranking, which puts
+    them in its rounds: one proposer for the key, so no ballot is rejected and no round
+    retried. (Each forwarder proposing its own write would duel the other.)"""
+    ids = ("a", "b", "c", "d", "e")
+    leader, second, *_, fourth, fifth = proposer_ranking("k", ids)
+    cluster = Cluster(ids, config=FORWARDING)
+    sent: list[Message] = []
+
+    def cut_off(message: Message) -> bool:
+        sent.append(message)
+        return leader not in (message.sender, message.to)
+
+    writes = [
+        (fourth, cluster.nodes[fourth].submit("k", add(2, 1, fourth), 100)),
+        (fifth, cluster.nodes[fifth].submit("k", add(3, 1, fifth), 100)),
+    ]
+    for node_id, operation in writes:
+        assert cluster.finish(node_id, operation, cut_off).answer is not None
+    assert [n.counters.rounds_conflicted for n in cluster.nodes.values()] == [0] * len(ids)
+    assert not any(m.type is MessageType.REJECT for m in sent)
+    forwards = [(m.sender, m.to) for m in sent if m.type is MessageType.FORWARD]
+    assert sorted(forwards) == sorted(
+        [(fourth, leader), (fifth, leader), (fourth, second), (fifth, second)]
+    )
+    for node_id in (fourth, fifth):
+        counters = cluster.nodes[node_id].counters
+        assert (counters.forwards_rerouted, counters.forward_fallbacks) == (1, 0)
+        assert counters.rounds_started == 0
+    assert cluster.nodes[second].counters.forwards_served == 2
+    read = cluster.finish(second, cluster.nodes[second].read("k", 100), cut_off)
+    assert value_of(read.answer) == 5  # type: ignore[arg-type]
+
+
+def test_the_forwarder_that_ranks_next_proposes_and_the_other_sends_to_it() -> None:
+    """Three nodes, the leader cut off: of the two forwarders the one that ranks next after
+    the leader proposes its own write, the other sends its write on to it. No REJECT."""
+    cluster = Cluster(config=FORWARDING)
+    sent: list[Message] = []
+
+    def cut_off(message: Message) -> bool:
+        sent.append(message)
+        return LEADER not in (message.sender, message.to)
+
+    writes = [
+        (SECOND, cluster.nodes[SECOND].submit("k", add(2, 1, SECOND), 100)),
+        (THIRD, cluster.nodes[THIRD].submit("k", add(3, 1, THIRD), 100)),
+    ]
+    for node_id, operation in writes:
+        assert cluster.finish(node_id, operation, cut_off).answer is not None
+    second, third = cluster.nodes[SECOND].counters, cluster.nodes[THIRD].counters
+    assert not any(m.type is MessageType.REJECT for m in sent)
+    assert second.rounds_conflicted == third.rounds_conflicted == 0
+    assert (second.forward_fallbacks, second.forwards_rerouted, second.forwards_served) == (1, 0, 1)
+    assert (third.forward_fallbacks, third.forwards_rerouted, third.rounds_started) == (0, 1, 0)
+
+
+def test_operations_that_fall_back_together_go_in_one_round() -> None:
+    """The leader is cut off while the next of the ranking waits on it with three writes:
+    when it falls back, all three go in one round, not the first alone and the others in a
+    round after it."""
+    cluster = Cluster(config=FORWARDING)
+    second = cluster.nodes[SECOND]
+    writes = [second.submit("k", add(1, sequence, SECOND), 100) for sequence in (1, 2, 3)]
+    cut_off = lambda m: LEADER not in (m.sender, m.to)  # noqa: E731
+    for operation in writes:
+        assert cluster.finish(SECOND, operation, cut_off).answer is not None
+    assert second.counters.forward_fallbacks == 3
+    assert second.counters.rounds_started == second.counters.rounds_succeeded == 1
+
+
+def test_an_operation_is_sent_on_at_most_once_per_other_acceptor() -> None:
+    """Every proposer it is sent to stays silent (their answers are lost) and each suspicion
+    runs out after a tick, so the ranking's first proposer is never passed over for long: the
+    operation is not sent round the ranking until its deadline but proposed here after one
+    hop per other acceptor."""
+    config = PaxosConfig(forward_timeout_min_ticks=4, forward_timeout_max_ticks=12, suspect_ticks=1)
+    cluster = Cluster(config=config)
+    third = cluster.nodes[THIRD]
+    sent: list[Message] = []
+
+    def answers_lost(message: Message) -> bool:
+        sent.append(message)
+        return message.type is not MessageType.FORWARDED
+
+    outcome = cluster.finish(THIRD, third.submit("k", add(1, 1), 400), answers_lost)
+    assert outcome.answer == Result(ok=True, applied=True, value=1)
+    forwards = [m.to for m in sent if m.type is MessageType.FORWARD]
+    assert forwards == [LEADER, SECOND, LEADER]
+    assert third.counters.forwards_rerouted == len(IDS) - 1
+    assert third.counters.forward_fallbacks == 1
+
+
+def test_a_forward_whose_deadline_comes_before_its_fallback_fails_at_the_deadline() -> None:
+    """The deadline of a forwarded write is looked at on its own tick, not only at the
+    fallback's: with a silent leader it fails then, its outcome unknown (the leader may have
+    applied it), and is neither sent on nor proposed here."""
+    cluster = Cluster(config=FORWARDING)
+    third = cluster.nodes[THIRD]
+    operation = third.submit("k", add(1, 1), 3)
+    assert third.forward_timeout_ticks() > 3
+    for _ in range(2):
+        third.tick()
+    cluster.drain()
+    assert (THIRD, operation) not in cluster.outcomes
+    third.tick()
+    cluster.drain()
+    outcome = cluster.outcomes[(THIRD, operation)]
+    assert outcome.unknown
+    assert "outcome is unknown" in outcome.error
+    assert third.pending == 0
+    for _ in range(2 * FORWARDING.forward_timeout_max_ticks):
+        third.tick()
+    assert (third.counters.forwards_rerouted, third.counters.forward_fallbacks) == (0, 0)
+    assert third.counters.proposers_suspected == 0
 
 
 def test_a_leader_that_completes_other_forwards_is_slow_not_gone() -> None:
@@ -115,7 +239,7 @@ def test_a_leader_that_completes_other_forwards_is_slow_not_gone() -> None:
     for _ in range(third.forward_timeout_ticks()):
         third.tick()
     assert third.counters.proposers_suspected == 1
-    assert third.counters.forward_fallbacks == 1
+    assert third.counters.forwards_rerouted == 1
     outcome = cluster.finish(THIRD, lost)
     assert outcome.answer == Result(ok=True, applied=True, value=1)  # the leader's, not again
 
@@ -165,7 +289,8 @@ def test_a_command_run_by_the_leader_and_again_by_its_forwarder_applies_once(
     cluster.deliver(lambda m: m.type is not MessageType.FORWARDED)
     assert value_of(cluster.finish(LEADER, cluster.nodes[LEADER].read("k", 100)).answer) == 7  # type: ignore[arg-type]
     outcome = cluster.finish(THIRD, operation, lambda m: m.type is not MessageType.FORWARDED)
-    assert third.counters.forward_fallbacks == 1
+    # Sent on to the next proposer (whose answer is lost too), then proposed here.
+    assert (third.counters.forwards_rerouted, third.counters.forward_fallbacks) == (1, 1)
     assert outcome.answer == Result(ok=True, applied=True, value=7)
     read = cluster.finish(SECOND, cluster.nodes[SECOND].read("k", 100))
     assert value_of(read.answer) == 7  # type: ignore[arg-type]
