@@ -19,6 +19,11 @@ key can do: a node adds only while its own view of the total is under the limit.
 - ``bounded_local_write_us`` and ``eventual_write_us``: wall-clock cost of one engine write on
   this machine, a consumption within rights against an eventual add, run side by side;
   ``bounded_vs_eventual_write_cost`` is their ratio.
+- ``bounded_round_us_few_keys`` and ``bounded_round_us_many_keys``: wall-clock cost of one
+  gossip round of a node's bounded core holding ``--keys-few`` and ``--keys-many`` quota keys
+  (one window each), with the same 100 keys consumed from per round, run in alternating rounds;
+  ``bounded_round_many_vs_few_keys`` is their ratio (goal ``<= 2``: a round costs what
+  changed, not every key kept).
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="simulated load phase")
     parser.add_argument("--rate", type=int, default=100, help="writes per simulated second")
     parser.add_argument("--cost-writes", type=int, default=20_000, help="writes timed for cost")
+    parser.add_argument("--keys-few", type=int, default=1_000, help="keys, round cost baseline")
+    parser.add_argument("--keys-many", type=int, default=50_000, help="keys, round cost figure")
     parser.add_argument("--seed", type=int, default=1)
 
 
@@ -199,6 +206,46 @@ def _write_cost_us(cluster: _Cluster, writes: int) -> tuple[float, float]:
     return bounded / count * 1e6, eventual / count * 1e6
 
 
+ROUND_WRITES = 100
+"""Keys consumed from per measured round."""
+
+
+def _round_cost_us(key_counts: tuple[int, ...], rounds: int = 20) -> list[float]:
+    """Wall-clock µs per gossip round of a bounded core holding each count of keys, with
+    :data:`ROUND_WRITES` consumptions per round (not timed) and the rounds alternated between
+    the cores, after the rounds in which every window is new (all of them are sent then)."""
+    from crdtstream.config import PolicyRule
+    from crdtstream.engine.bounded_mode import RECENT_ROUNDS, BoundedKeys
+    from crdtstream.engine.tickets import Ticket
+
+    rule = PolicyRule("q.*", "bounded", limit=10**9, window_ms=3_600_000, members=NAMES)
+    now_ms = rule.window_ms
+    cores = []
+    for count in key_counts:
+        core = BoundedKeys(
+            "a",
+            "a~0",
+            random.Random(count),
+            lambda peer, frame: None,
+            started_ms=0,
+            timeout_ms=1_000,
+        )
+        keys = [f"q.{i}" for i in range(count)]
+        for key in keys:
+            core.write(Ticket(), key, rule, "consume", 1, None, now_ms, 0)
+        cores.append((core, keys[:ROUND_WRITES]))
+    spent = [0.0] * len(cores)
+    for number in range(RECENT_ROUNDS + 2 + rounds):
+        for index, (core, hot) in enumerate(cores):
+            for key in hot:
+                core.write(Ticket(), key, rule, "consume", 1, None, now_ms, number)
+            start = time.perf_counter()
+            core.tick(now_ms, number, ("b", "c"), gossip_round=True)
+            if number >= RECENT_ROUNDS + 2:
+                spent[index] += time.perf_counter() - start
+    return [total / rounds * 1e6 for total in spent]
+
+
 def run(args: argparse.Namespace) -> Report:
     """Run the suite."""
     report = Report("bounded")
@@ -221,4 +268,8 @@ def run(args: argparse.Namespace) -> Report:
     report.add("bounded_local_write_us", bounded_us, "us")
     report.add("eventual_write_us", eventual_us, "us")
     report.ratio("bounded_vs_eventual_write_cost", bounded_us / eventual_us, "<= 5")
+    few_us, many_us = _round_cost_us((args.keys_few, args.keys_many))
+    report.add("bounded_round_us_few_keys", few_us, "us")
+    report.add("bounded_round_us_many_keys", many_us, "us")
+    report.ratio("bounded_round_many_vs_few_keys", many_us / few_us, "<= 2")
     return report

@@ -88,7 +88,9 @@ row], ...]]``, ``BOUNDED_ROWS_ASK [replica, [nonce, member]]`` and ``BOUNDED_ROW
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -227,7 +229,6 @@ class _Window:
     counter: BoundedCounter
     rule: PolicyRule
     used: int = 0
-    changed_round: int = 0
     hints: dict[str, tuple[int, int]] = field(default_factory=dict)  # replica -> (unmet, used)
 
 
@@ -284,12 +285,15 @@ class BoundedKeys:
         self.round_ms = round_ms
         self._next_round_ms = 0
         self._windows: dict[tuple[str, int], _Window] = {}
+        # Per window, the round it last changed in, while that is within RECENT_ROUNDS.
+        self._recent: dict[tuple[str, int], int] = {}
+        self._rotating: deque[tuple[str, int]] = deque()  # every window, in turn to be re-sent
+        self._expiry: list[tuple[int, str, int]] = []  # heap: (no longer kept from ms, window)
         self._pending: list[_Pending] = []
         self._owners: dict[str, str] = {self.replica: node_id}  # replica -> node id
         self._latest: dict[str, str] = {}  # node id -> the replica it last sent under
         self._served: dict[tuple[str, str, int], int] = {}  # (replica, key, window) -> round
         self._round = 0
-        self._rotation = 0
         self._peers: list[str] = []
         self.counters = BoundedCounters()
         self.durable = durable
@@ -591,8 +595,8 @@ class BoundedKeys:
                     continue
                 window = self._windows.get((entry.key, entry.window))
                 if window is None:
-                    window = _Window(BoundedCounter(self.replica), rule, changed_round=0)
-                    self._windows[(entry.key, entry.window)] = window
+                    window = _Window(BoundedCounter(self.replica), rule)
+                    self._add_window(entry.key, entry.window, window)
                 window.counter.merge(entry.counter)
                 window.used = max(window.used, entry.used)
         self._resumed = True
@@ -604,7 +608,7 @@ class BoundedKeys:
 
     def _changed(self, key: str, number: int, window: _Window) -> None:
         """Note that ``window`` changed: gossiped in the next rounds, logged when durable."""
-        window.changed_round = self._round
+        self._recent[(key, number)] = self._round
         if self.durable:
             self._unlogged.add((key, number))
 
@@ -861,11 +865,18 @@ class BoundedKeys:
             counter = BoundedCounter(self.replica)
             if self.started_ms <= number * rule.window_ms:
                 counter.grant(share_of(rule, self.node_id))
-            window = self._windows[(key, number)] = _Window(
-                counter, rule, changed_round=self._round
-            )
+            window = _Window(counter, rule)
+            self._add_window(key, number, window)
             self._changed(key, number, window)
         return window
+
+    def _add_window(self, key: str, number: int, window: _Window) -> None:
+        """Keep ``window``: in the rotation of re-sent windows, and until it is no longer
+        kept (:meth:`_drop_old`)."""
+        self._windows[(key, number)] = window
+        self._recent[(key, number)] = self._round
+        self._rotating.append((key, number))
+        heapq.heappush(self._expiry, ((number + WINDOWS_KEPT) * window.rule.window_ms, key, number))
 
     def _try(self, pending: _Pending, now_ms: int) -> bool:
         """Consume for ``pending`` if this node holds the rights; completes its ticket."""
@@ -990,14 +1001,13 @@ class BoundedKeys:
             self._give(source, replica, entry.key, rule, entry.window, (spare + 1) // 2, now_ms)
 
     def _drop_old(self, now_ms: int) -> None:
-        """Forget windows no longer kept, and who was served in rounds before the last."""
-        stale = [
-            slot
-            for slot, window in self._windows.items()
-            if slot[1] <= self._index(window.rule, now_ms) - WINDOWS_KEPT
-        ]
-        for slot in stale:
-            del self._windows[slot]
+        """Forget windows no longer kept (in the order they expire: no walk over the others),
+        and who was served in rounds before the last."""
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now_ms:
+            _, key, number = heapq.heappop(expiry)
+            self._windows.pop((key, number), None)
+            self._recent.pop((key, number), None)
         self._served = {
             served: round_number
             for served, round_number in self._served.items()
@@ -1005,22 +1015,27 @@ class BoundedKeys:
         }
 
     def _gossip_entries(self) -> list[tuple[str, int, _Window]]:
-        recent = [
-            (key, number, window)
-            for (key, number), window in self._windows.items()
-            if window.changed_round >= self._round - RECENT_ROUNDS
-        ]
-        others = [
-            (key, number, window)
-            for (key, number), window in sorted(self._windows.items())
-            if window.changed_round < self._round - RECENT_ROUNDS
-        ]
-        if others:
-            start = self._rotation % len(others)
-            rotated = (others[start:] + others[:start])[:ROTATING_KEYS_PER_ROUND]
-            self._rotation += len(rotated)
-            recent.extend(rotated)
-        return recent
+        """The windows changed in the last :data:`RECENT_ROUNDS` rounds, then the next
+        :data:`ROTATING_KEYS_PER_ROUND` of the others in turn: a round costs what changed,
+        not every window kept."""
+        oldest = self._round - RECENT_ROUNDS
+        for slot in [slot for slot, changed in self._recent.items() if changed < oldest]:
+            del self._recent[slot]
+        entries = [(key, number, self._windows[(key, number)]) for key, number in self._recent]
+        rotating = self._rotating
+        taken = 0
+        for _ in range(len(rotating)):
+            if taken == ROTATING_KEYS_PER_ROUND:
+                break
+            slot = rotating.popleft()
+            window = self._windows.get(slot)
+            if window is None:
+                continue  # no longer kept: out of the rotation
+            rotating.append(slot)
+            if slot not in self._recent:
+                entries.append((slot[0], slot[1], window))
+                taken += 1
+        return entries
 
     def _state_frames(self, entries: Sequence[tuple[str, int, _Window]]) -> list[bytes]:
         """``entries`` as ``BOUNDED_STATE`` frames under the frame budget."""
