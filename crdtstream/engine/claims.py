@@ -26,7 +26,8 @@ same step as the write, so the local log holds both in the same record or neithe
 the write leaves the node before that record is synced. On restart every marker of this replica
 in the retained windows is a write to confirm and settle; a claim held by this node without a
 marker was never applied: the node releases it by itself (a Raft voter finds its claims in its
-copy of the replicated table) or when a retry comes to it. Hence this needs the local log
+copy of the replicated table; a node outside the voters asks the table through Raft, with a
+``claims_held`` command) or when a retry comes to it. Hence this needs the local log
 (``log_writes``): without it a crash could lose the write yet keep the claim.
 
 A write applied here whose confirmation failed (no majority in time) stays applied, as every
@@ -56,7 +57,7 @@ from crdtstream.raft.commands import Command, Result
 from crdtstream.raft.state_machine import DONE, RELEASED
 from crdtstream.window.store import WindowStore
 
-__all__ = ["CLAIM_PREFIX", "ClaimedKey", "QuorumClaims"]
+__all__ = ["CLAIMS_KEY", "CLAIM_PREFIX", "ClaimedKey", "QuorumClaims"]
 
 CLAIM_PREFIX: Final = RESERVED_PREFIX + "claim#"
 """Marker keys: ``CLAIM_PREFIX`` + JSON ``[replica, idempotency key, digest, key, kind,
@@ -76,6 +77,10 @@ Confirm = Callable[[int | str, Callable[[Exception | None], None]], None]
 Held = Callable[[], list[tuple[str, str]]]
 """The idempotency keys (and digests) this replica claimed and has not settled, as far as this
 node's copy of the replicated table knows (none on a node outside the Raft voters)."""
+QueryHeld = Callable[[Completion], None]
+"""Ask the replicated table through Raft for the claims this replica holds (a
+:data:`~crdtstream.raft.commands.CLAIMS_HELD` command): how a node outside the voters finds
+them."""
 Acknowledge = Callable[[Ticket, Answer], None]
 """Answer a write once the local log holds it."""
 Apply = Callable[[], tuple[int, Answer]]
@@ -114,8 +119,14 @@ class QuorumClaims:
         confirm: Confirm,
         acknowledge: Acknowledge,
         held: Held,
+        query_held: QueryHeld | None = None,
     ) -> None:
-        """Resume the claims whose markers ``store`` holds for ``replica`` (after a restart)."""
+        """Resume the claims whose markers ``store`` holds for ``replica`` (after a restart).
+
+        ``held`` reads this node's copy of the replicated table (a voter's); a node outside
+        the voters has none and gives ``query_held`` instead, which asks the table through
+        Raft: at start (a previous run may have left claims it never applied) and after a
+        claim whose answer never came, until one query is answered."""
         self.replica = replica
         self.store = store
         self.session = session
@@ -128,6 +139,9 @@ class QuorumClaims:
         self._next_check_ms: int | None = None
         self._claiming: set[str] = set()
         self._releasing: set[str] = set()
+        self._query_held = query_held
+        self._query_due = query_held is not None
+        self._querying = False
         for name in store.keys:
             applied = _marker_of(name, replica)
             if applied is not None:
@@ -156,6 +170,8 @@ class QuorumClaims:
         def claimed(result: Result | ReadAnswer | None, error: Exception | None) -> None:
             self._claiming.discard(idempotency_key)
             if error is not None:
+                # The claim may have committed with its answer lost: find out later.
+                self._query_due = self._query_held is not None
                 ticket.fail(error)
                 return
             assert isinstance(result, Result)
@@ -279,7 +295,23 @@ class QuorumClaims:
         for applied in list(self.unsettled.values()):
             if not applied.confirming:
                 self._confirm_again(applied, None)
-        for idempotency_key, digest in self._held():
+        self._release_unapplied(self._held())
+        if self._query_held is not None and self._query_due and not self._querying:
+            self._querying = True
+            self._query_held(self._answered_held)
+
+    def _answered_held(self, result: Result | ReadAnswer | None, error: Exception | None) -> None:
+        """The claims this replica holds, as the replicated table answered (a query is sent
+        again at the next check when it failed)."""
+        self._querying = False
+        if error is not None or not isinstance(result, Result) or not result.ok:
+            return
+        self._query_due = False
+        self._release_unapplied([(str(key), str(digest)) for key, digest in result.value])
+
+    def _release_unapplied(self, held: list[tuple[str, str]]) -> None:
+        """Release the claims in ``held`` (this replica's) that it never applied."""
+        for idempotency_key, digest in held:
             busy = self.unsettled.keys() | self._claiming | self._releasing
             if idempotency_key not in busy:
                 self._release(ClaimedKey(CLAIMS_KEY, "counter", idempotency_key, digest))

@@ -32,7 +32,7 @@ from crdtstream.engine.bounded_mode import (
     Retirement,
     decode_retirement,
 )
-from crdtstream.engine.claims import ClaimedKey, QuorumClaims
+from crdtstream.engine.claims import CLAIMS_KEY, ClaimedKey, QuorumClaims
 from crdtstream.engine.config import EngineConfig
 from crdtstream.engine.counters import EngineCounters, IngestCounters
 from crdtstream.engine.operations import (
@@ -66,7 +66,7 @@ from crdtstream.ingest import StatsdParser
 from crdtstream.paxos.storage import AcceptorStorage, MemoryAcceptorStorage
 from crdtstream.paxos.value import read_view
 from crdtstream.policy import RESERVED_PREFIX, Policy
-from crdtstream.raft.commands import decode_command, request_digest
+from crdtstream.raft.commands import CLAIMS_HELD, decode_command, request_digest
 from crdtstream.raft.state_machine import IDEMPOTENCY_REUSED, Command, Result
 from crdtstream.raft.storage import DurableStorage, MemoryStorage
 from crdtstream.window.delta import StoreDelta
@@ -167,6 +167,10 @@ class Engine:
             self._confirm,
             self._acknowledge,
             self._claims_held,
+            # A node outside the voters asks the table; only a logging node takes claims.
+            self._query_claims_held
+            if isinstance(self.strong, StrongClient) and config.log_writes
+            else None,
         )
         self.bounded = BoundedKeys(
             config.node_id,
@@ -368,6 +372,16 @@ class Engine:
         if isinstance(self.strong, StrongReplica):
             return self.strong.machine.claims_held_by(self.replica)
         return []
+
+    def _query_claims_held(self, done: Completion) -> None:
+        """Ask the replicated table through Raft for this replica's claims (a node outside
+        the voters, which has no copy of the table)."""
+        if self.strong is None:
+            return  # no Raft: no claims either
+        command = self.session.command(
+            CLAIMS_KEY, "counter", CLAIMS_HELD, self.replica, None, self._now_ms, None, None
+        )
+        self.strong.submit(command, self._timeout_ticks(), done)
 
     def _submit_claim(self, command: Command, done: Completion) -> None:
         """Replicate a claim or settle command through Raft."""

@@ -19,6 +19,7 @@ from typing import Any
 from crdtstream import wire
 
 __all__ = [
+    "CLAIMS_HELD",
     "CLAIM_OPERATIONS",
     "KINDS",
     "OPERATIONS",
@@ -60,6 +61,11 @@ CLAIM_OPERATIONS = frozenset({"claim", "settle"})
 see :mod:`crdtstream.raft.state_machine`): ``claim`` with the claiming replica as ``value``,
 ``settle`` with ``"done <accepted> <replica>"`` or ``"released <replica>"``."""
 
+CLAIMS_HELD = "claims_held"
+"""The operation that answers, as its result's value, the ``[idempotency key, digest]`` pairs
+the replica named by ``value`` claimed and has not settled (any key and kind, no idempotency
+key): how a node outside the Raft voters, which has no copy of the table, finds its claims."""
+
 Number = int | float
 
 
@@ -84,7 +90,8 @@ class Command:
         if self.kind not in OPERATIONS:
             raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
         claim = self.operation in CLAIM_OPERATIONS
-        if self.operation not in OPERATIONS[self.kind] and not claim:
+        held = self.operation == CLAIMS_HELD
+        if self.operation not in OPERATIONS[self.kind] and not claim and not held:
             raise ValueError(f"kind {self.kind} has no operation {self.operation!r}")
         if not self.client_id or not self.key:
             raise ValueError("client_id and key must not be empty")
@@ -93,6 +100,9 @@ class Command:
         if claim:
             if not isinstance(self.value, str) or not self.idempotency_key:
                 raise ValueError(f"{self.operation} takes a text value and an idempotency key")
+        elif held:
+            if not isinstance(self.value, str) or self.idempotency_key:
+                raise ValueError(f"{CLAIMS_HELD} takes a replica and no idempotency key")
         elif self.operation != "read":
             check_value(self.kind, self.value)
         if (self.operation == "conditional_add") != (self.limit is not None):

@@ -46,6 +46,7 @@ from crdtstream.config import WindowConfig
 from crdtstream.errors import ConfigError, DecodeError
 from crdtstream.raft.commands import (
     CLAIM_OPERATIONS,
+    CLAIMS_HELD,
     INT_MAX,
     KINDS,
     OPERATIONS,
@@ -188,6 +189,9 @@ class StateMachine:
         """Execute ``command`` unless its idempotency key was registered already."""
         if command.operation in CLAIM_OPERATIONS:
             return self._claim(command)
+        if command.operation == CLAIMS_HELD:
+            pairs = self.claims_held_by(str(command.value))
+            return Result(ok=True, value=[[key, digest] for key, digest in pairs])
         if not command.idempotency_key or command.operation == "read":
             return self._execute(command)
         registered = self._idempotent.get(command.idempotency_key)

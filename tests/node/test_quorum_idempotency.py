@@ -27,23 +27,26 @@ KEY = "q.orders"
 
 
 class Cluster:
-    """Three Raft voters with data directories; quorum keys under ``q.*``."""
+    """Three Raft voters with data directories (and ``extra`` nodes outside the voters);
+    quorum keys under ``q.*``."""
 
-    def __init__(self, seed: int, root: Path) -> None:
+    def __init__(self, seed: int, root: Path, extra: tuple[str, ...] = ()) -> None:
         self.clock = ManualClock(1_000_000)
         self.network = MemoryNetwork(seed, FaultOptions())
         self.rng = random.Random(seed)
         self.root = root
+        self.names = (*NAMES, *extra)
         self.nodes: dict[str, Node] = {}
-        for name in NAMES:
+        for name in self.names:
             self.start(name)
 
     def config(self, name: str) -> NodeConfig:
         voters = tuple(PeerAddress(v, memory_address(v)) for v in NAMES)
+        everyone = tuple(PeerAddress(n, memory_address(n)) for n in self.names)
         return NodeConfig(
             node_id=name,
             listen_address=memory_address(name),
-            peers=tuple(p for p in voters if p.node_id != name),
+            peers=tuple(p for p in everyone if p.node_id != name),
             window=WINDOW,
             raft=RaftConfig(tick_ms=STEP_MS),
             raft_voters=voters,
@@ -223,3 +226,29 @@ def test_keys_are_refused_where_a_claim_cannot_keep_the_promise(tmp_path: Path) 
     error = node.engine.write("hits", "add", 1, idempotency_key="k").error
     assert isinstance(error, RefusedError)
     assert "eventual" in str(error)
+
+
+def test_a_holder_outside_the_voters_finds_and_releases_its_unapplied_claim(
+    tmp_path: Path,
+) -> None:
+    """A node outside the Raft voters has no copy of the idempotency table: back from a crash,
+    it asks the table through Raft for its claims and releases those it never applied, so a
+    retry elsewhere goes through without a retry ever coming to it."""
+    cluster = Cluster(8, tmp_path, extra=("d",))
+    cluster.run(2_000)
+    others = [cluster.nodes[name] for name in NAMES]
+    cluster.network.set_faults(FaultOptions().blocked("a", "d").blocked("b", "d").blocked("c", "d"))
+    cluster.write("d")
+    cluster.run(1_000)  # d's claim committed; its answer never came
+    assert not cluster.nodes["d"].engine.claims.unsettled
+    cluster.crash("d")
+    cluster.network.set_faults(FaultOptions())
+    retry = cluster.settle(cluster.write("a"))
+    assert isinstance(retry.error, UnavailableError)
+    assert "being applied by d" in str(retry.error)
+    cluster.start("d")
+    cluster.run(3_000)
+    assert _accepted(cluster.settle(cluster.write("b"))) == 1
+    assert _accepted(cluster.settle(cluster.write("d"))) == 1
+    assert cluster.totals() == dict.fromkeys(cluster.names, 5.0)
+    assert all(not node.engine.claims.unsettled for node in others)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from crdtstream.config import WindowConfig
 from crdtstream.errors import ConfigError, DecodeError
-from crdtstream.raft.commands import request_digest
+from crdtstream.raft.commands import CLAIMS_HELD, request_digest
 from crdtstream.raft.state_machine import (
     OPERATIONS,
     Command,
@@ -490,3 +490,22 @@ def test_a_holder_finds_the_claims_it_has_not_settled() -> None:
     machine.apply(keyed("c", 1, 1, key="k1"))
     machine.apply(keyed("c", 2, 1, key="k2"))  # the table is full: the claim is forgotten
     assert machine.claims_held_by("node-b") == []
+
+
+def test_the_claims_a_replica_holds_are_answered_through_the_log() -> None:
+    machine = StateMachine(TUMBLING)
+    machine.apply(claim_command("a", 1, "claim", "node-a"))
+    other = Command("b", 1, "orders.us", "counter", "claim", "node-b", 2_000, None, "req-2", "d2")
+    machine.apply(encode_command(other))
+
+    def held(sequence: int, replica: str) -> Result:
+        query = Command("q", sequence, "__crdtstream.claims", "counter", CLAIMS_HELD, replica)
+        return machine.apply(encode_command(query))
+
+    assert held(1, "node-a") == Result(ok=True, value=[["req-9", "d1"]])
+    assert held(2, "node-b") == Result(ok=True, value=[["req-2", "d2"]])
+    machine.apply(claim_command("a", 2, "settle", "done 1 node-a"))
+    assert held(3, "node-a") == Result(ok=True, value=[])
+    assert machine.read("__crdtstream.claims") is None  # a query touches no key
+    with pytest.raises(ValueError, match="no idempotency key"):
+        Command("q", 4, "k", "counter", CLAIMS_HELD, "node-a", 0, None, "req-9", "d1")
