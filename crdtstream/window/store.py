@@ -29,6 +29,7 @@ from crdtstream.window import reads, sync
 from crdtstream.window.apply import Batch, Target, apply_batch
 from crdtstream.window.cells import KINDS
 from crdtstream.window.delta import StoreDelta
+from crdtstream.window.journal import ChangeJournal
 from crdtstream.window.keys import KeyRegistry
 from crdtstream.window.kinds.orset import Item
 from crdtstream.window.results import IngestResult, WindowRead, WindowValue
@@ -78,8 +79,11 @@ class WindowStore:
         self.kind_keys: dict[str, list[str]] = self.keys.names
         self.replicas: list[str] = [replica]
         self.replica_rows: dict[str, int] = {replica: 0}
-        # (slice start, replica row) -> [writes counted, store version of the last change]
+        # (slice start, replica row) -> [writes counted, store version of the last change],
+        # in the order of that version: a changed entry moves to the end, so the entries
+        # changed after a version are found from the end (see ``sync.delta_since``).
         self.window_counts: dict[tuple[int, int], list[int]] = {}
+        self.journal = ChangeJournal()
         self.late_total = 0
         self.late_by_key: dict[str, int] = {}
         self.rejected_total = 0
@@ -289,6 +293,9 @@ class WindowStore:
         apply_batch(kind, batch, target)
         for position in target.touched:
             self.slice_for(position).note_change(kind, target.version)
+        slide = self.windows.slide_ms
+        for position, keys in target.changed:
+            self.journal.record(target.version, kind, position * slide, keys)
         self._count_writes(target.touched)
 
     def add(
@@ -342,6 +349,7 @@ class WindowStore:
         self.version += 1
         cell.changed_version = self.version
         state.note_change("set", self.version)
+        self.journal.record(self.version, "set", position * self.windows.slide_ms, int(ids[0]))
         self._count_writes({position})
         return True
 
@@ -380,10 +388,15 @@ class WindowStore:
         A write is one ingest call (or remove) per slice rather than one event: the count only
         has to grow with every change, and this way costs nothing per event.
         """
+        counts = self.window_counts
         for position in positions:
-            entry = self.window_counts.setdefault((position * self.windows.slide_ms, 0), [0, 0])
+            slot = (position * self.windows.slide_ms, 0)
+            entry = counts.pop(slot, None)
+            if entry is None:
+                entry = [0, 0]
             entry[0] += 1
             entry[1] = self.version
+            counts[slot] = entry  # at the end: the newest change
 
     # ------------------------------------------------------------------ gossip
 
