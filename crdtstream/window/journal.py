@@ -40,9 +40,7 @@ class ChangeJournal:
         self.floor = 0
         """Changes stamped with a version above this are all recorded."""
         self._versions: list[int] = []
-        self._kinds: list[str] = []
-        self._starts: list[int] = []
-        self._keys: list[Int64Array | int | None] = []
+        self._entries: list[tuple[str, int, Int64Array | int | None]] = []
         self._key_total = 0
 
     def __len__(self) -> int:
@@ -52,14 +50,13 @@ class ChangeJournal:
         """Note that ``version`` stamped cells of ``kind`` in the slice at ``start_ms``, all of
         them among ``keys`` (one key id, an array that is not written to afterwards, or
         ``None`` for the whole slice). Versions must not decrease from one call to the next."""
-        if keys is not None and not isinstance(keys, int) and len(keys) > self.keys_max // 4:
-            keys = None  # a big batch: checking the slice's every key is cheaper than these
+        size = _size(keys)
+        if size > self.keys_max // 4:
+            keys, size = None, 1  # a big batch: checking every key of the slice costs less
         self._versions.append(version)
-        self._kinds.append(kind)
-        self._starts.append(start_ms)
-        self._keys.append(keys)
-        self._key_total += 1 if keys is None or isinstance(keys, int) else len(keys)
-        if len(self._versions) > self.entries_max or self._key_total > self.keys_max:
+        self._entries.append((kind, start_ms, keys))
+        self._key_total += size
+        if self._key_total > self.keys_max or len(self._versions) > self.entries_max:
             self._drop_oldest_half()
 
     def since(self, version: int, entries_limit: int) -> Changes | None:
@@ -71,43 +68,46 @@ class ChangeJournal:
         first = bisect_right(self._versions, version)
         if len(self._versions) - first > entries_limit:
             return None
-        gathered: dict[str, dict[int, list[Int64Array | int] | None]] = {}
-        for kind, start, keys in zip(
-            self._kinds[first:], self._starts[first:], self._keys[first:], strict=True
-        ):
+        # Per kind and slice: the single key ids and the key arrays, or None for every key.
+        gathered: dict[str, dict[int, tuple[list[int], list[Int64Array]] | None]] = {}
+        for kind, start, keys in self._entries[first:]:
             slices = gathered.setdefault(kind, {})
             if keys is None:
                 slices[start] = None
                 continue
-            known = slices.setdefault(start, [])
-            if known is not None:
-                known.append(keys)
+            known = slices.setdefault(start, ([], []))
+            if known is None:
+                continue
+            if isinstance(keys, int):
+                known[0].append(keys)
+            else:
+                known[1].append(keys)
         return {
             kind: {start: _candidates(keys) for start, keys in slices.items()}
             for kind, slices in gathered.items()
         }
 
     def _drop_oldest_half(self) -> None:
-        """Forget the oldest entries (at least half of them, whole versions at a time)."""
-        cut = len(self._versions) // 2
-        keys_kept = self._key_total
-        for keys in self._keys[:cut]:
-            keys_kept -= 1 if keys is None or isinstance(keys, int) else len(keys)
-        while cut < len(self._versions) and keys_kept > self.keys_max // 2:
-            keys = self._keys[cut]
-            keys_kept -= 1 if keys is None or isinstance(keys, int) else len(keys)
+        """Forget the oldest entries (at least half of them, and enough to halve the keys)."""
+        cut = max(len(self._versions) // 2, 1)
+        kept = self._key_total - sum(_size(keys) for _, _, keys in self._entries[:cut])
+        while cut < len(self._versions) and kept > self.keys_max // 2:
+            kept -= _size(self._entries[cut][2])
             cut += 1
-        cut = max(cut, 1)
         # Entries left with the newest dropped version are harmless (the floor excludes them).
         self.floor = max(self.floor, self._versions[cut - 1])
-        del self._versions[:cut], self._kinds[:cut], self._starts[:cut], self._keys[:cut]
-        self._key_total = keys_kept
+        del self._versions[:cut], self._entries[:cut]
+        self._key_total = kept
 
 
-def _candidates(keys: list[Int64Array | int] | None) -> Int64Array | None:
+def _size(keys: Int64Array | int | None) -> int:
+    return 1 if keys is None or isinstance(keys, int) else len(keys)
+
+
+def _candidates(keys: tuple[list[int], list[Int64Array]] | None) -> Int64Array | None:
     if keys is None:
         return None
-    if len(keys) == 1 and isinstance(keys[0], int):
-        return np.array(keys, dtype=np.int64)
-    arrays = [np.array([k], dtype=np.int64) if isinstance(k, int) else k for k in keys]
-    return np.unique(np.concatenate(arrays)).astype(np.int64, copy=False)
+    ids, arrays = keys
+    if not arrays:
+        return np.unique(np.array(ids, dtype=np.int64))
+    return np.unique(np.concatenate([np.array(ids, dtype=np.int64), *arrays])).astype(np.int64)

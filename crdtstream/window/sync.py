@@ -55,9 +55,10 @@ def delta_since(store: WindowStore, version: int) -> StoreDelta:
         if not parts:
             continue
         cells = parts[0] if len(parts) == 1 else KindCells.concatenate(parts)
-        unique, inverse = np.unique(cells.key, return_inverse=True)
+        # np.unique's inverse costs more than a search among the few distinct keys.
+        unique = np.unique(cells.key)
         names = store.kind_keys[kind]
-        cells.key = len(keys) + inverse.astype(np.int64)
+        cells.key = len(keys) + np.searchsorted(unique, cells.key).astype(np.int64)
         keys.extend([names[i] for i in unique.tolist()])
         delta.cells[kind] = cells
     delta.windows = _windows_changed_since(store, version)
