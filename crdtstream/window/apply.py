@@ -70,12 +70,12 @@ class Target:
     replica_order: Callable[[], Int64Array]
     version: int
     touched: set[int] = field(default_factory=set)
-    changed: list[tuple[int, Int64Array | int]] = field(default_factory=list)
+    changed: list[tuple[int, Int64Array | int | None]] = field(default_factory=list)
     """Per write to a slice: its position and the keys (a superset) whose cells it stamped."""
 
-    def state(self, position: int, keys: Int64Array | int) -> SliceState:
-        """The slice at ``position``, remembered as touched at ``keys`` (one id or an array
-        that is not written to afterwards)."""
+    def state(self, position: int, keys: Int64Array | int | None) -> SliceState:
+        """The slice at ``position``, remembered as touched at ``keys`` (one id, an array that
+        is not written to afterwards, or ``None`` for any key)."""
         self.touched.add(position)
         self.changed.append((position, keys))
         return self.slice_for(position)
@@ -105,8 +105,7 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
         return
     for position, index in groups_by_slice(batch.positions, batch.position_range):
         part = batch if index is None else batch.take(index)
-        # The batch's keys may be the caller's array: the journal keeps a copy.
-        state = target.state(position, part.keys.copy() if index is None else part.keys)
+        state = target.state(position, _journal_keys(part.keys, batch.key_count, index is None))
         if kind == "gauge":
             _apply_gauge(state, part, target)
         elif kind in ("max", "min"):
@@ -118,6 +117,15 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
             _apply_distribution(state, part, target)
         else:
             _apply_set(state, part, target)
+
+
+def _journal_keys(keys: Int64Array, key_count: int, shared: bool) -> Int64Array | None:
+    """The keys a part of a batch changes, as the store's journal keeps them: ``None`` (the
+    whole slice, which costs no more to look through) when they outnumber the kind's keys, and
+    a copy when the array may be the caller's (``shared``)."""
+    if len(keys) > key_count:
+        return None
+    return keys.copy() if shared else keys
 
 
 def _apply_counter(batch: Batch, target: Target) -> None:
