@@ -5,8 +5,10 @@ arguments; nothing here reads a clock or touches a file (see :mod:`.snapshot` fo
 that writes snapshot files, called by the driver).
 
 Keys are interned to dense ids per kind; state is columnar per (slice, kind), so a batch of N
-events is O(N) numpy work. Every change bumps :attr:`WindowStore.version` and stamps the changed
-``(key, slice, replica)`` cells, which is what :meth:`WindowStore.delta_since` reads. This
+events is O(N) numpy work. Every change bumps :attr:`WindowStore.version`, stamps the changed
+``(key, slice, replica)`` cells and notes the slice and keys in a bounded
+:class:`~crdtstream.window.journal.ChangeJournal`; :meth:`WindowStore.delta_since` reads the
+stamps of only the cells the journal names, so a small change makes a cheap delta. This
 replica writes only its own slots; :meth:`WindowStore.merge` joins other replicas' cells and
 returns the part that was new. Per-slice version vectors count each replica's writes, so a
 caller can tell when every member's contributions to a window have arrived (finality).
