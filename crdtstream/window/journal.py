@@ -21,12 +21,16 @@ from bisect import bisect_right
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ChangeJournal", "Changes"]
+__all__ = ["WINDOW_COUNTS", "ChangeJournal", "Changes"]
 
 Int64Array = npt.NDArray[np.int64]
 
 Changes = dict[str, dict[int, Int64Array | None]]
 """Per kind, per slice start: sorted distinct candidate keys, or ``None`` for every key."""
+
+WINDOW_COUNTS = "window_counts"
+"""Recorded in place of a kind when a merge raised window version entries; the "keys" are
+replica rows. A replica's own entries change with its own writes, which the kinds record."""
 
 
 class ChangeJournal:

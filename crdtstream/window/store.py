@@ -81,9 +81,7 @@ class WindowStore:
         self.kind_keys: dict[str, list[str]] = self.keys.names
         self.replicas: list[str] = [replica]
         self.replica_rows: dict[str, int] = {replica: 0}
-        # (slice start, replica row) -> [writes counted, store version of the last change],
-        # in the order of that version: a changed entry moves to the end, so the entries
-        # changed after a version are found from the end (see ``sync.delta_since``).
+        # (slice start, replica row) -> [writes counted, store version of the last change]
         self.window_counts: dict[tuple[int, int], list[int]] = {}
         self.journal = ChangeJournal()
         self.late_total = 0
@@ -390,15 +388,10 @@ class WindowStore:
         A write is one ingest call (or remove) per slice rather than one event: the count only
         has to grow with every change, and this way costs nothing per event.
         """
-        counts = self.window_counts
         for position in positions:
-            slot = (position * self.windows.slide_ms, 0)
-            entry = counts.pop(slot, None)
-            if entry is None:
-                entry = [0, 0]
+            entry = self.window_counts.setdefault((position * self.windows.slide_ms, 0), [0, 0])
             entry[0] += 1
             entry[1] = self.version
-            counts[slot] = entry  # at the end: the newest change
 
     # ------------------------------------------------------------------ gossip
 
@@ -407,8 +400,9 @@ class WindowStore:
         return sync.delta_since(self, version)
 
     def full_state(self) -> StoreDelta:
-        """Everything retained, as one delta."""
-        return sync.delta_since(self, 0)
+        """Everything retained, as one delta (by the walk over every slice, whose order of
+        cells and entries snapshots have always had)."""
+        return sync.walk_delta_since(self, 0)
 
     def key_state(self, key: str) -> StoreDelta:
         """Everything retained of ``key``, as one delta (empty for an unknown key); what a

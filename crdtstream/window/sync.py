@@ -1,12 +1,13 @@
 """Delta extraction and merging for :class:`~crdtstream.window.store.WindowStore`.
 
 A delta since a recent version is assembled from the store's
-:class:`~crdtstream.window.journal.ChangeJournal`: only the slices, and within them only the
-keys, that the journal names are looked at, and window version entries are read from the end of
-the version-ordered ``window_counts``. So logging or gossiping one changed cell costs about the
-same in a store of ten keys and in one of a hundred thousand. A version the journal no longer
-covers, or one followed by many changes, takes the walk over every slice
-(:func:`walk_delta_since`), which also serves as the reference the fast path is tested against.
+:class:`~crdtstream.window.journal.ChangeJournal`: only the slices, the keys within them and
+the window version entries that the journal names are looked at, so logging or gossiping one
+changed cell costs about the same in a store of ten keys and in one of a hundred thousand. It
+holds the same cells and entries as the walk over every slice (:func:`walk_delta_since`), in an
+order of its own (slices and entries sorted). A version the journal no longer covers, or one
+followed by many changes, takes the walk, as does the full state (snapshots keep the walk's
+order); the walk is also the reference the journal's path is tested against.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from crdtstream.window.cells import KINDS, KindCells
 from crdtstream.window.delta import StoreDelta, WindowVersions
+from crdtstream.window.journal import WINDOW_COUNTS, Changes
 
 if TYPE_CHECKING:
     from crdtstream.window.store import WindowStore
@@ -61,24 +63,26 @@ def delta_since(store: WindowStore, version: int) -> StoreDelta:
         cells.key = len(keys) + np.searchsorted(unique, cells.key).astype(np.int64)
         keys.extend([names[i] for i in unique.tolist()])
         delta.cells[kind] = cells
-    delta.windows = _windows_changed_since(store, version)
+    delta.windows = _windows_changed_since(store, version, changes)
     _name_replicas(store, delta)
     return delta
 
 
-def _windows_changed_since(store: WindowStore, version: int) -> WindowVersions:
-    """Window version entries changed after ``version``, read from the end of the
-    version-ordered ``window_counts`` (an entry merged in with count 0 keeps version 0 and
-    may sit anywhere: it never counts as changed)."""
+def _windows_changed_since(store: WindowStore, version: int, changes: Changes) -> WindowVersions:
+    """Window version entries changed after ``version``: this replica's (row 0) in the slices
+    its writes changed, which the journal names under their kinds, and the merged ones it names
+    under ``WINDOW_COUNTS``."""
+    slots = {(start, 0) for kind in KINDS for start in changes.get(kind, ())}
+    for start, rows in changes.get(WINDOW_COUNTS, {}).items():
+        every = range(len(store.replicas))
+        slots.update((start, row) for row in (every if rows is None else rows.tolist()))
     entries = []
-    for (start, row), (count, changed) in reversed(store.window_counts.items()):
-        if changed > version:
-            entries.append((start, row, count))
-        elif changed:
-            break
+    for slot in sorted(slots):
+        entry = store.window_counts.get(slot)
+        if entry is not None and entry[1] > version:
+            entries.append((*slot, entry[0]))
     if not entries:
         return WindowVersions()
-    entries.reverse()
     starts, rows, counts = (
         np.asarray(column, dtype=np.int64) for column in zip(*entries, strict=True)
     )
@@ -205,11 +209,10 @@ def _merge_windows(
     for index, (start, replica, count) in enumerate(entries):
         if floor is not None and start < floor:
             continue
-        slot = (start, int(rows_of[replica]))
-        entry = store.window_counts.setdefault(slot, [0, 0])
+        row = int(rows_of[replica])
+        entry = store.window_counts.setdefault((start, row), [0, 0])
         if count > entry[0]:
             entry[0], entry[1] = count, version
             inflated[index] = True
-            # At the end of the version-ordered entries: the newest change.
-            store.window_counts[slot] = store.window_counts.pop(slot)
+            store.journal.record(version, WINDOW_COUNTS, start, row)
     return windows.take(inflated)
