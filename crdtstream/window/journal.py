@@ -41,6 +41,7 @@ class ChangeJournal:
             raise ValueError("a journal holds at least 2 entries and 2 keys")
         self.entries_max = entries_max
         self.keys_max = keys_max
+        self._whole_above = keys_max // 4
         self.floor = 0
         """Changes stamped with a version above this are all recorded."""
         self._versions: list[int] = []
@@ -54,8 +55,8 @@ class ChangeJournal:
         """Note that ``version`` stamped cells of ``kind`` in the slice at ``start_ms``, all of
         them among ``keys`` (one key id, an array that is not written to afterwards, or
         ``None`` for the whole slice). Versions must not decrease from one call to the next."""
-        size = _size(keys)
-        if size > self.keys_max // 4:
+        size = 1 if keys is None or isinstance(keys, int) else len(keys)
+        if size > self._whole_above:
             keys, size = None, 1  # a big batch: checking every key of the slice costs less
         self._versions.append(version)
         self._entries.append((kind, start_ms, keys))

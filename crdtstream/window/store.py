@@ -293,9 +293,9 @@ class WindowStore:
         apply_batch(kind, batch, target)
         for position in target.touched:
             self.slice_for(position).note_change(kind, target.version)
-        slide = self.windows.slide_ms
+        record, version, slide = self.journal.record, target.version, self.windows.slide_ms
         for position, keys in target.changed:
-            self.journal.record(target.version, kind, position * slide, keys)
+            record(version, kind, position * slide, keys)
         self._count_writes(target.touched)
 
     def add(
