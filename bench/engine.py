@@ -11,6 +11,10 @@ manual clock, so that only the code path is measured:
   loop to end, when the store's change is appended to the local log and synced (a dict, so the
   log's encoding is measured and no disk is).
 
+``--keys N --slices S`` first fill each of the three stores with ``N`` other counter keys in
+each of the ``S`` newest slices (a node that retains many keys and windows), so the figures show
+how the cost of one write, and of logging it, grows with what the store holds.
+
 Every write is timed on its own (``perf_counter_ns``); p50 and p99 in microseconds. The three
 run in alternating rounds (``--rounds`` of ``--writes`` each), so that a busy machine disturbs
 all of them alike. Ratios ``engine_single_write_vs_store_add`` (goal ``<= 1.5``: routing,
@@ -33,9 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.report import Report
+from crdtstream.config import WindowConfig
 
 if TYPE_CHECKING:
     from crdtstream.node import Node
+    from crdtstream.window.store import WindowStore
 
 __all__ = ["add_arguments", "run"]
 
@@ -44,12 +50,23 @@ KEYS = 64
 """Writes cycle over this many keys, as a client writing a handful of metrics does."""
 
 FIGURES = ("store_add", "engine_single_write", "engine_single_logged_write")
+RETENTION_WINDOWS = WindowConfig().retention_windows
+"""Windows a store retains by default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Sizes of the workload."""
     parser.add_argument("--writes", type=int, default=5_000, help="writes per figure and round")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
+    parser.add_argument(
+        "--keys", type=int, default=0, help="other counter keys retained in every filled slice"
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help=f"slices filled with --keys keys (at most {RETENTION_WINDOWS}, the retention)",
+    )
 
 
 def _node(durability: str) -> Node:
@@ -69,10 +86,24 @@ def _node(durability: str) -> Node:
     return Node(config, transport, ManualClock(START_MS), random.Random(1), disk=disk)
 
 
-def _store_adds(count: int) -> Callable[[list[int]], None]:
+def _fill(store: WindowStore, keys: int, slices: int) -> None:
+    """``keys`` counter keys with one event in each of the ``slices`` newest slices, oldest
+    slice first (so that none is late), one batch per slice."""
+    if keys <= 0:
+        return
+    names = [f"bench.retained.{index}" for index in range(keys)]
+    index = np.arange(keys, dtype=np.int64)
+    size_ms = store.config.size_ms
+    for back in range(slices - 1, -1, -1):
+        stamps = np.full(keys, START_MS - back * size_ms, dtype=np.int64)
+        store.ingest("counter", names, index, np.ones(keys), stamps)
+
+
+def _store_adds(count: int, keys: int, slices: int) -> Callable[[list[int]], None]:
     from crdtstream.window.store import WindowStore
 
     store = WindowStore("bench~0001")
+    _fill(store, keys, slices)
     names = [f"bench.hits.{index}" for index in range(KEYS)]
 
     def measure(samples: list[int]) -> None:
@@ -104,7 +135,10 @@ async def _rounds(args: argparse.Namespace) -> dict[str, list[int]]:
     samples: dict[str, list[int]] = {name: [] for name in FIGURES}
     volatile, logged = _node("none"), _node("fsync")
     try:
-        store_adds = _store_adds(args.writes)
+        for node in (volatile, logged):
+            _fill(node.engine.store, args.keys, args.slices)
+            node.make_durable()  # the filling is logged before the first timed write
+        store_adds = _store_adds(args.writes, args.keys, args.slices)
         volatile_writes = _node_writes(volatile, args.writes)
         logged_writes = _node_writes(logged, args.writes)
         for _ in range(args.rounds):
@@ -122,7 +156,17 @@ async def _rounds(args: argparse.Namespace) -> dict[str, list[int]]:
 def run(args: argparse.Namespace) -> Report:
     """Measure the three figures in alternating rounds and report p50/p99 and the ratios."""
     report = Report("engine")
-    report.parameters = {"writes": args.writes, "rounds": args.rounds, "keys": KEYS}
+    if not 1 <= args.slices <= RETENTION_WINDOWS:
+        raise SystemExit(
+            f"bench engine: --slices must be 1 to {RETENTION_WINDOWS}, got {args.slices}"
+        )
+    report.parameters = {
+        "writes": args.writes,
+        "rounds": args.rounds,
+        "keys": KEYS,
+        "retained_keys": args.keys,
+        "retained_slices": args.slices,
+    }
     samples = asyncio.run(_rounds(args))
     p50: dict[str, float] = {}
     for name in FIGURES:

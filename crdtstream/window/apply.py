@@ -70,10 +70,14 @@ class Target:
     replica_order: Callable[[], Int64Array]
     version: int
     touched: set[int] = field(default_factory=set)
+    changed: list[tuple[int, Int64Array | int | None]] = field(default_factory=list)
+    """Per write to a slice: its position and the keys (a superset) whose cells it stamped."""
 
-    def state(self, position: int) -> SliceState:
-        """The slice at ``position``, remembered as touched."""
+    def state(self, position: int, keys: Int64Array | int | None) -> SliceState:
+        """The slice at ``position``, remembered as touched at ``keys`` (one id, an array that
+        is not written to afterwards, or ``None`` for any key)."""
         self.touched.add(position)
+        self.changed.append((position, keys))
         return self.slice_for(position)
 
 
@@ -101,7 +105,7 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
         return
     for position, index in groups_by_slice(batch.positions, batch.position_range):
         part = batch if index is None else batch.take(index)
-        state = target.state(position)
+        state = target.state(position, _journal_keys(part.keys, batch.key_count, index is None))
         if kind == "gauge":
             _apply_gauge(state, part, target)
         elif kind in ("max", "min"):
@@ -113,6 +117,15 @@ def apply_batch(kind: str, batch: Batch, target: Target) -> None:
             _apply_distribution(state, part, target)
         else:
             _apply_set(state, part, target)
+
+
+def _journal_keys(keys: Int64Array, key_count: int, shared: bool) -> Int64Array | None:
+    """The keys a part of a batch changes, as the store's journal keeps them: ``None`` (the
+    whole slice, which costs no more to look through) when they outnumber the kind's keys, and
+    a copy when the array may be the caller's (``shared``)."""
+    if len(keys) > key_count:
+        return None
+    return keys.copy() if shared else keys
 
 
 def _apply_counter(batch: Batch, target: Target) -> None:
@@ -170,7 +183,7 @@ def _add_counter_cells(
 ) -> None:
     """Add ``sums`` to column ``column`` of this replica's counter cells ``keys`` in the slice
     at ``position`` (distinct keys: a fancy-indexed ``+=`` applies each once)."""
-    table = target.state(position).table("counter", target.replica_count, key_count)
+    table = target.state(position, keys).table("counter", target.replica_count, key_count)
     table.columns[column][0, keys] += sums
     table.version[0, keys] = target.version
 
@@ -183,7 +196,7 @@ def _add_counter_event(
     touches no slice, as a batch's zero sums do not."""
     if value == 0:
         return
-    table = target.state(position).table("counter", target.replica_count, key_count)
+    table = target.state(position, key).table("counter", target.replica_count, key_count)
     column = "p" if value > 0 else "n"
     table.columns[column][0, key] += abs(value)
     table.version[0, key] = target.version

@@ -56,30 +56,52 @@ class SliceState:
             cell = self.sets[key] = OrSetCell()
         return cell
 
-    def changed_since(self, kind: str, version: int, start_ms: int) -> KindCells:
-        """Cells of ``kind`` changed after ``version``, keyed by kind-local id and replica row."""
+    def changed_since(
+        self,
+        kind: str,
+        version: int,
+        start_ms: int,
+        candidates: npt.NDArray[np.int64] | None = None,
+    ) -> KindCells:
+        """Cells of ``kind`` changed after ``version``, keyed by kind-local id and replica row.
+
+        ``candidates`` (sorted distinct key ids, a superset of the keys changed after
+        ``version``, as a :class:`~crdtstream.window.journal.ChangeJournal` names them) limits
+        the look to those keys, so the cost follows them rather than the slice's size.
+        """
         if self.latest.get(kind, 0) <= version:
             empty = np.zeros(0, dtype=np.int64)
             return KindCells(empty, empty, empty, {})
         if kind == "distribution":
-            cells = self.distributions.changed_since(version)
+            cells = self.distributions.changed_since(version, candidates)
         elif kind == "distinct":
-            keys, entries, owner = self.registers.changed_since(version)
+            keys, entries, owner = self.registers.changed_since(version, candidates)
             cells = KindCells(keys, keys, np.full(len(keys), -1, np.int64), {}, entries, owner)
         elif kind == "set":
-            set_keys = [k for k, c in self.sets.items() if c.changed_version > version]
-            keys = np.asarray(set_keys, dtype=np.int64)
-            copies = object_array([self.sets[k].copy() for k in set_keys])
-            cells = KindCells(keys, keys, np.full(len(keys), -1, np.int64), {"cell": copies})
+            cells = self._sets_changed_since(version, candidates)
         else:
             table = self.dense.get(kind)
             if table is None:
                 empty = np.zeros(0, dtype=np.int64)
                 return KindCells(empty, empty, empty, DENSE_KINDS[kind].empty(0))
-            rows, keys, columns = table.changed_since(version)
+            rows, keys, columns = table.changed_since(version, candidates)
             cells = KindCells(keys, keys, rows, columns)
         cells.slice_start = np.full(len(cells), start_ms, dtype=np.int64)
         return cells
+
+    def _sets_changed_since(
+        self, version: int, candidates: npt.NDArray[np.int64] | None
+    ) -> KindCells:
+        if candidates is None:
+            set_keys = [k for k, c in self.sets.items() if c.changed_version > version]
+        else:
+            sets = self.sets
+            set_keys = [
+                k for k in candidates.tolist() if k in sets and sets[k].changed_version > version
+            ]
+        keys = np.asarray(set_keys, dtype=np.int64)
+        copies = object_array([self.sets[k].copy() for k in set_keys])
+        return KindCells(keys, keys, np.full(len(keys), -1, np.int64), {"cell": copies})
 
     def merge(
         self,

@@ -5,8 +5,10 @@ arguments; nothing here reads a clock or touches a file (see :mod:`.snapshot` fo
 that writes snapshot files, called by the driver).
 
 Keys are interned to dense ids per kind; state is columnar per (slice, kind), so a batch of N
-events is O(N) numpy work. Every change bumps :attr:`WindowStore.version` and stamps the changed
-``(key, slice, replica)`` cells, which is what :meth:`WindowStore.delta_since` reads. This
+events is O(N) numpy work. Every change bumps :attr:`WindowStore.version`, stamps the changed
+``(key, slice, replica)`` cells and notes the slice and keys in a bounded
+:class:`~crdtstream.window.journal.ChangeJournal`; :meth:`WindowStore.delta_since` reads the
+stamps of only the cells the journal names, so a small change makes a cheap delta. This
 replica writes only its own slots; :meth:`WindowStore.merge` joins other replicas' cells and
 returns the part that was new. Per-slice version vectors count each replica's writes, so a
 caller can tell when every member's contributions to a window have arrived (finality).
@@ -29,6 +31,7 @@ from crdtstream.window import reads, sync
 from crdtstream.window.apply import Batch, Target, apply_batch
 from crdtstream.window.cells import KINDS
 from crdtstream.window.delta import StoreDelta
+from crdtstream.window.journal import ChangeJournal
 from crdtstream.window.keys import KeyRegistry
 from crdtstream.window.kinds.orset import Item
 from crdtstream.window.results import IngestResult, WindowRead, WindowValue
@@ -80,6 +83,7 @@ class WindowStore:
         self.replica_rows: dict[str, int] = {replica: 0}
         # (slice start, replica row) -> [writes counted, store version of the last change]
         self.window_counts: dict[tuple[int, int], list[int]] = {}
+        self.journal = ChangeJournal()
         self.late_total = 0
         self.late_by_key: dict[str, int] = {}
         self.rejected_total = 0
@@ -289,6 +293,9 @@ class WindowStore:
         apply_batch(kind, batch, target)
         for position in target.touched:
             self.slice_for(position).note_change(kind, target.version)
+        record, version, slide = self.journal.record, target.version, self.windows.slide_ms
+        for position, keys in target.changed:
+            record(version, kind, position * slide, keys)
         self._count_writes(target.touched)
 
     def add(
@@ -342,6 +349,7 @@ class WindowStore:
         self.version += 1
         cell.changed_version = self.version
         state.note_change("set", self.version)
+        self.journal.record(self.version, "set", position * self.windows.slide_ms, int(ids[0]))
         self._count_writes({position})
         return True
 
@@ -392,8 +400,9 @@ class WindowStore:
         return sync.delta_since(self, version)
 
     def full_state(self) -> StoreDelta:
-        """Everything retained, as one delta."""
-        return sync.delta_since(self, 0)
+        """Everything retained, as one delta (by the walk over every slice, whose order of
+        cells and entries snapshots have always had)."""
+        return sync.walk_delta_since(self, 0)
 
     def key_state(self, key: str) -> StoreDelta:
         """Everything retained of ``key``, as one delta (empty for an unknown key); what a

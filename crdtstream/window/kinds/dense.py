@@ -136,10 +136,17 @@ class DenseTable:
         return inflated
 
     def changed_since(
-        self, version: int
+        self, version: int, candidates: npt.NDArray[np.int64] | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Columns]:
-        """Rows, keys and values of the cells changed after ``version``."""
-        rows, keys = np.nonzero(self.version > version)
+        """Rows, keys and values of the cells changed after ``version``, row by row and keys
+        ascending; with ``candidates`` (sorted distinct key ids, a superset of the changed
+        ones), only their columns are looked at."""
+        if candidates is None:
+            rows, keys = np.nonzero(self.version > version)
+        else:
+            candidates = candidates[candidates < self.version.shape[1]]
+            rows, chosen = np.nonzero(self.version[:, candidates] > version)
+            keys = candidates[chosen]
         return rows.astype(np.int64), keys.astype(np.int64), self.gather(rows, keys)
 
     def nbytes(self) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from crdtstream.crdt.hyperloglog import hll_index_rank
+from crdtstream.window.kinds.ranges import entries_of
 
 __all__ = ["RegisterTable"]
 
@@ -131,15 +132,23 @@ class RegisterTable:
         return np.flatnonzero(self.version > 0).astype(np.int64)
 
     def changed_since(
-        self, version: int
+        self, version: int, candidates: Int64Array | None = None
     ) -> tuple[Int64Array, dict[str, npt.NDArray[Any]], Int64Array]:
-        """Keys changed after ``version``, their non-zero registers and each one's key position."""
-        keys = np.flatnonzero(self.version > version).astype(np.int64)
-        owners = self.codes >> self.precision
-        selected = np.isin(owners, keys)
-        owner = np.searchsorted(keys, owners[selected]).astype(np.int64)
-        index = self.codes[selected] & (self.width - 1)
-        return keys, {"index": index, "rank": self.ranks[selected]}, owner
+        """Keys changed after ``version``, their non-zero registers and each one's key position;
+        with ``candidates`` (sorted distinct key ids, a superset of the changed ones) only
+        those keys and their registers are looked at."""
+        if candidates is None:
+            keys = np.flatnonzero(self.version > version).astype(np.int64)
+            owners = self.codes >> self.precision
+            selected = np.isin(owners, keys)
+            owner = np.searchsorted(keys, owners[selected]).astype(np.int64)
+            index = self.codes[selected] & (self.width - 1)
+            return keys, {"index": index, "rank": self.ranks[selected]}, owner
+        candidates = candidates[candidates < len(self.version)]
+        keys = candidates[self.version[candidates] > version]
+        positions, owner = entries_of(self.codes, keys * self.width, (keys + 1) * self.width)
+        index = self.codes[positions] & (self.width - 1)
+        return keys, {"index": index, "rank": self.ranks[positions]}, owner
 
     def nbytes(self) -> int:
         """Bytes of numpy state held."""

@@ -19,6 +19,7 @@ from crdtstream.crdt.mapping import LogMapping
 from crdtstream.window.cells import KindCells
 from crdtstream.window.kinds.dense import DenseKind, DenseTable
 from crdtstream.window.kinds.distribution import DistributionCell
+from crdtstream.window.kinds.ranges import entries_of
 
 __all__ = ["ROW_LIMIT", "DistributionTable"]
 
@@ -136,14 +137,28 @@ class DistributionTable:
         rows = np.flatnonzero(self.stats.version[:, key] > 0)
         return [self.cell_at(key, int(row)) for row in rows]
 
-    def changed_since(self, version: int) -> KindCells:
-        """Cells changed after ``version`` (slice start left 0 for the caller to fill)."""
-        rows, keys = np.nonzero(self.stats.version > version)
+    def changed_since(self, version: int, candidates: Int64Array | None = None) -> KindCells:
+        """Cells changed after ``version`` (slice start left 0 for the caller to fill); with
+        ``candidates`` (sorted distinct key ids, a superset of the changed ones) only those
+        keys' cells and buckets are looked at."""
+        versions = self.stats.version
+        if candidates is None:
+            rows, keys = np.nonzero(versions > version)
+        else:
+            candidates = candidates[candidates < versions.shape[1]]
+            rows, chosen = np.nonzero(versions[:, candidates] > version)
+            keys = candidates[chosen]
         cells = keys.astype(np.int64) * ROW_LIMIT + rows
         order = np.argsort(cells)
         cells, keys, rows = cells[order], keys[order].astype(np.int64), rows[order].astype(np.int64)
-        owners = self.codes >> _CELL_SHIFT
-        selected = np.isin(owners, cells)
+        if candidates is None:
+            owners = self.codes >> _CELL_SHIFT
+            selected = np.flatnonzero(np.isin(owners, cells))
+            owner = np.searchsorted(cells, owners[selected]).astype(np.int64)
+        else:
+            selected, owner = entries_of(
+                self.codes, cells << _CELL_SHIFT, (cells + 1) << _CELL_SHIFT
+            )
         codes = self.codes[selected]
         entries = {
             "negative": ((codes >> _BUCKET_BITS) & 1).astype(np.bool_),
@@ -156,7 +171,7 @@ class DistributionTable:
             rows,
             {name: column[rows, keys] for name, column in self.stats.columns.items()},
             entries,
-            np.searchsorted(cells, owners[selected]).astype(np.int64),
+            owner,
         )
 
     def merge(
