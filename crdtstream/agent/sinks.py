@@ -62,6 +62,8 @@ class SinkStats:
     points_dropped: int = 0
     flushes_failed: int = 0
     bytes_sent: int = 0
+    closes_failed: int = 0
+    """Connections that failed to close after their points were sent (not sent again)."""
 
     def as_dict(self) -> dict[str, int]:
         """The counts as a plain mapping (for ``/metrics``)."""
@@ -70,6 +72,7 @@ class SinkStats:
             "points_dropped": self.points_dropped,
             "flushes_failed": self.flushes_failed,
             "sent_bytes": self.bytes_sent,
+            "closes_failed": self.closes_failed,
         }
 
 
@@ -141,7 +144,6 @@ class GraphiteSink:
                 await asyncio.wait_for(writer.drain(), self.connect_timeout_s)
             finally:
                 writer.close()
-                await asyncio.wait_for(writer.wait_closed(), self.connect_timeout_s)
         except (OSError, TimeoutError):
             self.stats.flushes_failed += 1
             self.buffer.extendleft(reversed(points))
@@ -149,4 +151,9 @@ class GraphiteSink:
             return False
         self.stats.points_sent += len(points)
         self.stats.bytes_sent += len(payload)
+        try:
+            await asyncio.wait_for(writer.wait_closed(), self.connect_timeout_s)
+        except (OSError, TimeoutError):
+            # The payload was handed over already: sending it again would export it twice.
+            self.stats.closes_failed += 1
         return not self.buffer
