@@ -563,22 +563,26 @@ class BoundedKeys:
         """
         if self._windows:
             raise RuntimeError("resume() is called before any window is made")
-        decisions = [
-            decode_retirement(record)
-            for record in records
-            if wire.peek_tag(record) == wire.Tag.BOUNDED_RETIREMENT
-        ]
-        messages = [
-            decode_bounded(record)
-            for record in records
-            if wire.peek_tag(record) != wire.Tag.BOUNDED_RETIREMENT
-        ]
-        states = [message for message in messages if isinstance(message, BoundedState)]
-        if not states:
-            for decision in decisions:
-                self.retire(decision, rules, now_ms)
-            self._unlogged_decisions.clear()  # on the disk already
-            return 0
+        decisions: list[Retirement] = []
+        states: list[BoundedState] = []
+        for record in records:
+            if wire.peek_tag(record) == wire.Tag.BOUNDED_RETIREMENT:
+                decisions.append(decode_retirement(record))
+            elif isinstance(message := decode_bounded(record), BoundedState):
+                states.append(message)
+        restored = self._resume_row(states, rules, now_ms) if states else 0
+        for decision in decisions:
+            self.retire(decision, rules, now_ms)
+        self._unlogged_decisions.clear()  # on the disk already
+        return restored
+
+    def _resume_row(
+        self,
+        states: Sequence[BoundedState],
+        rules: Callable[[str], PolicyRule | None],
+        now_ms: int,
+    ) -> int:
+        """Take up the row the logged ``states`` name, with every kept window's state."""
         replicas = {state.replica for state in states}
         if len(replicas) != 1:
             raise DecodeError(f"the bounded records name several replicas: {sorted(replicas)}")
@@ -601,9 +605,6 @@ class BoundedKeys:
                 window.used = max(window.used, entry.used)
         self._resumed = True
         self.counters.windows_resumed += len(self._windows)
-        for decision in decisions:
-            self.retire(decision, rules, now_ms)
-        self._unlogged_decisions.clear()  # on the disk already
         return len(self._windows)
 
     def _changed(self, key: str, number: int, window: _Window) -> None:

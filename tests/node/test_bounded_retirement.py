@@ -50,6 +50,16 @@ def _retirement(sim: BoundedSimulation, member: str) -> Retirement:
     return decode_retirement(decision.to_bytes())
 
 
+def _retire_everywhere(sim: BoundedSimulation, decision: Retirement) -> list[int]:
+    """Apply ``decision`` at every live node, as the strong log does; the rows each retired."""
+    retired = []
+    for node_id in sim.live():
+        core = sim.nodes[node_id].core
+        assert core is not None
+        retired.append(core.retire(decision, sim._rule_of, sim.now_ms))
+    return retired
+
+
 def _spend_everything(sim: BoundedSimulation, nodes: list[str]) -> int:
     """Consume one unit at a time at ``nodes`` until a whole round is refused; the units done."""
     acked = 0
@@ -112,10 +122,7 @@ def test_rights_moved_to_a_retired_row_later_follow_it_to_the_heir() -> None:
     window = sim.now_ms // WINDOW_MS
     dead_row = next(r for r in sim.union(window).writers() if r.startswith("n2~"))
     decision = _retirement(sim, "n2")
-    for node_id in sim.live():
-        core = sim.nodes[node_id].core
-        assert core is not None
-        core.retire(decision, sim._rule_of, sim.now_ms)
+    _retire_everywhere(sim, decision)
     _run(sim, 50)
     # A transfer answering the dead node's old request, made after the decision.
     state = n1._windows[(KEY, window)]
@@ -166,10 +173,7 @@ def test_a_fresh_run_of_the_heir_does_not_reissue_the_rights_again() -> None:
     _run(sim, 50)
     sim.crash("n2", keep_data=False)
     decision = _retirement(sim, "n2")
-    for node_id in sim.live():
-        core = sim.nodes[node_id].core
-        assert core is not None
-        core.retire(decision, sim._rule_of, sim.now_ms)
+    _retire_everywhere(sim, decision)
     _run(sim, 50)
     heir = sim.nodes["n0"].core
     assert heir is not None
@@ -281,10 +285,7 @@ def test_the_retirements_a_node_applied_outlive_a_restart_with_its_data_director
     _run(sim, 50)
     sim.crash("n2", keep_data=False)
     decision = _retirement(sim, "n2")
-    for node_id in sim.live():
-        core = sim.nodes[node_id].core
-        assert core is not None
-        assert core.retire(decision, sim._rule_of, sim.now_ms) == 1
+    assert _retire_everywhere(sim, decision) == [1] * len(sim.live())
     _run(sim, 50)
     window = sim.now_ms // WINDOW_MS
     dead_row = decision.rows[0].replica
